@@ -1,0 +1,187 @@
+//! The command line: `echo-reactor serve ...`.
+//!
+//! Parsing is clap's (bad flags exit 2 with clap's message); running turns
+//! every error a user can cause into one line on stderr and exit code 1.
+//! Output contract (SPEC §4): one `listening on tcp ADDR` line per socket on
+//! stdout, flushed at once, and a final `stats key=value ...` line on exit.
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use log::info;
+
+use crate::fdlimit::raise_nofile_limit;
+use crate::protocol::{Echo, Protocol, Upper};
+use crate::server::{Config, Server, DEFAULT_BACKLOG};
+use crate::sockets::somaxconn;
+
+/// `echo-reactor`: a single-threaded mio echo server.
+#[derive(Debug, Parser)]
+#[command(name = "echo-reactor", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+}
+
+/// The protocols `serve --protocol` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProtocolName {
+    /// Every byte back, unchanged.
+    Echo,
+    /// ASCII letters upper-cased, everything else unchanged.
+    Upper,
+}
+
+/// Flags of `echo-reactor serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TCP address to listen on, IPv4 or IPv6 (`[::1]:8888`); repeatable; port 0 picks one.
+    #[arg(long = "listen", value_name = "ADDR")]
+    pub listen: Vec<SocketAddr>,
+    /// What the server says.
+    #[arg(long, value_enum, default_value_t = ProtocolName::Echo)]
+    pub protocol: ProtocolName,
+    /// Unsent bytes per connection before reading from it pauses (e.g. 1048576, 64KiB, 1MiB).
+    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_bytes)]
+    pub max_buffered: usize,
+    /// Longest partial message a line protocol buffers.
+    #[arg(long, value_name = "BYTES", default_value = "64KiB", value_parser = parse_bytes)]
+    pub max_line: usize,
+    /// Listen backlog (the kernel caps it at net.core.somaxconn).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_BACKLOG)]
+    pub backlog: u32,
+}
+
+impl ServeArgs {
+    /// The library configuration these flags describe.
+    pub fn to_config(&self) -> Config {
+        let defaults = Config::default();
+        Config {
+            listen: if self.listen.is_empty() {
+                defaults.listen
+            } else {
+                self.listen.clone()
+            },
+            backlog: self.backlog,
+            max_buffered: self.max_buffered,
+            max_line: self.max_line,
+        }
+    }
+}
+
+/// Parse a byte count: a plain number, or one with a `K`/`KiB`/`M`/`MiB`/`G`/`GiB`
+/// suffix (powers of 1024). Zero is refused.
+pub fn parse_bytes(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: usize = digits
+        .parse()
+        .map_err(|_| format!("'{text}' is not a byte count (try 65536 or 64KiB)"))?;
+    let scale: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" | "kb" => 1 << 10,
+        "m" | "mib" | "mb" => 1 << 20,
+        "g" | "gib" | "gb" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown unit '{other}' in '{text}' (use KiB, MiB or GiB)"
+            ))
+        }
+    };
+    match number.checked_mul(scale) {
+        Some(0) => Err("must be at least 1 byte".to_string()),
+        Some(bytes) => Ok(bytes),
+        None => Err(format!("'{text}' is too large")),
+    }
+}
+
+/// Run a parsed command line. Errors are meant to be printed as one line.
+pub fn run(cli: Cli) -> io::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(&args),
+    }
+}
+
+fn serve(args: &ServeArgs) -> io::Result<()> {
+    let config = args.to_config();
+    match args.protocol {
+        ProtocolName::Echo => serve_with(&config, Echo),
+        ProtocolName::Upper => serve_with(&config, Upper),
+    }
+}
+
+fn serve_with<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
+    // Every connection is a descriptor: take all the process may have.
+    let (soft, hard) = raise_nofile_limit()
+        .map_err(|e| io::Error::new(e.kind(), format!("raise the open-file limit: {e}")))?;
+    let server = Server::bind(config, protocol)?;
+    let mut stdout = io::stdout().lock();
+    for addr in server.local_addrs() {
+        writeln!(stdout, "listening on tcp {addr}")?;
+    }
+    stdout.flush()?; // a parent process waits for these lines
+    drop(stdout);
+    let effective_backlog = somaxconn().map_or(config.backlog, |cap| config.backlog.min(cap));
+    info!(
+        "limits: open files {soft} (hard {hard}), backlog {effective_backlog} (asked {}), max buffered {} bytes per connection",
+        config.backlog, config.max_buffered
+    );
+    let stats = server.run()?;
+    println!("{stats}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_counts_take_binary_units() {
+        assert_eq!(parse_bytes("65536"), Ok(65536));
+        assert_eq!(parse_bytes("64KiB"), Ok(64 * 1024));
+        assert_eq!(parse_bytes("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_bytes("2m"), Ok(2 << 20));
+        assert!(parse_bytes("0").is_err());
+        assert!(parse_bytes("ten").is_err());
+        assert!(parse_bytes("5 parsecs").is_err());
+        assert!(parse_bytes("99999999999999999999G").is_err());
+    }
+
+    #[test]
+    fn serve_listens_on_the_default_address_only_without_listen_flags() {
+        let cli = Cli::try_parse_from(["echo-reactor", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command;
+        assert_eq!(args.to_config().listen, Config::default().listen);
+
+        let cli = Cli::try_parse_from([
+            "echo-reactor",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--listen",
+            "[::1]:0",
+            "--protocol",
+            "upper",
+            "--max-buffered",
+            "4KiB",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command;
+        let config = args.to_config();
+        assert_eq!(config.listen.len(), 2);
+        assert_eq!(config.max_buffered, 4096);
+        assert_eq!(args.protocol, ProtocolName::Upper);
+    }
+}

@@ -1,0 +1,703 @@
+//! One client connection: its socket, its buffers, what we know of its
+//! readiness, and the loops that move bytes between them.
+//!
+//! [`Connection::drive`] makes all the progress the kernel allows *right
+//! now* — flush pending output, then read and answer input — and tells the
+//! reactor what to do next ([`Next`]). It never blocks and never touches
+//! `Poll`; the socket is any `Read + Write`, so the tricky paths are tested
+//! here with a scripted socket instead of the OS.
+//!
+//! Readiness is kept as state, because edge-triggered epoll reports only
+//! *changes*:
+//! - `read_ready`: the kernel may hold bytes we have not read. Set by a
+//!   readable event; cleared only when a read says the queue is empty
+//!   (`WouldBlock`, or a short read). While it is set and we are not reading
+//!   (budget spent, or backpressure) no new edge will come for those bytes,
+//!   so whoever stops reading must arrange to come back.
+//! - `write_ready`: the send buffer had room last we looked. Cleared by a
+//!   write that would block; set again by a writable event.
+//!
+//! Invariants:
+//! - unsent output is in `outbuf`, in order, and is sent before any newer reply;
+//! - `!outbuf.is_empty()` implies `!write_ready` outside `drive`'s flush step
+//!   (we only stop writing when the kernel says `WouldBlock`), so a fresh
+//!   reply is written straight from the reactor's reply buffer only when
+//!   nothing older is waiting.
+
+use std::io::{ErrorKind, Read, Write};
+
+use log::debug;
+
+use crate::buffer::{BufferGauge, ByteQueue};
+use crate::nonblocking::{try_read, try_write, ReadOutcome, WriteOutcome};
+use crate::protocol::{Protocol, Reply};
+use crate::stats::{CloseReason, Counters};
+
+/// Per-connection limits, from the server's configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Stop reading a connection while its unsent output exceeds this.
+    pub max_buffered: usize,
+    /// Close a connection whose unparsed input (a partial message) exceeds this.
+    pub max_line: usize,
+    /// Bytes one connection may read per loop turn before others get a go.
+    pub read_budget_bytes: usize,
+}
+
+/// What the reactor lends a connection while it runs: shared buffers and
+/// the tallies. One per reactor, so buffer memory does not grow with clients.
+#[derive(Debug)]
+pub struct Workspace {
+    /// Every read lands here first (64 KiB in the server).
+    pub scratch: Box<[u8]>,
+    /// Protocols write replies here; reused, so replying allocates nothing.
+    pub reply: Vec<u8>,
+    /// Bytes and capacity held in connection buffers.
+    pub gauge: BufferGauge,
+    /// Syscall and byte counters.
+    pub counters: Counters,
+    /// Limits applied to every connection.
+    pub limits: Limits,
+}
+
+impl Workspace {
+    /// A workspace whose reads land in a `scratch_bytes`-byte buffer.
+    pub fn new(limits: Limits, scratch_bytes: usize) -> Self {
+        Workspace {
+            scratch: vec![0; scratch_bytes].into_boxed_slice(),
+            reply: Vec::new(),
+            gauge: BufferGauge::default(),
+            counters: Counters::default(),
+            limits,
+        }
+    }
+}
+
+/// What the reactor should do with a connection after driving it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Nothing more can be done until the next readiness event.
+    Wait,
+    /// The read budget ran out with bytes possibly still waiting: no edge
+    /// will announce them, so put the connection on the ready queue.
+    Requeue,
+    /// Close it, for this reason.
+    Close(CloseReason),
+}
+
+/// Why a [`fill`](Connection::drive) drain stopped (a summary of many reads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FillOutcome {
+    /// The receive queue is empty (`WouldBlock` or a short read).
+    Drained,
+    /// The per-turn budget is spent; more may be waiting.
+    BudgetSpent,
+    /// Output passed `--max-buffered`: reading stops until it drains.
+    Paused,
+    /// The protocol asked to close: later input is ignored.
+    Stopped,
+    /// `Ok(0)`: the peer sent FIN.
+    PeerClosed,
+    /// The connection must close now.
+    Close(CloseReason),
+}
+
+/// Why a flush stopped (a summary of many writes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushOutcome {
+    /// Everything was sent.
+    Flushed,
+    /// The send buffer filled (`WouldBlock`); the rest waits for a writable edge.
+    Pending,
+    /// The peer can no longer receive (`EPIPE`, `ECONNRESET`).
+    PeerGone,
+    /// Another error.
+    Failed(ErrorKind),
+}
+
+/// Write `bytes` until all are sent or the kernel stops us. Returns how many
+/// were sent and why it stopped. Short writes are normal (the kernel took
+/// what fit); we keep offering the rest until it says `WouldBlock`.
+fn write_until_blocked(
+    socket: &mut impl Write,
+    bytes: &[u8],
+    counters: &mut Counters,
+) -> (usize, FlushOutcome) {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        counters.write_calls += 1;
+        match try_write(socket, &bytes[sent..]) {
+            WriteOutcome::Wrote(n) => {
+                counters.bytes_out += n as u64;
+                sent += n;
+            }
+            WriteOutcome::WouldBlock => return (sent, FlushOutcome::Pending),
+            WriteOutcome::Closed => return (sent, FlushOutcome::PeerGone),
+            WriteOutcome::Failed(kind) => return (sent, FlushOutcome::Failed(kind)),
+        }
+    }
+    (sent, FlushOutcome::Flushed)
+}
+
+/// Send the front of `out` until it is empty or the socket would block.
+/// Invariant: on `Pending`, the unsent bytes are still at the front of `out`, in order.
+pub fn flush(
+    socket: &mut impl Write,
+    out: &mut ByteQueue,
+    gauge: &mut BufferGauge,
+    counters: &mut Counters,
+) -> FlushOutcome {
+    let (sent, outcome) = write_until_blocked(socket, out.as_slice(), counters);
+    out.consume(sent, gauge);
+    outcome
+}
+
+fn close_reason_for(outcome: FlushOutcome) -> CloseReason {
+    match outcome {
+        FlushOutcome::PeerGone => CloseReason::Reset,
+        _ => CloseReason::Error,
+    }
+}
+
+/// A client connection and everything the reactor knows about it.
+#[derive(Debug)]
+pub struct Connection<S, Session> {
+    socket: S,
+    session: Session,
+    /// Bytes received but not yet consumed by the protocol (a partial message).
+    inbuf: ByteQueue,
+    /// Replies the kernel has not taken yet.
+    outbuf: ByteQueue,
+    read_ready: bool,
+    write_ready: bool,
+    /// The last event said the peer hung up (or errored): read until `Ok(0)`,
+    /// since a short read no longer means "more will bring a new edge".
+    hup_seen: bool,
+    /// We read EOF: the peer will send nothing more.
+    peer_closed: bool,
+    /// The protocol asked to close once its replies are sent.
+    closing: bool,
+    /// On the reactor's ready queue (so it is queued at most once).
+    pub queued: bool,
+    /// Closed and waiting for the end of the loop turn to leave the slab.
+    pub closed: bool,
+}
+
+impl<S: Read + Write, Session> Connection<S, Session> {
+    /// A freshly accepted connection. It starts writable (a new socket has an
+    /// empty send buffer) and not known readable (the first event says so).
+    pub fn new(socket: S, session: Session) -> Self {
+        Connection {
+            socket,
+            session,
+            inbuf: ByteQueue::new(),
+            outbuf: ByteQueue::new(),
+            read_ready: false,
+            write_ready: true,
+            hup_seen: false,
+            peer_closed: false,
+            closing: false,
+            queued: false,
+            closed: false,
+        }
+    }
+
+    /// The socket (to register it with `Poll`).
+    pub fn socket_mut(&mut self) -> &mut S {
+        &mut self.socket
+    }
+
+    /// Bytes of output not yet taken by the kernel.
+    pub fn unsent(&self) -> &[u8] {
+        self.outbuf.as_slice()
+    }
+
+    /// Record what a readiness event said. Nothing is read or written here.
+    pub fn on_event(&mut self, readable: bool, writable: bool, hung_up: bool) {
+        self.read_ready |= readable || hung_up;
+        self.write_ready |= writable || hung_up; // a write will report the error
+        self.hup_seen |= hung_up;
+    }
+
+    /// The peer may still send (`may_*`: eventually; from smoltcp's naming).
+    pub fn may_read(&self) -> bool {
+        !self.peer_closed && !self.closing
+    }
+
+    /// We would read right now if bytes were there: output is below `--max-buffered`.
+    pub fn can_read(&self, limits: &Limits) -> bool {
+        self.outbuf.len() < limits.max_buffered
+    }
+
+    /// Send what the protocol put in `reply` when the connection opened (a greeting).
+    pub fn on_open_reply(&mut self, wants_close: bool, ws: &mut Workspace) -> Next {
+        if wants_close {
+            self.closing = true;
+        }
+        if let Err(reason) = self.send(&ws.reply, &mut ws.gauge, &mut ws.counters) {
+            return Next::Close(reason);
+        }
+        self.next_after_output()
+    }
+
+    /// Make all the progress possible now: flush, then read and answer.
+    pub fn drive<P>(&mut self, protocol: &P, ws: &mut Workspace) -> Next
+    where
+        P: Protocol<Session = Session>,
+    {
+        // 1. Output first: freeing room in the send buffer may lift backpressure.
+        if self.write_ready && !self.outbuf.is_empty() {
+            match flush(
+                &mut self.socket,
+                &mut self.outbuf,
+                &mut ws.gauge,
+                &mut ws.counters,
+            ) {
+                FlushOutcome::Flushed => {}
+                FlushOutcome::Pending => self.write_ready = false,
+                gone => return Next::Close(close_reason_for(gone)),
+            }
+        }
+        // 2. Input, if the kernel may have some and we are willing to take it.
+        if !self.may_read() || !self.read_ready || !self.can_read(&ws.limits) {
+            // Paused by backpressure leaves read_ready set: when a writable
+            // edge drains the output, step 2 above runs again and reads the
+            // bytes no new readable edge would announce.
+            return self.next_after_output();
+        }
+        match self.fill(protocol, ws) {
+            FillOutcome::Drained | FillOutcome::Paused | FillOutcome::Stopped => {
+                self.next_after_output()
+            }
+            FillOutcome::BudgetSpent => Next::Requeue,
+            FillOutcome::PeerClosed => {
+                self.peer_closed = true;
+                self.read_ready = false;
+                if let Err(reason) = self.answer_peer_closed(protocol, ws) {
+                    return Next::Close(reason);
+                }
+                self.next_after_output()
+            }
+            FillOutcome::Close(reason) => Next::Close(reason),
+        }
+    }
+
+    /// Once input is over (EOF or the protocol's close), close when the last
+    /// reply has left; until then, wait for writable edges to flush it.
+    fn next_after_output(&self) -> Next {
+        if self.may_read() || !self.outbuf.is_empty() {
+            Next::Wait
+        } else if self.closing {
+            Next::Close(CloseReason::ProtocolClosed)
+        } else {
+            Next::Close(CloseReason::PeerClosed)
+        }
+    }
+
+    /// Drain the socket into the protocol until the queue is empty, the
+    /// budget is spent, or backpressure says stop.
+    fn fill<P>(&mut self, protocol: &P, ws: &mut Workspace) -> FillOutcome
+    where
+        P: Protocol<Session = Session>,
+    {
+        let Workspace {
+            scratch,
+            reply,
+            gauge,
+            counters,
+            limits,
+        } = ws;
+        let mut taken = 0;
+        // Edge-triggered: epoll reported a *change* and will not report again
+        // until new bytes arrive, so we read until the queue is empty — or
+        // until the budget runs out (fairness: one fast sender must not
+        // starve the rest; the reactor requeues us).
+        while taken < limits.read_budget_bytes {
+            counters.read_calls += 1;
+            match try_read(&mut self.socket, scratch) {
+                ReadOutcome::Data(n) => {
+                    counters.bytes_in += n as u64;
+                    taken += n;
+                    if let Err(reason) =
+                        self.on_input(protocol, &scratch[..n], reply, gauge, counters, limits)
+                    {
+                        return FillOutcome::Close(reason);
+                    }
+                    if self.closing {
+                        return FillOutcome::Stopped;
+                    }
+                    if !self.can_read(limits) {
+                        counters.read_pauses += 1;
+                        return FillOutcome::Paused;
+                    }
+                    // A short read means the receive queue is empty, and new
+                    // bytes will raise a new edge: skip the read that would
+                    // only say WouldBlock. Pinned by the test
+                    // `a_short_read_then_new_data_brings_a_new_readable_event`
+                    // in tests/nonblocking_semantics.rs. Not after a hang-up
+                    // event: no new edge follows the FIN, so read on to Ok(0).
+                    if n < scratch.len() && !self.hup_seen {
+                        self.read_ready = false;
+                        return FillOutcome::Drained;
+                    }
+                }
+                ReadOutcome::WouldBlock => {
+                    self.read_ready = false;
+                    return FillOutcome::Drained;
+                }
+                ReadOutcome::Closed => return FillOutcome::PeerClosed,
+                ReadOutcome::Reset => return FillOutcome::Close(CloseReason::Reset),
+                ReadOutcome::Failed(kind) => {
+                    debug!("read failed: {kind:?}");
+                    return FillOutcome::Close(CloseReason::Error);
+                }
+            }
+        }
+        FillOutcome::BudgetSpent
+    }
+
+    /// Hand freshly read bytes to the protocol and send its reply.
+    fn on_input<P>(
+        &mut self,
+        protocol: &P,
+        data: &[u8],
+        reply_buf: &mut Vec<u8>,
+        gauge: &mut BufferGauge,
+        counters: &mut Counters,
+        limits: &Limits,
+    ) -> Result<(), CloseReason>
+    where
+        P: Protocol<Session = Session>,
+    {
+        reply_buf.clear();
+        let mut reply = Reply::new(reply_buf);
+        if self.inbuf.is_empty() {
+            // Fast path: parse straight from the scratch buffer and keep only
+            // a trailing partial message (for echo/upper: nothing at all).
+            let consumed = protocol.on_bytes(&mut self.session, data, &mut reply);
+            self.inbuf.push(&data[consumed..], gauge);
+        } else {
+            // A partial message is waiting: the new bytes complete it.
+            self.inbuf.push(data, gauge);
+            let consumed = protocol.on_bytes(&mut self.session, self.inbuf.as_slice(), &mut reply);
+            self.inbuf.consume(consumed, gauge);
+        }
+        if reply.wants_close() {
+            self.closing = true;
+            self.inbuf.clear(gauge); // input after the close request is ignored
+        } else if self.inbuf.len() > limits.max_line {
+            return Err(CloseReason::LineTooLong);
+        }
+        self.send(reply_buf, gauge, counters)
+    }
+
+    /// EOF: let the protocol answer a trailing partial message, then send.
+    fn answer_peer_closed<P>(&mut self, protocol: &P, ws: &mut Workspace) -> Result<(), CloseReason>
+    where
+        P: Protocol<Session = Session>,
+    {
+        ws.reply.clear();
+        let mut reply = Reply::new(&mut ws.reply);
+        protocol.on_peer_closed(&mut self.session, self.inbuf.as_slice(), &mut reply);
+        self.inbuf.clear(&mut ws.gauge);
+        self.send(&ws.reply, &mut ws.gauge, &mut ws.counters)
+    }
+
+    /// Send a reply: straight from `bytes` when nothing older is waiting and
+    /// the socket has room; whatever the kernel does not take is queued.
+    fn send(
+        &mut self,
+        bytes: &[u8],
+        gauge: &mut BufferGauge,
+        counters: &mut Counters,
+    ) -> Result<(), CloseReason> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        if !self.write_ready || !self.outbuf.is_empty() {
+            // The last write said WouldBlock and no writable edge came since:
+            // writing now would fail again. Queue behind older output.
+            self.outbuf.push(bytes, gauge);
+            return Ok(());
+        }
+        match write_until_blocked(&mut self.socket, bytes, counters) {
+            (_, FlushOutcome::Flushed) => Ok(()),
+            (sent, FlushOutcome::Pending) => {
+                // The partial write's tail is kept here, in order; the
+                // writable edge (registered once at accept) brings us back.
+                self.write_ready = false;
+                self.outbuf.push(&bytes[sent..], gauge);
+                Ok(())
+            }
+            (_, gone) => Err(close_reason_for(gone)),
+        }
+    }
+
+    /// Drop buffered bytes (the connection is closing); returns the socket.
+    pub fn release(mut self, gauge: &mut BufferGauge) -> S {
+        self.inbuf.clear(gauge);
+        self.outbuf.clear(gauge);
+        self.socket
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Echo;
+    use crate::testing::ScriptedStream;
+
+    const SCRATCH: usize = 8;
+
+    fn workspace(max_buffered: usize, budget: usize) -> Workspace {
+        let limits = Limits {
+            max_buffered,
+            max_line: 64,
+            read_budget_bytes: budget,
+        };
+        Workspace::new(limits, SCRATCH)
+    }
+
+    fn readable(sock: ScriptedStream) -> Connection<ScriptedStream, ()> {
+        let mut conn = Connection::new(sock, ());
+        conn.on_event(true, true, false);
+        conn
+    }
+
+    // ---- reading ----
+
+    #[test]
+    fn a_short_read_ends_the_drain_without_a_wouldblock_read() {
+        let sock = ScriptedStream::new().gives(b"hi").accepts(100);
+        let mut conn = readable(sock);
+        let mut ws = workspace(1024, 1024);
+        assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
+        assert_eq!(conn.socket.written(), b"hi");
+        assert_eq!(conn.socket.calls(), 2, "one read, one write: no third call");
+        assert!(!conn.read_ready);
+    }
+
+    #[test]
+    fn a_full_read_keeps_reading_until_wouldblock() {
+        let sock = ScriptedStream::new()
+            .gives(b"12345678")
+            .accepts(100)
+            .would_block();
+        let mut conn = readable(sock);
+        let mut ws = workspace(1024, 1024);
+        assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
+        assert_eq!(conn.socket.calls(), 3);
+        assert_eq!(ws.counters.read_calls, 2);
+    }
+
+    #[test]
+    fn after_a_hangup_event_a_short_read_does_not_stop_the_drain() {
+        let sock = ScriptedStream::new().gives(b"hi").accepts(100).eof();
+        let mut conn = Connection::new(sock, ());
+        conn.on_event(true, true, true);
+        let mut ws = workspace(1024, 1024);
+        assert_eq!(
+            conn.drive(&Echo, &mut ws),
+            Next::Close(CloseReason::PeerClosed)
+        );
+        assert_eq!(conn.socket.written(), b"hi");
+    }
+
+    #[test]
+    fn a_spent_budget_asks_to_be_requeued_and_the_next_drive_goes_on() {
+        let sock = ScriptedStream::new()
+            .gives(b"aaaaaaaa")
+            .accepts(8)
+            .gives(b"bbbbbbbb")
+            .accepts(8)
+            .gives(b"cc")
+            .accepts(8);
+        let mut conn = readable(sock);
+        let mut ws = workspace(1024, 16);
+        assert_eq!(conn.drive(&Echo, &mut ws), Next::Requeue);
+        assert!(conn.read_ready, "bytes may still wait: readiness is kept");
+        assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
+        assert_eq!(conn.socket.written(), b"aaaaaaaabbbbbbbbcc");
+    }
+
+    #[test]
+    fn a_reset_while_reading_closes_as_reset() {
+        let sock = ScriptedStream::new().fails(ErrorKind::ConnectionReset);
+        let mut conn = readable(sock);
+        let mut ws = workspace(1024, 1024);
+        assert_eq!(conn.drive(&Echo, &mut ws), Next::Close(CloseReason::Reset));
+    }
+
+    // ---- partial writes ----
+
+    #[test]
+    fn a_partial_write_keeps_the_tail_and_the_writable_edge_sends_it_in_order() {
+        let sock = ScriptedStream::new()
+            .gives(b"hello")
+            .accepts(3)
+            .would_block();
+        let mut conn = readable(sock);
+        let mut ws = workspace(1024, 1024);
+        assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
+        assert_eq!(conn.unsent(), b"lo");
+        assert_eq!(ws.gauge.held_bytes, 2);
+        assert!(!conn.write_ready);
+
+        // More input arrives before the socket drains: it queues behind "lo".
+        conn.socket = ScriptedStream::new().gives(b"!");
+        conn.write_ready = false;
+        conn.on_event(true, false, false);
+        assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
+        assert_eq!(conn.unsent(), b"lo!");
+
+        conn.socket = ScriptedStream::new().accepts(100);
+        conn.on_event(false, true, false);
+        assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
+        assert_eq!(conn.socket.written(), b"lo!");
+        assert_eq!(ws.gauge.held_capacity, 0, "an emptied buffer is released");
+    }
+
+    #[test]
+    fn a_writable_event_with_nothing_pending_makes_no_call() {
+        let mut conn = Connection::new(ScriptedStream::new(), ());
+        conn.on_event(false, true, false);
+        let mut ws = workspace(1024, 1024);
+        assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
+        assert_eq!(conn.socket.calls(), 0);
+    }
+
+    #[test]
+    fn a_broken_pipe_while_flushing_closes_as_reset() {
+        let sock = ScriptedStream::new()
+            .gives(b"hey")
+            .would_block()
+            .fails(ErrorKind::BrokenPipe);
+        let mut conn = readable(sock);
+        let mut ws = workspace(1024, 1024);
+        assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
+        conn.on_event(false, true, false);
+        assert_eq!(conn.drive(&Echo, &mut ws), Next::Close(CloseReason::Reset));
+    }
+
+    // ---- backpressure ----
+
+    #[test]
+    fn output_past_max_buffered_pauses_reading_until_it_drains() {
+        let sock = ScriptedStream::new()
+            .gives(b"12345678")
+            .would_block() // kernel send buffer full: 8 bytes queued
+            .gives(b"abcdefgh"); // more input is waiting, unread
+        let mut conn = readable(sock);
+        let mut ws = workspace(8, 1024);
+        assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
+        assert_eq!(ws.counters.read_pauses, 1);
+        assert_eq!(ws.counters.read_calls, 1, "paused before reading more");
+        assert!(conn.read_ready, "the unread bytes are remembered");
+
+        // The writable edge drains the output, and the same drive reads the
+        // waiting bytes: no readable edge would come for them.
+        conn.on_event(false, true, false);
+        let mut rest = ScriptedStream::new()
+            .accepts(100)
+            .gives(b"abcdefgh")
+            .accepts(100)
+            .would_block();
+        std::mem::swap(&mut conn.socket, &mut rest);
+        assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
+        assert_eq!(conn.socket.written(), b"12345678abcdefgh");
+    }
+
+    // ---- half-close ----
+
+    #[test]
+    fn eof_with_output_pending_closes_only_after_the_last_byte_is_sent() {
+        let sock = ScriptedStream::new()
+            .gives(b"bye")
+            .accepts(1)
+            .would_block()
+            .eof();
+        let mut conn = Connection::new(sock, ());
+        conn.on_event(true, true, true);
+        let mut ws = workspace(1024, 1024);
+        assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
+        assert!(!conn.may_read());
+        conn.socket = ScriptedStream::new().accepts(100);
+        conn.on_event(false, true, false);
+        assert_eq!(
+            conn.drive(&Echo, &mut ws),
+            Next::Close(CloseReason::PeerClosed)
+        );
+        assert_eq!(conn.socket.written(), b"ye");
+    }
+
+    // ---- protocol-driven close and input limits ----
+
+    /// Consumes nothing until it sees `\n`; closes on "q\n".
+    struct Lines;
+    impl Protocol for Lines {
+        type Session = ();
+        fn on_open(&self, reply: &mut Reply<'_>) {
+            reply.send(b"hi\n");
+        }
+        fn on_bytes(&self, _: &mut (), input: &[u8], reply: &mut Reply<'_>) -> usize {
+            let mut used = 0;
+            while let Some(end) = input[used..].iter().position(|&b| b == b'\n') {
+                let line = &input[used..used + end];
+                used += end + 1;
+                if line == b"q" {
+                    reply.close();
+                    break;
+                }
+                reply.send(line);
+                reply.send(b";");
+            }
+            used
+        }
+        fn on_datagram(&self, _: &[u8], _: &mut Vec<u8>) {}
+    }
+
+    #[test]
+    fn a_message_split_across_reads_is_kept_until_complete() {
+        let sock = ScriptedStream::new()
+            .gives(b"ab")
+            .gives(b"c\nd\nq\nzz") // 8 bytes: "zz" after the close is ignored
+            .accepts(100);
+        let mut conn: Connection<_, ()> = readable(sock);
+        let mut ws = workspace(1024, 1024);
+        assert_eq!(conn.drive(&Lines, &mut ws), Next::Wait);
+        assert_eq!(ws.gauge.held_bytes, 2, "the partial 'ab' waits");
+        conn.on_event(true, false, false);
+        assert_eq!(
+            conn.drive(&Lines, &mut ws),
+            Next::Close(CloseReason::ProtocolClosed)
+        );
+        assert_eq!(conn.socket.written(), b"abc;d;");
+        assert_eq!(ws.gauge.held_bytes, 0);
+    }
+
+    #[test]
+    fn a_partial_message_longer_than_max_line_closes_the_connection() {
+        let sock = ScriptedStream::new()
+            .gives(&[b'x'; 8])
+            .gives(&[b'x'; 8])
+            .gives(&[b'x'; 8]);
+        let mut conn: Connection<_, ()> = readable(sock);
+        let mut ws = workspace(1024, 1024);
+        ws.limits.max_line = 20;
+        assert_eq!(
+            conn.drive(&Lines, &mut ws),
+            Next::Close(CloseReason::LineTooLong)
+        );
+    }
+
+    #[test]
+    fn a_greeting_is_sent_on_open() {
+        let mut conn = Connection::new(ScriptedStream::new().accepts(100), ());
+        let mut ws = workspace(1024, 1024);
+        let mut reply = Reply::new(&mut ws.reply);
+        Lines.on_open(&mut reply);
+        let close = reply.wants_close();
+        assert_eq!(conn.on_open_reply(close, &mut ws), Next::Wait);
+        assert_eq!(conn.socket.written(), b"hi\n");
+    }
+}

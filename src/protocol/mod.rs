@@ -1,0 +1,136 @@
+//! The interface between the reactor and what a server *says*.
+//!
+//! A [`Protocol`] turns bytes in into bytes out. It never sees a socket,
+//! a `Poll` or a token: the reactor tells it that a connection opened, that
+//! bytes arrived, that the peer closed its side, or that a deadline it asked
+//! for has passed — and it answers through a [`Reply`]: bytes to send,
+//! whether to close once they are sent, and whether to arm a deadline.
+//! UDP datagrams get their own call, since they have no connection.
+//!
+//! Ownership of input: the reactor passes every byte received and not yet
+//! consumed; `on_bytes` returns how many it consumed (whole messages), and
+//! the reactor keeps the rest for the next call. Stream protocols without
+//! framing (`echo`, `upper`) consume everything, so their input never
+//! touches a per-connection buffer.
+//!
+//! Dependencies point one way: `reactor` → `protocol`, never back.
+
+use std::time::Duration;
+
+mod echo;
+mod upper;
+
+pub use echo::Echo;
+pub use upper::Upper;
+
+/// A protocol served over the reactor. One value serves every connection;
+/// per-connection state lives in [`Protocol::Session`].
+pub trait Protocol {
+    /// State kept per connection (`()` for stateless protocols, which then
+    /// cost nothing per connection).
+    type Session;
+
+    /// A stream connection opened. May queue a greeting or arm a deadline.
+    fn on_open(&self, reply: &mut Reply<'_>) -> Self::Session;
+
+    /// Bytes arrived on a stream connection. `input` is every byte received
+    /// and not yet consumed, oldest first. Answer each complete message in
+    /// `reply` and return how many bytes of `input` were consumed; the
+    /// reactor keeps the rest and passes it again, with more, next time.
+    fn on_bytes(&self, session: &mut Self::Session, input: &[u8], reply: &mut Reply<'_>) -> usize;
+
+    /// The peer shut down its sending side (EOF). `unconsumed` holds any
+    /// trailing partial message. Replies queued here are still delivered
+    /// before the connection closes.
+    fn on_peer_closed(
+        &self,
+        _session: &mut Self::Session,
+        _unconsumed: &[u8],
+        _reply: &mut Reply<'_>,
+    ) {
+    }
+
+    /// A deadline set through [`Reply::set_deadline`] has passed.
+    /// The default closes the connection.
+    fn on_deadline(&self, _session: &mut Self::Session, reply: &mut Reply<'_>) {
+        reply.close();
+    }
+
+    /// One UDP datagram arrived; write the reply datagram into `reply`
+    /// (an empty reply is still sent: an empty datagram gets an empty answer).
+    fn on_datagram(&self, datagram: &[u8], reply: &mut Vec<u8>);
+}
+
+/// What a protocol asks of its deadline when it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadlineRequest {
+    /// Leave any armed deadline as it is.
+    Unchanged,
+    /// Fire `on_deadline` this long from now (replacing any armed one).
+    Set(Duration),
+    /// Disarm the deadline.
+    Cancel,
+}
+
+/// The protocol's answer to one event: output bytes, plus two requests.
+///
+/// The bytes go into a buffer the reactor reuses across events, so a
+/// protocol that writes its reply here allocates nothing per message.
+#[derive(Debug)]
+pub struct Reply<'a> {
+    bytes: &'a mut Vec<u8>,
+    close: bool,
+    deadline: DeadlineRequest,
+}
+
+impl<'a> Reply<'a> {
+    /// A reply that appends to `bytes` (the reactor clears it beforehand).
+    pub fn new(bytes: &'a mut Vec<u8>) -> Self {
+        Reply {
+            bytes,
+            close: false,
+            deadline: DeadlineRequest::Unchanged,
+        }
+    }
+
+    /// Queue `bytes` to send, after anything queued earlier.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.bytes.extend_from_slice(bytes);
+    }
+
+    /// The output buffer itself, for protocols that serialize into it.
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
+        self.bytes
+    }
+
+    /// Close the connection once everything queued so far has been sent.
+    /// Input that arrives afterwards is ignored.
+    pub fn close(&mut self) {
+        self.close = true;
+    }
+
+    /// Call [`Protocol::on_deadline`] `after` from now unless re-armed or cancelled.
+    pub fn set_deadline(&mut self, after: Duration) {
+        self.deadline = DeadlineRequest::Set(after);
+    }
+
+    /// Disarm the deadline.
+    pub fn cancel_deadline(&mut self) {
+        self.deadline = DeadlineRequest::Cancel;
+    }
+
+    /// The bytes queued so far.
+    pub fn bytes(&self) -> &[u8] {
+        self.bytes
+    }
+
+    /// Whether [`Reply::close`] was called.
+    pub fn wants_close(&self) -> bool {
+        self.close
+    }
+
+    /// What the protocol asked of its deadline.
+    pub fn deadline(&self) -> DeadlineRequest {
+        self.deadline
+    }
+}
