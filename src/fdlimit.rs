@@ -17,7 +17,9 @@ pub fn nofile_limits() -> io::Result<(u64, u64)> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok((limit.rlim_cur as u64, limit.rlim_max as u64))
+    // rlim_t is u64 on Linux and macOS but narrower on some targets.
+    #[allow(clippy::useless_conversion)]
+    Ok((u64::from(limit.rlim_cur), u64::from(limit.rlim_max)))
 }
 
 /// Set the soft open-file limit to `soft` (at most the hard limit).
