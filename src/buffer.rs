@@ -8,9 +8,10 @@
 //! these queues only for what is *left over*.
 //!
 //! Invariants:
-//! - the bytes still owed are `bytes[start..]`, in arrival order;
-//! - an empty queue has released its allocation (capacity 0), so an idle
-//!   connection costs its slab entry and socket only;
+//! - the bytes still owed come out in arrival order;
+//! - an empty queue has released its allocation (capacity 0) and is a
+//!   single null pointer, so an idle connection costs its slab entry and
+//!   socket only;
 //! - every change in held bytes/capacity is reported to a [`BufferGauge`],
 //!   which is how stats (and tests) see the server's buffer memory.
 //!
@@ -44,40 +45,54 @@ impl BufferGauge {
 }
 
 /// A FIFO of bytes: append at the back, consume from the front.
+///
+/// Empty, it is one null pointer (8 bytes, no heap): most connections are
+/// idle most of the time, and each has two of these.
 #[derive(Debug, Default)]
 pub struct ByteQueue {
+    /// `None` exactly when the queue is empty.
+    held: Option<Box<Held>>,
+}
+
+#[derive(Debug)]
+struct Held {
     bytes: Vec<u8>,
     /// Bytes before `start` were already consumed (sent or parsed).
     start: usize,
 }
 
+/// Heap bytes of a queue holding `held`: the bytes' allocation plus the box.
+fn heap_size(held: &Held) -> usize {
+    held.bytes.capacity() + std::mem::size_of::<Held>()
+}
+
 impl ByteQueue {
     /// An empty queue; allocates nothing.
     pub const fn new() -> Self {
-        ByteQueue {
-            bytes: Vec::new(),
-            start: 0,
-        }
+        ByteQueue { held: None }
     }
 
     /// No bytes held.
     pub fn is_empty(&self) -> bool {
-        self.start == self.bytes.len()
+        self.held.is_none()
     }
 
     /// Bytes held.
     pub fn len(&self) -> usize {
-        self.bytes.len() - self.start
+        self.as_slice().len()
     }
 
     /// Heap bytes allocated (0 when empty).
     pub fn capacity(&self) -> usize {
-        self.bytes.capacity()
+        self.held.as_deref().map_or(0, heap_size)
     }
 
     /// The held bytes, oldest first.
     pub fn as_slice(&self) -> &[u8] {
-        &self.bytes[self.start..]
+        match &self.held {
+            Some(held) => &held.bytes[held.start..],
+            None => &[],
+        }
     }
 
     /// Append `more` at the back.
@@ -85,15 +100,21 @@ impl ByteQueue {
         if more.is_empty() {
             return;
         }
-        let old_capacity = self.bytes.capacity();
+        let old_capacity = self.capacity();
+        let held = self.held.get_or_insert_with(|| {
+            Box::new(Held {
+                bytes: Vec::with_capacity(more.len()),
+                start: 0,
+            })
+        });
         // Reclaim the consumed prefix before growing: once half the
         // allocation is dead space, one memmove is cheaper than a realloc.
-        if self.start > 0 && self.start >= self.bytes.len() / 2 {
-            self.bytes.drain(..self.start);
-            self.start = 0;
+        if held.start > 0 && held.start >= held.bytes.len() / 2 {
+            held.bytes.drain(..held.start);
+            held.start = 0;
         }
-        self.bytes.extend_from_slice(more);
-        gauge.grew(more.len(), old_capacity, self.bytes.capacity());
+        held.bytes.extend_from_slice(more);
+        gauge.grew(more.len(), old_capacity, self.capacity());
     }
 
     /// Drop the `n` oldest bytes (they were sent or parsed). Emptying the
@@ -104,11 +125,13 @@ impl ByteQueue {
             "consume({n}) of a {}-byte queue",
             self.len()
         );
-        self.start += n;
-        if self.is_empty() {
-            let old_capacity = self.bytes.capacity();
-            self.bytes = Vec::new();
-            self.start = 0;
+        let Some(held) = self.held.as_mut() else {
+            return; // n == 0 on an empty queue
+        };
+        held.start += n;
+        if held.start == held.bytes.len() {
+            let old_capacity = self.capacity();
+            self.held = None;
             gauge.shrank(n, old_capacity, 0);
         } else {
             gauge.shrank(n, 0, 0);
@@ -117,10 +140,8 @@ impl ByteQueue {
 
     /// Drop everything (the connection is closing), releasing the allocation.
     pub fn clear(&mut self, gauge: &mut BufferGauge) {
-        let held = self.len();
-        let old_capacity = self.bytes.capacity();
-        self.bytes = Vec::new();
-        self.start = 0;
+        let (held, old_capacity) = (self.len(), self.capacity());
+        self.held = None;
         gauge.shrank(held, old_capacity, 0);
     }
 }
@@ -130,10 +151,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_new_queue_allocates_nothing() {
+    fn a_new_queue_allocates_nothing_and_is_one_pointer() {
         let q = ByteQueue::new();
         assert!(q.is_empty());
         assert_eq!(q.capacity(), 0);
+        assert_eq!(
+            std::mem::size_of::<ByteQueue>(),
+            std::mem::size_of::<usize>()
+        );
     }
 
     #[test]
@@ -156,6 +181,7 @@ mod tests {
         q.push(&[7u8; 5000], &mut gauge);
         assert_eq!(gauge.held_bytes, 5000);
         assert!(gauge.held_capacity >= 5000);
+        assert_eq!(gauge.held_capacity, q.capacity());
         q.consume(4000, &mut gauge);
         assert_eq!(gauge.held_bytes, 1000);
         q.consume(1000, &mut gauge);

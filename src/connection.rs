@@ -464,6 +464,17 @@ mod tests {
         conn
     }
 
+    // ---- memory ----
+
+    #[test]
+    fn an_idle_connection_costs_well_under_100_bytes_of_user_space() {
+        // The slab stores this struct inline; an idle connection owns no heap.
+        let size = std::mem::size_of::<Connection<mio::net::TcpStream, ()>>();
+        assert!(size <= 48, "Connection grew to {size} bytes");
+        let conn = Connection::new(ScriptedStream::new(), ());
+        assert_eq!(conn.inbuf.capacity() + conn.outbuf.capacity(), 0);
+    }
+
     // ---- reading ----
 
     #[test]
