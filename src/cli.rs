@@ -7,6 +7,8 @@
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use log::info;
@@ -45,8 +47,15 @@ pub enum ProtocolName {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// TCP address to listen on, IPv4 or IPv6 (`[::1]:8888`); repeatable; port 0 picks one.
+    /// Without --listen, --udp or --unix: 127.0.0.1:8888.
     #[arg(long = "listen", value_name = "ADDR")]
     pub listen: Vec<SocketAddr>,
+    /// UDP address to serve datagrams on (one datagram = one message); repeatable.
+    #[arg(long = "udp", value_name = "ADDR")]
+    pub udp: Vec<SocketAddr>,
+    /// Unix stream socket path (a stale socket file is replaced; removed on exit).
+    #[arg(long, value_name = "PATH")]
+    pub unix: Option<PathBuf>,
     /// What the server says.
     #[arg(long, value_enum, default_value_t = ProtocolName::Echo)]
     pub protocol: ProtocolName,
@@ -59,21 +68,48 @@ pub struct ServeArgs {
     /// Listen backlog (the kernel caps it at net.core.somaxconn).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_BACKLOG)]
     pub backlog: u32,
+    /// Connections served at once; more are accepted and closed at once
+    /// [default: the open-file limit minus a reserve].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
+    /// Close connections with no traffic for this long.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub idle_timeout: Option<Duration>,
+    /// Close a connection whose pending output has not moved for this long.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
+    pub stall_timeout: Duration,
+    /// Log a stats line this often.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub stats_interval: Option<Duration>,
+    /// On SIGINT/SIGTERM, flush pending output for at most this long.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    pub shutdown_grace: Duration,
 }
 
 impl ServeArgs {
     /// The library configuration these flags describe.
     pub fn to_config(&self) -> Config {
         let defaults = Config::default();
+        let nothing_asked = self.listen.is_empty() && self.udp.is_empty() && self.unix.is_none();
         Config {
-            listen: if self.listen.is_empty() {
+            listen: if nothing_asked {
                 defaults.listen
             } else {
                 self.listen.clone()
             },
+            udp: self.udp.clone(),
+            unix: self.unix.clone(),
             backlog: self.backlog,
             max_buffered: self.max_buffered,
             max_line: self.max_line,
+            max_connections: self
+                .max_connections
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            idle_timeout: self.idle_timeout,
+            stall_timeout: Some(self.stall_timeout),
+            stats_interval: self.stats_interval,
+            shutdown_grace: self.shutdown_grace,
+            handle_signals: true,
         }
     }
 }
@@ -107,6 +143,18 @@ pub fn parse_bytes(text: &str) -> Result<usize, String> {
     }
 }
 
+/// Parse a duration in seconds (fractions allowed, e.g. `0.5`); must be positive.
+pub fn parse_secs(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number of seconds"))?;
+    if secs.is_nan() || secs <= 0.0 || !secs.is_finite() {
+        return Err(format!("'{text}': must be a positive number of seconds"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("'{text}' is too long"))
+}
+
 /// Run a parsed command line. Errors are meant to be printed as one line.
 pub fn run(cli: Cli) -> io::Result<()> {
     match cli.command {
@@ -128,15 +176,18 @@ fn serve_with<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
         .map_err(|e| io::Error::new(e.kind(), format!("raise the open-file limit: {e}")))?;
     let server = Server::bind(config, protocol)?;
     let mut stdout = io::stdout().lock();
-    for addr in server.local_addrs() {
-        writeln!(stdout, "listening on tcp {addr}")?;
+    for socket in server.bound() {
+        writeln!(stdout, "listening on {socket}")?;
     }
     stdout.flush()?; // a parent process waits for these lines
     drop(stdout);
     let effective_backlog = somaxconn().map_or(config.backlog, |cap| config.backlog.min(cap));
     info!(
-        "limits: open files {soft} (hard {hard}), backlog {effective_backlog} (asked {}), max buffered {} bytes per connection",
-        config.backlog, config.max_buffered
+        "limits: open files {soft} (hard {hard}), max connections {}, backlog {effective_backlog} (asked {}), \
+         max buffered {} bytes per connection",
+        server.max_connections(),
+        config.backlog,
+        config.max_buffered
     );
     let stats = server.run()?;
     println!("{stats}");
@@ -157,6 +208,28 @@ mod tests {
         assert!(parse_bytes("ten").is_err());
         assert!(parse_bytes("5 parsecs").is_err());
         assert!(parse_bytes("99999999999999999999G").is_err());
+    }
+
+    #[test]
+    fn seconds_take_fractions_and_refuse_zero_and_nonsense() {
+        assert_eq!(parse_secs("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_secs("0").is_err());
+        assert!(parse_secs("-3").is_err());
+        assert!(parse_secs("NaN").is_err());
+        assert!(parse_secs("soon").is_err());
+    }
+
+    #[test]
+    fn a_udp_or_unix_socket_alone_replaces_the_default_listener() {
+        let cli = Cli::try_parse_from(["echo-reactor", "serve", "--udp", "127.0.0.1:0"]).unwrap();
+        let Command::Serve(args) = cli.command;
+        let config = args.to_config();
+        assert!(config.listen.is_empty());
+        assert_eq!(config.udp.len(), 1);
+
+        let cli = Cli::try_parse_from(["echo-reactor", "serve", "--unix", "/tmp/x.sock"]).unwrap();
+        let Command::Serve(args) = cli.command;
+        assert!(args.to_config().listen.is_empty());
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! One client connection: its socket, its buffers, what we know of its
-//! readiness, and the loops that move bytes between them.
+//! readiness, its timestamps, and the loops that move bytes between them.
 //!
 //! [`Connection::drive`] makes all the progress the kernel allows *right
 //! now* — flush pending output, then read and answer input — and tells the
@@ -30,8 +30,9 @@ use log::debug;
 
 use crate::buffer::{BufferGauge, ByteQueue};
 use crate::nonblocking::{try_read, try_write, ReadOutcome, WriteOutcome};
-use crate::protocol::{Protocol, Reply};
+use crate::protocol::{DeadlineRequest, Protocol, Reply};
 use crate::stats::{CloseReason, Counters};
+use crate::timers::{due_after, millis, NEVER};
 
 /// Per-connection limits, from the server's configuration.
 #[derive(Debug, Clone, Copy)]
@@ -42,22 +43,37 @@ pub struct Limits {
     pub max_line: usize,
     /// Bytes one connection may read per loop turn before others get a go.
     pub read_budget_bytes: usize,
+    /// Close a connection with no traffic either way for this long (ms).
+    pub idle_timeout_ms: Option<u64>,
+    /// Close a connection whose pending output has not moved for this long (ms).
+    pub stall_timeout_ms: Option<u64>,
 }
 
-/// What the reactor lends a connection while it runs: shared buffers and
-/// the tallies. One per reactor, so buffer memory does not grow with clients.
+/// What every connection call needs besides buffers: limits, the loop
+/// turn's clock reading, and the tallies.
 #[derive(Debug)]
-pub struct Workspace {
-    /// Every read lands here first (64 KiB in the server).
-    pub scratch: Box<[u8]>,
-    /// Protocols write replies here; reused, so replying allocates nothing.
-    pub reply: Vec<u8>,
+pub struct Context {
     /// Bytes and capacity held in connection buffers.
     pub gauge: BufferGauge,
     /// Syscall and byte counters.
     pub counters: Counters,
     /// Limits applied to every connection.
     pub limits: Limits,
+    /// Milliseconds since start, read once per loop turn.
+    pub now_ms: u64,
+}
+
+/// What the reactor lends a connection while it runs: one scratch buffer,
+/// one reply buffer, and the [`Context`]. One per reactor, so buffer memory
+/// does not grow with the number of clients.
+#[derive(Debug)]
+pub struct Workspace {
+    /// Every read lands here first (64 KiB in the server).
+    pub scratch: Box<[u8]>,
+    /// Protocols write replies here; reused, so replying allocates nothing.
+    pub reply: Vec<u8>,
+    /// Limits, clock and tallies.
+    pub ctx: Context,
 }
 
 impl Workspace {
@@ -66,9 +82,12 @@ impl Workspace {
         Workspace {
             scratch: vec![0; scratch_bytes].into_boxed_slice(),
             reply: Vec::new(),
-            gauge: BufferGauge::default(),
-            counters: Counters::default(),
-            limits,
+            ctx: Context {
+                gauge: BufferGauge::default(),
+                counters: Counters::default(),
+                limits,
+                now_ms: 0,
+            },
         }
     }
 }
@@ -85,7 +104,7 @@ pub enum Next {
     Close(CloseReason),
 }
 
-/// Why a [`fill`](Connection::drive) drain stopped (a summary of many reads).
+/// Why a `fill` drain stopped (a summary of many reads).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FillOutcome {
     /// The receive queue is empty (`WouldBlock` or a short read).
@@ -168,6 +187,17 @@ pub struct Connection<S, Session> {
     inbuf: ByteQueue,
     /// Replies the kernel has not taken yet.
     outbuf: ByteQueue,
+    /// Last time bytes moved either way (for `--idle-timeout`).
+    last_activity_ms: u64,
+    /// Last time pending output moved, or began (for `--stall-timeout`).
+    output_progress_ms: u64,
+    /// When the protocol's deadline fires ([`NEVER`] if none).
+    protocol_due_ms: u64,
+    /// When this connection's live entry in the reactor's deadline queue is
+    /// due ([`NEVER`] if it has none).
+    pub scheduled_ms: u64,
+    /// Tells this connection apart from earlier ones with the same slab key.
+    pub serial: u32,
     read_ready: bool,
     write_ready: bool,
     /// The last event said the peer hung up (or errored): read until `Ok(0)`,
@@ -175,8 +205,9 @@ pub struct Connection<S, Session> {
     hup_seen: bool,
     /// We read EOF: the peer will send nothing more.
     peer_closed: bool,
-    /// The protocol asked to close once its replies are sent.
-    closing: bool,
+    /// Input is over on our side (protocol close, or server shutdown): close
+    /// for this reason once the last reply has been sent.
+    closing: Option<CloseReason>,
     /// On the reactor's ready queue (so it is queued at most once).
     pub queued: bool,
     /// Closed and waiting for the end of the loop turn to leave the slab.
@@ -186,17 +217,22 @@ pub struct Connection<S, Session> {
 impl<S: Read + Write, Session> Connection<S, Session> {
     /// A freshly accepted connection. It starts writable (a new socket has an
     /// empty send buffer) and not known readable (the first event says so).
-    pub fn new(socket: S, session: Session) -> Self {
+    pub fn new(socket: S, session: Session, serial: u32, now_ms: u64) -> Self {
         Connection {
             socket,
             session,
             inbuf: ByteQueue::new(),
             outbuf: ByteQueue::new(),
+            last_activity_ms: now_ms,
+            output_progress_ms: now_ms,
+            protocol_due_ms: NEVER,
+            scheduled_ms: NEVER,
+            serial,
             read_ready: false,
             write_ready: true,
             hup_seen: false,
             peer_closed: false,
-            closing: false,
+            closing: None,
             queued: false,
             closed: false,
         }
@@ -219,9 +255,10 @@ impl<S: Read + Write, Session> Connection<S, Session> {
         self.hup_seen |= hung_up;
     }
 
-    /// The peer may still send (`may_*`: eventually; from smoltcp's naming).
+    /// The peer may still send and we still listen (`may_*`: eventually;
+    /// the naming is smoltcp's).
     pub fn may_read(&self) -> bool {
-        !self.peer_closed && !self.closing
+        !self.peer_closed && self.closing.is_none()
     }
 
     /// We would read right now if bytes were there: output is below `--max-buffered`.
@@ -229,15 +266,72 @@ impl<S: Read + Write, Session> Connection<S, Session> {
         self.outbuf.len() < limits.max_buffered
     }
 
-    /// Send what the protocol put in `reply` when the connection opened (a greeting).
-    pub fn on_open_reply(&mut self, wants_close: bool, ws: &mut Workspace) -> Next {
-        if wants_close {
-            self.closing = true;
+    /// The earliest moment one of this connection's deadlines could expire
+    /// ([`NEVER`] if none applies).
+    pub fn next_deadline(&self, limits: &Limits) -> u64 {
+        let mut due = self.protocol_due_ms;
+        if let Some(idle) = limits.idle_timeout_ms {
+            due = due.min(due_after(self.last_activity_ms, idle));
         }
-        if let Err(reason) = self.send(&ws.reply, &mut ws.gauge, &mut ws.counters) {
+        if let (false, Some(stall)) = (self.outbuf.is_empty(), limits.stall_timeout_ms) {
+            due = due.min(due_after(self.output_progress_ms, stall));
+        }
+        due
+    }
+
+    /// Send what the protocol put in `ws.reply` when the connection opened (a greeting).
+    pub fn on_open_reply(
+        &mut self,
+        close: bool,
+        deadline: DeadlineRequest,
+        ws: &mut Workspace,
+    ) -> Next {
+        if let Err(reason) = self.apply_reply(close, deadline, &ws.reply, &mut ws.ctx) {
             return Next::Close(reason);
         }
         self.next_after_output()
+    }
+
+    /// Stop reading for good (the server is shutting down): close once the
+    /// replies already owed have been sent.
+    pub fn stop_reading(&mut self, gauge: &mut BufferGauge) -> Next {
+        self.closing.get_or_insert(CloseReason::Shutdown);
+        self.inbuf.clear(gauge);
+        self.next_after_output()
+    }
+
+    /// A deadline may have passed: fire the protocol's, or close an idle or
+    /// stalled connection. Called when this connection's queue entry is due.
+    pub fn on_deadline<P>(&mut self, protocol: &P, ws: &mut Workspace) -> Next
+    where
+        P: Protocol<Session = Session>,
+    {
+        let now = ws.ctx.now_ms;
+        if self.protocol_due_ms <= now {
+            self.protocol_due_ms = NEVER;
+            ws.reply.clear();
+            let mut reply = Reply::new(&mut ws.reply);
+            protocol.on_deadline(&mut self.session, &mut reply);
+            let (close, deadline) = (reply.wants_close(), reply.deadline());
+            if let Err(reason) = self.apply_reply(close, deadline, &ws.reply, &mut ws.ctx) {
+                return Next::Close(reason);
+            }
+            if let Next::Close(reason) = self.next_after_output() {
+                return Next::Close(reason);
+            }
+        }
+        let limits = &ws.ctx.limits;
+        if let Some(idle) = limits.idle_timeout_ms {
+            if due_after(self.last_activity_ms, idle) <= now {
+                return Next::Close(CloseReason::Idle);
+            }
+        }
+        if let (false, Some(stall)) = (self.outbuf.is_empty(), limits.stall_timeout_ms) {
+            if due_after(self.output_progress_ms, stall) <= now {
+                return Next::Close(CloseReason::Stalled);
+            }
+        }
+        Next::Wait
     }
 
     /// Make all the progress possible now: flush, then read and answer.
@@ -247,19 +341,26 @@ impl<S: Read + Write, Session> Connection<S, Session> {
     {
         // 1. Output first: freeing room in the send buffer may lift backpressure.
         if self.write_ready && !self.outbuf.is_empty() {
-            match flush(
+            let ctx = &mut ws.ctx;
+            let before = self.outbuf.len();
+            let outcome = flush(
                 &mut self.socket,
                 &mut self.outbuf,
-                &mut ws.gauge,
-                &mut ws.counters,
-            ) {
+                &mut ctx.gauge,
+                &mut ctx.counters,
+            );
+            if self.outbuf.len() < before {
+                self.last_activity_ms = ctx.now_ms;
+                self.output_progress_ms = ctx.now_ms;
+            }
+            match outcome {
                 FlushOutcome::Flushed => {}
                 FlushOutcome::Pending => self.write_ready = false,
                 gone => return Next::Close(close_reason_for(gone)),
             }
         }
         // 2. Input, if the kernel may have some and we are willing to take it.
-        if !self.may_read() || !self.read_ready || !self.can_read(&ws.limits) {
+        if !self.may_read() || !self.read_ready || !self.can_read(&ws.ctx.limits) {
             // Paused by backpressure leaves read_ready set: when a writable
             // edge drains the output, step 2 above runs again and reads the
             // bytes no new readable edge would announce.
@@ -282,15 +383,13 @@ impl<S: Read + Write, Session> Connection<S, Session> {
         }
     }
 
-    /// Once input is over (EOF or the protocol's close), close when the last
-    /// reply has left; until then, wait for writable edges to flush it.
+    /// Once input is over (EOF, the protocol's close, shutdown), close when
+    /// the last reply has left; until then, wait for writable edges to flush it.
     fn next_after_output(&self) -> Next {
         if self.may_read() || !self.outbuf.is_empty() {
             Next::Wait
-        } else if self.closing {
-            Next::Close(CloseReason::ProtocolClosed)
         } else {
-            Next::Close(CloseReason::PeerClosed)
+            Next::Close(self.closing.unwrap_or(CloseReason::PeerClosed))
         }
     }
 
@@ -303,31 +402,28 @@ impl<S: Read + Write, Session> Connection<S, Session> {
         let Workspace {
             scratch,
             reply,
-            gauge,
-            counters,
-            limits,
+            ctx,
         } = ws;
         let mut taken = 0;
         // Edge-triggered: epoll reported a *change* and will not report again
         // until new bytes arrive, so we read until the queue is empty — or
         // until the budget runs out (fairness: one fast sender must not
         // starve the rest; the reactor requeues us).
-        while taken < limits.read_budget_bytes {
-            counters.read_calls += 1;
+        while taken < ctx.limits.read_budget_bytes {
+            ctx.counters.read_calls += 1;
             match try_read(&mut self.socket, scratch) {
                 ReadOutcome::Data(n) => {
-                    counters.bytes_in += n as u64;
+                    ctx.counters.bytes_in += n as u64;
+                    self.last_activity_ms = ctx.now_ms;
                     taken += n;
-                    if let Err(reason) =
-                        self.on_input(protocol, &scratch[..n], reply, gauge, counters, limits)
-                    {
+                    if let Err(reason) = self.on_input(protocol, &scratch[..n], reply, ctx) {
                         return FillOutcome::Close(reason);
                     }
-                    if self.closing {
+                    if self.closing.is_some() {
                         return FillOutcome::Stopped;
                     }
-                    if !self.can_read(limits) {
-                        counters.read_pauses += 1;
+                    if !self.can_read(&ctx.limits) {
+                        ctx.counters.read_pauses += 1;
                         return FillOutcome::Paused;
                     }
                     // A short read means the receive queue is empty, and new
@@ -362,9 +458,7 @@ impl<S: Read + Write, Session> Connection<S, Session> {
         protocol: &P,
         data: &[u8],
         reply_buf: &mut Vec<u8>,
-        gauge: &mut BufferGauge,
-        counters: &mut Counters,
-        limits: &Limits,
+        ctx: &mut Context,
     ) -> Result<(), CloseReason>
     where
         P: Protocol<Session = Session>,
@@ -375,20 +469,18 @@ impl<S: Read + Write, Session> Connection<S, Session> {
             // Fast path: parse straight from the scratch buffer and keep only
             // a trailing partial message (for echo/upper: nothing at all).
             let consumed = protocol.on_bytes(&mut self.session, data, &mut reply);
-            self.inbuf.push(&data[consumed..], gauge);
+            self.inbuf.push(&data[consumed..], &mut ctx.gauge);
         } else {
             // A partial message is waiting: the new bytes complete it.
-            self.inbuf.push(data, gauge);
+            self.inbuf.push(data, &mut ctx.gauge);
             let consumed = protocol.on_bytes(&mut self.session, self.inbuf.as_slice(), &mut reply);
-            self.inbuf.consume(consumed, gauge);
+            self.inbuf.consume(consumed, &mut ctx.gauge);
         }
-        if reply.wants_close() {
-            self.closing = true;
-            self.inbuf.clear(gauge); // input after the close request is ignored
-        } else if self.inbuf.len() > limits.max_line {
+        let (close, deadline) = (reply.wants_close(), reply.deadline());
+        if !close && self.inbuf.len() > ctx.limits.max_line {
             return Err(CloseReason::LineTooLong);
         }
-        self.send(reply_buf, gauge, counters)
+        self.apply_reply(close, deadline, reply_buf, ctx)
     }
 
     /// EOF: let the protocol answer a trailing partial message, then send.
@@ -399,38 +491,70 @@ impl<S: Read + Write, Session> Connection<S, Session> {
         ws.reply.clear();
         let mut reply = Reply::new(&mut ws.reply);
         protocol.on_peer_closed(&mut self.session, self.inbuf.as_slice(), &mut reply);
-        self.inbuf.clear(&mut ws.gauge);
-        self.send(&ws.reply, &mut ws.gauge, &mut ws.counters)
+        let deadline = reply.deadline();
+        self.inbuf.clear(&mut ws.ctx.gauge);
+        // Input is over anyway, so a close request changes nothing here.
+        self.apply_reply(false, deadline, &ws.reply, &mut ws.ctx)
+    }
+
+    /// Carry out what a protocol answered: arm or cancel its deadline,
+    /// note a close request, and send the bytes.
+    fn apply_reply(
+        &mut self,
+        close: bool,
+        deadline: DeadlineRequest,
+        bytes: &[u8],
+        ctx: &mut Context,
+    ) -> Result<(), CloseReason> {
+        match deadline {
+            DeadlineRequest::Unchanged => {}
+            DeadlineRequest::Set(after) => {
+                self.protocol_due_ms = due_after(ctx.now_ms, millis(after));
+            }
+            DeadlineRequest::Cancel => self.protocol_due_ms = NEVER,
+        }
+        if close {
+            self.closing.get_or_insert(CloseReason::ProtocolClosed);
+            self.inbuf.clear(&mut ctx.gauge); // input after the close request is ignored
+        }
+        self.send(bytes, ctx)
     }
 
     /// Send a reply: straight from `bytes` when nothing older is waiting and
     /// the socket has room; whatever the kernel does not take is queued.
-    fn send(
-        &mut self,
-        bytes: &[u8],
-        gauge: &mut BufferGauge,
-        counters: &mut Counters,
-    ) -> Result<(), CloseReason> {
+    fn send(&mut self, bytes: &[u8], ctx: &mut Context) -> Result<(), CloseReason> {
         if bytes.is_empty() {
             return Ok(());
         }
         if !self.write_ready || !self.outbuf.is_empty() {
             // The last write said WouldBlock and no writable edge came since:
             // writing now would fail again. Queue behind older output.
-            self.outbuf.push(bytes, gauge);
+            self.queue_output(bytes, ctx);
             return Ok(());
         }
-        match write_until_blocked(&mut self.socket, bytes, counters) {
-            (_, FlushOutcome::Flushed) => Ok(()),
-            (sent, FlushOutcome::Pending) => {
+        let (sent, outcome) = write_until_blocked(&mut self.socket, bytes, &mut ctx.counters);
+        if sent > 0 {
+            self.last_activity_ms = ctx.now_ms;
+        }
+        match outcome {
+            FlushOutcome::Flushed => Ok(()),
+            FlushOutcome::Pending => {
                 // The partial write's tail is kept here, in order; the
                 // writable edge (registered once at accept) brings us back.
                 self.write_ready = false;
-                self.outbuf.push(&bytes[sent..], gauge);
+                self.queue_output(&bytes[sent..], ctx);
                 Ok(())
             }
-            (_, gone) => Err(close_reason_for(gone)),
+            gone => Err(close_reason_for(gone)),
         }
+    }
+
+    fn queue_output(&mut self, bytes: &[u8], ctx: &mut Context) {
+        if self.outbuf.is_empty() {
+            // The stall clock starts when output starts waiting.
+            self.output_progress_ms = ctx.now_ms;
+        }
+        self.outbuf.push(bytes, &mut ctx.gauge);
     }
 
     /// Drop buffered bytes (the connection is closing); returns the socket.
@@ -454,12 +578,18 @@ mod tests {
             max_buffered,
             max_line: 64,
             read_budget_bytes: budget,
+            idle_timeout_ms: None,
+            stall_timeout_ms: None,
         };
         Workspace::new(limits, SCRATCH)
     }
 
+    fn fresh(sock: ScriptedStream) -> Connection<ScriptedStream, ()> {
+        Connection::new(sock, (), 0, 0)
+    }
+
     fn readable(sock: ScriptedStream) -> Connection<ScriptedStream, ()> {
-        let mut conn = Connection::new(sock, ());
+        let mut conn = fresh(sock);
         conn.on_event(true, true, false);
         conn
     }
@@ -470,8 +600,8 @@ mod tests {
     fn an_idle_connection_costs_well_under_100_bytes_of_user_space() {
         // The slab stores this struct inline; an idle connection owns no heap.
         let size = std::mem::size_of::<Connection<mio::net::TcpStream, ()>>();
-        assert!(size <= 48, "Connection grew to {size} bytes");
-        let conn = Connection::new(ScriptedStream::new(), ());
+        assert!(size <= 88, "Connection grew to {size} bytes");
+        let conn = fresh(ScriptedStream::new());
         assert_eq!(conn.inbuf.capacity() + conn.outbuf.capacity(), 0);
     }
 
@@ -498,13 +628,13 @@ mod tests {
         let mut ws = workspace(1024, 1024);
         assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
         assert_eq!(conn.socket.calls(), 3);
-        assert_eq!(ws.counters.read_calls, 2);
+        assert_eq!(ws.ctx.counters.read_calls, 2);
     }
 
     #[test]
     fn after_a_hangup_event_a_short_read_does_not_stop_the_drain() {
         let sock = ScriptedStream::new().gives(b"hi").accepts(100).eof();
-        let mut conn = Connection::new(sock, ());
+        let mut conn = fresh(sock);
         conn.on_event(true, true, true);
         let mut ws = workspace(1024, 1024);
         assert_eq!(
@@ -551,7 +681,7 @@ mod tests {
         let mut ws = workspace(1024, 1024);
         assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
         assert_eq!(conn.unsent(), b"lo");
-        assert_eq!(ws.gauge.held_bytes, 2);
+        assert_eq!(ws.ctx.gauge.held_bytes, 2);
         assert!(!conn.write_ready);
 
         // More input arrives before the socket drains: it queues behind "lo".
@@ -565,12 +695,15 @@ mod tests {
         conn.on_event(false, true, false);
         assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
         assert_eq!(conn.socket.written(), b"lo!");
-        assert_eq!(ws.gauge.held_capacity, 0, "an emptied buffer is released");
+        assert_eq!(
+            ws.ctx.gauge.held_capacity, 0,
+            "an emptied buffer is released"
+        );
     }
 
     #[test]
     fn a_writable_event_with_nothing_pending_makes_no_call() {
-        let mut conn = Connection::new(ScriptedStream::new(), ());
+        let mut conn = fresh(ScriptedStream::new());
         conn.on_event(false, true, false);
         let mut ws = workspace(1024, 1024);
         assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
@@ -601,8 +734,8 @@ mod tests {
         let mut conn = readable(sock);
         let mut ws = workspace(8, 1024);
         assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
-        assert_eq!(ws.counters.read_pauses, 1);
-        assert_eq!(ws.counters.read_calls, 1, "paused before reading more");
+        assert_eq!(ws.ctx.counters.read_pauses, 1);
+        assert_eq!(ws.ctx.counters.read_calls, 1, "paused before reading more");
         assert!(conn.read_ready, "the unread bytes are remembered");
 
         // The writable edge drains the output, and the same drive reads the
@@ -627,7 +760,7 @@ mod tests {
             .accepts(1)
             .would_block()
             .eof();
-        let mut conn = Connection::new(sock, ());
+        let mut conn = fresh(sock);
         conn.on_event(true, true, true);
         let mut ws = workspace(1024, 1024);
         assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
@@ -676,14 +809,14 @@ mod tests {
         let mut conn: Connection<_, ()> = readable(sock);
         let mut ws = workspace(1024, 1024);
         assert_eq!(conn.drive(&Lines, &mut ws), Next::Wait);
-        assert_eq!(ws.gauge.held_bytes, 2, "the partial 'ab' waits");
+        assert_eq!(ws.ctx.gauge.held_bytes, 2, "the partial 'ab' waits");
         conn.on_event(true, false, false);
         assert_eq!(
             conn.drive(&Lines, &mut ws),
             Next::Close(CloseReason::ProtocolClosed)
         );
         assert_eq!(conn.socket.written(), b"abc;d;");
-        assert_eq!(ws.gauge.held_bytes, 0);
+        assert_eq!(ws.ctx.gauge.held_bytes, 0);
     }
 
     #[test]
@@ -694,7 +827,7 @@ mod tests {
             .gives(&[b'x'; 8]);
         let mut conn: Connection<_, ()> = readable(sock);
         let mut ws = workspace(1024, 1024);
-        ws.limits.max_line = 20;
+        ws.ctx.limits.max_line = 20;
         assert_eq!(
             conn.drive(&Lines, &mut ws),
             Next::Close(CloseReason::LineTooLong)
@@ -703,12 +836,12 @@ mod tests {
 
     #[test]
     fn a_greeting_is_sent_on_open() {
-        let mut conn = Connection::new(ScriptedStream::new().accepts(100), ());
+        let mut conn = fresh(ScriptedStream::new().accepts(100));
         let mut ws = workspace(1024, 1024);
         let mut reply = Reply::new(&mut ws.reply);
         Lines.on_open(&mut reply);
-        let close = reply.wants_close();
-        assert_eq!(conn.on_open_reply(close, &mut ws), Next::Wait);
+        let (close, deadline) = (reply.wants_close(), reply.deadline());
+        assert_eq!(conn.on_open_reply(close, deadline, &mut ws), Next::Wait);
         assert_eq!(conn.socket.written(), b"hi\n");
     }
 }

@@ -43,6 +43,27 @@ pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
     set_nofile_soft_limit(hard)
 }
 
+/// How many descriptors this process has open (Linux: `/proc/self/fd`;
+/// elsewhere `/dev/fd`), or `None` if neither can be read.
+pub fn open_fds() -> Option<usize> {
+    ["/proc/self/fd", "/dev/fd"]
+        .iter()
+        .find_map(|dir| std::fs::read_dir(dir).ok())
+        .map(|entries| entries.count().saturating_sub(1)) // the directory handle itself
+}
+
+/// Descriptors kept back from `--max-connections`' default: stdio, the
+/// epoll instance, the waker and signal pipe, the spare descriptor, the
+/// listening sockets, and some slack for logging or a stats read.
+pub const FD_RESERVE: u64 = 32;
+
+/// The default connection cap for a soft open-file limit `soft` with
+/// `listening` sockets: every connection needs one descriptor.
+pub fn default_max_connections(soft: u64, listening: usize) -> usize {
+    let reserve = FD_RESERVE + listening as u64;
+    usize::try_from(soft.saturating_sub(reserve).max(1)).unwrap_or(usize::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,5 +72,21 @@ mod tests {
     fn raising_the_soft_limit_reaches_the_hard_limit() {
         let (soft, hard) = raise_nofile_limit().unwrap();
         assert_eq!(soft, hard);
+    }
+
+    #[test]
+    fn the_default_cap_leaves_a_reserve_and_is_never_zero() {
+        assert_eq!(default_max_connections(20_000, 2), 20_000 - 34);
+        assert_eq!(default_max_connections(10, 2), 1);
+    }
+
+    #[test]
+    fn open_fds_counts_a_new_descriptor() {
+        let before = open_fds().unwrap();
+        let file = std::fs::File::open("/dev/null").unwrap();
+        // Other tests run in parallel threads, so only a lower bound is safe.
+        assert!(open_fds().unwrap() >= 1);
+        drop(file);
+        assert!(before >= 3, "stdio at least: {before}");
     }
 }

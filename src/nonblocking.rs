@@ -11,6 +11,8 @@
 //! | [`try_read`]   | `Data(n)`, `Closed`, `WouldBlock`, `Reset`, `Failed(kind)`     |
 //! | [`try_write`]  | `Wrote(n)` (maybe partial), `WouldBlock`, `Closed`, `Failed` |
 //! | [`try_accept`] | `Accepted(x)`, `WouldBlock`, `OutOfFiles`, `Failed`          |
+//! | [`try_recv_from`] | `Received(n, from)`, `WouldBlock`, `Failed`                |
+//! | [`try_send_to`] | `Wrote(n)`, `WouldBlock`, `Failed`                          |
 //!
 //! Each function is exactly one system call, except that `EINTR` (a signal
 //! arrived mid-call) is retried here and never reaches the caller. Loops over
@@ -20,6 +22,9 @@
 //! Nothing here knows about `Poll`, tokens or buffers.
 
 use std::io::{self, ErrorKind, Read, Write};
+use std::net::SocketAddr;
+
+use mio::net::UdpSocket;
 
 /// What one `read`/`recv` on a non-blocking socket did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +72,44 @@ pub enum AcceptOutcome<T> {
     /// Any other failure (e.g. `ECONNABORTED`: the client gave up while
     /// queued). The listener itself is still fine.
     Failed(ErrorKind),
+}
+
+/// What one `recv_from` on a non-blocking UDP socket did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecvOutcome {
+    /// A datagram of `n` bytes (maybe 0: empty datagrams exist) from this sender.
+    Received(usize, SocketAddr),
+    /// No datagram waiting.
+    WouldBlock,
+    /// Any other failure (e.g. `ECONNREFUSED`, reported for an earlier
+    /// send whose target had no listener). The socket itself is fine.
+    Failed(ErrorKind),
+}
+
+/// One `recv_from` on a non-blocking UDP socket, retried on `EINTR`.
+pub fn try_recv_from(socket: &UdpSocket, buf: &mut [u8]) -> RecvOutcome {
+    loop {
+        return match socket.recv_from(buf) {
+            Ok((n, from)) => RecvOutcome::Received(n, from),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => RecvOutcome::WouldBlock,
+            Err(e) => RecvOutcome::Failed(e.kind()),
+        };
+    }
+}
+
+/// One `send_to` on a non-blocking UDP socket, retried on `EINTR`. A
+/// datagram goes whole or not at all, and an empty one is legal, so
+/// `Wrote(0)` here means "sent". `WouldBlock` means the datagram was not sent.
+pub fn try_send_to(socket: &UdpSocket, datagram: &[u8], to: SocketAddr) -> WriteOutcome {
+    loop {
+        return match socket.send_to(datagram, to) {
+            Ok(n) => WriteOutcome::Wrote(n),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => WriteOutcome::WouldBlock,
+            Err(e) => WriteOutcome::Failed(e.kind()),
+        };
+    }
 }
 
 /// One `read` on a non-blocking source, retried on `EINTR`.
@@ -200,6 +243,29 @@ mod tests {
     }
 
     // ---- accept ----
+
+    // ---- datagrams ----
+
+    #[test]
+    fn udp_recv_and_send_name_their_outcomes_including_empty_datagrams() {
+        let server = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(try_recv_from(&server, &mut buf), RecvOutcome::WouldBlock);
+        client.send_to(b"", server.local_addr().unwrap()).unwrap();
+        let from = client.local_addr().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let outcome = loop {
+            match try_recv_from(&server, &mut buf) {
+                RecvOutcome::WouldBlock if std::time::Instant::now() < deadline => {
+                    std::thread::yield_now()
+                }
+                other => break other,
+            }
+        };
+        assert_eq!(outcome, RecvOutcome::Received(0, from));
+        assert_eq!(try_send_to(&server, b"", from), WriteOutcome::Wrote(0));
+    }
 
     #[test]
     fn accept_names_emfile_and_enfile_as_out_of_files() {

@@ -16,18 +16,23 @@
 //! anything runs, and port 0 can be resolved with [`Server::local_addrs`]
 //! before a client connects.
 
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use mio::{Poll, Waker};
 
 use crate::connection::Limits;
+use crate::fdlimit::{default_max_connections, nofile_limits};
 use crate::protocol::Protocol;
-use crate::reactor::{Reactor, READ_BUDGET_BYTES, WAKER};
-use crate::sockets::bind_tcp;
+use crate::reactor::{Listening, Reactor, ReactorSettings, READ_BUDGET_BYTES, WAKER};
+use crate::sockets::{bind_tcp, bind_udp, bind_unix};
 use crate::stats::{SharedStats, StatsSnapshot};
+use crate::timers::millis;
 
 /// `--max-buffered`'s default: 1 MiB of unsent output per connection.
 pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 1024 * 1024;
@@ -35,51 +40,129 @@ pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
 /// `--backlog`'s default.
 pub const DEFAULT_BACKLOG: u32 = 1024;
+/// `--stall-timeout`'s default.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// `--shutdown-grace`'s default.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// How to run a server. `Config::default()` listens on `127.0.0.1:8888`.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// TCP addresses to listen on (port 0 picks a free port).
     pub listen: Vec<SocketAddr>,
+    /// UDP addresses to serve datagrams on.
+    pub udp: Vec<SocketAddr>,
+    /// A Unix stream socket path to listen on.
+    pub unix: Option<PathBuf>,
     /// Listen backlog (the kernel caps it at `somaxconn`).
     pub backlog: u32,
     /// Unsent bytes per connection before the server stops reading from it.
     pub max_buffered: usize,
     /// Longest partial message a line protocol may buffer.
     pub max_line: usize,
+    /// Connections served at once; `None` derives it from the open-file limit.
+    pub max_connections: Option<usize>,
+    /// Close connections with no traffic for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Close connections whose pending output has not moved for this long.
+    pub stall_timeout: Option<Duration>,
+    /// Log a stats line this often.
+    pub stats_interval: Option<Duration>,
+    /// After a stop request, flush pending output for at most this long.
+    pub shutdown_grace: Duration,
+    /// Shut down on SIGINT/SIGTERM (the binary sets this; embedders usually
+    /// keep their own signal handling and call [`ServerHandle::stop`]).
+    pub handle_signals: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 8888))],
+            udp: Vec::new(),
+            unix: None,
             backlog: DEFAULT_BACKLOG,
             max_buffered: DEFAULT_MAX_BUFFERED_BYTES,
             max_line: DEFAULT_MAX_LINE_BYTES,
+            max_connections: None,
+            idle_timeout: None,
+            stall_timeout: Some(DEFAULT_STALL_TIMEOUT),
+            stats_interval: None,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            handle_signals: false,
         }
+    }
+}
+
+/// A socket the server is serving, as bound (real ports for port 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BoundSocket {
+    /// A TCP listener.
+    Tcp(SocketAddr),
+    /// A UDP socket.
+    Udp(SocketAddr),
+    /// A Unix stream listener.
+    Unix(PathBuf),
+}
+
+/// `tcp 127.0.0.1:8888`, `udp [::1]:9000`, `unix /tmp/echo.sock`.
+impl fmt::Display for BoundSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BoundSocket::Tcp(addr) => write!(f, "tcp {addr}"),
+            BoundSocket::Udp(addr) => write!(f, "udp {addr}"),
+            BoundSocket::Unix(path) => write!(f, "unix {}", path.display()),
+        }
+    }
+}
+
+/// Removes the Unix socket file this server created, when the server goes away.
+struct UnixPathGuard(PathBuf);
+
+impl Drop for UnixPathGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
 /// A bound server, ready to [`run`](Server::run) on the current thread.
 pub struct Server<P: Protocol> {
     reactor: Reactor<P>,
-    local_addrs: Vec<SocketAddr>,
+    bound: Vec<BoundSocket>,
+    max_connections: usize,
     handle: ServerHandle,
+    _unix_path: Option<UnixPathGuard>,
 }
 
 impl<P: Protocol> Server<P> {
-    /// Bind every listener in `config` and build the reactor.
+    /// Bind every socket in `config` and build the reactor.
     /// Errors name the step and address (`bind 127.0.0.1:8888: ...`).
     pub fn bind(config: &Config, protocol: P) -> io::Result<Self> {
         let poll =
             Poll::new().map_err(|e| io::Error::new(e.kind(), format!("epoll_create: {e}")))?;
-        let mut listeners = Vec::with_capacity(config.listen.len());
-        let mut local_addrs = Vec::with_capacity(config.listen.len());
+        let mut sockets = Vec::new();
+        let mut bound = Vec::new();
         for &addr in &config.listen {
             let listener = bind_tcp(addr, config.backlog)?;
-            local_addrs.push(listener.local_addr()?);
-            listeners.push(listener);
+            bound.push(BoundSocket::Tcp(listener.local_addr()?));
+            sockets.push(Listening::Tcp(listener));
         }
+        for &addr in &config.udp {
+            let socket = bind_udp(addr)?;
+            bound.push(BoundSocket::Udp(socket.local_addr()?));
+            sockets.push(Listening::Udp(socket));
+        }
+        let mut unix_path = None;
+        if let Some(path) = &config.unix {
+            let listener = bind_unix(path, config.backlog)?;
+            unix_path = Some(UnixPathGuard(path.clone()));
+            bound.push(BoundSocket::Unix(path.clone()));
+            sockets.push(Listening::Unix(listener));
+        }
+        let max_connections = match config.max_connections {
+            Some(n) => n.max(1),
+            None => default_max_connections(nofile_limits()?.0, sockets.len()),
+        };
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let handle = ServerHandle {
             waker,
@@ -90,25 +173,68 @@ impl<P: Protocol> Server<P> {
             max_buffered: config.max_buffered.max(1),
             max_line: config.max_line,
             read_budget_bytes: READ_BUDGET_BYTES,
+            idle_timeout_ms: config.idle_timeout.map(millis),
+            stall_timeout_ms: config.stall_timeout.map(millis),
+        };
+        let settings = ReactorSettings {
+            max_connections,
+            stats_interval_ms: config.stats_interval.map(millis),
+            shutdown_grace_ms: millis(config.shutdown_grace),
+            handle_signals: config.handle_signals,
         };
         let reactor = Reactor::new(
             poll,
-            listeners,
+            sockets,
             protocol,
             limits,
+            settings,
             handle.stop_requested.clone(),
             handle.stats.clone(),
         )?;
         Ok(Server {
             reactor,
-            local_addrs,
+            bound,
+            max_connections,
             handle,
+            _unix_path: unix_path,
         })
     }
 
-    /// The addresses actually bound, in `config.listen` order (real ports for port 0).
-    pub fn local_addrs(&self) -> &[SocketAddr] {
-        &self.local_addrs
+    /// Every socket served, in order: TCP listeners, UDP sockets, the Unix listener.
+    pub fn bound(&self) -> &[BoundSocket] {
+        &self.bound
+    }
+
+    /// The TCP addresses actually bound, in `config.listen` order.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.bound
+            .iter()
+            .filter_map(|b| match b {
+                BoundSocket::Tcp(addr) => Some(*addr),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The UDP addresses actually bound, in `config.udp` order.
+    pub fn udp_addrs(&self) -> Vec<SocketAddr> {
+        self.bound
+            .iter()
+            .filter_map(|b| match b {
+                BoundSocket::Udp(addr) => Some(*addr),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The Unix socket path, if any.
+    pub fn unix_path(&self) -> Option<&Path> {
+        self._unix_path.as_ref().map(|g| g.0.as_path())
+    }
+
+    /// The effective connection cap (given, or derived from the fd limit).
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
     }
 
     /// A handle to stop the server or read its stats from another thread.
@@ -116,7 +242,10 @@ impl<P: Protocol> Server<P> {
         self.handle.clone()
     }
 
-    /// Serve on the current thread until [`ServerHandle::stop`]; returns the final stats.
+    /// Serve on the current thread until stopped ([`ServerHandle::stop`], or
+    /// a signal when `handle_signals` is set), then shut down gracefully:
+    /// stop accepting, flush pending output for up to `shutdown_grace`,
+    /// close everything, remove the Unix socket file. Returns the final stats.
     pub fn run(mut self) -> io::Result<StatsSnapshot> {
         self.reactor.run()
     }
@@ -131,8 +260,9 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
-    /// Ask the server to stop: sets a flag, then wakes `epoll_wait` through
-    /// the `mio::Waker` (an eventfd), so a sleeping loop notices at once.
+    /// Ask the server to shut down gracefully: sets a flag, then wakes
+    /// `epoll_wait` through the `mio::Waker` (an eventfd), so a sleeping
+    /// loop notices at once.
     pub fn stop(&self) {
         self.stop_requested.store(true, Ordering::Release);
         if let Err(e) = self.waker.wake() {

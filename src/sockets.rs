@@ -10,6 +10,8 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -49,6 +51,54 @@ pub fn bind_tcp(addr: SocketAddr, backlog: u32) -> io::Result<mio::net::TcpListe
     Ok(mio::net::TcpListener::from_std(socket.into()))
 }
 
+/// A non-blocking UDP socket bound to `addr`.
+pub fn bind_udp(addr: SocketAddr) -> io::Result<mio::net::UdpSocket> {
+    mio::net::UdpSocket::bind(addr).map_err(|e| step_error("bind udp", &addr, e))
+}
+
+/// A non-blocking Unix stream listener at `path`.
+///
+/// A socket file left behind by a server that died is replaced; one that a
+/// live server still answers on is refused, as is a path that exists but
+/// is not a socket. (The caller removes the file on clean exit.)
+pub fn bind_unix(path: &Path, backlog: u32) -> io::Result<mio::net::UnixListener> {
+    let shown = path.display();
+    let fail =
+        |step: &str, e: io::Error| io::Error::new(e.kind(), format!("{step} unix {shown}: {e}"));
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("bind unix {shown}: the path exists and is not a socket"),
+            ));
+        }
+        // Is anyone listening? A refused connection means the file is stale.
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("bind unix {shown}: another server is listening there"),
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                std::fs::remove_file(path).map_err(|e| fail("remove stale socket", e))?;
+            }
+            Err(e) => return Err(fail("probe existing socket", e)),
+        }
+    }
+    let socket =
+        Socket::new(Domain::UNIX, Type::STREAM, None).map_err(|e| fail("socket for", e))?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| fail("set non-blocking on", e))?;
+    let addr = socket2::SockAddr::unix(path).map_err(|e| fail("address of", e))?;
+    socket.bind(&addr).map_err(|e| fail("bind", e))?;
+    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+    socket.listen(backlog).map_err(|e| fail("listen on", e))?;
+    let fd: std::os::fd::OwnedFd = socket.into();
+    Ok(mio::net::UnixListener::from_std(fd.into()))
+}
+
 /// The kernel's cap on listen backlogs (`net.core.somaxconn`), if readable.
 /// `listen(n)` silently uses `min(n, somaxconn)`.
 pub fn somaxconn() -> Option<u32> {
@@ -62,6 +112,40 @@ pub fn somaxconn() -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn temp_socket_path(name: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("echo-reactor-{}-{name}.sock", std::process::id()))
+    }
+
+    #[test]
+    fn a_stale_unix_socket_file_is_replaced_and_a_live_one_refused() {
+        let path = temp_socket_path("stale");
+        let _ = std::fs::remove_file(&path);
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap()); // leaves the file behind
+        let live = bind_unix(&path, 16).expect("stale file replaced");
+        let err = bind_unix(&path, 16).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+        assert!(
+            err.to_string().contains("another server is listening"),
+            "{err}"
+        );
+        drop(live);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_unix_path_that_is_not_a_socket_is_refused() {
+        let path = temp_socket_path("plain-file");
+        std::fs::write(&path, b"not a socket").unwrap();
+        let err = bind_unix(&path, 16).unwrap_err();
+        assert!(err.to_string().contains("is not a socket"), "{err}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"not a socket",
+            "left untouched"
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
 
     #[test]
     fn a_second_bind_on_the_same_port_fails_and_names_the_address() {

@@ -26,18 +26,24 @@ pub enum CloseReason {
     Error,
     /// The client sent a message longer than `--max-line`.
     LineTooLong,
+    /// No traffic either way for `--idle-timeout`.
+    Idle,
+    /// Pending output did not move for `--stall-timeout` (a client that never reads).
+    Stalled,
     /// The server shut down.
     Shutdown,
 }
 
 impl CloseReason {
     /// Every reason, in counter order.
-    pub const ALL: [CloseReason; 6] = [
+    pub const ALL: [CloseReason; 8] = [
         CloseReason::PeerClosed,
         CloseReason::ProtocolClosed,
         CloseReason::Reset,
         CloseReason::Error,
         CloseReason::LineTooLong,
+        CloseReason::Idle,
+        CloseReason::Stalled,
         CloseReason::Shutdown,
     ];
 
@@ -49,6 +55,8 @@ impl CloseReason {
             CloseReason::Reset => "reset",
             CloseReason::Error => "error",
             CloseReason::LineTooLong => "line_too_long",
+            CloseReason::Idle => "idle",
+            CloseReason::Stalled => "stalled",
             CloseReason::Shutdown => "shutdown",
         }
     }
@@ -60,25 +68,115 @@ impl CloseReason {
 
 const REASONS: usize = CloseReason::ALL.len();
 
-/// The reactor's own tallies: plain integers, bumped on the hot path.
-#[derive(Debug, Default, Clone)]
-pub struct Counters {
-    /// Connections accepted.
-    pub accepted: u64,
-    /// Connections closed, by [`CloseReason`].
-    pub closed: [u64; REASONS],
-    /// Bytes read from clients.
-    pub bytes_in: u64,
-    /// Bytes written to clients.
-    pub bytes_out: u64,
+/// Defines [`Counters`] (plain integers the reactor bumps), [`StatsSnapshot`]
+/// (a copy for other threads) and [`SharedStats`] (the atomics between them)
+/// from one list, so a new counter cannot be forgotten in one of the three.
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// The reactor's own tallies: plain integers, bumped on the hot path.
+        #[derive(Debug, Default, Clone)]
+        pub struct Counters {
+            /// Connections closed, by [`CloseReason`].
+            pub closed: [u64; REASONS],
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        /// A copy of the server's numbers at one moment (at most one loop turn old).
+        #[derive(Debug, Default, Clone, PartialEq, Eq)]
+        pub struct StatsSnapshot {
+            /// Connections open now.
+            pub active: u64,
+            /// Connections closed since start, by [`CloseReason`] (see [`StatsSnapshot::closed_by`]).
+            pub closed: [u64; REASONS],
+            /// Bytes held in connection buffers now (unsent output + unparsed input).
+            pub held_bytes: u64,
+            /// Heap capacity of connection buffers now.
+            pub held_capacity: u64,
+            /// The most bytes ever held in connection buffers at once.
+            pub peak_held_bytes: u64,
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        /// The published copy of the counters, readable from any thread.
+        #[derive(Debug, Default)]
+        pub struct SharedStats {
+            active: AtomicU64,
+            closed: [AtomicU64; REASONS],
+            held_bytes: AtomicU64,
+            held_capacity: AtomicU64,
+            peak_held_bytes: AtomicU64,
+            $($name: AtomicU64,)*
+        }
+
+        impl SharedStats {
+            /// Copy the reactor's numbers out (once per loop turn).
+            pub fn publish(&self, counters: &Counters, gauge: &BufferGauge, active: usize) {
+                self.active.store(active as u64, Relaxed);
+                for (shared, &count) in self.closed.iter().zip(&counters.closed) {
+                    shared.store(count, Relaxed);
+                }
+                self.held_bytes.store(gauge.held_bytes as u64, Relaxed);
+                self.held_capacity.store(gauge.held_capacity as u64, Relaxed);
+                self.peak_held_bytes.store(gauge.peak_held_bytes as u64, Relaxed);
+                $(self.$name.store(counters.$name, Relaxed);)*
+            }
+
+            /// Read the last published numbers.
+            pub fn snapshot(&self) -> StatsSnapshot {
+                StatsSnapshot {
+                    active: self.active.load(Relaxed),
+                    closed: std::array::from_fn(|i| self.closed[i].load(Relaxed)),
+                    held_bytes: self.held_bytes.load(Relaxed),
+                    held_capacity: self.held_capacity.load(Relaxed),
+                    peak_held_bytes: self.peak_held_bytes.load(Relaxed),
+                    $($name: self.$name.load(Relaxed),)*
+                }
+            }
+        }
+
+        /// `stats active=.. accepted=.. ... closed_reset=.. ...`: one line of `key=value` pairs.
+        impl fmt::Display for StatsSnapshot {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "stats active={}", self.active)?;
+                $(write!(f, concat!(" ", stringify!($name), "={}"), self.$name)?;)*
+                for reason in CloseReason::ALL {
+                    write!(f, " closed_{}={}", reason.name(), self.closed_by(reason))?;
+                }
+                write!(
+                    f,
+                    " held_bytes={} held_capacity={} peak_held_bytes={}",
+                    self.held_bytes, self.held_capacity, self.peak_held_bytes
+                )
+            }
+        }
+    };
+}
+
+counters! {
+    /// Connections accepted and served.
+    accepted,
+    /// Connections accepted and closed at once because `--max-connections` were open.
+    rejected,
+    /// Connections turned away while the process was out of descriptors (EMFILE/ENFILE).
+    shed,
+    /// Bytes read from clients (streams and datagrams).
+    bytes_in,
+    /// Bytes written to clients (streams and datagrams).
+    bytes_out,
+    /// UDP datagrams received.
+    datagrams_in,
+    /// UDP replies sent.
+    datagrams_out,
+    /// UDP replies dropped because the socket would block (or the send failed).
+    datagrams_dropped,
     /// `read`/`recv` system calls made (including those that would block).
-    pub read_calls: u64,
+    read_calls,
     /// `write`/`send` system calls made.
-    pub write_calls: u64,
+    write_calls,
     /// `epoll_wait` calls made.
-    pub poll_calls: u64,
+    poll_calls,
     /// Times a connection stopped being read because its output passed `--max-buffered`.
-    pub read_pauses: u64,
+    read_pauses,
 }
 
 impl Counters {
@@ -86,35 +184,6 @@ impl Counters {
     pub fn count_close(&mut self, reason: CloseReason) {
         self.closed[reason.index()] += 1;
     }
-}
-
-/// A consistent-enough copy of the server's numbers at one moment.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct StatsSnapshot {
-    /// Connections open now.
-    pub active: u64,
-    /// Connections accepted since start.
-    pub accepted: u64,
-    /// Connections closed since start, by [`CloseReason`] (see [`StatsSnapshot::closed_by`]).
-    pub closed: [u64; REASONS],
-    /// Bytes read from clients.
-    pub bytes_in: u64,
-    /// Bytes written to clients.
-    pub bytes_out: u64,
-    /// Bytes held in connection buffers now (unsent output + unparsed input).
-    pub held_bytes: u64,
-    /// Heap capacity of connection buffers now.
-    pub held_capacity: u64,
-    /// The most bytes ever held in connection buffers at once.
-    pub peak_held_bytes: u64,
-    /// `read` system calls.
-    pub read_calls: u64,
-    /// `write` system calls.
-    pub write_calls: u64,
-    /// `epoll_wait` calls.
-    pub poll_calls: u64,
-    /// Backpressure pauses (reading stopped because output passed `--max-buffered`).
-    pub read_pauses: u64,
 }
 
 impl StatsSnapshot {
@@ -126,85 +195,6 @@ impl StatsSnapshot {
     /// Connections closed for any reason.
     pub fn closed_total(&self) -> u64 {
         self.closed.iter().sum()
-    }
-}
-
-/// `stats active=.. accepted=.. closed_peer_closed=.. ...`: one line of `key=value` pairs.
-impl fmt::Display for StatsSnapshot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "stats active={} accepted={}", self.active, self.accepted)?;
-        for reason in CloseReason::ALL {
-            write!(f, " closed_{}={}", reason.name(), self.closed_by(reason))?;
-        }
-        write!(
-            f,
-            " bytes_in={} bytes_out={} held_bytes={} peak_held_bytes={} read_calls={} write_calls={} poll_calls={} read_pauses={}",
-            self.bytes_in,
-            self.bytes_out,
-            self.held_bytes,
-            self.peak_held_bytes,
-            self.read_calls,
-            self.write_calls,
-            self.poll_calls,
-            self.read_pauses
-        )
-    }
-}
-
-/// The published copy of the counters, readable from any thread.
-#[derive(Debug, Default)]
-pub struct SharedStats {
-    active: AtomicU64,
-    accepted: AtomicU64,
-    closed: [AtomicU64; REASONS],
-    bytes_in: AtomicU64,
-    bytes_out: AtomicU64,
-    held_bytes: AtomicU64,
-    held_capacity: AtomicU64,
-    peak_held_bytes: AtomicU64,
-    read_calls: AtomicU64,
-    write_calls: AtomicU64,
-    poll_calls: AtomicU64,
-    read_pauses: AtomicU64,
-}
-
-impl SharedStats {
-    /// Copy the reactor's numbers out (once per loop turn).
-    pub fn publish(&self, counters: &Counters, gauge: &BufferGauge, active: usize) {
-        self.active.store(active as u64, Relaxed);
-        self.accepted.store(counters.accepted, Relaxed);
-        for (shared, &count) in self.closed.iter().zip(&counters.closed) {
-            shared.store(count, Relaxed);
-        }
-        self.bytes_in.store(counters.bytes_in, Relaxed);
-        self.bytes_out.store(counters.bytes_out, Relaxed);
-        self.held_bytes.store(gauge.held_bytes as u64, Relaxed);
-        self.held_capacity
-            .store(gauge.held_capacity as u64, Relaxed);
-        self.peak_held_bytes
-            .store(gauge.peak_held_bytes as u64, Relaxed);
-        self.read_calls.store(counters.read_calls, Relaxed);
-        self.write_calls.store(counters.write_calls, Relaxed);
-        self.poll_calls.store(counters.poll_calls, Relaxed);
-        self.read_pauses.store(counters.read_pauses, Relaxed);
-    }
-
-    /// Read the last published numbers.
-    pub fn snapshot(&self) -> StatsSnapshot {
-        StatsSnapshot {
-            active: self.active.load(Relaxed),
-            accepted: self.accepted.load(Relaxed),
-            closed: std::array::from_fn(|i| self.closed[i].load(Relaxed)),
-            bytes_in: self.bytes_in.load(Relaxed),
-            bytes_out: self.bytes_out.load(Relaxed),
-            held_bytes: self.held_bytes.load(Relaxed),
-            held_capacity: self.held_capacity.load(Relaxed),
-            peak_held_bytes: self.peak_held_bytes.load(Relaxed),
-            read_calls: self.read_calls.load(Relaxed),
-            write_calls: self.write_calls.load(Relaxed),
-            poll_calls: self.poll_calls.load(Relaxed),
-            read_pauses: self.read_pauses.load(Relaxed),
-        }
     }
 }
 
