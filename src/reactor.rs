@@ -370,6 +370,9 @@ impl<P: Protocol> Reactor<P> {
         let now = self.clients.ws.ctx.now_ms;
         self.shutdown_deadline_ms = Some(due_after(now, self.settings.shutdown_grace_ms));
         let pending = self.clients.begin_shutdown(self.poll.registry());
+        // Connections with nothing pending closed just now: free them before
+        // the next poll, or the loop would sleep until the grace ends.
+        self.clients.reap_closed();
         info!(
             "stopped accepting; {pending} connections have output to flush (grace {} ms)",
             self.settings.shutdown_grace_ms

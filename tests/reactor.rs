@@ -308,3 +308,27 @@ fn the_server_stops_from_another_thread_and_reports_final_stats() {
         "closed by the server"
     );
 }
+
+#[test]
+fn stopping_closes_idle_connections_at_once_instead_of_waiting_out_the_grace() {
+    let config = Config {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        shutdown_grace: Duration::from_secs(120),
+        ..Config::default()
+    };
+    let server = echo_reactor::Server::bind(&config, Echo).unwrap();
+    let addr = server.local_addrs()[0];
+    let handle = server.handle();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    thread::spawn(move || done_tx.send(server.run().unwrap()).unwrap());
+    let mut idle = connect(addr);
+    idle.write_all(b"hi").unwrap();
+    assert_eq!(read_exact(&mut idle, 2), b"hi");
+
+    handle.stop();
+    // Nothing is pending, so there is nothing to wait for.
+    let stats = done_rx
+        .recv_timeout(DEADLINE)
+        .expect("run() still waiting after a stop with nothing to flush");
+    assert_eq!(stats.closed_by(CloseReason::Shutdown), 1);
+}

@@ -18,7 +18,10 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 
 /// A server running on its own thread; stopped and joined on drop.
 pub struct TestServer {
+    /// The first TCP listener (unspecified if there is none).
     pub addr: SocketAddr,
+    /// The first UDP socket, if any.
+    pub udp_addr: Option<SocketAddr>,
     pub handle: ServerHandle,
     thread: Option<JoinHandle<io::Result<StatsSnapshot>>>,
 }
@@ -35,12 +38,15 @@ impl TestServer {
         let (tx, rx) = mpsc::channel();
         let thread = thread::spawn(move || {
             let server = Server::bind(&config, protocol)?;
-            tx.send((server.local_addrs()[0], server.handle())).unwrap();
+            let tcp = server.local_addrs().first().copied();
+            let udp = server.udp_addrs().first().copied();
+            tx.send((tcp, udp, server.handle())).unwrap();
             server.run()
         });
-        let (addr, handle) = rx.recv_timeout(DEADLINE).expect("server did not start");
+        let (tcp, udp_addr, handle) = rx.recv_timeout(DEADLINE).expect("server did not start");
         TestServer {
-            addr,
+            addr: tcp.unwrap_or_else(|| "0.0.0.0:0".parse().unwrap()),
+            udp_addr,
             handle,
             thread: Some(thread),
         }
@@ -114,6 +120,18 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// `base` with `id` stamped at the start of every 4 KiB block: distinct
+/// per client and cheap to make, so a reply sent to the wrong client, or a
+/// misplaced block, shows up.
+pub fn stamped(base: &[u8], id: u64) -> Vec<u8> {
+    let mut payload = base.to_vec();
+    for block in payload.chunks_mut(4096) {
+        let n = block.len().min(8);
+        block[..n].copy_from_slice(&id.to_le_bytes()[..n]);
+    }
+    payload
+}
+
 /// Send `payload` from a writer thread, shut down our sending side, and
 /// read everything the server sends until it closes.
 pub fn round_trip(addr: SocketAddr, payload: Vec<u8>) -> Vec<u8> {
@@ -141,6 +159,9 @@ pub fn read_exact(stream: &mut TcpStream, len: usize) -> Vec<u8> {
 /// Assert two byte strings are equal, reporting the first difference
 /// instead of dumping megabytes.
 pub fn assert_same_bytes(got: &[u8], want: &[u8]) {
+    if got == want {
+        return; // memcmp: fast even in debug builds
+    }
     if let Some(at) = got.iter().zip(want).position(|(a, b)| a != b) {
         panic!("bytes differ first at offset {at} (of {} sent)", want.len());
     }
@@ -175,4 +196,108 @@ pub fn process_holds_socket(inode: u64) -> bool {
         .unwrap()
         .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
         .any(|link| link.to_string_lossy() == target)
+}
+
+/// An `echo-reactor serve` child process: started, its `listening on ...`
+/// lines read, and killed on drop if it is still running (ended by pid).
+pub struct ServeProcess {
+    pub child: std::process::Child,
+    /// What each startup line named, e.g. `tcp 127.0.0.1:40211`.
+    pub sockets: Vec<String>,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl ServeProcess {
+    /// `echo-reactor serve ARGS`, waiting for `lines` startup lines.
+    pub fn spawn(args: &[&str], lines: usize) -> ServeProcess {
+        Self::spawn_command(Self::command(args), lines)
+    }
+
+    /// The command `spawn` would run, to adjust before spawning.
+    pub fn command(args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_echo-reactor"));
+        cmd.arg("serve").args(args);
+        cmd.stdout(std::process::Stdio::piped());
+        cmd
+    }
+
+    pub fn spawn_command(mut cmd: std::process::Command, lines: usize) -> ServeProcess {
+        use std::io::BufRead;
+        let mut child = cmd.spawn().expect("spawn echo-reactor serve");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut sockets = Vec::new();
+        for _ in 0..lines {
+            let mut line = String::new();
+            stdout.read_line(&mut line).expect("read startup line");
+            let named = line
+                .trim()
+                .strip_prefix("listening on ")
+                .unwrap_or_else(|| panic!("unexpected startup line {line:?}"));
+            sockets.push(named.to_string());
+        }
+        ServeProcess {
+            child,
+            sockets,
+            stdout,
+        }
+    }
+
+    /// The address of the `i`th startup line (`tcp ADDR` or `udp ADDR`).
+    pub fn addr(&self, i: usize) -> SocketAddr {
+        self.sockets[i].split_once(' ').unwrap().1.parse().unwrap()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Send a signal to the child (and only the child, by pid).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill only sends a signal to the pid we started.
+        assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0, "kill");
+    }
+
+    /// CPU time (user + system) the child has used, in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // Fields after the parenthesised command name; utime and stime are 14th and 15th.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Wait (up to [`DEADLINE`]) for the child to exit; returns its exit
+    /// status and the rest of its stdout.
+    pub fn wait_exit(mut self) -> (std::process::ExitStatus, String) {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(start.elapsed() < DEADLINE, "the server did not exit");
+            thread::sleep(Duration::from_millis(10));
+        };
+        let mut rest = String::new();
+        self.stdout.read_to_string(&mut rest).unwrap();
+        (status, rest)
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The value of `key=` in a `stats key=value ...` line.
+pub fn stat_value(line: &str, key: &str) -> Option<u64> {
+    line.split_whitespace()
+        .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
 }
