@@ -418,3 +418,106 @@ fn sigterm_delivers_every_pending_reply_then_exits_0_with_final_stats() {
     );
     assert_eq!(stat_value(stats_line, "active"), Some(0));
 }
+
+/// Answers `ok` to anything; a connection silent for 200 ms gets `timeout`
+/// and is closed — a protocol deadline running on the reactor's timers.
+struct Impatient;
+
+impl echo_reactor::protocol::Protocol for Impatient {
+    type Session = ();
+    fn on_open(&self, reply: &mut echo_reactor::protocol::Reply<'_>) {
+        reply.set_deadline(Duration::from_millis(200));
+    }
+    fn on_bytes(
+        &self,
+        _: &mut (),
+        input: &[u8],
+        reply: &mut echo_reactor::protocol::Reply<'_>,
+    ) -> usize {
+        reply.send(b"ok\n");
+        reply.set_deadline(Duration::from_millis(200)); // re-armed by every message
+        input.len()
+    }
+    fn on_deadline(&self, _: &mut (), reply: &mut echo_reactor::protocol::Reply<'_>) {
+        reply.send(b"timeout\n");
+        reply.close();
+    }
+    fn on_datagram(&self, _: &[u8], _: &mut Vec<u8>) {}
+}
+
+#[test]
+fn a_protocol_deadline_fires_on_the_reactor_timers_and_its_reply_is_delivered() {
+    let server = TestServer::start(Config::default(), Impatient);
+    let mut client = connect(server.addr);
+    let opened = Instant::now();
+    for _ in 0..3 {
+        client.write_all(b"x").unwrap();
+        assert_eq!(read_exact(&mut client, 3), b"ok\n");
+    }
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, b"timeout\n");
+    assert!(opened.elapsed() >= Duration::from_millis(200));
+    let stats = server.wait_for("the close to be counted", |s| s.active == 0);
+    assert_eq!(stats.closed_by(CloseReason::ProtocolClosed), 1);
+}
+
+#[test]
+fn a_second_sigterm_during_the_grace_period_exits_at_once() {
+    let mut cmd = ServeProcess::command(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--max-buffered",
+        "64KiB",
+        "--shutdown-grace",
+        "600",
+        "--stats-interval",
+        "0.05",
+    ]);
+    cmd.stderr(std::process::Stdio::piped());
+    let mut server = ServeProcess::spawn_command(cmd, 1);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = server.child.stderr.take().unwrap();
+    thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // A client that never reads keeps output pending, so the grace period would last.
+    let mut hoarder = connect(server.addr(0));
+    hoarder.set_nonblocking(true).unwrap();
+    let chunk = pattern(64 * 1024, 2);
+    let start = Instant::now();
+    'flood: loop {
+        match hoarder.write(&chunk) {
+            Ok(_) => continue,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => thread::sleep(Duration::from_millis(1)),
+            Err(e) => panic!("write: {e}"),
+        }
+        while let Ok(line) = rx.try_recv() {
+            if line.contains("stats ") && !line.contains(" held_bytes=0 ") {
+                break 'flood; // the server holds output it cannot send
+            }
+        }
+        assert!(start.elapsed() < DEADLINE, "the server never held output");
+    }
+    server.signal(libc::SIGTERM);
+    let start = Instant::now();
+    while !rx
+        .recv_timeout(DEADLINE)
+        .expect("log line")
+        .contains("connections have output to flush")
+    {
+        assert!(start.elapsed() < DEADLINE);
+    }
+    assert!(server.is_running(), "still flushing for the hoarder");
+    server.signal(libc::SIGTERM);
+    let (status, _) = server.wait_exit();
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status}");
+}
