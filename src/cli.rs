@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use log::info;
+use log::{info, warn};
 
-use crate::fdlimit::raise_nofile_limit;
+use crate::fdlimit::{nofile_limits, raise_nofile_limit};
 use crate::protocol::{Echo, Protocol, Upper};
 use crate::server::{Config, Server, DEFAULT_BACKLOG};
 use crate::sockets::somaxconn;
@@ -172,8 +172,11 @@ fn serve(args: &ServeArgs) -> io::Result<()> {
 
 fn serve_with<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
     // Every connection is a descriptor: take all the process may have.
-    let (soft, hard) = raise_nofile_limit()
-        .map_err(|e| io::Error::new(e.kind(), format!("raise the open-file limit: {e}")))?;
+    // (Not fatal: macOS, for one, refuses a soft limit of RLIM_INFINITY.)
+    let (soft, hard) = raise_nofile_limit().or_else(|e| {
+        warn!("could not raise the open-file limit: {e}; keeping the current one");
+        nofile_limits()
+    })?;
     let server = Server::bind(config, protocol)?;
     let mut stdout = io::stdout().lock();
     for socket in server.bound() {
