@@ -359,19 +359,7 @@ fn sigterm_delivers_every_pending_reply_then_exits_0_with_final_stats() {
     let mut server = ServeProcess::spawn_command(cmd, 1);
     let addr = server.addr(0);
     // Follow the periodic stats lines on stderr to know what the server holds.
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stderr = server.child.stderr.take().unwrap();
-    thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if line.contains("stats active=") && tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = server.follow_stderr();
 
     // 6 MiB each: more than the kernel can absorb (a send buffer autotunes
     // to at most tcp_wmem[2] = 4 MiB, a receive window that the client does
@@ -386,7 +374,10 @@ fn sigterm_delivers_every_pending_reply_then_exits_0_with_final_stats() {
     let start = Instant::now();
     loop {
         let line = rx.recv_timeout(DEADLINE).expect("stats line");
-        let stats = &line[line.find("stats ").unwrap()..];
+        let Some(at) = line.find("stats active=") else {
+            continue;
+        };
+        let stats = &line[at..];
         if stat_value(stats, "bytes_in") == Some((CLIENTS * EACH) as u64) {
             assert!(stat_value(stats, "held_bytes").unwrap() > 0, "{stats}");
             break;
@@ -476,19 +467,7 @@ fn a_second_sigterm_during_the_grace_period_exits_at_once() {
     ]);
     cmd.stderr(std::process::Stdio::piped());
     let mut server = ServeProcess::spawn_command(cmd, 1);
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stderr = server.child.stderr.take().unwrap();
-    thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = server.follow_stderr();
     // A client that never reads keeps output pending, so the grace period would last.
     let mut hoarder = connect(server.addr(0));
     hoarder.set_nonblocking(true).unwrap();

@@ -247,6 +247,25 @@ impl ServeProcess {
         self.sockets[i].split_once(' ').unwrap().1.parse().unwrap()
     }
 
+    /// Every stderr line from now on, through a channel (read on a thread,
+    /// so the child never blocks on a full pipe). Spawn with piped stderr.
+    pub fn follow_stderr(&mut self) -> mpsc::Receiver<String> {
+        use std::io::BufRead;
+        let stderr = self.child.stderr.take().expect("spawned with piped stderr");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
