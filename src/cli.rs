@@ -1,4 +1,4 @@
-//! The command line: `echo-reactor serve ...`.
+//! The command line: `echo-reactor serve ...` and `echo-reactor client ...`.
 //!
 //! Parsing is clap's (bad flags exit 2 with clap's message); running turns
 //! every error a user can cause into one line on stderr and exit code 1.
@@ -13,8 +13,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use log::{info, warn};
 
+use crate::client::{self, ClientArgs};
 use crate::fdlimit::{nofile_limits, raise_nofile_limit};
-use crate::protocol::{Echo, Protocol, Upper};
+use crate::protocol::{
+    AuthKey, Authenticated, Echo, Framing, Greet, Json, Prefix, Protocol, Upper, HANDSHAKE_TIMEOUT,
+};
 use crate::server::{Config, Server, DEFAULT_BACKLOG};
 use crate::sockets::somaxconn;
 
@@ -32,6 +35,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Talk to a server: send messages and print the replies.
+    Client(ClientArgs),
 }
 
 /// The protocols `serve --protocol` accepts.
@@ -41,6 +46,59 @@ pub enum ProtocolName {
     Echo,
     /// ASCII letters upper-cased, everything else unchanged.
     Upper,
+    /// Each message answered with `--prefix` + the message.
+    Prefix,
+    /// `Welcome!` on connect, `Hello, X!` per message, `exit` to leave.
+    Greet,
+    /// JSON values in, each answered in compact form plus a newline.
+    Json,
+}
+
+/// `--framing`: how `prefix` and `greet` cut the stream into messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FramingName {
+    /// `\n`-terminated lines (`\r\n` tolerated).
+    Line,
+    /// Each read is one message (what `recv(1024)` servers assume; unreliable).
+    Chunk,
+}
+
+impl From<FramingName> for Framing {
+    fn from(name: FramingName) -> Framing {
+        match name {
+            FramingName::Line => Framing::Line,
+            FramingName::Chunk => Framing::Chunk,
+        }
+    }
+}
+
+/// The environment variable that may hold the handshake key itself.
+pub const AUTH_KEY_ENV: &str = "ECHO_REACTOR_AUTH_KEY";
+
+/// The handshake key: the bytes of `file` (one trailing `\n` stripped), or
+/// else [`AUTH_KEY_ENV`] if set; `None` if neither is given.
+pub fn load_auth_key(file: Option<&std::path::Path>) -> io::Result<Option<AuthKey>> {
+    let bytes = match file {
+        Some(path) => {
+            let mut bytes = std::fs::read(path).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("read auth key file {}: {e}", path.display()),
+                )
+            })?;
+            if bytes.last() == Some(&b'\n') {
+                bytes.pop();
+            }
+            bytes
+        }
+        None => match std::env::var_os(AUTH_KEY_ENV) {
+            Some(value) => value.into_encoded_bytes(),
+            None => return Ok(None),
+        },
+    };
+    AuthKey::new(&bytes)
+        .map(Some)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
 }
 
 /// Flags of `echo-reactor serve`.
@@ -59,6 +117,17 @@ pub struct ServeArgs {
     /// What the server says.
     #[arg(long, value_enum, default_value_t = ProtocolName::Echo)]
     pub protocol: ProtocolName,
+    /// How `prefix` and `greet` find message boundaries.
+    #[arg(long, value_enum, default_value_t = FramingName::Line)]
+    pub framing: FramingName,
+    /// The prefix of the `prefix` protocol.
+    #[arg(long, default_value = "Echo=>")]
+    pub prefix: String,
+    /// Require the HMAC-SHA256 handshake on stream sockets; the key is this
+    /// file's bytes (one trailing newline stripped). Without it,
+    /// ECHO_REACTOR_AUTH_KEY, if set, holds the key itself.
+    #[arg(long, value_name = "PATH")]
+    pub auth_key_file: Option<PathBuf>,
     /// Unsent bytes per connection before reading from it pauses (e.g. 1048576, 64KiB, 1MiB).
     #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_bytes)]
     pub max_buffered: usize,
@@ -159,14 +228,50 @@ pub fn parse_secs(text: &str) -> Result<Duration, String> {
 pub fn run(cli: Cli) -> io::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(&args),
+        Command::Client(args) => client::run(&args),
     }
 }
 
 fn serve(args: &ServeArgs) -> io::Result<()> {
     let config = args.to_config();
+    let auth = load_auth_key(args.auth_key_file.as_deref())?;
+    if auth.is_some() && !config.udp.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--udp cannot be combined with the auth handshake (--auth-key-file or ECHO_REACTOR_AUTH_KEY): \
+             datagrams cannot be authenticated this way",
+        ));
+    }
+    // The client gets 5 s to answer, or the idle timeout if that is shorter.
+    let timeout = config
+        .idle_timeout
+        .map_or(HANDSHAKE_TIMEOUT, |idle| idle.min(HANDSHAKE_TIMEOUT));
+    let framing = Framing::from(args.framing);
     match args.protocol {
-        ProtocolName::Echo => serve_with(&config, Echo),
-        ProtocolName::Upper => serve_with(&config, Upper),
+        ProtocolName::Echo => serve_guarded(&config, Echo, auth, timeout),
+        ProtocolName::Upper => serve_guarded(&config, Upper, auth, timeout),
+        ProtocolName::Prefix => {
+            let prefix = Prefix::new(args.prefix.as_bytes(), framing);
+            serve_guarded(&config, prefix, auth, timeout)
+        }
+        ProtocolName::Greet => serve_guarded(&config, Greet::new(framing), auth, timeout),
+        ProtocolName::Json => serve_guarded(&config, Json, auth, timeout),
+    }
+}
+
+/// Serve `protocol`, behind the handshake when a key is given.
+fn serve_guarded<P: Protocol>(
+    config: &Config,
+    protocol: P,
+    auth: Option<AuthKey>,
+    timeout: Duration,
+) -> io::Result<()> {
+    match auth {
+        Some(key) => {
+            info!("auth: clients must answer the HMAC-SHA256 challenge within {timeout:?}");
+            serve_with(config, Authenticated::new(protocol, key, timeout))
+        }
+        None => serve_with(config, protocol),
     }
 }
 
@@ -214,6 +319,20 @@ mod tests {
     }
 
     #[test]
+    fn the_auth_key_file_loses_one_trailing_newline_and_an_unreadable_one_is_named() {
+        let path = std::env::temp_dir().join(format!("echo-reactor-key-{}", std::process::id()));
+        std::fs::write(&path, b"sesame\n").unwrap();
+        let key = load_auth_key(Some(&path)).unwrap().unwrap();
+        assert_eq!(
+            key.answer(b"c"),
+            AuthKey::new(b"sesame").unwrap().answer(b"c")
+        );
+        std::fs::remove_file(&path).unwrap();
+        let err = load_auth_key(Some(&path)).unwrap_err();
+        assert!(err.to_string().starts_with("read auth key file "), "{err}");
+    }
+
+    #[test]
     fn seconds_take_fractions_and_refuse_zero_and_nonsense() {
         assert_eq!(parse_secs("1.5"), Ok(Duration::from_millis(1500)));
         assert!(parse_secs("0").is_err());
@@ -225,20 +344,26 @@ mod tests {
     #[test]
     fn a_udp_or_unix_socket_alone_replaces_the_default_listener() {
         let cli = Cli::try_parse_from(["echo-reactor", "serve", "--udp", "127.0.0.1:0"]).unwrap();
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
         let config = args.to_config();
         assert!(config.listen.is_empty());
         assert_eq!(config.udp.len(), 1);
 
         let cli = Cli::try_parse_from(["echo-reactor", "serve", "--unix", "/tmp/x.sock"]).unwrap();
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
         assert!(args.to_config().listen.is_empty());
     }
 
     #[test]
     fn serve_listens_on_the_default_address_only_without_listen_flags() {
         let cli = Cli::try_parse_from(["echo-reactor", "serve"]).unwrap();
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
         assert_eq!(args.to_config().listen, Config::default().listen);
 
         let cli = Cli::try_parse_from([
@@ -254,7 +379,9 @@ mod tests {
             "4KiB",
         ])
         .unwrap();
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
         let config = args.to_config();
         assert_eq!(config.listen.len(), 2);
         assert_eq!(config.max_buffered, 4096);

@@ -30,7 +30,7 @@ use log::debug;
 
 use crate::buffer::{BufferGauge, ByteQueue};
 use crate::nonblocking::{try_read, try_write, ReadOutcome, WriteOutcome};
-use crate::protocol::{DeadlineRequest, Protocol, Reply};
+use crate::protocol::{DeadlineRequest, Protocol, Reply, Requests};
 use crate::stats::{CloseReason, Counters};
 use crate::timers::{due_after, millis, NEVER};
 
@@ -280,13 +280,8 @@ impl<S: Read + Write, Session> Connection<S, Session> {
     }
 
     /// Send what the protocol put in `ws.reply` when the connection opened (a greeting).
-    pub fn on_open_reply(
-        &mut self,
-        close: bool,
-        deadline: DeadlineRequest,
-        ws: &mut Workspace,
-    ) -> Next {
-        if let Err(reason) = self.apply_reply(close, deadline, &ws.reply, &mut ws.ctx) {
+    pub fn on_open_reply(&mut self, requests: Requests, ws: &mut Workspace) -> Next {
+        if let Err(reason) = self.apply_reply(requests, &ws.reply, &mut ws.ctx) {
             return Next::Close(reason);
         }
         self.next_after_output()
@@ -312,8 +307,8 @@ impl<S: Read + Write, Session> Connection<S, Session> {
             ws.reply.clear();
             let mut reply = Reply::new(&mut ws.reply);
             protocol.on_deadline(&mut self.session, &mut reply);
-            let (close, deadline) = (reply.wants_close(), reply.deadline());
-            if let Err(reason) = self.apply_reply(close, deadline, &ws.reply, &mut ws.ctx) {
+            let requests = reply.requests();
+            if let Err(reason) = self.apply_reply(requests, &ws.reply, &mut ws.ctx) {
                 return Next::Close(reason);
             }
             if let Next::Close(reason) = self.next_after_output() {
@@ -476,11 +471,16 @@ impl<S: Read + Write, Session> Connection<S, Session> {
             let consumed = protocol.on_bytes(&mut self.session, self.inbuf.as_slice(), &mut reply);
             self.inbuf.consume(consumed, &mut ctx.gauge);
         }
-        let (close, deadline) = (reply.wants_close(), reply.deadline());
-        if !close && self.inbuf.len() > ctx.limits.max_line {
-            return Err(CloseReason::LineTooLong);
+        let mut requests = reply.requests();
+        if !requests.close && !requests.refuse && self.inbuf.len() > ctx.limits.max_line {
+            // A partial message past --max-line: memory must stay bounded,
+            // so stop here. The protocol may say why (json sends an error).
+            protocol.on_input_too_long(&mut self.session, &mut reply);
+            requests = reply.requests();
+            self.inbuf.clear(&mut ctx.gauge);
+            self.closing.get_or_insert(CloseReason::LineTooLong);
         }
-        self.apply_reply(close, deadline, reply_buf, ctx)
+        self.apply_reply(requests, reply_buf, ctx)
     }
 
     /// EOF: let the protocol answer a trailing partial message, then send.
@@ -491,29 +491,30 @@ impl<S: Read + Write, Session> Connection<S, Session> {
         ws.reply.clear();
         let mut reply = Reply::new(&mut ws.reply);
         protocol.on_peer_closed(&mut self.session, self.inbuf.as_slice(), &mut reply);
-        let deadline = reply.deadline();
+        let requests = reply.requests();
         self.inbuf.clear(&mut ws.ctx.gauge);
-        // Input is over anyway, so a close request changes nothing here.
-        self.apply_reply(false, deadline, &ws.reply, &mut ws.ctx)
+        self.apply_reply(requests, &ws.reply, &mut ws.ctx)
     }
 
     /// Carry out what a protocol answered: arm or cancel its deadline,
     /// note a close request, and send the bytes.
     fn apply_reply(
         &mut self,
-        close: bool,
-        deadline: DeadlineRequest,
+        requests: Requests,
         bytes: &[u8],
         ctx: &mut Context,
     ) -> Result<(), CloseReason> {
-        match deadline {
+        if requests.refuse {
+            return Err(CloseReason::Refused); // nothing more is sent
+        }
+        match requests.deadline {
             DeadlineRequest::Unchanged => {}
             DeadlineRequest::Set(after) => {
                 self.protocol_due_ms = due_after(ctx.now_ms, millis(after));
             }
             DeadlineRequest::Cancel => self.protocol_due_ms = NEVER,
         }
-        if close {
+        if requests.close {
             self.closing.get_or_insert(CloseReason::ProtocolClosed);
             self.inbuf.clear(&mut ctx.gauge); // input after the close request is ignored
         }
@@ -840,8 +841,8 @@ mod tests {
         let mut ws = workspace(1024, 1024);
         let mut reply = Reply::new(&mut ws.reply);
         Lines.on_open(&mut reply);
-        let (close, deadline) = (reply.wants_close(), reply.deadline());
-        assert_eq!(conn.on_open_reply(close, deadline, &mut ws), Next::Wait);
+        let requests = reply.requests();
+        assert_eq!(conn.on_open_reply(requests, &mut ws), Next::Wait);
         assert_eq!(conn.socket.written(), b"hi\n");
     }
 }

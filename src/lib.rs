@@ -30,6 +30,7 @@
 
 pub mod buffer;
 pub mod cli;
+pub mod client;
 pub mod connection;
 pub mod fdlimit;
 pub mod nonblocking;

@@ -562,10 +562,10 @@ impl<P: Protocol> Clients<P> {
         self.ws.reply.clear();
         let mut reply = Reply::new(&mut self.ws.reply);
         let session = self.protocol.on_open(&mut reply);
-        let (close, deadline) = (reply.wants_close(), reply.deadline());
+        let requests = reply.requests();
         let now = self.ws.ctx.now_ms;
         let conn = entry.insert(Connection::new(stream, session, self.next_serial, now));
-        let next = conn.on_open_reply(close, deadline, &mut self.ws);
+        let next = conn.on_open_reply(requests, &mut self.ws);
         self.after(key, next);
     }
 

@@ -26,6 +26,8 @@ pub enum CloseReason {
     Error,
     /// The client sent a message longer than `--max-line`.
     LineTooLong,
+    /// The protocol refused the peer (a failed or late handshake).
+    Refused,
     /// No traffic either way for `--idle-timeout`.
     Idle,
     /// Pending output did not move for `--stall-timeout` (a client that never reads).
@@ -36,12 +38,13 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// Every reason, in counter order.
-    pub const ALL: [CloseReason; 8] = [
+    pub const ALL: [CloseReason; 9] = [
         CloseReason::PeerClosed,
         CloseReason::ProtocolClosed,
         CloseReason::Reset,
         CloseReason::Error,
         CloseReason::LineTooLong,
+        CloseReason::Refused,
         CloseReason::Idle,
         CloseReason::Stalled,
         CloseReason::Shutdown,
@@ -55,6 +58,7 @@ impl CloseReason {
             CloseReason::Reset => "reset",
             CloseReason::Error => "error",
             CloseReason::LineTooLong => "line_too_long",
+            CloseReason::Refused => "refused",
             CloseReason::Idle => "idle",
             CloseReason::Stalled => "stalled",
             CloseReason::Shutdown => "shutdown",

@@ -17,10 +17,20 @@
 
 use std::time::Duration;
 
+mod auth;
 mod echo;
+pub mod framing;
+mod greet;
+mod json;
+mod prefix;
 mod upper;
 
+pub use auth::{AuthKey, AuthSession, Authenticated, CHALLENGE_BYTES, HANDSHAKE_TIMEOUT};
 pub use echo::Echo;
+pub use framing::Framing;
+pub use greet::{Greet, WELCOME};
+pub use json::{Json, JsonCursor};
+pub use prefix::Prefix;
 pub use upper::Upper;
 
 /// A protocol served over the reactor. One value serves every connection;
@@ -56,6 +66,11 @@ pub trait Protocol {
         reply.close();
     }
 
+    /// The unconsumed input (a partial message) grew past `--max-line`. The
+    /// connection will close after whatever is queued here is sent; the
+    /// default sends nothing.
+    fn on_input_too_long(&self, _session: &mut Self::Session, _reply: &mut Reply<'_>) {}
+
     /// One UDP datagram arrived; write the reply datagram into `reply`
     /// (an empty reply is still sent: an empty datagram gets an empty answer).
     fn on_datagram(&self, datagram: &[u8], reply: &mut Vec<u8>);
@@ -80,6 +95,7 @@ pub enum DeadlineRequest {
 pub struct Reply<'a> {
     bytes: &'a mut Vec<u8>,
     close: bool,
+    refuse: bool,
     deadline: DeadlineRequest,
 }
 
@@ -89,6 +105,7 @@ impl<'a> Reply<'a> {
         Reply {
             bytes,
             close: false,
+            refuse: false,
             deadline: DeadlineRequest::Unchanged,
         }
     }
@@ -107,6 +124,18 @@ impl<'a> Reply<'a> {
     /// Input that arrives afterwards is ignored.
     pub fn close(&mut self) {
         self.close = true;
+    }
+
+    /// Close the connection at once, sending nothing more (bytes queued in
+    /// this reply are dropped): the peer failed a check, e.g. the handshake.
+    /// Counted as `closed_refused`.
+    pub fn refuse(&mut self) {
+        self.refuse = true;
+    }
+
+    /// Whether [`Reply::refuse`] was called.
+    pub fn refused(&self) -> bool {
+        self.refuse
     }
 
     /// Call [`Protocol::on_deadline`] `after` from now unless re-armed or cancelled.
@@ -133,4 +162,24 @@ impl<'a> Reply<'a> {
     pub fn deadline(&self) -> DeadlineRequest {
         self.deadline
     }
+
+    /// Everything this reply asks for besides its bytes.
+    pub fn requests(&self) -> Requests {
+        Requests {
+            close: self.close,
+            refuse: self.refuse,
+            deadline: self.deadline,
+        }
+    }
+}
+
+/// What a protocol asked for in one [`Reply`], besides bytes to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Requests {
+    /// Close once everything queued is sent ([`Reply::close`]).
+    pub close: bool,
+    /// Close at once, sending nothing ([`Reply::refuse`]).
+    pub refuse: bool,
+    /// Arm, cancel or keep the deadline.
+    pub deadline: DeadlineRequest,
 }
