@@ -144,10 +144,14 @@ fn json_answers_nested_and_back_to_back_values_dribbled_or_batched() {
 fn json_waits_for_whitespace_after_a_top_level_number() {
     let server = start(Json);
     let mut stream = connect(server.addr);
-    stream.write_all(b"42").unwrap();
-    // The server has read "42" and answered nothing: 42 may become 420.
-    let stats = server.wait_for("the number to be read", |s| s.bytes_in == 2);
-    assert_eq!(stats.bytes_out, 0);
+    // `]` lets the parser run; it must answer [1] but hold 42 back: 42 may become 420.
+    stream.write_all(b"[1] 42").unwrap();
+    assert_eq!(read_exact(&mut stream, 4), b"[1]\n");
+    let stats = server.wait_for("everything to be read", |s| s.bytes_in == 6);
+    assert_eq!(
+        stats.bytes_out, 4,
+        "42 was answered before it was known complete"
+    );
     stream.write_all(b"0 ").unwrap();
     assert_eq!(read_exact(&mut stream, 4), b"420\n");
 }

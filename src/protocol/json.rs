@@ -172,6 +172,10 @@ mod tests {
         assert_eq!(rest, b"12");
         let (out, _, _) = run(&[b"12", b"3 "]);
         assert_eq!(out, "123\n");
+        // After a value that lets the parser run, a trailing number still waits.
+        let (out, _, rest) = run(&[b"[1] 12"]);
+        assert_eq!(out, "[1]\n");
+        assert_eq!(rest, b"12");
     }
 
     #[test]
