@@ -530,3 +530,51 @@ print(reply.decode(), end="")
         "{\"n\":1,\"s\":\"é\"}\n[1,{\"deep\":[true,null]}]\n"
     );
 }
+
+#[test]
+fn the_client_speaks_udp_and_unix_and_the_handshake_guards_unix_sockets() {
+    // UDP: one datagram per message.
+    let config = Config {
+        listen: vec![],
+        udp: vec!["127.0.0.1:0".parse().unwrap()],
+        ..Config::default()
+    };
+    let udp = TestServer::start(config, Greet::new(Framing::Line));
+    let addr = udp.udp_addr.unwrap().to_string();
+    let out = client_output(&mut client(&["--addr", &addr, "--udp", "Ann"]));
+    assert_eq!(out, "Hello, Ann!\n");
+
+    // Unix, behind the handshake, through the client with a key file.
+    let path = std::env::temp_dir().join(format!("echo-reactor-auth-{}.sock", std::process::id()));
+    let config = Config {
+        listen: vec![],
+        unix: Some(path.clone()),
+        ..Config::default()
+    };
+    let key = AuthKey::new(KEY).unwrap();
+    let _unix = TestServer::start(
+        config,
+        Authenticated::new(Echo, key, Duration::from_secs(5)),
+    );
+    let key_file =
+        std::env::temp_dir().join(format!("echo-reactor-unix-key-{}", std::process::id()));
+    std::fs::write(&key_file, KEY).unwrap();
+    let out = client_output(&mut client(&[
+        "--unix",
+        path.to_str().unwrap(),
+        "--auth-key-file",
+        key_file.to_str().unwrap(),
+        "over unix",
+    ]));
+    assert_eq!(out, "over unix\n");
+    // Without the key, the Unix client gets no echo: the challenge is all it sees.
+    let mut raw = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    raw.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut challenge = [0u8; CHALLENGE_BYTES];
+    raw.read_exact(&mut challenge).unwrap();
+    raw.write_all(&[0u8; CHALLENGE_BYTES]).unwrap();
+    let mut rest = Vec::new();
+    let _ = raw.read_to_end(&mut rest);
+    assert!(rest.is_empty());
+    std::fs::remove_file(&key_file).unwrap();
+}
