@@ -13,6 +13,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use log::{info, warn};
 
+use crate::bench::{self, BenchArgs};
 use crate::client::{self, ClientArgs};
 use crate::fdlimit::{nofile_limits, raise_nofile_limit};
 use crate::protocol::{
@@ -37,6 +38,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Talk to a server: send messages and print the replies.
     Client(ClientArgs),
+    /// Load a server (this one, started as a child, or any echo server) and measure it.
+    Bench(BenchArgs),
 }
 
 /// The protocols `serve --protocol` accepts.
@@ -229,6 +232,7 @@ pub fn run(cli: Cli) -> io::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(&args),
         Command::Client(args) => client::run(&args),
+        Command::Bench(args) => bench::run(&args),
     }
 }
 

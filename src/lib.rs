@@ -28,6 +28,7 @@
 //! [`nonblocking`], [`connection`] and [`reactor`] in that order.
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod buffer;
 pub mod cli;
 pub mod client;

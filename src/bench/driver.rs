@@ -1,0 +1,609 @@
+//! One load-generator thread: its own `mio::Poll` driving many connections.
+//!
+//! Closed loop: each connection keeps `pipeline` messages in flight and
+//! sends the next as soon as a reply arrives. Open loop: the thread's share
+//! of `--rate` is a fixed schedule (message `m` is due at `start + m /
+//! rate`, round-robin over the thread's connections); a message whose time
+//! has come waits if its connection already has `pipeline` in flight, and
+//! its latency is measured from its *intended* time, so a slow server
+//! cannot hide its queueing by slowing the generator down (no coordinated
+//! omission). The uncorrected latency, from the actual send, is kept too.
+//!
+//! Every reply is compared byte for byte with the message it answers.
+
+use std::collections::VecDeque;
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::mpsc::Sender;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+use super::message::push_message;
+use crate::nonblocking::{try_read, try_write, ReadOutcome, WriteOutcome};
+
+/// Latencies are recorded in microseconds, up to an hour.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// What can go wrong, counted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Errors {
+    /// Connections that could not be established.
+    pub connect: u64,
+    /// Replies that differ from the message they answer (or arrive unasked).
+    pub mismatch: u64,
+    /// Connections reset or closed by the server mid-run.
+    pub reset: u64,
+    /// Messages still unanswered when the run's drain window ended.
+    pub timeout: u64,
+}
+
+impl Errors {
+    /// Add another thread's counts.
+    pub fn add(&mut self, other: &Errors) {
+        self.connect += other.connect;
+        self.mismatch += other.mismatch;
+        self.reset += other.reset;
+        self.timeout += other.timeout;
+    }
+
+    /// Any error at all.
+    pub fn any(&self) -> bool {
+        self.connect + self.mismatch + self.reset + self.timeout > 0
+    }
+}
+
+/// How one thread should load the server.
+#[derive(Debug, Clone)]
+pub struct Load {
+    /// Server address.
+    pub addr: SocketAddr,
+    /// Message size in bytes.
+    pub size: usize,
+    /// Messages in flight per connection.
+    pub pipeline: usize,
+    /// Open loop: this thread's messages per second; `None` is closed loop.
+    pub rate: Option<f64>,
+    /// Time before measuring starts.
+    pub warmup: Duration,
+    /// Measured time.
+    pub duration: Duration,
+    /// After the run, how long to wait for replies still in flight.
+    pub drain: Duration,
+}
+
+/// A per-second progress sample, sent to the main thread.
+#[derive(Debug)]
+pub struct Tick {
+    /// Verified replies in this interval (measured ones only).
+    pub messages: u64,
+    /// Their latencies (corrected), for a running p99.
+    pub latency: Histogram<u64>,
+    /// Connections open now in this thread.
+    pub open: usize,
+}
+
+/// What one thread measured.
+#[derive(Debug)]
+pub struct Measured {
+    /// Connections established.
+    pub connected: usize,
+    /// Verified replies inside the measured window.
+    pub messages: u64,
+    /// Latency from the intended send time (closed loop: the actual send).
+    pub latency: Histogram<u64>,
+    /// Latency from the actual send time (open loop only differs).
+    pub latency_uncorrected: Histogram<u64>,
+    /// Errors counted.
+    pub errors: Errors,
+}
+
+/// One message sent and not yet answered.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    seq: u64,
+    intended: Instant,
+    sent: Instant,
+}
+
+/// One connection's state in the load generator.
+struct Client {
+    stream: TcpStream,
+    id: u32,
+    next_seq: u64,
+    in_flight: VecDeque<InFlight>,
+    /// Open loop: messages whose time came while `pipeline` were in flight.
+    overdue: VecDeque<Instant>,
+    /// Bytes not yet taken by the kernel.
+    out: Vec<u8>,
+    out_sent: usize,
+    /// The reply being assembled.
+    reply: Vec<u8>,
+    open: bool,
+}
+
+/// Open `count` connections starting at id `first_id`, at most `wave` at a
+/// time in progress (so the server's listen queue is not flooded).
+/// Returns the connected clients (registered with `poll`) and the failures.
+fn connect_all(
+    poll: &mut Poll,
+    addr: SocketAddr,
+    first_id: u32,
+    count: usize,
+) -> (Vec<Client>, u64) {
+    const WAVE: usize = 256;
+    const CONNECT_DEADLINE: Duration = Duration::from_secs(15);
+    let mut clients: Vec<Client> = Vec::with_capacity(count);
+    let mut failures = 0;
+    let mut events = Events::with_capacity(1024);
+    let start = Instant::now();
+    let mut pending: Vec<Option<TcpStream>> = Vec::new();
+    let mut next = 0;
+    while next < count || pending.iter().any(Option::is_some) {
+        while next < count && pending.iter().filter(|p| p.is_some()).count() < WAVE {
+            match TcpStream::connect(addr) {
+                Ok(mut stream) => {
+                    let token = Token(pending.len());
+                    if poll
+                        .registry()
+                        .register(&mut stream, token, Interest::WRITABLE)
+                        .is_ok()
+                    {
+                        pending.push(Some(stream));
+                    } else {
+                        failures += 1;
+                    }
+                }
+                Err(_) => failures += 1,
+            }
+            next += 1;
+        }
+        if start.elapsed() > CONNECT_DEADLINE {
+            failures += pending.iter().filter(|p| p.is_some()).count() as u64;
+            break;
+        }
+        if poll
+            .poll(&mut events, Some(Duration::from_millis(100)))
+            .is_err()
+        {
+            continue;
+        }
+        for event in events.iter() {
+            let Some(mut stream) = pending.get_mut(event.token().0).and_then(Option::take) else {
+                continue;
+            };
+            // Writable after a non-blocking connect: connected, or failed.
+            let connected = matches!(stream.take_error(), Ok(None)) && stream.peer_addr().is_ok();
+            let _ = poll.registry().deregister(&mut stream);
+            if connected {
+                let _ = stream.set_nodelay(true);
+                clients.push(Client {
+                    stream,
+                    id: first_id + clients.len() as u32,
+                    next_seq: 0,
+                    in_flight: VecDeque::new(),
+                    overdue: VecDeque::new(),
+                    out: Vec::new(),
+                    out_sent: 0,
+                    reply: Vec::new(),
+                    open: true,
+                });
+            } else {
+                failures += 1;
+            }
+        }
+    }
+    for (index, client) in clients.iter_mut().enumerate() {
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if poll
+            .registry()
+            .register(&mut client.stream, Token(index), interest)
+            .is_err()
+        {
+            client.open = false;
+            failures += 1;
+        }
+    }
+    (clients, failures)
+}
+
+/// Per-thread buffers and tallies used while handling events.
+struct Tally {
+    scratch: Vec<u8>,
+    expected: Vec<u8>,
+    measure_from: Instant,
+    measure_until: Instant,
+    measured: Measured,
+    tick: Tick,
+}
+
+impl Client {
+    /// Queue message `next_seq` (intended at `intended`) and try to send it.
+    fn send_next(&mut self, size: usize, intended: Instant, now: Instant, errors: &mut Errors) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        push_message(&mut self.out, self.id, seq, size);
+        self.in_flight.push_back(InFlight {
+            seq,
+            intended,
+            sent: now,
+        });
+        self.flush(errors);
+    }
+
+    /// Write pending bytes until done or the kernel says wait.
+    fn flush(&mut self, errors: &mut Errors) {
+        while self.open && self.out_sent < self.out.len() {
+            match try_write(&mut self.stream, &self.out[self.out_sent..]) {
+                WriteOutcome::Wrote(n) => self.out_sent += n,
+                WriteOutcome::WouldBlock => return,
+                WriteOutcome::Closed | WriteOutcome::Failed(_) => {
+                    errors.reset += 1;
+                    self.open = false;
+                }
+            }
+        }
+        if self.out_sent == self.out.len() {
+            self.out.clear();
+            self.out_sent = 0;
+        }
+    }
+
+    /// Read everything available; verify and count each complete reply.
+    /// Returns how many replies completed (each frees a pipeline slot).
+    fn on_readable(&mut self, size: usize, tally: &mut Tally) -> usize {
+        let mut completed = 0;
+        // Borrow the thread's scratch buffer apart from the tallies it feeds.
+        let mut scratch = std::mem::take(&mut tally.scratch);
+        while self.open {
+            match try_read(&mut self.stream, &mut scratch) {
+                ReadOutcome::Data(n) => {
+                    let mut data = &scratch[..n];
+                    while !data.is_empty() {
+                        let take = (size - self.reply.len()).min(data.len());
+                        self.reply.extend_from_slice(&data[..take]);
+                        data = &data[take..];
+                        if self.reply.len() == size {
+                            self.check_reply(size, tally);
+                            self.reply.clear();
+                            completed += 1;
+                        }
+                    }
+                }
+                ReadOutcome::WouldBlock => break,
+                ReadOutcome::Closed | ReadOutcome::Reset | ReadOutcome::Failed(_) => {
+                    tally.measured.errors.reset += 1;
+                    self.open = false;
+                }
+            }
+        }
+        tally.scratch = scratch;
+        completed
+    }
+
+    fn check_reply(&mut self, size: usize, tally: &mut Tally) {
+        let now = Instant::now();
+        let Some(sent) = self.in_flight.pop_front() else {
+            tally.measured.errors.mismatch += 1; // a reply nobody asked for
+            return;
+        };
+        tally.expected.clear();
+        push_message(&mut tally.expected, self.id, sent.seq, size);
+        if self.reply != tally.expected {
+            tally.measured.errors.mismatch += 1;
+            return;
+        }
+        if sent.sent >= tally.measure_from && now <= tally.measure_until {
+            let corrected = micros(now - sent.intended);
+            tally.measured.messages += 1;
+            tally.measured.latency.saturating_record(corrected);
+            tally
+                .measured
+                .latency_uncorrected
+                .saturating_record(micros(now - sent.sent));
+            tally.tick.messages += 1;
+            tally.tick.latency.saturating_record(corrected);
+        }
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+}
+
+/// Run the echo scenario on this thread's connections `[first_id, first_id + count)`.
+/// All threads (and the main thread) meet at `start` once connected.
+pub fn run_echo(
+    load: &Load,
+    first_id: u32,
+    count: usize,
+    start: &Barrier,
+    ticks: Sender<Tick>,
+) -> Measured {
+    let mut poll = Poll::new().expect("epoll_create");
+    let (mut clients, failures) = connect_all(&mut poll, load.addr, first_id, count);
+    start.wait();
+    let began = Instant::now();
+    let mut tally = Tally {
+        scratch: vec![0; 64 * 1024],
+        expected: Vec::with_capacity(load.size),
+        measure_from: began + load.warmup,
+        measure_until: began + load.warmup + load.duration,
+        measured: Measured {
+            connected: clients.len(),
+            messages: 0,
+            latency: new_histogram(),
+            latency_uncorrected: new_histogram(),
+            errors: Errors {
+                connect: failures,
+                ..Errors::default()
+            },
+        },
+        tick: Tick {
+            messages: 0,
+            latency: new_histogram(),
+            open: 0,
+        },
+    };
+    let stop_sending = tally.measure_until;
+    let give_up = stop_sending + load.drain;
+    let mut next_tick = began + Duration::from_secs(1);
+    let mut events = Events::with_capacity(1024);
+    // Open loop: message m of this thread is due at began + m / rate.
+    let interval = load.rate.map(|rate| Duration::from_secs_f64(1.0 / rate));
+    let mut scheduled: u64 = 0;
+
+    if interval.is_none() {
+        for client in &mut clients {
+            for _ in 0..load.pipeline {
+                client.send_next(load.size, began, began, &mut tally.measured.errors);
+            }
+        }
+    }
+
+    loop {
+        let now = Instant::now();
+        let sending = now < stop_sending;
+        let waiting = clients.iter().any(|c| c.open && !c.in_flight.is_empty());
+        if (!sending && !waiting) || now >= give_up || clients.is_empty() {
+            break;
+        }
+        // Open loop: hand out every message whose time has come.
+        if let (Some(interval), true) = (interval, sending) {
+            loop {
+                let due = began + interval.mul_f64(scheduled as f64);
+                if due > now {
+                    break;
+                }
+                let index = (scheduled % clients.len() as u64) as usize;
+                let client = &mut clients[index];
+                scheduled += 1;
+                if !client.open {
+                    continue;
+                }
+                if client.in_flight.len() < load.pipeline {
+                    client.send_next(load.size, due, now, &mut tally.measured.errors);
+                } else {
+                    client.overdue.push_back(due);
+                }
+            }
+        }
+        if now >= next_tick {
+            tally.tick.open = clients.iter().filter(|c| c.open).count();
+            let tick = std::mem::replace(
+                &mut tally.tick,
+                Tick {
+                    messages: 0,
+                    latency: new_histogram(),
+                    open: 0,
+                },
+            );
+            let _ = ticks.send(tick);
+            next_tick += Duration::from_secs(1);
+        }
+        let mut wake = next_tick.min(if sending { stop_sending } else { give_up });
+        if let (Some(interval), true) = (interval, sending) {
+            wake = wake.min(began + interval.mul_f64(scheduled as f64));
+        }
+        let timeout = wake.saturating_duration_since(Instant::now());
+        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
+            if e.kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            panic!("epoll_wait: {e}");
+        }
+        let now = Instant::now();
+        for event in events.iter() {
+            let client = &mut clients[event.token().0];
+            if !client.open {
+                continue;
+            }
+            if event.is_writable() {
+                client.flush(&mut tally.measured.errors);
+            }
+            if event.is_readable() || event.is_read_closed() || event.is_error() {
+                let completed = client.on_readable(load.size, &mut tally);
+                if now >= stop_sending || !client.open {
+                    continue;
+                }
+                for _ in 0..completed {
+                    match (interval, client.overdue.pop_front()) {
+                        (None, _) => {
+                            client.send_next(load.size, now, now, &mut tally.measured.errors)
+                        }
+                        (Some(_), Some(due)) => {
+                            client.send_next(load.size, due, now, &mut tally.measured.errors)
+                        }
+                        (Some(_), None) => break,
+                    }
+                }
+            }
+        }
+    }
+    tally.measured.errors.timeout += clients
+        .iter()
+        .map(|c| c.in_flight.len() as u64)
+        .sum::<u64>();
+    tally.measured
+}
+
+/// Hold scenario: connect, meet the main thread (which measures memory),
+/// stay idle until it says so, then have every connection answer once.
+/// Barrier meetings: connected, hold over, answered (the main thread
+/// measures memory again), released.
+pub fn run_hold(load: &Load, first_id: u32, count: usize, meet: &Barrier) -> Measured {
+    let mut poll = Poll::new().expect("epoll_create");
+    let (mut clients, failures) = connect_all(&mut poll, load.addr, first_id, count);
+    let mut measured = Measured {
+        connected: clients.len(),
+        messages: 0,
+        latency: new_histogram(),
+        latency_uncorrected: new_histogram(),
+        errors: Errors {
+            connect: failures,
+            ..Errors::default()
+        },
+    };
+    meet.wait(); // 1: all connected
+    meet.wait(); // 2: the hold is over
+    let began = Instant::now();
+    let mut tally = Tally {
+        scratch: vec![0; 64 * 1024],
+        expected: Vec::with_capacity(load.size),
+        measure_from: began,
+        measure_until: began + load.drain,
+        measured,
+        tick: Tick {
+            messages: 0,
+            latency: new_histogram(),
+            open: 0,
+        },
+    };
+    for client in &mut clients {
+        client.send_next(load.size, began, began, &mut tally.measured.errors);
+    }
+    let mut events = Events::with_capacity(1024);
+    while clients.iter().any(|c| c.open && !c.in_flight.is_empty()) && began.elapsed() < load.drain
+    {
+        let _ = poll.poll(&mut events, Some(Duration::from_millis(100)));
+        for event in events.iter() {
+            let client = &mut clients[event.token().0];
+            if event.is_writable() {
+                client.flush(&mut tally.measured.errors);
+            }
+            if event.is_readable() || event.is_read_closed() || event.is_error() {
+                client.on_readable(load.size, &mut tally);
+            }
+        }
+    }
+    measured = tally.measured;
+    measured.errors.timeout += clients
+        .iter()
+        .map(|c| c.in_flight.len() as u64)
+        .sum::<u64>();
+    meet.wait(); // 3: every connection answered (or not)
+    meet.wait(); // 4: memory measured; now close
+    measured
+}
+
+/// What one thread of the connect scenario measured.
+#[derive(Debug)]
+pub struct Connects {
+    /// Connections completed (established, then closed).
+    pub completed: u64,
+    /// Time from `connect` to established, microseconds.
+    pub latency: Histogram<u64>,
+    /// Attempts that failed.
+    pub failed: u64,
+}
+
+/// Connect scenario: keep `concurrency` connects in progress; close each
+/// one as soon as it is established (with an RST, so no `TIME_WAIT` piles
+/// up and exhausts the ephemeral ports), for `duration`.
+pub fn run_connect(
+    addr: SocketAddr,
+    concurrency: usize,
+    duration: Duration,
+    start: &Barrier,
+) -> Connects {
+    let mut poll = Poll::new().expect("epoll_create");
+    let mut slots: Vec<Option<(TcpStream, Instant)>> = (0..concurrency).map(|_| None).collect();
+    let mut result = Connects {
+        completed: 0,
+        latency: new_histogram(),
+        failed: 0,
+    };
+    let mut events = Events::with_capacity(1024);
+    start.wait();
+    let end = Instant::now() + duration;
+    while Instant::now() < end {
+        for (index, slot) in slots.iter_mut().enumerate() {
+            if slot.is_none() {
+                match TcpStream::connect(addr) {
+                    Ok(mut stream) => {
+                        let registered =
+                            poll.registry()
+                                .register(&mut stream, Token(index), Interest::WRITABLE);
+                        if registered.is_ok() {
+                            *slot = Some((stream, Instant::now()));
+                        } else {
+                            result.failed += 1;
+                        }
+                    }
+                    Err(_) => result.failed += 1,
+                }
+            }
+        }
+        let timeout = end.saturating_duration_since(Instant::now());
+        if poll.poll(&mut events, Some(timeout)).is_err() {
+            continue;
+        }
+        for event in events.iter() {
+            let Some((stream, began)) = slots.get_mut(event.token().0).and_then(Option::take)
+            else {
+                continue;
+            };
+            if matches!(stream.take_error(), Ok(None)) && stream.peer_addr().is_ok() {
+                result.completed += 1;
+                result.latency.saturating_record(micros(began.elapsed()));
+            } else {
+                result.failed += 1;
+            }
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+            drop(stream);
+        }
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_add_up_across_threads() {
+        let mut total = Errors::default();
+        assert!(!total.any());
+        total.add(&Errors {
+            mismatch: 2,
+            ..Errors::default()
+        });
+        total.add(&Errors {
+            reset: 1,
+            ..Errors::default()
+        });
+        assert_eq!((total.mismatch, total.reset), (2, 1));
+        assert!(total.any());
+    }
+
+    #[test]
+    fn latency_is_never_recorded_as_zero() {
+        assert_eq!(micros(Duration::ZERO), 1);
+        assert_eq!(micros(Duration::from_millis(3)), 3000);
+    }
+}

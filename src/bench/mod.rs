@@ -1,0 +1,711 @@
+//! `echo-reactor bench`: a load generator people can trust.
+//!
+//! - Built on the same non-blocking machinery as the server: a few threads,
+//!   each one `mio::Poll` driving many connections ([`driver`]), never a
+//!   thread per connection.
+//! - Every reply is verified against the message it answers ([`message`]).
+//! - Latency goes into HdrHistograms; open loop (`--rate`) measures from
+//!   the intended send time, so queueing in a slow server is not hidden.
+//! - Without `--addr` it starts `echo-reactor serve` as a child process on
+//!   an ephemeral port (its own fd limit and CPU accounting) and stops it at
+//!   the end, whatever happens.
+//! - Settings that cannot work are refused before anything runs.
+
+pub mod driver;
+pub mod message;
+pub mod sysinfo;
+
+use std::io::{self, BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+use crate::cli::parse_secs;
+use crate::fdlimit::raise_nofile_limit;
+use driver::{new_histogram, Errors, Load, Measured};
+use message::HEADER_BYTES;
+
+/// Descriptors the bench keeps for itself besides its connections.
+const FD_RESERVE: u64 = 64;
+/// After the measured window, how long replies still in flight may take.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// What the bench does (`--scenario`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Messages back and forth; throughput and latency.
+    Echo,
+    /// Open and close connections as fast as possible.
+    Connect,
+    /// Hold idle connections, then check each still answers; server memory per connection.
+    Hold,
+}
+
+/// What reply the server gives (`--protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchProtocol {
+    /// The message itself.
+    Echo,
+    /// The message upper-cased (messages are chosen to be unchanged by it).
+    Upper,
+}
+
+/// Flags of `echo-reactor bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Target server; without it, `echo-reactor serve` is started as a child process.
+    #[arg(long, value_name = "ADDR")]
+    pub addr: Option<SocketAddr>,
+    /// Concurrent connections (for `connect`: connects in progress at once).
+    #[arg(long, default_value_t = 50)]
+    pub connections: usize,
+    /// Message size in bytes (at least the 24-byte header: connection id + sequence).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Measured time.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub duration: Duration,
+    /// Time before measuring starts (0 for none).
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs_or_zero)]
+    pub warmup: Duration,
+    /// Messages in flight per connection.
+    #[arg(long, default_value_t = 1)]
+    pub pipeline: usize,
+    /// Open loop: total messages per second, spread evenly over the connections.
+    #[arg(long, value_name = "MSGS_PER_S")]
+    pub rate: Option<f64>,
+    /// Load-generator threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// What the server answers.
+    #[arg(long, value_enum, default_value_t = BenchProtocol::Echo)]
+    pub protocol: BenchProtocol,
+    /// What to measure.
+    #[arg(long, value_enum, default_value_t = Scenario::Echo)]
+    pub scenario: Scenario,
+    /// Print the summary as one JSON object on stdout (and no progress lines).
+    #[arg(long)]
+    pub json: bool,
+    /// The server's pid, for its CPU time and memory (known anyway for the child server).
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+}
+
+fn parse_secs_or_zero(text: &str) -> Result<Duration, String> {
+    if text.trim().parse::<f64>() == Ok(0.0) {
+        return Ok(Duration::ZERO);
+    }
+    parse_secs(text)
+}
+
+fn refuse(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, message)
+}
+
+/// Check the settings before anything runs; raises our fd limit as needed.
+pub fn validate(args: &BenchArgs) -> io::Result<()> {
+    if args.connections == 0 || args.threads == 0 || args.pipeline == 0 {
+        return Err(refuse(
+            "--connections, --threads and --pipeline must be at least 1".into(),
+        ));
+    }
+    if args.size < HEADER_BYTES {
+        return Err(refuse(format!(
+            "--size {}: the smallest message is the {HEADER_BYTES}-byte header (connection id + sequence number)",
+            args.size
+        )));
+    }
+    if args.threads > args.connections {
+        return Err(refuse(format!(
+            "--threads {} > --connections {}: every thread needs a connection",
+            args.threads, args.connections
+        )));
+    }
+    if let Some(rate) = args.rate {
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(refuse(format!(
+                "--rate {rate}: must be a positive number of messages per second"
+            )));
+        }
+        if args.scenario != Scenario::Echo {
+            return Err(refuse("--rate applies to the echo scenario only".into()));
+        }
+    }
+    let needed = args.connections as u64 + FD_RESERVE;
+    let (soft, hard) = raise_nofile_limit().or_else(|_| crate::fdlimit::nofile_limits())?;
+    if needed > soft {
+        return Err(refuse(format!(
+            "--connections {} needs about {needed} file descriptors, but the open-file limit is {soft} (hard {hard}); \
+             lower --connections or raise the limit",
+            args.connections
+        )));
+    }
+    Ok(())
+}
+
+/// An `echo-reactor serve` child on an ephemeral port; stopped on drop.
+struct ChildServer {
+    child: Child,
+    addr: SocketAddr,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl ChildServer {
+    fn start(protocol: BenchProtocol) -> io::Result<ChildServer> {
+        let protocol = match protocol {
+            BenchProtocol::Echo => "echo",
+            BenchProtocol::Upper => "upper",
+        };
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--protocol",
+                protocol,
+                "--shutdown-grace",
+                "2",
+            ])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("start the server: {e}")))?;
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .strip_prefix("listening on tcp ")
+            .and_then(|a| a.parse().ok());
+        let Some(addr) = addr else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(io::Error::other(format!(
+                "the server did not start (it said {line:?})"
+            )));
+        };
+        Ok(ChildServer {
+            child,
+            addr,
+            stdout,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, wait (then kill if needed), and return its final stats line.
+    fn stop(mut self) -> Option<String> {
+        // SAFETY: signals only the child we started, by its pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut rest = String::new();
+        let _ = io::Read::read_to_string(&mut self.stdout, &mut rest);
+        rest.lines()
+            .find(|l| l.starts_with("stats "))
+            .map(str::to_string)
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The value of `key=` in a `stats key=value ...` line.
+fn stat(line: &str, key: &str) -> Option<u64> {
+    line.split_whitespace()
+        .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+}
+
+fn percentiles(h: &Histogram<u64>) -> Value {
+    if h.is_empty() {
+        return json!({"p50": null, "p90": null, "p99": null, "p999": null, "max": null});
+    }
+    json!({
+        "p50": h.value_at_quantile(0.50),
+        "p90": h.value_at_quantile(0.90),
+        "p99": h.value_at_quantile(0.99),
+        "p999": h.value_at_quantile(0.999),
+        "max": h.max(),
+    })
+}
+
+/// Split `total` connections over `threads`: (first id, count) per thread.
+fn split(total: usize, threads: usize) -> Vec<(u32, usize)> {
+    let (base, extra) = (total / threads, total % threads);
+    let mut first = 0;
+    (0..threads)
+        .map(|t| {
+            let count = base + usize::from(t < extra);
+            let share = (first as u32, count);
+            first += count;
+            share
+        })
+        .collect()
+}
+
+/// Samples of CPU time at the start and end of the measured window.
+struct CpuWindow {
+    client: Duration,
+    server: Option<Duration>,
+}
+
+impl CpuWindow {
+    fn sample(server_pid: Option<u32>) -> CpuWindow {
+        CpuWindow {
+            client: sysinfo::own_cpu(),
+            server: server_pid.and_then(sysinfo::process_cpu),
+        }
+    }
+}
+
+/// Run the bench; returns the report (already printed). An `Err` for
+/// settings that cannot work or a run that had errors.
+pub fn run(args: &BenchArgs) -> io::Result<()> {
+    validate(args)?;
+    let child = match args.addr {
+        Some(_) => None,
+        None => Some(ChildServer::start(args.protocol)?),
+    };
+    let addr = args
+        .addr
+        .or(child.as_ref().map(|c| c.addr))
+        .expect("an address");
+    let server_pid = args.server_pid.or(child.as_ref().map(ChildServer::pid));
+    let progress = !args.json && io::IsTerminal::is_terminal(&io::stderr());
+
+    let mut report = match args.scenario {
+        Scenario::Echo => run_echo(args, addr, server_pid, progress),
+        Scenario::Connect => run_connect(args, addr, server_pid),
+        Scenario::Hold => run_hold(args, addr, server_pid),
+    };
+    if let Some(line) = child.and_then(ChildServer::stop) {
+        let calls = ["read_calls", "write_calls", "poll_calls"]
+            .iter()
+            .map(|k| stat(&line, k).unwrap_or(0))
+            .sum::<u64>();
+        let echoed = stat(&line, "bytes_out").unwrap_or(0) / args.size as u64;
+        report["server"]["syscalls"] = json!(calls);
+        report["server"]["syscalls_per_msg"] = if echoed > 0 && args.scenario == Scenario::Echo {
+            json!(calls as f64 / echoed as f64)
+        } else {
+            Value::Null
+        };
+    }
+    if args.json {
+        println!("{report}");
+    } else {
+        print_human(&report);
+    }
+    let errors = &report["errors"];
+    let total: u64 = ["connect", "mismatch", "reset", "timeout"]
+        .iter()
+        .map(|k| errors[k].as_u64().unwrap_or(0))
+        .sum();
+    if total > 0 {
+        return Err(io::Error::other(format!(
+            "bench: {total} errors ({errors})"
+        )));
+    }
+    Ok(())
+}
+
+fn base_report(args: &BenchArgs, addr: SocketAddr, server_pid: Option<u32>) -> Value {
+    let (soft, hard) = crate::fdlimit::nofile_limits().unwrap_or((0, 0));
+    json!({
+        "schema": 1,
+        "scenario": format!("{:?}", args.scenario).to_lowercase(),
+        "settings": {
+            "addr": addr.to_string(),
+            "connections": args.connections,
+            "size": args.size,
+            "duration_s": args.duration.as_secs_f64(),
+            "warmup_s": args.warmup.as_secs_f64(),
+            "pipeline": args.pipeline,
+            "rate": args.rate,
+            "threads": args.threads,
+            "protocol": format!("{:?}", args.protocol).to_lowercase(),
+            "scenario": format!("{:?}", args.scenario).to_lowercase(),
+            "json": args.json,
+            "server_pid": args.server_pid,
+            "child_server": args.addr.is_none(),
+        },
+        "environment": {
+            "kernel": sysinfo::kernel(),
+            "cpus": thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            "nofile_soft": soft,
+            "nofile_hard": hard,
+            "version": env!("CARGO_PKG_VERSION"),
+        },
+        "connections": {"requested": args.connections, "achieved": 0},
+        "duration_s": args.duration.as_secs_f64(),
+        "messages": 0,
+        "msgs_per_sec": 0.0,
+        "bytes_per_sec": 0.0,
+        "target_rate": args.rate,
+        "latency_us": percentiles(&new_histogram()),
+        "latency_uncorrected_us": Value::Null,
+        "errors": {"connect": 0, "mismatch": 0, "reset": 0, "timeout": 0},
+        "client": {"cpu_s": 0.0},
+        "server": {"pid": server_pid, "cpu_s": Value::Null, "rss_bytes": server_pid.and_then(sysinfo::process_rss)},
+    })
+}
+
+fn fill_cpu(report: &mut Value, start: &CpuWindow, end: &CpuWindow, messages: u64) {
+    let client = (end.client.saturating_sub(start.client)).as_secs_f64();
+    report["client"]["cpu_s"] = json!(client);
+    if messages > 0 {
+        report["client"]["cpu_us_per_msg"] = json!(client * 1e6 / messages as f64);
+    }
+    if let (Some(a), Some(b)) = (start.server, end.server) {
+        let server = b.saturating_sub(a).as_secs_f64();
+        report["server"]["cpu_s"] = json!(server);
+        if messages > 0 {
+            report["server"]["cpu_us_per_msg"] = json!(server * 1e6 / messages as f64);
+        }
+    }
+}
+
+fn errors_json(errors: &Errors) -> Value {
+    json!({"connect": errors.connect, "mismatch": errors.mismatch, "reset": errors.reset, "timeout": errors.timeout})
+}
+
+fn run_echo(args: &BenchArgs, addr: SocketAddr, server_pid: Option<u32>, progress: bool) -> Value {
+    let shares = split(args.connections, args.threads);
+    let start = Arc::new(Barrier::new(args.threads + 1));
+    let (tick_tx, tick_rx) = mpsc::channel();
+    let handles: Vec<_> = shares
+        .iter()
+        .map(|&(first, count)| {
+            let load = Load {
+                addr,
+                size: args.size,
+                pipeline: args.pipeline,
+                rate: args
+                    .rate
+                    .map(|r| r * count as f64 / args.connections as f64),
+                warmup: args.warmup,
+                duration: args.duration,
+                drain: DRAIN,
+            };
+            let (start, ticks) = (start.clone(), tick_tx.clone());
+            thread::spawn(move || driver::run_echo(&load, first, count, &start, ticks))
+        })
+        .collect();
+    drop(tick_tx);
+    start.wait();
+    let began = Instant::now();
+    let measure_from = began + args.warmup;
+    let measure_until = measure_from + args.duration;
+    let mut cpu_start = None;
+    let mut cpu_end = None;
+    let mut so_far = new_histogram();
+    let (mut second_msgs, mut second_open, mut next_print) =
+        (0u64, 0usize, began + Duration::from_secs(1));
+    loop {
+        let now = Instant::now();
+        if cpu_start.is_none() && now >= measure_from {
+            cpu_start = Some(CpuWindow::sample(server_pid));
+        }
+        if cpu_end.is_none() && now >= measure_until {
+            cpu_end = Some(CpuWindow::sample(server_pid));
+        }
+        let mut wake = next_print;
+        if cpu_start.is_none() {
+            wake = wake.min(measure_from);
+        } else if cpu_end.is_none() {
+            wake = wake.min(measure_until);
+        }
+        match tick_rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
+            Ok(tick) => {
+                second_msgs += tick.messages;
+                second_open += tick.open;
+                let _ = so_far.add(&tick.latency);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break, // every thread is done
+        }
+        if progress && Instant::now() >= next_print {
+            let p99 = if so_far.is_empty() {
+                0
+            } else {
+                so_far.value_at_quantile(0.99)
+            };
+            eprintln!(
+                "[{:>4.0}s] {second_msgs:>9} msgs/s  p99 so far {p99} us  open connections {second_open}",
+                began.elapsed().as_secs_f64()
+            );
+            (second_msgs, second_open) = (0, 0);
+        }
+        while next_print <= Instant::now() {
+            next_print += Duration::from_secs(1);
+        }
+    }
+    let cpu_end = cpu_end.unwrap_or_else(|| CpuWindow::sample(server_pid));
+    let cpu_start = cpu_start.unwrap_or_else(|| CpuWindow::sample(server_pid));
+    let mut total = Measured {
+        connected: 0,
+        messages: 0,
+        latency: new_histogram(),
+        latency_uncorrected: new_histogram(),
+        errors: Errors::default(),
+    };
+    for handle in handles {
+        let part = handle.join().expect("load thread panicked");
+        total.connected += part.connected;
+        total.messages += part.messages;
+        let _ = total.latency.add(&part.latency);
+        let _ = total.latency_uncorrected.add(&part.latency_uncorrected);
+        total.errors.add(&part.errors);
+    }
+    let secs = args.duration.as_secs_f64();
+    let mut report = base_report(args, addr, server_pid);
+    report["connections"]["achieved"] = json!(total.connected);
+    report["messages"] = json!(total.messages);
+    report["msgs_per_sec"] = json!(total.messages as f64 / secs);
+    report["bytes_per_sec"] = json!((total.messages * args.size as u64) as f64 / secs);
+    report["latency_us"] = percentiles(&total.latency);
+    if args.rate.is_some() {
+        report["latency_uncorrected_us"] = percentiles(&total.latency_uncorrected);
+    }
+    report["errors"] = errors_json(&total.errors);
+    fill_cpu(&mut report, &cpu_start, &cpu_end, total.messages);
+    report["server"]["rss_bytes"] = json!(server_pid.and_then(sysinfo::process_rss));
+    report
+}
+
+fn run_connect(args: &BenchArgs, addr: SocketAddr, server_pid: Option<u32>) -> Value {
+    let start = Arc::new(Barrier::new(args.threads + 1));
+    let handles: Vec<_> = split(args.connections, args.threads)
+        .into_iter()
+        .map(|(_, concurrency)| {
+            let (start, duration) = (start.clone(), args.duration);
+            thread::spawn(move || driver::run_connect(addr, concurrency, duration, &start))
+        })
+        .collect();
+    let queue_before = sysinfo::listen_queue_counters();
+    start.wait();
+    let cpu_start = CpuWindow::sample(server_pid);
+    let (mut completed, mut failed, mut latency) = (0, 0, new_histogram());
+    for handle in handles {
+        let part = handle.join().expect("connect thread panicked");
+        completed += part.completed;
+        failed += part.failed;
+        let _ = latency.add(&part.latency);
+    }
+    let cpu_end = CpuWindow::sample(server_pid);
+    let queue_after = sysinfo::listen_queue_counters();
+    let mut report = base_report(args, addr, server_pid);
+    let secs = args.duration.as_secs_f64();
+    report["connections"]["achieved"] = json!(args.connections);
+    report["messages"] = json!(0);
+    report["errors"]["connect"] = json!(failed);
+    report["connect"] = json!({
+        "completed": completed,
+        "connections_per_sec": completed as f64 / secs,
+        "latency_us": percentiles(&latency),
+        "listen_overflows": queue_before.zip(queue_after).map(|(a, b)| b.0.saturating_sub(a.0)),
+        "listen_drops": queue_before.zip(queue_after).map(|(a, b)| b.1.saturating_sub(a.1)),
+    });
+    fill_cpu(&mut report, &cpu_start, &cpu_end, 0);
+    report
+}
+
+fn run_hold(args: &BenchArgs, addr: SocketAddr, server_pid: Option<u32>) -> Value {
+    let meet = Arc::new(Barrier::new(args.threads + 1));
+    let rss_before = server_pid.and_then(sysinfo::process_rss);
+    let handles: Vec<_> = split(args.connections, args.threads)
+        .into_iter()
+        .map(|(first, count)| {
+            let load = Load {
+                addr,
+                size: args.size,
+                pipeline: 1,
+                rate: None,
+                warmup: Duration::ZERO,
+                duration: args.duration,
+                drain: DRAIN + Duration::from_secs(10),
+            };
+            let meet = meet.clone();
+            thread::spawn(move || driver::run_hold(&load, first, count, &meet))
+        })
+        .collect();
+    meet.wait(); // 1: all connected
+    let cpu_start = CpuWindow::sample(server_pid);
+    let rss_idle = server_pid.and_then(sysinfo::process_rss);
+    thread::sleep(args.duration); // the hold itself: nobody sends anything
+    let cpu_end = CpuWindow::sample(server_pid);
+    meet.wait(); // 2: hold over; every connection now answers once
+    meet.wait(); // 3: answered
+    let rss_after = server_pid.and_then(sysinfo::process_rss);
+    meet.wait(); // 4: let go
+    let mut connected = 0;
+    let mut errors = Errors::default();
+    let mut answered = 0;
+    for handle in handles {
+        let part = handle.join().expect("hold thread panicked");
+        connected += part.connected;
+        answered += part.messages;
+        errors.add(&part.errors);
+    }
+    let per_conn = |rss: Option<u64>| match (rss_before, rss, connected) {
+        (Some(before), Some(after), n) if n > 0 => {
+            json!(after.saturating_sub(before) as f64 / n as f64)
+        }
+        _ => Value::Null,
+    };
+    let mut report = base_report(args, addr, server_pid);
+    report["connections"]["achieved"] = json!(connected);
+    report["messages"] = json!(answered);
+    report["errors"] = errors_json(&errors);
+    report["server"]["rss_bytes"] = json!(rss_after);
+    report["hold"] = json!({
+        "answered": answered,
+        "rss_before_bytes": rss_before,
+        "rss_idle_bytes": rss_idle,
+        "rss_after_echo_bytes": rss_after,
+        "rss_per_conn_idle_bytes": per_conn(rss_idle),
+        "rss_per_conn_after_echo_bytes": per_conn(rss_after),
+    });
+    fill_cpu(&mut report, &cpu_start, &cpu_end, 0);
+    report
+}
+
+fn print_human(r: &Value) {
+    let s = &r["settings"];
+    println!(
+        "scenario {}: {}/{} connections, {} B messages, pipeline {}, {}, {} s measured (+{} s warmup), {} thread(s), target {}",
+        r["scenario"].as_str().unwrap_or("?"),
+        r["connections"]["achieved"],
+        r["connections"]["requested"],
+        s["size"],
+        s["pipeline"],
+        if r["target_rate"].is_null() { "closed loop".to_string() } else { format!("open loop at {} msgs/s requested", r["target_rate"]) },
+        s["duration_s"],
+        s["warmup_s"],
+        s["threads"],
+        s["addr"].as_str().unwrap_or("?"),
+    );
+    if r["scenario"] == "echo" {
+        println!(
+            "  throughput   {} messages, {:.1} msgs/s achieved, {:.2} MB/s",
+            r["messages"],
+            r["msgs_per_sec"].as_f64().unwrap_or(0.0),
+            r["bytes_per_sec"].as_f64().unwrap_or(0.0) / 1e6
+        );
+        let l = &r["latency_us"];
+        println!(
+            "  latency us   p50 {}  p90 {}  p99 {}  p99.9 {}  max {}{}",
+            l["p50"],
+            l["p90"],
+            l["p99"],
+            l["p999"],
+            l["max"],
+            if r["target_rate"].is_null() {
+                ""
+            } else {
+                "  (from intended send time)"
+            }
+        );
+        let u = &r["latency_uncorrected_us"];
+        if !u.is_null() {
+            println!(
+                "  uncorrected  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (from actual send time)",
+                u["p50"], u["p90"], u["p99"], u["p999"], u["max"]
+            );
+        }
+    }
+    if let Some(c) = r.get("connect") {
+        println!(
+            "  connects     {} completed, {:.0} connections/s, latency us p50 {} p99 {} max {}; listen overflows {} drops {}",
+            c["completed"],
+            c["connections_per_sec"].as_f64().unwrap_or(0.0),
+            c["latency_us"]["p50"],
+            c["latency_us"]["p99"],
+            c["latency_us"]["max"],
+            c["listen_overflows"],
+            c["listen_drops"]
+        );
+    }
+    if let Some(h) = r.get("hold") {
+        println!(
+            "  hold         {} answered after the hold; server RSS per connection: idle {} B, after one echo each {} B",
+            h["answered"], h["rss_per_conn_idle_bytes"], h["rss_per_conn_after_echo_bytes"]
+        );
+    }
+    let e = &r["errors"];
+    println!(
+        "  errors       connect {}  mismatch {}  reset {}  timeout {}",
+        e["connect"], e["mismatch"], e["reset"], e["timeout"]
+    );
+    println!(
+        "  client       cpu {:.3} s{}",
+        r["client"]["cpu_s"].as_f64().unwrap_or(0.0),
+        r["client"]["cpu_us_per_msg"]
+            .as_f64()
+            .map(|v| format!(" ({v:.2} us/msg)"))
+            .unwrap_or_default()
+    );
+    let sv = &r["server"];
+    if !sv["pid"].is_null() {
+        println!(
+            "  server       pid {}  cpu {}{}  rss {}{}",
+            sv["pid"],
+            sv["cpu_s"]
+                .as_f64()
+                .map(|v| format!("{v:.3} s"))
+                .unwrap_or_else(|| "?".into()),
+            sv["cpu_us_per_msg"]
+                .as_f64()
+                .map(|v| format!(" ({v:.2} us/msg)"))
+                .unwrap_or_default(),
+            sv["rss_bytes"]
+                .as_u64()
+                .map(|v| format!("{:.1} MiB", v as f64 / 1048576.0))
+                .unwrap_or_else(|| "?".into()),
+            sv["syscalls_per_msg"]
+                .as_f64()
+                .map(|v| format!("  syscalls/msg {v:.3}"))
+                .unwrap_or_default(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_split_evenly_over_threads() {
+        assert_eq!(split(10, 3), [(0, 4), (4, 3), (7, 3)]);
+        assert_eq!(split(2, 2), [(0, 1), (1, 1)]);
+    }
+
+    #[test]
+    fn stats_lines_are_read_by_key() {
+        let line = "stats active=0 accepted=3 read_calls=10";
+        assert_eq!(stat(line, "read_calls"), Some(10));
+        assert_eq!(stat(line, "calls"), None);
+    }
+}
