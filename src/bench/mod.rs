@@ -300,6 +300,16 @@ pub fn run(args: &BenchArgs) -> io::Result<()> {
         Scenario::Connect => run_connect(args, addr, server_pid),
         Scenario::Hold => run_hold(args, addr, server_pid),
     };
+    let achieved = report["connections"]["achieved"].as_u64().unwrap_or(0);
+    if achieved == 0 && args.scenario != Scenario::Connect {
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            format!(
+                "bench: no connection to {addr} could be established (0 of {})",
+                args.connections
+            ),
+        ));
+    }
     if let Some(line) = child.and_then(ChildServer::stop) {
         let calls = ["read_calls", "write_calls", "poll_calls"]
             .iter()
