@@ -12,20 +12,26 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`cli`] | the command line (`echo-reactor serve ...`) and what it prints |
+//! | [`cli`] | the command line (`serve`, `client`, `bench`) and what it prints |
+//! | [`bench`] | the load generator: mio threads, verified replies, HdrHistogram latency, the JSON report |
+//! | [`client`] | the blocking tutorial-style client (`echo-reactor client`) |
 //! | [`server`] | the public API: [`Config`], [`Server`] (bind, run), [`ServerHandle`] (stop, stats) |
 //! | [`reactor`] | the loop: `Poll`, tokens, accept (caps, EMFILE), UDP, dispatch, the ready queue, timers, signals, shutdown, reaping |
 //! | [`connection`] | one connection's readiness flags and timestamps, and the fill/flush drain loops |
+//! | [`protocol`] | what the server says: the [`Protocol`](protocol::Protocol) trait, `echo`, `upper`, `prefix`, `greet`, `json`, the HMAC handshake, framing |
 //! | [`timers`] | the once-per-turn clock and the lazy deadline queue |
-//! | [`stream`] | a TCP or Unix stream behind one type |
-//! | [`protocol`] | what the server says: the [`Protocol`](protocol::Protocol) trait, `echo`, `upper` |
 //! | [`buffer`] | byte queues that hold memory only while holding bytes |
-//! | [`nonblocking`] | one socket call → one named outcome (`Data`, `WouldBlock`, `Reset`, ...) |
+//! | [`stream`] | a TCP or Unix stream behind one type |
+//! | [`nonblocking`] | one socket call → one named outcome (`Data`, `WouldBlock`, `Reset`, `OutOfFiles`, ...) |
 //! | [`stats`] | counters, published once per loop turn |
 //! | [`sockets`], [`fdlimit`] | binding (backlog, `SO_REUSEADDR`, stale Unix sockets) and `RLIMIT_NOFILE` |
 //!
+//! `protocol` knows nothing of mio or sockets; `connection` knows sockets
+//! only as `Read + Write`; only `reactor` (and `bench`) touch `Poll`.
+//!
 //! A learner should start with `examples/minimal_echo.rs`, then read
-//! [`nonblocking`], [`connection`] and [`reactor`] in that order.
+//! `docs/TOUR.md` alongside [`nonblocking`], [`connection`] and [`reactor`]
+//! in that order; `docs/PYTHON.md` maps the Python socket calls onto them.
 #![warn(missing_docs)]
 
 pub mod bench;

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# User-space instructions per echoed message, counted by valgrind's callgrind
+# (deterministic: instruction counts do not depend on machine load).
+#
+# Marginal method: run the same closed-loop load (50 connections x 64 B) for
+# two durations against a server under callgrind; the fixed costs (start-up,
+# accepting, shutdown) cancel out of
+#     (instructions_long - instructions_short) / (messages_long - messages_short).
+#
+# Usage: scripts/instructions-per-message.sh [echo-reactor|tokio|c-epoll]...
+#        (default: all three; needs valgrind, a release build, `cargo bench --no-run`,
+#        and cc for the C peer). Messages are counted by the load generator
+#        (every reply verified), the same way for every server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -q
+cargo bench --no-run -q 2>/dev/null
+bin=target/release/echo-reactor
+bench_exe=$(ls -t target/release/deps/echo-* | grep -v '\.d$' | head -n 1)
+cc -O2 -o target/c_epoll_echo ../shared/peers/c_epoll_echo.c 2>/dev/null || true
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# run SERVER SECONDS -> prints "instructions messages"
+run() {
+  local server=$1 secs=$2 out="$work/cg.$1.$2" port addr pid
+  case $server in
+    echo-reactor) cmd=("$bin" serve --listen 127.0.0.1:0) ;;
+    tokio) cmd=("$bench_exe" --peer tokio) ;;
+    c-epoll) port=$(free_port); cmd=(target/c_epoll_echo "$port") ;;
+  esac
+  valgrind --tool=callgrind --callgrind-out-file="$out" "${cmd[@]}" >"$work/stdout" 2>/dev/null &
+  pid=$!
+  for _ in $(seq 1 300); do
+    if [ "$server" = c-epoll ]; then addr=127.0.0.1:$port; python3 -c "import socket; socket.create_connection(('127.0.0.1',$port))" 2>/dev/null && break
+    else addr=$(sed -n 's/^listening on tcp //p' "$work/stdout"); [ -n "$addr" ] && break; fi
+    sleep 0.1
+  done
+  local messages
+  messages=$(taskset -c 1 "$bin" bench --addr "$addr" --connections 50 --size 64 --duration "$secs" --warmup 0 --json \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["messages"])')
+  kill -TERM "$pid"; sleep 1; kill -KILL "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+  local instructions
+  instructions=$(grep -E '^(summary|totals):' "$out" | head -n 1 | awk '{print $2}')
+  echo "$instructions $messages"
+}
+
+servers=("$@")
+[ ${#servers[@]} -gt 0 ] || servers=(echo-reactor tokio c-epoll)
+for server in "${servers[@]}"; do
+  read -r i1 m1 < <(run "$server" 3)
+  read -r i2 m2 < <(run "$server" 6)
+  python3 -c "print(f'$server: {($i2-$i1)/($m2-$m1):.0f} instructions per message  (runs: $m1 msgs / $i1 Ir, $m2 msgs / $i2 Ir)')"
+done
