@@ -198,6 +198,11 @@ pub struct Connection<S, Session> {
     pub scheduled_ms: u64,
     /// Tells this connection apart from earlier ones with the same slab key.
     pub serial: u32,
+    /// Something may have moved a deadline *earlier* than `scheduled_ms`
+    /// (a new connection, output starting to wait, a protocol deadline, a
+    /// fired entry). Activity only moves deadlines later, so without this
+    /// flag the reactor need not look — saving that work on every message.
+    timers_changed: bool,
     read_ready: bool,
     write_ready: bool,
     /// The last event said the peer hung up (or errored): read until `Ok(0)`,
@@ -228,6 +233,7 @@ impl<S: Read + Write, Session> Connection<S, Session> {
             protocol_due_ms: NEVER,
             scheduled_ms: NEVER,
             serial,
+            timers_changed: true,
             read_ready: false,
             write_ready: true,
             hup_seen: false,
@@ -266,6 +272,11 @@ impl<S: Read + Write, Session> Connection<S, Session> {
         self.outbuf.len() < limits.max_buffered
     }
 
+    /// Whether a deadline may have moved earlier since the last call (and reset that).
+    pub fn take_timers_changed(&mut self) -> bool {
+        std::mem::take(&mut self.timers_changed)
+    }
+
     /// The earliest moment one of this connection's deadlines could expire
     /// ([`NEVER`] if none applies).
     pub fn next_deadline(&self, limits: &Limits) -> u64 {
@@ -302,6 +313,7 @@ impl<S: Read + Write, Session> Connection<S, Session> {
         P: Protocol<Session = Session>,
     {
         let now = ws.ctx.now_ms;
+        self.timers_changed = true; // our queue entry was consumed: schedule anew
         if self.protocol_due_ms <= now {
             self.protocol_due_ms = NEVER;
             ws.reply.clear();
@@ -511,6 +523,7 @@ impl<S: Read + Write, Session> Connection<S, Session> {
             DeadlineRequest::Unchanged => {}
             DeadlineRequest::Set(after) => {
                 self.protocol_due_ms = due_after(ctx.now_ms, millis(after));
+                self.timers_changed = true;
             }
             DeadlineRequest::Cancel => self.protocol_due_ms = NEVER,
         }
@@ -554,6 +567,7 @@ impl<S: Read + Write, Session> Connection<S, Session> {
         if self.outbuf.is_empty() {
             // The stall clock starts when output starts waiting.
             self.output_progress_ms = ctx.now_ms;
+            self.timers_changed = true;
         }
         self.outbuf.push(bytes, &mut ctx.gauge);
     }

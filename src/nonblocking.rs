@@ -116,6 +116,7 @@ pub fn try_send_to(socket: &UdpSocket, datagram: &[u8], to: SocketAddr) -> Write
 ///
 /// `buf` must not be empty: reading into an empty buffer returns `Ok(0)`,
 /// which would look exactly like the peer closing.
+#[inline]
 pub fn try_read(source: &mut impl Read, buf: &mut [u8]) -> ReadOutcome {
     debug_assert!(!buf.is_empty(), "an empty read buffer fakes an EOF");
     loop {
@@ -135,6 +136,7 @@ pub fn try_read(source: &mut impl Read, buf: &mut [u8]) -> ReadOutcome {
 /// One `write` on a non-blocking source, retried on `EINTR`.
 ///
 /// `buf` must not be empty (a zero-length write says nothing about the peer).
+#[inline]
 pub fn try_write(source: &mut impl Write, buf: &[u8]) -> WriteOutcome {
     debug_assert!(!buf.is_empty(), "a zero-length write proves nothing");
     loop {

@@ -431,6 +431,10 @@ impl<P: Protocol> Clients<P> {
         }
         // Lazy timers: only a deadline that moved *earlier* than the one
         // scheduled needs a new entry; later ones are found when it pops.
+        // Activity only moves deadlines later, so most messages skip this.
+        if !conn.take_timers_changed() {
+            return;
+        }
         let due = conn.next_deadline(&self.ws.ctx.limits);
         if due < conn.scheduled_ms {
             conn.scheduled_ms = due;

@@ -1,10 +1,17 @@
 //! A client socket of either stream kind: TCP or Unix.
 //!
 //! The reactor treats both the same — bytes in, bytes out, readiness
-//! edges — so a [`Stream`] forwards `Read`, `Write` and mio's `Source` to
-//! whichever socket it holds. Only accepting differs (see `reactor`).
+//! edges — so a [`Stream`] forwards mio's `Source` to whichever socket it
+//! holds, and reads and writes with one `recv(2)` / `send(2)` on its
+//! descriptor. Only accepting differs (see `reactor`).
+//!
+//! Why not forward `Read`/`Write` to mio too: that path is mio's wrapper,
+//! then std's, then libc's, and on the per-message path those layers cost
+//! more instructions than the reactor's own logic (docs/BENCHMARKS.md).
+//! The system call is the same either way.
 
 use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
 
 use mio::event::Source;
 use mio::net::{TcpStream, UnixStream};
@@ -19,21 +26,48 @@ pub enum Stream {
     Unix(UnixStream),
 }
 
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl AsRawFd for Stream {
+    fn as_raw_fd(&self) -> RawFd {
         match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
         }
     }
 }
 
+/// `send` flags: do not raise SIGPIPE on a closed peer; report `EPIPE`
+/// instead (macOS has no such flag; Rust ignores SIGPIPE there anyway).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const SEND_FLAGS: libc::c_int = 0;
+
+/// A `recv`/`send` return value as an `io::Result`.
+fn from_ssize(n: libc::ssize_t) -> io::Result<usize> {
+    if n < 0 {
+        Err(io::Error::last_os_error()) // errno: EAGAIN, ECONNRESET, EINTR, ...
+    } else {
+        Ok(n as usize)
+    }
+}
+
+impl Read for Stream {
+    #[inline]
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: the descriptor is an open socket this Stream owns, and
+        // `buf` is valid for writes of `buf.len()` bytes.
+        from_ssize(unsafe { libc::recv(self.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) })
+    }
+}
+
 impl Write for Stream {
+    #[inline]
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-        }
+        // SAFETY: the descriptor is an open socket this Stream owns, and
+        // `buf` is valid for reads of `buf.len()` bytes.
+        from_ssize(unsafe {
+            libc::send(self.as_raw_fd(), buf.as_ptr().cast(), buf.len(), SEND_FLAGS)
+        })
     }
 
     fn flush(&mut self) -> io::Result<()> {

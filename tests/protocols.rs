@@ -427,17 +427,19 @@ pid, fd = pty.fork()
 if pid == 0:
     os.execv(sys.argv[1], sys.argv[1:])
 out = b""
-def read_until(token):
+def read_until(token, count=1):
     global out
-    while token not in out:
+    while out.count(token) < count:
         chunk = os.read(fd, 1024)
         if not chunk:
             raise SystemExit("client ended early: %r" % out)
         out += chunk
 read_until(b">>> ")
 os.write(fd, b"\n")            # empty: skipped, prompt again
+read_until(b">>> ", 2)
 os.write(fd, b"hello\n")
 read_until(b"HELLO")
+read_until(b">>> ", 3)         # wait for each prompt: a pty may drop output once the child exits
 os.write(fd, b"exit\n")
 try:
     while os.read(fd, 1024):
