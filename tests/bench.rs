@@ -32,6 +32,16 @@ fn json_report(out: &Output) -> Value {
     serde_json::from_str(&stdout).expect("valid JSON")
 }
 
+/// The JSON report of a run that must have succeeded.
+fn successful_report(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json_report(out)
+}
+
 fn process_exists(pid: u64) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -49,12 +59,7 @@ fn bench_against_its_child_server_reports_json_with_zero_errors_and_cleans_up() 
         "--pipeline",
         "2",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r = json_report(&out);
+    let r = successful_report(&out);
     assert_eq!(r["schema"], 1);
     assert_eq!(r["scenario"], "echo");
     for key in ["kernel", "cpus", "nofile_soft", "nofile_hard", "version"] {
@@ -252,12 +257,7 @@ fn hold_keeps_2000_connections_and_reports_server_memory_per_connection() {
         "--threads",
         "2",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r = json_report(&out);
+    let r = successful_report(&out);
     assert_eq!(r["connections"]["achieved"], 2000);
     assert_eq!(
         r["hold"]["answered"], 2000,
@@ -281,12 +281,7 @@ fn connect_reports_connections_per_second() {
         "--duration",
         "1",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r = json_report(&out);
+    let r = successful_report(&out);
     assert!(
         r["connect"]["connections_per_sec"].as_f64().unwrap() > 0.0,
         "{r}"

@@ -103,6 +103,41 @@ pub struct Measured {
     pub errors: Errors,
 }
 
+impl Measured {
+    /// Nothing measured yet, on `connected` connections (`failed` did not connect).
+    pub fn new(connected: usize, failed: u64) -> Self {
+        Measured {
+            connected,
+            messages: 0,
+            latency: new_histogram(),
+            latency_uncorrected: new_histogram(),
+            errors: Errors {
+                connect: failed,
+                ..Errors::default()
+            },
+        }
+    }
+
+    /// Add another thread's measurements.
+    pub fn merge(&mut self, other: &Measured) {
+        self.connected += other.connected;
+        self.messages += other.messages;
+        let _ = self.latency.add(&other.latency);
+        let _ = self.latency_uncorrected.add(&other.latency_uncorrected);
+        self.errors.add(&other.errors);
+    }
+}
+
+impl Tick {
+    fn new() -> Self {
+        Tick {
+            messages: 0,
+            latency: new_histogram(),
+            open: 0,
+        }
+    }
+}
+
 /// One message sent and not yet answered.
 #[derive(Debug, Clone, Copy)]
 struct InFlight {
@@ -341,21 +376,8 @@ pub fn run_echo(
         expected: Vec::with_capacity(load.size),
         measure_from: began + load.warmup,
         measure_until: began + load.warmup + load.duration,
-        measured: Measured {
-            connected: clients.len(),
-            messages: 0,
-            latency: new_histogram(),
-            latency_uncorrected: new_histogram(),
-            errors: Errors {
-                connect: failures,
-                ..Errors::default()
-            },
-        },
-        tick: Tick {
-            messages: 0,
-            latency: new_histogram(),
-            open: 0,
-        },
+        measured: Measured::new(clients.len(), failures),
+        tick: Tick::new(),
     };
     let stop_sending = tally.measure_until;
     let give_up = stop_sending + load.drain;
@@ -403,14 +425,7 @@ pub fn run_echo(
         }
         if now >= next_tick {
             tally.tick.open = clients.iter().filter(|c| c.open).count();
-            let tick = std::mem::replace(
-                &mut tally.tick,
-                Tick {
-                    messages: 0,
-                    latency: new_histogram(),
-                    open: 0,
-                },
-            );
+            let tick = std::mem::replace(&mut tally.tick, Tick::new());
             let _ = ticks.send(tick);
             next_tick += Duration::from_secs(1);
         }
@@ -468,16 +483,7 @@ pub fn run_echo(
 pub fn run_hold(load: &Load, first_id: u32, count: usize, meet: &Barrier) -> Measured {
     let mut poll = Poll::new().expect("epoll_create");
     let (mut clients, failures) = connect_all(&mut poll, load.addr, first_id, count);
-    let mut measured = Measured {
-        connected: clients.len(),
-        messages: 0,
-        latency: new_histogram(),
-        latency_uncorrected: new_histogram(),
-        errors: Errors {
-            connect: failures,
-            ..Errors::default()
-        },
-    };
+    let mut measured = Measured::new(clients.len(), failures);
     meet.wait(); // 1: all connected
     meet.wait(); // 2: the hold is over
     let began = Instant::now();
@@ -487,11 +493,7 @@ pub fn run_hold(load: &Load, first_id: u32, count: usize, meet: &Barrier) -> Mea
         measure_from: began,
         measure_until: began + load.drain,
         measured,
-        tick: Tick {
-            messages: 0,
-            latency: new_histogram(),
-            open: 0,
-        },
+        tick: Tick::new(),
     };
     for client in &mut clients {
         client.send_next(load.size, began, began, &mut tally.measured.errors);

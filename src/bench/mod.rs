@@ -474,20 +474,9 @@ fn run_echo(args: &BenchArgs, addr: SocketAddr, server_pid: Option<u32>, progres
     }
     let cpu_end = cpu_end.unwrap_or_else(|| CpuWindow::sample(server_pid));
     let cpu_start = cpu_start.unwrap_or_else(|| CpuWindow::sample(server_pid));
-    let mut total = Measured {
-        connected: 0,
-        messages: 0,
-        latency: new_histogram(),
-        latency_uncorrected: new_histogram(),
-        errors: Errors::default(),
-    };
+    let mut total = Measured::new(0, 0);
     for handle in handles {
-        let part = handle.join().expect("load thread panicked");
-        total.connected += part.connected;
-        total.messages += part.messages;
-        let _ = total.latency.add(&part.latency);
-        let _ = total.latency_uncorrected.add(&part.latency_uncorrected);
-        total.errors.add(&part.errors);
+        total.merge(&handle.join().expect("load thread panicked"));
     }
     let secs = args.duration.as_secs_f64();
     let mut report = base_report(args, addr, server_pid);
