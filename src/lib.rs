@@ -13,7 +13,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`cli`] | the command line (`serve`, `client`, `bench`) and what it prints |
-//! | [`bench`] | the load generator: mio threads, verified replies, HdrHistogram latency, the JSON report |
+//! | [`bench`](mod@bench) | the load generator: mio threads, verified replies, HdrHistogram latency, the JSON report |
 //! | [`client`] | the blocking tutorial-style client (`echo-reactor client`) |
 //! | [`server`] | the public API: [`Config`], [`Server`] (bind, run), [`ServerHandle`] (stop, stats) |
 //! | [`reactor`] | the loop: `Poll`, tokens, accept (caps, EMFILE), UDP, dispatch, the ready queue, timers, signals, shutdown, reaping |
