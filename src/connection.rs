@@ -423,7 +423,15 @@ impl<S: Read + Write, Session> Connection<S, Session> {
                     ctx.counters.bytes_in += n as u64;
                     self.last_activity_ms = ctx.now_ms;
                     taken += n;
-                    if let Err(reason) = self.on_input(protocol, &scratch[..n], reply, ctx) {
+                    let answered = if P::BYTE_FOR_BYTE {
+                        // Shortest path (echo, upper): the reply is the read
+                        // bytes transformed where they lie; send them as is.
+                        protocol.transform_in_place(&mut scratch[..n]);
+                        self.send(&scratch[..n], ctx)
+                    } else {
+                        self.on_input(protocol, &scratch[..n], reply, ctx)
+                    };
+                    if let Err(reason) = answered {
                         return FillOutcome::Close(reason);
                     }
                     if self.closing.is_some() {

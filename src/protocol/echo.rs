@@ -14,6 +14,10 @@ pub struct Echo;
 impl Protocol for Echo {
     type Session = ();
 
+    const BYTE_FOR_BYTE: bool = true;
+
+    fn transform_in_place(&self, _bytes: &mut [u8]) {} // the identity
+
     fn on_open(&self, _reply: &mut Reply<'_>) {}
 
     fn on_bytes(&self, _session: &mut (), input: &[u8], reply: &mut Reply<'_>) -> usize {
@@ -38,6 +42,13 @@ mod tests {
         assert_eq!(consumed, 4);
         assert!(!reply.wants_close());
         assert_eq!(out, b"ab\0\xff");
+    }
+
+    #[test]
+    fn the_in_place_transform_agrees_with_on_bytes() {
+        let mut bytes = *b"any\0bytes\xff";
+        Echo.transform_in_place(&mut bytes);
+        assert_eq!(&bytes, b"any\0bytes\xff");
     }
 
     #[test]

@@ -40,6 +40,20 @@ pub trait Protocol {
     /// cost nothing per connection).
     type Session;
 
+    /// `true` for protocols that answer every byte with exactly one byte,
+    /// whatever came before it: no framing, no state, no greeting (`echo`,
+    /// `upper`). The reactor then transforms the bytes where they were read
+    /// ([`Protocol::transform_in_place`]) and writes them straight back,
+    /// skipping `on_bytes`, the reply buffer and its bookkeeping — the
+    /// shortest per-message path. Wrappers (such as the handshake) keep the
+    /// default, `false`.
+    const BYTE_FOR_BYTE: bool = false;
+
+    /// The byte-for-byte transform, applied in place. Called only when
+    /// [`Protocol::BYTE_FOR_BYTE`] is `true`, and then it must agree with
+    /// `on_bytes`.
+    fn transform_in_place(&self, _bytes: &mut [u8]) {}
+
     /// A stream connection opened. May queue a greeting or arm a deadline.
     fn on_open(&self, reply: &mut Reply<'_>) -> Self::Session;
 

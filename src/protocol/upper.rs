@@ -19,6 +19,12 @@ fn append_upper(out: &mut Vec<u8>, input: &[u8]) {
 impl Protocol for Upper {
     type Session = ();
 
+    const BYTE_FOR_BYTE: bool = true;
+
+    fn transform_in_place(&self, bytes: &mut [u8]) {
+        bytes.make_ascii_uppercase();
+    }
+
     fn on_open(&self, _reply: &mut Reply<'_>) {}
 
     fn on_bytes(&self, _session: &mut (), input: &[u8], reply: &mut Reply<'_>) -> usize {
@@ -42,6 +48,16 @@ mod tests {
         let input = "hello, Wörld ß 123 {z}".as_bytes();
         assert_eq!(Upper.on_bytes(&mut (), input, &mut reply), input.len());
         assert_eq!(out, "kept:HELLO, WöRLD ß 123 {Z}".as_bytes());
+    }
+
+    #[test]
+    fn the_in_place_transform_agrees_with_on_bytes() {
+        let input = "mixed Case ß é 42".as_bytes();
+        let mut via_reply = Vec::new();
+        Upper.on_bytes(&mut (), input, &mut Reply::new(&mut via_reply));
+        let mut in_place = input.to_vec();
+        Upper.transform_in_place(&mut in_place);
+        assert_eq!(in_place, via_reply);
     }
 
     #[test]
