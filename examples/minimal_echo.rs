@@ -4,7 +4,7 @@
 //! what the tutorials skip: edge-triggered reads drained until `WouldBlock`,
 //! partial writes kept for the writable edge, EOF with replies still owed.
 //! (No backpressure, budgets or timers: src/ adds those.)
-//! Run: `cargo run --example minimal_echo`, then `nc 127.0.0.1 9000`.
+//! Run: `cargo run --example minimal_echo [ADDR]`, then `nc 127.0.0.1 9000`.
 
 use std::io::{ErrorKind, Read, Write};
 
@@ -22,7 +22,8 @@ struct Conn {
 
 fn main() -> std::io::Result<()> {
     let mut poll = Poll::new()?;
-    let mut listener = TcpListener::bind("127.0.0.1:9000".parse().unwrap())?;
+    let addr = std::env::args().nth(1).unwrap_or("127.0.0.1:9000".into()); // port 0: any
+    let mut listener = TcpListener::bind(addr.parse().expect("an address like 127.0.0.1:9000"))?;
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
     let mut conns: Slab<Conn> = Slab::new();
