@@ -100,3 +100,28 @@ fn serve_with_an_unusable_unix_path_exits_1_with_one_line() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn serve_with_an_unreadable_key_file_or_a_key_and_udp_exits_1_with_one_line() {
+    let out = serve(&["--auth-key-file", "/nonexistent/key"])
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("read auth key file /nonexistent/key"),
+        "{stderr}"
+    );
+
+    let out = serve(&["--udp", "127.0.0.1:0"])
+        .env("ECHO_REACTOR_AUTH_KEY", "sesame")
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--udp cannot be combined"), "{stderr}");
+}
