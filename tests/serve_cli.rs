@@ -15,6 +15,22 @@ fn serve(args: &[&str]) -> Command {
     cmd
 }
 
+/// Run `serve ARGS` (with extra environment) expecting it to fail with
+/// `code` and exactly one line on stderr, which is returned.
+fn one_line_failure(args: &[&str], env: &[(&str, &str)], code: i32) -> String {
+    let mut cmd = serve(args);
+    cmd.env("RUST_LOG", "off");
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(code), "{args:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
 /// Kills the child on drop, so a failing test leaves no server behind.
 struct Running(Child);
 impl Drop for Running {
@@ -52,13 +68,7 @@ fn serve_prints_the_real_port_and_answers_with_the_chosen_protocol() {
 fn serve_on_a_port_in_use_exits_1_with_one_line_naming_the_address() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = serve(&["--listen", &addr])
-        .env("RUST_LOG", "off")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let stderr = one_line_failure(&["--listen", &addr], &[], 1);
     assert!(stderr.contains(&format!("bind {addr}")), "{stderr}");
     assert!(stderr.to_lowercase().contains("in use"), "{stderr}");
 }
@@ -74,9 +84,9 @@ fn serve_with_a_bad_flag_value_exits_2_without_a_panic() {
         &["--max-connections", "0"][..],
         &["--udp", "nowhere"][..],
     ] {
-        let out = serve(args).output().unwrap();
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let stderr = String::from_utf8(out.stderr).unwrap();
+        let stderr = serve(args).output().unwrap();
+        assert_eq!(stderr.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8(stderr.stderr).unwrap();
         assert!(
             stderr.starts_with("error: invalid value"),
             "{args:?}: {stderr}"
@@ -87,13 +97,7 @@ fn serve_with_a_bad_flag_value_exits_2_without_a_panic() {
 
 #[test]
 fn serve_with_an_unusable_unix_path_exits_1_with_one_line() {
-    let out = serve(&["--unix", "/nonexistent-dir/echo.sock"])
-        .env("RUST_LOG", "off")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let stderr = one_line_failure(&["--unix", "/nonexistent-dir/echo.sock"], &[], 1);
     assert!(
         stderr.contains("unix /nonexistent-dir/echo.sock"),
         "{stderr}"
@@ -103,25 +107,16 @@ fn serve_with_an_unusable_unix_path_exits_1_with_one_line() {
 
 #[test]
 fn serve_with_an_unreadable_key_file_or_a_key_and_udp_exits_1_with_one_line() {
-    let out = serve(&["--auth-key-file", "/nonexistent/key"])
-        .env("RUST_LOG", "off")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let stderr = one_line_failure(&["--auth-key-file", "/nonexistent/key"], &[], 1);
     assert!(
         stderr.contains("read auth key file /nonexistent/key"),
         "{stderr}"
     );
 
-    let out = serve(&["--udp", "127.0.0.1:0"])
-        .env("ECHO_REACTOR_AUTH_KEY", "sesame")
-        .env("RUST_LOG", "off")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let stderr = one_line_failure(
+        &["--udp", "127.0.0.1:0"],
+        &[("ECHO_REACTOR_AUTH_KEY", "sesame")],
+        1,
+    );
     assert!(stderr.contains("--udp cannot be combined"), "{stderr}");
 }
