@@ -544,6 +544,7 @@ impl<S: Read + Write, Session> Connection<S, Session> {
 
     /// Send a reply: straight from `bytes` when nothing older is waiting and
     /// the socket has room; whatever the kernel does not take is queued.
+    #[inline]
     fn send(&mut self, bytes: &[u8], ctx: &mut Context) -> Result<(), CloseReason> {
         if bytes.is_empty() {
             return Ok(());
@@ -554,10 +555,50 @@ impl<S: Read + Write, Session> Connection<S, Session> {
             self.queue_output(bytes, ctx);
             return Ok(());
         }
-        let (sent, outcome) = write_until_blocked(&mut self.socket, bytes, &mut ctx.counters);
-        if sent > 0 {
-            self.last_activity_ms = ctx.now_ms;
+        // The common case, kept short because it runs once per message: one
+        // write, and the kernel takes the whole reply.
+        ctx.counters.write_calls += 1;
+        match try_write(&mut self.socket, bytes) {
+            WriteOutcome::Wrote(n) if n == bytes.len() => {
+                ctx.counters.bytes_out += n as u64;
+                self.last_activity_ms = ctx.now_ms;
+                Ok(())
+            }
+            first => self.send_rest(bytes, first, ctx),
         }
+    }
+
+    /// The uncommon ends of `send`: the first write was short, would block,
+    /// or failed.
+    #[cold]
+    fn send_rest(
+        &mut self,
+        bytes: &[u8],
+        first: WriteOutcome,
+        ctx: &mut Context,
+    ) -> Result<(), CloseReason> {
+        let sent = match first {
+            WriteOutcome::Wrote(n) => {
+                ctx.counters.bytes_out += n as u64;
+                self.last_activity_ms = ctx.now_ms;
+                n
+            }
+            WriteOutcome::WouldBlock => {
+                // Send buffer full: keep it all for the writable edge.
+                self.write_ready = false;
+                self.queue_output(bytes, ctx);
+                return Ok(());
+            }
+            WriteOutcome::Closed => return Err(CloseReason::Reset),
+            WriteOutcome::Failed(kind) => {
+                debug!("write failed: {kind:?}");
+                return Err(CloseReason::Error);
+            }
+        };
+        // Short writes are normal: offer the rest until the kernel says WouldBlock.
+        let (more, outcome) =
+            write_until_blocked(&mut self.socket, &bytes[sent..], &mut ctx.counters);
+        let sent = sent + more;
         match outcome {
             FlushOutcome::Flushed => Ok(()),
             FlushOutcome::Pending => {
