@@ -116,7 +116,7 @@ pub fn try_send_to(socket: &UdpSocket, datagram: &[u8], to: SocketAddr) -> Write
 ///
 /// `buf` must not be empty: reading into an empty buffer returns `Ok(0)`,
 /// which would look exactly like the peer closing.
-#[inline]
+#[inline(always)] // once per message; as a call it cost more than its body
 pub fn try_read(source: &mut impl Read, buf: &mut [u8]) -> ReadOutcome {
     debug_assert!(!buf.is_empty(), "an empty read buffer fakes an EOF");
     loop {

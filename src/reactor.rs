@@ -417,7 +417,20 @@ impl<P: Protocol> Clients<P> {
     }
 
     /// Carry out a connection's [`Next`], and keep its deadline scheduled.
+    #[inline]
     fn after(&mut self, key: usize, next: Next) {
+        let conn = &mut self.conns[key];
+        // The common case, once per message: wait for the next edge, no
+        // deadline moved earlier (activity only moves them later).
+        if next == Next::Wait && !conn.take_timers_changed() {
+            return;
+        }
+        self.after_rest(key, next);
+    }
+
+    /// The rest of `after`: requeue, close, or schedule a deadline that
+    /// moved earlier. (`timers_changed` was already taken for `Wait`.)
+    fn after_rest(&mut self, key: usize, next: Next) {
         let conn = &mut self.conns[key];
         match next {
             Next::Wait => {}
@@ -426,15 +439,14 @@ impl<P: Protocol> Clients<P> {
                     conn.queued = true;
                     self.ready.push_back(Token(key));
                 }
+                if !conn.take_timers_changed() {
+                    return;
+                }
             }
             Next::Close(reason) => return self.close(key, reason),
         }
         // Lazy timers: only a deadline that moved *earlier* than the one
         // scheduled needs a new entry; later ones are found when it pops.
-        // Activity only moves deadlines later, so most messages skip this.
-        if !conn.take_timers_changed() {
-            return;
-        }
         let due = conn.next_deadline(&self.ws.ctx.limits);
         if due < conn.scheduled_ms {
             conn.scheduled_ms = due;
