@@ -136,7 +136,7 @@ pub fn try_read(source: &mut impl Read, buf: &mut [u8]) -> ReadOutcome {
 /// One `write` on a non-blocking source, retried on `EINTR`.
 ///
 /// `buf` must not be empty (a zero-length write says nothing about the peer).
-#[inline]
+#[inline(always)] // once per message; as a call it cost more than its body
 pub fn try_write(source: &mut impl Write, buf: &[u8]) -> WriteOutcome {
     debug_assert!(!buf.is_empty(), "a zero-length write proves nothing");
     loop {

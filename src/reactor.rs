@@ -417,7 +417,7 @@ impl<P: Protocol> Clients<P> {
     }
 
     /// Carry out a connection's [`Next`], and keep its deadline scheduled.
-    #[inline]
+    #[inline(always)] // once per message: the common case is one test
     fn after(&mut self, key: usize, next: Next) {
         let conn = &mut self.conns[key];
         // The common case, once per message: wait for the next edge, no
