@@ -544,7 +544,7 @@ impl<S: Read + Write, Session> Connection<S, Session> {
 
     /// Send a reply: straight from `bytes` when nothing older is waiting and
     /// the socket has room; whatever the kernel does not take is queued.
-    #[inline]
+    #[inline(always)] // once per message: keep the common case free of call overhead
     fn send(&mut self, bytes: &[u8], ctx: &mut Context) -> Result<(), CloseReason> {
         if bytes.is_empty() {
             return Ok(());

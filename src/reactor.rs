@@ -410,6 +410,7 @@ impl<P: Protocol> Clients<P> {
     }
 
     /// Let a connection make progress, then act on what it says.
+    #[inline(always)] // once per message
     fn drive(&mut self, key: usize) {
         let conn = &mut self.conns[key];
         let next = conn.drive(&self.protocol, &mut self.ws);
