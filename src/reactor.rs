@@ -62,6 +62,8 @@ pub const SIGNALS: Token = Token(usize::MAX - 1);
 const FIRST_ENDPOINT: usize = usize::MAX - 2;
 /// At most this many listening sockets (their tokens must stay reserved).
 pub const MAX_ENDPOINTS: usize = 256;
+/// Tokens from here up are reserved; below are client slab keys.
+const FIRST_RESERVED: usize = FIRST_ENDPOINT - MAX_ENDPOINTS + 1;
 
 /// Every read lands here first: one buffer for the whole server. It also
 /// holds any UDP datagram whole (the largest is 65 507 bytes).
@@ -331,13 +333,17 @@ impl<P: Protocol> Reactor<P> {
         let mut signalled = false;
         for event in self.events.iter() {
             match event.token() {
+                // Clients first: by far the most common (slab keys sit far
+                // below the reserved tokens).
+                Token(key) if key < FIRST_RESERVED => self.clients.on_connection_event(key, event),
                 // The flag itself is read by `run`; the wake only ended the wait.
                 WAKER => {}
                 SIGNALS => signalled = true,
-                token => match endpoint_index(token) {
-                    Some(index) => self.clients.on_endpoint_ready(index, registry),
-                    None => self.clients.on_connection_event(token.0, event),
-                },
+                token => {
+                    if let Some(index) = endpoint_index(token) {
+                        self.clients.on_endpoint_ready(index, registry);
+                    }
+                }
             }
         }
         if signalled {
@@ -414,7 +420,12 @@ impl<P: Protocol> Clients<P> {
     fn drive(&mut self, key: usize) {
         let conn = &mut self.conns[key];
         let next = conn.drive(&self.protocol, &mut self.ws);
-        self.after(key, next);
+        // The common case, decided on the connection already in hand: wait
+        // for the next edge, no deadline moved earlier.
+        if next == Next::Wait && !conn.take_timers_changed() {
+            return;
+        }
+        self.after_rest(key, next);
     }
 
     /// Carry out a connection's [`Next`], and keep its deadline scheduled.
@@ -567,7 +578,7 @@ impl<P: Protocol> Clients<P> {
         }
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        debug_assert!(key < FIRST_ENDPOINT - MAX_ENDPOINTS);
+        debug_assert!(key < FIRST_RESERVED);
         // Both interests, once: see the module docs.
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(e) = registry.register(&mut stream, Token(key), interest) {
@@ -749,6 +760,11 @@ mod tests {
         assert_eq!(endpoint_index(SIGNALS), None);
         assert_eq!(endpoint_index(Token(0)), None);
         assert_eq!(endpoint_index(Token(1_000_000)), None);
+        assert_eq!(
+            endpoint_index(Token(FIRST_RESERVED)),
+            Some(MAX_ENDPOINTS - 1)
+        );
+        assert_eq!(endpoint_index(Token(FIRST_RESERVED - 1)), None);
     }
 
     #[test]
