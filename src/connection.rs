@@ -374,9 +374,10 @@ impl<S: Read + Write, Session> Connection<S, Session> {
             return self.next_after_output();
         }
         match self.fill(protocol, ws) {
-            FillOutcome::Drained | FillOutcome::Paused | FillOutcome::Stopped => {
-                self.next_after_output()
-            }
+            // Still open both ways (fill reports a close request as Stopped
+            // and EOF as PeerClosed): nothing to do until the next edge.
+            FillOutcome::Drained | FillOutcome::Paused => Next::Wait,
+            FillOutcome::Stopped => self.next_after_output(),
             FillOutcome::BudgetSpent => Next::Requeue,
             FillOutcome::PeerClosed => {
                 self.peer_closed = true;

@@ -412,7 +412,12 @@ impl<P: Protocol> Clients<P> {
             event.is_writable(),
             event.is_read_closed() || event.is_error(),
         );
-        self.drive(key);
+        // (`drive` below, on the connection already in hand.)
+        let next = conn.drive(&self.protocol, &mut self.ws);
+        if next == Next::Wait && !conn.take_timers_changed() {
+            return;
+        }
+        self.after_rest(key, next);
     }
 
     /// Let a connection make progress, then act on what it says.
