@@ -143,6 +143,21 @@ impl WarnLimiter {
     }
 }
 
+/// `None` in the common case, once per message: the connection waits for
+/// its next edge and no deadline moved earlier (activity only moves them
+/// later) — nothing for the reactor to do. Otherwise the answer to act on.
+#[inline(always)]
+fn needs_action<S, Session>(conn: &mut Connection<S, Session>, next: Next) -> Option<Next>
+where
+    S: std::io::Read + std::io::Write,
+{
+    if next == Next::Wait && !conn.take_timers_changed() {
+        None
+    } else {
+        Some(next)
+    }
+}
+
 /// What events are dispatched to: sockets, connections, queues and timers.
 /// Kept apart from `Poll` and `Events` so the loop can iterate events while
 /// mutating everything else.
@@ -412,41 +427,32 @@ impl<P: Protocol> Clients<P> {
             event.is_writable(),
             event.is_read_closed() || event.is_error(),
         );
-        // (`drive` below, on the connection already in hand.)
+        // Drive it now, on the connection already in hand (one slab lookup).
         let next = conn.drive(&self.protocol, &mut self.ws);
-        if next == Next::Wait && !conn.take_timers_changed() {
-            return;
+        if let Some(next) = needs_action(conn, next) {
+            self.after_rest(key, next);
         }
-        self.after_rest(key, next);
     }
 
     /// Let a connection make progress, then act on what it says.
-    #[inline(always)] // once per message
+    #[inline(always)] // once per message (ready-queue path)
     fn drive(&mut self, key: usize) {
         let conn = &mut self.conns[key];
         let next = conn.drive(&self.protocol, &mut self.ws);
-        // The common case, decided on the connection already in hand: wait
-        // for the next edge, no deadline moved earlier.
-        if next == Next::Wait && !conn.take_timers_changed() {
-            return;
+        if let Some(next) = needs_action(conn, next) {
+            self.after_rest(key, next);
         }
-        self.after_rest(key, next);
     }
 
     /// Carry out a connection's [`Next`], and keep its deadline scheduled.
-    #[inline(always)] // once per message: the common case is one test
     fn after(&mut self, key: usize, next: Next) {
-        let conn = &mut self.conns[key];
-        // The common case, once per message: wait for the next edge, no
-        // deadline moved earlier (activity only moves them later).
-        if next == Next::Wait && !conn.take_timers_changed() {
-            return;
+        if let Some(next) = needs_action(&mut self.conns[key], next) {
+            self.after_rest(key, next);
         }
-        self.after_rest(key, next);
     }
 
-    /// The rest of `after`: requeue, close, or schedule a deadline that
-    /// moved earlier. (`timers_changed` was already taken for `Wait`.)
+    /// Act on a connection's answer: requeue, close, or schedule a deadline
+    /// that moved earlier. (`needs_action` already took `timers_changed`.)
     fn after_rest(&mut self, key: usize, next: Next) {
         let conn = &mut self.conns[key];
         match next {
