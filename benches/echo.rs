@@ -245,6 +245,11 @@ fn load(server: &Server, args: &[String]) -> Value {
     report
 }
 
+/// Owned command-line arguments from string slices.
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
 // ---- the matrix ----
 
 struct Mode {
@@ -332,19 +337,17 @@ fn light_p99(server: &Server, light: usize, duration: &str, with_hog: bool) -> u
             let _ = drain.join();
         })
     });
-    let args: Vec<String> = [
+    let light_arg = light.to_string();
+    let args = strings(&[
         "--connections",
-        &light.to_string(),
+        &light_arg,
         "--size",
         "64",
         "--duration",
         duration,
         "--warmup",
         "0.5",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     let report = load(server, &args);
     stop.store(true, Ordering::Relaxed);
     if let Some(hog) = hog {
@@ -434,19 +437,17 @@ fn main() {
         "client us"
     );
     for &(connections, size) in &mode.points {
-        let args: Vec<String> = [
+        let (connections_arg, size_arg) = (connections.to_string(), size.to_string());
+        let args = strings(&[
             "--connections",
-            &connections.to_string(),
+            &connections_arg,
             "--size",
-            &size.to_string(),
+            &size_arg,
             "--duration",
             mode.duration,
             "--warmup",
             mode.warmup,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        ]);
         let mut rows = Vec::new();
         for &name in &servers {
             let server = start(name, c_binary.as_deref());
@@ -485,20 +486,21 @@ fn main() {
     let mut scale_rates = Vec::new();
     for connections in [small, large] {
         let server = start("echo-reactor", None);
+        let connections_arg = connections.to_string();
         let r = load(
             &server,
-            &[
-                "--connections".into(),
-                connections.to_string(),
-                "--size".into(),
-                "64".into(),
-                "--duration".into(),
-                mode.duration.into(),
-                "--warmup".into(),
-                mode.warmup.into(),
-                "--threads".into(),
-                "2".into(),
-            ],
+            &strings(&[
+                "--connections",
+                &connections_arg,
+                "--size",
+                "64",
+                "--duration",
+                mode.duration,
+                "--warmup",
+                mode.warmup,
+                "--threads",
+                "2",
+            ]),
         );
         println!(
             "{connections:>6} connections: {}/{} achieved, {:.0} msgs/s, p99 {} us, errors {}",
@@ -522,16 +524,16 @@ fn main() {
         let server = start("echo-reactor", None);
         let r = load(
             &server,
-            &[
-                "--connections".into(),
-                "50".into(),
-                "--size".into(),
-                "64".into(),
-                "--duration".into(),
-                mode.duration.into(),
-                "--warmup".into(),
-                mode.warmup.into(),
-            ],
+            &strings(&[
+                "--connections",
+                "50",
+                "--size",
+                "64",
+                "--duration",
+                mode.duration,
+                "--warmup",
+                mode.warmup,
+            ]),
         );
         let ours = f(&r["messages"]) / f(&r["client"]["cpu_s"]);
         pin_self(LOAD_CORE);
@@ -554,20 +556,21 @@ fn main() {
         "{:<13} {:>12} {:>16}",
         "server", "idle B/conn", "after echo B/conn"
     );
+    let hold_arg = mode.hold_connections.to_string();
     for &name in &servers {
         let server = start(name, c_binary.as_deref());
         let r = load(
             &server,
-            &[
-                "--scenario".into(),
-                "hold".into(),
-                "--connections".into(),
-                mode.hold_connections.to_string(),
-                "--duration".into(),
-                "2".into(),
-                "--threads".into(),
-                "1".into(),
-            ],
+            &strings(&[
+                "--scenario",
+                "hold",
+                "--connections",
+                &hold_arg,
+                "--duration",
+                "2",
+                "--threads",
+                "1",
+            ]),
         );
         println!(
             "{:<13} {:>12.0} {:>16.0}  errors {}",

@@ -244,11 +244,6 @@ impl<S: Read + Write, Session> Connection<S, Session> {
         }
     }
 
-    /// The socket (to register it with `Poll`).
-    pub fn socket_mut(&mut self) -> &mut S {
-        &mut self.socket
-    }
-
     /// Bytes of output not yet taken by the kernel.
     pub fn unsent(&self) -> &[u8] {
         self.outbuf.as_slice()

@@ -131,7 +131,8 @@ pub struct Server<P: Protocol> {
     bound: Vec<BoundSocket>,
     max_connections: usize,
     handle: ServerHandle,
-    _unix_path: Option<UnixPathGuard>,
+    /// Removes the Unix socket file when the server goes away.
+    unix_guard: Option<UnixPathGuard>,
 }
 
 impl<P: Protocol> Server<P> {
@@ -196,7 +197,7 @@ impl<P: Protocol> Server<P> {
             bound,
             max_connections,
             handle,
-            _unix_path: unix_path,
+            unix_guard: unix_path,
         })
     }
 
@@ -207,29 +208,27 @@ impl<P: Protocol> Server<P> {
 
     /// The TCP addresses actually bound, in `config.listen` order.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.bound
-            .iter()
-            .filter_map(|b| match b {
-                BoundSocket::Tcp(addr) => Some(*addr),
-                _ => None,
-            })
-            .collect()
+        self.addrs_where(|b| match b {
+            BoundSocket::Tcp(addr) => Some(*addr),
+            _ => None,
+        })
     }
 
     /// The UDP addresses actually bound, in `config.udp` order.
     pub fn udp_addrs(&self) -> Vec<SocketAddr> {
-        self.bound
-            .iter()
-            .filter_map(|b| match b {
-                BoundSocket::Udp(addr) => Some(*addr),
-                _ => None,
-            })
-            .collect()
+        self.addrs_where(|b| match b {
+            BoundSocket::Udp(addr) => Some(*addr),
+            _ => None,
+        })
+    }
+
+    fn addrs_where(&self, pick: impl Fn(&BoundSocket) -> Option<SocketAddr>) -> Vec<SocketAddr> {
+        self.bound.iter().filter_map(pick).collect()
     }
 
     /// The Unix socket path, if any.
     pub fn unix_path(&self) -> Option<&Path> {
-        self._unix_path.as_ref().map(|g| g.0.as_path())
+        self.unix_guard.as_ref().map(|g| g.0.as_path())
     }
 
     /// The effective connection cap (given, or derived from the fd limit).
