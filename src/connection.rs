@@ -7,25 +7,27 @@
 //! `Poll`; the socket is any `Read + Write`, so the tricky paths are tested
 //! here with a scripted socket instead of the OS.
 //!
-//! Readiness is kept as state, because edge-triggered epoll reports only
-//! *changes*:
-//! - `read_ready`: the kernel may hold bytes we have not read. Set by a
+//! Readiness is kept as state ([`State`]), because edge-triggered epoll
+//! reports only *changes*:
+//! - `READ_READY`: the kernel may hold bytes we have not read. Set by a
 //!   readable event; cleared only when a read says the queue is empty
 //!   (`WouldBlock`, or a short read). While it is set and we are not reading
 //!   (budget spent, or backpressure) no new edge will come for those bytes,
 //!   so whoever stops reading must arrange to come back.
-//! - `write_ready`: the send buffer had room last we looked. Cleared by a
+//! - `WRITE_READY`: the send buffer had room last we looked. Cleared by a
 //!   write that would block; set again by a writable event.
 //!
 //! Invariants:
 //! - unsent output is in `outbuf`, in order, and is sent before any newer reply;
-//! - `!outbuf.is_empty()` implies `!write_ready` outside `drive`'s flush step
-//!   (we only stop writing when the kernel says `WouldBlock`), so a fresh
-//!   reply is written straight from the reactor's reply buffer only when
-//!   nothing older is waiting.
+//! - `!outbuf.is_empty()` implies no `WRITE_READY`, except from a writable
+//!   event until the flush step of the `drive` that follows it at once (we
+//!   only stop flushing when the kernel says `WouldBlock`). So `send` needs
+//!   one test to know that a fresh reply may go straight from the reactor's
+//!   buffer: the socket has room *and* nothing older is waiting.
 
 use std::io::{ErrorKind, Read, Write};
 
+use bitflags::bitflags;
 use log::debug;
 
 use crate::buffer::{BufferGauge, ByteQueue};
@@ -178,6 +180,32 @@ fn close_reason_for(outcome: FlushOutcome) -> CloseReason {
     }
 }
 
+bitflags! {
+    /// What we know of a connection, one bit each. They live in one byte
+    /// because the per-message path asks about several at once ("readable,
+    /// and the peer has not closed?"): one load and one compare instead of
+    /// one per flag.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct State: u8 {
+        /// The kernel may hold bytes we have not read (see the module docs).
+        const READ_READY = 1;
+        /// The send buffer had room when we last looked.
+        const WRITE_READY = 1 << 1;
+        /// The last event said the peer hung up (or errored): read until
+        /// `Ok(0)`, since a short read no longer means "more will bring a
+        /// new edge".
+        const HUP_SEEN = 1 << 2;
+        /// We read EOF: the peer will send nothing more.
+        const PEER_CLOSED = 1 << 3;
+        /// Something may have moved a deadline *earlier* than the one the
+        /// reactor has scheduled (a new connection, output starting to wait,
+        /// a protocol deadline, a fired entry). Activity only moves
+        /// deadlines later, so without this bit the reactor need not look:
+        /// that saves the work on every message.
+        const TIMERS_CHANGED = 1 << 4;
+    }
+}
+
 /// A client connection and everything the reactor knows about it.
 #[derive(Debug)]
 pub struct Connection<S, Session> {
@@ -198,18 +226,8 @@ pub struct Connection<S, Session> {
     pub scheduled_ms: u64,
     /// Tells this connection apart from earlier ones with the same slab key.
     pub serial: u32,
-    /// Something may have moved a deadline *earlier* than `scheduled_ms`
-    /// (a new connection, output starting to wait, a protocol deadline, a
-    /// fired entry). Activity only moves deadlines later, so without this
-    /// flag the reactor need not look — saving that work on every message.
-    timers_changed: bool,
-    read_ready: bool,
-    write_ready: bool,
-    /// The last event said the peer hung up (or errored): read until `Ok(0)`,
-    /// since a short read no longer means "more will bring a new edge".
-    hup_seen: bool,
-    /// We read EOF: the peer will send nothing more.
-    peer_closed: bool,
+    /// Readiness and what we know of the peer.
+    state: State,
     /// Input is over on our side (protocol close, or server shutdown): close
     /// for this reason once the last reply has been sent.
     closing: Option<CloseReason>,
@@ -233,11 +251,7 @@ impl<S: Read + Write, Session> Connection<S, Session> {
             protocol_due_ms: NEVER,
             scheduled_ms: NEVER,
             serial,
-            timers_changed: true,
-            read_ready: false,
-            write_ready: true,
-            hup_seen: false,
-            peer_closed: false,
+            state: State::WRITE_READY | State::TIMERS_CHANGED,
             closing: None,
             queued: false,
             closed: false,
@@ -251,15 +265,24 @@ impl<S: Read + Write, Session> Connection<S, Session> {
 
     /// Record what a readiness event said. Nothing is read or written here.
     pub fn on_event(&mut self, readable: bool, writable: bool, hung_up: bool) {
-        self.read_ready |= readable || hung_up;
-        self.write_ready |= writable || hung_up; // a write will report the error
-        self.hup_seen |= hung_up;
+        let mut seen = State::empty();
+        if readable {
+            seen |= State::READ_READY;
+        }
+        if writable {
+            seen |= State::WRITE_READY;
+        }
+        if hung_up {
+            // Both ways "ready": the read will say 0, a write reports the error.
+            seen |= State::READ_READY | State::WRITE_READY | State::HUP_SEEN;
+        }
+        self.state |= seen;
     }
 
     /// The peer may still send and we still listen (`may_*`: eventually;
     /// the naming is smoltcp's).
     pub fn may_read(&self) -> bool {
-        !self.peer_closed && self.closing.is_none()
+        !self.state.contains(State::PEER_CLOSED) && self.closing.is_none()
     }
 
     /// We would read right now if bytes were there: output is below `--max-buffered`.
@@ -267,9 +290,22 @@ impl<S: Read + Write, Session> Connection<S, Session> {
         self.outbuf.len() < limits.max_buffered
     }
 
+    /// Whether to read now: the kernel may have bytes, the peer has not
+    /// closed, we still listen, and output is below `--max-buffered`.
+    /// Asked once per readiness event, so the two bits are tested together.
+    fn wants_input(&self, limits: &Limits) -> bool {
+        self.state & (State::READ_READY | State::PEER_CLOSED) == State::READ_READY
+            && self.closing.is_none()
+            && (self.outbuf.is_empty() || self.can_read(limits))
+    }
+
     /// Whether a deadline may have moved earlier since the last call (and reset that).
     pub fn take_timers_changed(&mut self) -> bool {
-        std::mem::take(&mut self.timers_changed)
+        let changed = self.state.contains(State::TIMERS_CHANGED);
+        if changed {
+            self.state.remove(State::TIMERS_CHANGED);
+        }
+        changed
     }
 
     /// The earliest moment one of this connection's deadlines could expire
@@ -308,7 +344,7 @@ impl<S: Read + Write, Session> Connection<S, Session> {
         P: Protocol<Session = Session>,
     {
         let now = ws.ctx.now_ms;
-        self.timers_changed = true; // our queue entry was consumed: schedule anew
+        self.state.insert(State::TIMERS_CHANGED); // our queue entry was consumed: schedule anew
         if self.protocol_due_ms <= now {
             self.protocol_due_ms = NEVER;
             ws.reply.clear();
@@ -342,7 +378,7 @@ impl<S: Read + Write, Session> Connection<S, Session> {
         P: Protocol<Session = Session>,
     {
         // 1. Output first: freeing room in the send buffer may lift backpressure.
-        if self.write_ready && !self.outbuf.is_empty() {
+        if self.state.contains(State::WRITE_READY) && !self.outbuf.is_empty() {
             let ctx = &mut ws.ctx;
             let before = self.outbuf.len();
             let outcome = flush(
@@ -357,13 +393,13 @@ impl<S: Read + Write, Session> Connection<S, Session> {
             }
             match outcome {
                 FlushOutcome::Flushed => {}
-                FlushOutcome::Pending => self.write_ready = false,
+                FlushOutcome::Pending => self.state.remove(State::WRITE_READY),
                 gone => return Next::Close(close_reason_for(gone)),
             }
         }
         // 2. Input, if the kernel may have some and we are willing to take it.
-        if !self.may_read() || !self.read_ready || !self.can_read(&ws.ctx.limits) {
-            // Paused by backpressure leaves read_ready set: when a writable
+        if !self.wants_input(&ws.ctx.limits) {
+            // Paused by backpressure leaves READ_READY set: when a writable
             // edge drains the output, step 2 above runs again and reads the
             // bytes no new readable edge would announce.
             return self.next_after_output();
@@ -375,8 +411,8 @@ impl<S: Read + Write, Session> Connection<S, Session> {
             FillOutcome::Stopped => self.next_after_output(),
             FillOutcome::BudgetSpent => Next::Requeue,
             FillOutcome::PeerClosed => {
-                self.peer_closed = true;
-                self.read_ready = false;
+                self.state.insert(State::PEER_CLOSED);
+                self.state.remove(State::READ_READY);
                 if let Err(reason) = self.answer_peer_closed(protocol, ws) {
                     return Next::Close(reason);
                 }
@@ -412,28 +448,31 @@ impl<S: Read + Write, Session> Connection<S, Session> {
         // until new bytes arrive, so we read until the queue is empty — or
         // until the budget runs out (fairness: one fast sender must not
         // starve the rest; the reactor requeues us).
-        while taken < ctx.limits.read_budget_bytes {
+        loop {
             ctx.counters.read_calls += 1;
             match try_read(&mut self.socket, scratch) {
                 ReadOutcome::Data(n) => {
                     ctx.counters.bytes_in += n as u64;
                     self.last_activity_ms = ctx.now_ms;
-                    taken += n;
-                    let answered = if P::BYTE_FOR_BYTE {
+                    if P::BYTE_FOR_BYTE {
                         // Shortest path (echo, upper): the reply is the read
                         // bytes transformed where they lie; send them as is.
                         protocol.transform_in_place(&mut scratch[..n]);
-                        self.send(&scratch[..n], ctx)
+                        if let Err(reason) = self.send(&scratch[..n], ctx) {
+                            return FillOutcome::Close(reason);
+                        }
                     } else {
-                        self.on_input(protocol, &scratch[..n], reply, ctx)
-                    };
-                    if let Err(reason) = answered {
-                        return FillOutcome::Close(reason);
+                        if let Err(reason) = self.on_input(protocol, &scratch[..n], reply, ctx) {
+                            return FillOutcome::Close(reason);
+                        }
+                        // The protocol asked to close (a byte-for-byte one never does).
+                        if self.closing.is_some() {
+                            return FillOutcome::Stopped;
+                        }
                     }
-                    if self.closing.is_some() {
-                        return FillOutcome::Stopped;
-                    }
-                    if !self.can_read(&ctx.limits) {
+                    // Only output the kernel refused can pass the mark, so
+                    // the common case (nothing queued) is one test.
+                    if !self.outbuf.is_empty() && !self.can_read(&ctx.limits) {
                         ctx.counters.read_pauses += 1;
                         return FillOutcome::Paused;
                     }
@@ -443,13 +482,18 @@ impl<S: Read + Write, Session> Connection<S, Session> {
                     // `a_short_read_then_new_data_brings_a_new_readable_event`
                     // in tests/nonblocking_semantics.rs. Not after a hang-up
                     // event: no new edge follows the FIN, so read on to Ok(0).
-                    if n < scratch.len() && !self.hup_seen {
-                        self.read_ready = false;
+                    if n < scratch.len() && !self.state.contains(State::HUP_SEEN) {
+                        self.state.remove(State::READ_READY);
                         return FillOutcome::Drained;
+                    }
+                    // The read filled the buffer: more may be waiting.
+                    taken += n;
+                    if taken >= ctx.limits.read_budget_bytes {
+                        return FillOutcome::BudgetSpent;
                     }
                 }
                 ReadOutcome::WouldBlock => {
-                    self.read_ready = false;
+                    self.state.remove(State::READ_READY);
                     return FillOutcome::Drained;
                 }
                 ReadOutcome::Closed => return FillOutcome::PeerClosed,
@@ -460,7 +504,6 @@ impl<S: Read + Write, Session> Connection<S, Session> {
                 }
             }
         }
-        FillOutcome::BudgetSpent
     }
 
     /// Hand freshly read bytes to the protocol and send its reply.
@@ -513,7 +556,7 @@ impl<S: Read + Write, Session> Connection<S, Session> {
     }
 
     /// Carry out what a protocol answered: arm or cancel its deadline,
-    /// note a close request, and send the bytes.
+    /// note a close request, and send the bytes (a reply counts as activity).
     fn apply_reply(
         &mut self,
         requests: Requests,
@@ -527,7 +570,7 @@ impl<S: Read + Write, Session> Connection<S, Session> {
             DeadlineRequest::Unchanged => {}
             DeadlineRequest::Set(after) => {
                 self.protocol_due_ms = due_after(ctx.now_ms, millis(after));
-                self.timers_changed = true;
+                self.state.insert(State::TIMERS_CHANGED);
             }
             DeadlineRequest::Cancel => self.protocol_due_ms = NEVER,
         }
@@ -535,17 +578,25 @@ impl<S: Read + Write, Session> Connection<S, Session> {
             self.closing.get_or_insert(CloseReason::ProtocolClosed);
             self.inbuf.clear(&mut ctx.gauge); // input after the close request is ignored
         }
+        if !bytes.is_empty() {
+            self.last_activity_ms = ctx.now_ms;
+        }
         self.send(bytes, ctx)
     }
 
     /// Send a reply: straight from `bytes` when nothing older is waiting and
     /// the socket has room; whatever the kernel does not take is queued.
+    /// The caller stamps `last_activity_ms` (`fill` on every read, `apply_reply`
+    /// for other replies), so the per-message path stores it once.
     #[inline(always)] // once per message: keep the common case free of call overhead
     fn send(&mut self, bytes: &[u8], ctx: &mut Context) -> Result<(), CloseReason> {
         if bytes.is_empty() {
             return Ok(());
         }
-        if !self.write_ready || !self.outbuf.is_empty() {
+        // By the invariant (module docs), WRITE_READY also says nothing
+        // older is waiting in `outbuf`: one test covers both.
+        debug_assert!(!self.state.contains(State::WRITE_READY) || self.outbuf.is_empty());
+        if !self.state.contains(State::WRITE_READY) {
             // The last write said WouldBlock and no writable edge came since:
             // writing now would fail again. Queue behind older output.
             self.queue_output(bytes, ctx);
@@ -557,7 +608,6 @@ impl<S: Read + Write, Session> Connection<S, Session> {
         match try_write(&mut self.socket, bytes) {
             WriteOutcome::Wrote(n) if n == bytes.len() => {
                 ctx.counters.bytes_out += n as u64;
-                self.last_activity_ms = ctx.now_ms;
                 Ok(())
             }
             first => self.send_rest(bytes, first, ctx),
@@ -576,12 +626,11 @@ impl<S: Read + Write, Session> Connection<S, Session> {
         let sent = match first {
             WriteOutcome::Wrote(n) => {
                 ctx.counters.bytes_out += n as u64;
-                self.last_activity_ms = ctx.now_ms;
                 n
             }
             WriteOutcome::WouldBlock => {
                 // Send buffer full: keep it all for the writable edge.
-                self.write_ready = false;
+                self.state.remove(State::WRITE_READY);
                 self.queue_output(bytes, ctx);
                 return Ok(());
             }
@@ -600,7 +649,7 @@ impl<S: Read + Write, Session> Connection<S, Session> {
             FlushOutcome::Pending => {
                 // The partial write's tail is kept here, in order; the
                 // writable edge (registered once at accept) brings us back.
-                self.write_ready = false;
+                self.state.remove(State::WRITE_READY);
                 self.queue_output(&bytes[sent..], ctx);
                 Ok(())
             }
@@ -612,7 +661,7 @@ impl<S: Read + Write, Session> Connection<S, Session> {
         if self.outbuf.is_empty() {
             // The stall clock starts when output starts waiting.
             self.output_progress_ms = ctx.now_ms;
-            self.timers_changed = true;
+            self.state.insert(State::TIMERS_CHANGED);
         }
         self.outbuf.push(bytes, &mut ctx.gauge);
     }
@@ -675,7 +724,7 @@ mod tests {
         assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
         assert_eq!(conn.socket.written(), b"hi");
         assert_eq!(conn.socket.calls(), 2, "one read, one write: no third call");
-        assert!(!conn.read_ready);
+        assert!(!conn.state.contains(State::READ_READY));
     }
 
     #[test]
@@ -716,7 +765,10 @@ mod tests {
         let mut conn = readable(sock);
         let mut ws = workspace(1024, 16);
         assert_eq!(conn.drive(&Echo, &mut ws), Next::Requeue);
-        assert!(conn.read_ready, "bytes may still wait: readiness is kept");
+        assert!(
+            conn.state.contains(State::READ_READY),
+            "bytes may still wait: readiness is kept"
+        );
         assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
         assert_eq!(conn.socket.written(), b"aaaaaaaabbbbbbbbcc");
     }
@@ -742,11 +794,11 @@ mod tests {
         assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
         assert_eq!(conn.unsent(), b"lo");
         assert_eq!(ws.ctx.gauge.held_bytes, 2);
-        assert!(!conn.write_ready);
+        assert!(!conn.state.contains(State::WRITE_READY));
 
         // More input arrives before the socket drains: it queues behind "lo".
         conn.socket = ScriptedStream::new().gives(b"!");
-        conn.write_ready = false;
+        conn.state.remove(State::WRITE_READY);
         conn.on_event(true, false, false);
         assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
         assert_eq!(conn.unsent(), b"lo!");
@@ -796,7 +848,10 @@ mod tests {
         assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
         assert_eq!(ws.ctx.counters.read_pauses, 1);
         assert_eq!(ws.ctx.counters.read_calls, 1, "paused before reading more");
-        assert!(conn.read_ready, "the unread bytes are remembered");
+        assert!(
+            conn.state.contains(State::READ_READY),
+            "the unread bytes are remembered"
+        );
 
         // The writable edge drains the output, and the same drive reads the
         // waiting bytes: no readable edge would come for them.

@@ -452,7 +452,7 @@ impl<P: Protocol> Clients<P> {
     }
 
     /// Act on a connection's answer: requeue, close, or schedule a deadline
-    /// that moved earlier. (`needs_action` already took `timers_changed`.)
+    /// that moved earlier. (`needs_action` already took `TIMERS_CHANGED`.)
     fn after_rest(&mut self, key: usize, next: Next) {
         let conn = &mut self.conns[key];
         match next {
