@@ -373,6 +373,10 @@ impl<S: Read + Write, Session> Connection<S, Session> {
     }
 
     /// Make all the progress possible now: flush, then read and answer.
+    // Inlined into the reactor's event loop (with `fill` and `send`): as a
+    // call per message, saving and restoring registers cost more than any
+    // of its checks (docs/BENCHMARKS.md, "Instructions per message").
+    #[inline(always)]
     pub fn drive<P>(&mut self, protocol: &P, ws: &mut Workspace) -> Next
     where
         P: Protocol<Session = Session>,
@@ -434,6 +438,7 @@ impl<S: Read + Write, Session> Connection<S, Session> {
 
     /// Drain the socket into the protocol until the queue is empty, the
     /// budget is spent, or backpressure says stop.
+    #[inline(always)] // see `drive`
     fn fill<P>(&mut self, protocol: &P, ws: &mut Workspace) -> FillOutcome
     where
         P: Protocol<Session = Session>,

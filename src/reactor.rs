@@ -343,6 +343,10 @@ impl<P: Protocol> Reactor<P> {
         }
     }
 
+    // A function of its own (not folded into `run`), so the per-event path
+    // that `Connection::drive` is inlined into keeps its values in registers
+    // instead of in `run`'s large frame (docs/BENCHMARKS.md).
+    #[inline(never)]
     fn dispatch_events(&mut self) {
         let registry = self.poll.registry();
         let mut signalled = false;
