@@ -1,0 +1,527 @@
+//! `cargo bench`: echo-reactor against its peers, side by side, in one run.
+//!
+//! Servers, each in its own process pinned to core 0 (with its soft
+//! open-file limit raised to the hard one):
+//! - `echo-reactor` — `echo-reactor serve`;
+//! - `tokio` — tokio `current_thread`, a task per connection, 4 KiB buffer,
+//!   read then `write_all` (this bench binary re-executed with `--peer tokio`);
+//! - `threads` — std, a thread per connection, same loop (`--peer threads`);
+//! - `c-epoll` — ../shared/peers/c_epoll_echo.c built with `cc -O2`, when a
+//!   C compiler and the file are there: the floor.
+//!
+//! The load is `echo-reactor bench` pinned to core 1, so load generator and
+//! server never share a core. For every matrix point all servers run one
+//! after another (interleaved), so drift on this shared machine hits them
+//! alike. Every run verifies every reply; any error fails the bench.
+//!
+//! Sections, in order: the matrix; scale (1000 vs 19 000 connections);
+//! the load generator's own efficiency; memory per idle connection;
+//! fairness beside a hog; and the per-message cost (instructions and
+//! system calls, counted by callgrind and strace when they are installed).
+//!
+//! Modes: `cargo bench` runs every section short, as a smoke run (about two
+//! minutes); `ECHO_BENCH=full cargo bench` runs the full matrix of
+//! docs/BENCHMARKS.md (about 15 minutes).
+//!
+//! Files: `servers.rs` starts, stops and loads the servers; `cost.rs`
+//! counts instructions and system calls.
+
+mod cost;
+mod servers;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use servers::{
+    c_peer_binary, load, pin_self, start, strings, threads_peer, tokio_peer, Server, LOAD_CORE,
+    SERVER_CORE,
+};
+
+// ---- the matrix ----
+
+struct Mode {
+    points: Vec<(usize, usize)>,
+    /// Connection counts for the scale check (echo-reactor alone).
+    scale: (usize, usize),
+    /// Interleaved repetitions of the scale and load-generator checks (the
+    /// medians are reported: single runs move ±15 % on this machine).
+    repeats: usize,
+    /// Seconds of the shorter callgrind run (the longer is twice as long)
+    /// and of the strace run.
+    cost_seconds: f64,
+    duration: &'static str,
+    warmup: &'static str,
+    hold_connections: usize,
+    fairness_light: usize,
+}
+
+fn mode() -> Mode {
+    if std::env::var("ECHO_BENCH").as_deref() == Ok("full") {
+        let mut points = Vec::new();
+        for connections in [1, 50, 1000] {
+            for size in [64, 512, 4096] {
+                points.push((connections, size));
+            }
+        }
+        points.push((10_000, 64));
+        Mode {
+            points,
+            scale: (1000, 19_000),
+            repeats: 3,
+            cost_seconds: 2.0,
+            duration: "5",
+            warmup: "1",
+            hold_connections: 10_000,
+            fairness_light: 1000,
+        }
+    } else {
+        Mode {
+            points: vec![(1, 64), (50, 64), (1000, 512)],
+            scale: (100, 2000),
+            repeats: 1,
+            cost_seconds: 1.0,
+            duration: "1",
+            warmup: "0.3",
+            hold_connections: 1000,
+            fairness_light: 100,
+        }
+    }
+}
+
+/// "0" or e.g. "timeout 794": the run's errors, for the tables.
+fn errors(r: &Value) -> String {
+    let e = &r["errors"];
+    let found: Vec<String> = ["connect", "mismatch", "reset", "timeout"]
+        .iter()
+        .filter(|k| e[**k].as_u64().unwrap_or(0) > 0)
+        .map(|k| format!("{k} {}", e[*k]))
+        .collect();
+    if found.is_empty() {
+        "0".into()
+    } else {
+        found.join(", ")
+    }
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 && a.is_finite() {
+        format!("{:.2}", a / b)
+    } else {
+        "-".into()
+    }
+}
+
+/// Load one light set of connections while (optionally) a hog pipelines
+/// 1 MiB messages on one more connection; returns the light p99 in µs.
+fn light_p99(server: &Server, light: usize, duration: &str, with_hog: bool) -> u64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let hog = with_hog.then(|| {
+        let (addr, stop) = (server.addr, stop.clone());
+        thread::spawn(move || {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            let mut reader = stream.try_clone().unwrap();
+            let drain = thread::spawn(move || {
+                let mut buf = vec![0u8; 1 << 20];
+                while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
+            });
+            let message = vec![b'H'; 1 << 20];
+            while !stop.load(Ordering::Relaxed) && stream.write_all(&message).is_ok() {}
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            let _ = drain.join();
+        })
+    });
+    let light_arg = light.to_string();
+    let args = strings(&[
+        "--connections",
+        &light_arg,
+        "--size",
+        "64",
+        "--duration",
+        duration,
+        "--warmup",
+        "0.5",
+    ]);
+    let report = load(server, &args);
+    stop.store(true, Ordering::Relaxed);
+    if let Some(hog) = hog {
+        let _ = hog.join();
+    }
+    report["latency_us"]["p99"].as_u64().unwrap_or(0)
+}
+
+/// A thread-per-connection blocking client (what public echo benchmarks
+/// use): `connections` threads ping-pong 64 B messages for `duration`.
+/// Returns (messages per second, messages per CPU-second of this process).
+fn threaded_client(addr: SocketAddr, connections: usize, duration: Duration) -> (f64, f64) {
+    let cpu = || {
+        // SAFETY: getrusage writes into the struct we pass.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+        let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+        t(usage.ru_utime) + t(usage.ru_stime)
+    };
+    let (cpu0, start) = (cpu(), Instant::now());
+    let handles: Vec<_> = (0..connections)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut stream = TcpStream::connect(addr).unwrap();
+                stream.set_nodelay(true).unwrap();
+                let (msg, mut reply) = ([b'x'; 64], [0u8; 64]);
+                let mut count = 0u64;
+                while start.elapsed() < duration {
+                    stream.write_all(&msg).unwrap();
+                    stream.read_exact(&mut reply).unwrap();
+                    count += 1;
+                }
+                count
+            })
+        })
+        .collect();
+    let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    let (secs, cpu_s) = (start.elapsed().as_secs_f64(), cpu() - cpu0);
+    (total as f64 / secs, total as f64 / cpu_s)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--peer") {
+        match args.get(i + 1).map(String::as_str) {
+            Some("tokio") => tokio_peer(),
+            Some("threads") => threads_peer(),
+            other => panic!("unknown peer {other:?}"),
+        }
+        return;
+    }
+    if args.iter().any(|a| a == "--list") {
+        return; // `cargo test --benches` asks for a list; there is nothing to run there
+    }
+    let mode = mode();
+    let c_binary = c_peer_binary();
+    let mut servers = vec!["echo-reactor", "tokio", "threads"];
+    if c_binary.is_some() {
+        servers.push("c-epoll");
+    }
+    let setup = Setup {
+        mode,
+        c_binary,
+        servers,
+    };
+    // `cargo bench -- cost scale` runs only those sections; no names: all.
+    let chosen: Vec<&str> = args[1..]
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let sections: [(&str, Section); 6] = [
+        ("matrix", matrix),
+        ("scale", scale),
+        ("loadgen", load_generator),
+        ("memory", memory),
+        ("fairness", fairness),
+        ("cost", per_message_cost),
+    ];
+    for (name, section) in sections {
+        if chosen.is_empty() || chosen.contains(&name) {
+            section(&setup);
+        }
+    }
+}
+
+/// One section of the output.
+type Section = fn(&Setup);
+
+/// What every section needs: the mode and the servers to compare.
+struct Setup {
+    mode: Mode,
+    c_binary: Option<std::path::PathBuf>,
+    servers: Vec<&'static str>,
+}
+
+/// The matrix: every server at every (connections, size) point, interleaved.
+fn matrix(setup: &Setup) {
+    println!(
+        "echo matrix: servers on core {SERVER_CORE}, load (echo-reactor bench, 1 thread) on core {LOAD_CORE}; {} s per run (+{} s warmup)",
+        setup.mode.duration, setup.mode.warmup
+    );
+    println!(
+        "{:<13} {:>6} {:>5} {:>11} {:>9} {:>11} {:>8} {:>8} {:>9} {:>8}  errors",
+        "server",
+        "conns",
+        "size",
+        "msgs/s",
+        "p99 us",
+        "server us/msg",
+        "x tokio",
+        "cpu/tok",
+        "client us",
+        "sys/msg"
+    );
+    for &(connections, size) in &setup.mode.points {
+        let (connections_arg, size_arg) = (connections.to_string(), size.to_string());
+        let args = strings(&[
+            "--connections",
+            &connections_arg,
+            "--size",
+            &size_arg,
+            "--duration",
+            setup.mode.duration,
+            "--warmup",
+            setup.mode.warmup,
+        ]);
+        let mut rows = Vec::new();
+        for &name in &setup.servers {
+            let server = start(name, setup.c_binary.as_deref());
+            let report = load(&server, &args);
+            // echo-reactor counts its own system calls (the others: see the
+            // per-message cost section, from strace).
+            let syscalls = cost::own_syscalls_per_message(&server.stop(), size);
+            rows.push((name, report, syscalls));
+        }
+        let tokio = rows
+            .iter()
+            .find(|(n, _, _)| *n == "tokio")
+            .map(|(_, r, _)| r.clone())
+            .unwrap();
+        for (name, r, syscalls) in &rows {
+            println!(
+                "{:<13} {:>6} {:>5} {:>11.0} {:>9} {:>11.2} {:>8} {:>8} {:>9.2} {:>8}  {}",
+                name,
+                connections,
+                size,
+                f(&r["msgs_per_sec"]),
+                r["latency_us"]["p99"],
+                f(&r["server"]["cpu_us_per_msg"]),
+                ratio(f(&r["msgs_per_sec"]), f(&tokio["msgs_per_sec"])),
+                ratio(
+                    f(&r["server"]["cpu_us_per_msg"]),
+                    f(&tokio["server"]["cpu_us_per_msg"])
+                ),
+                f(&r["client"]["cpu_us_per_msg"]),
+                cost::cell(*syscalls, 2),
+                errors(r),
+            );
+        }
+    }
+}
+
+/// Scale: echo-reactor at the small and the large connection count, alternating.
+fn scale(setup: &Setup) {
+    let (small, large) = setup.mode.scale;
+    println!(
+        "\nscale: echo-reactor, 64 B closed loop, {small} vs {large} connections (load: 2 threads), {} interleaved rounds",
+        setup.mode.repeats
+    );
+    let mut scale_ratios = Vec::new();
+    for round in 1..=setup.mode.repeats {
+        let mut rates = Vec::new();
+        for connections in [small, large] {
+            let server = start("echo-reactor", None);
+            let connections_arg = connections.to_string();
+            let r = load(
+                &server,
+                &strings(&[
+                    "--connections",
+                    &connections_arg,
+                    "--size",
+                    "64",
+                    "--duration",
+                    setup.mode.duration,
+                    "--warmup",
+                    setup.mode.warmup,
+                    "--threads",
+                    "2",
+                ]),
+            );
+            println!(
+                "  round {round}: {connections:>6} connections: {}/{} achieved, {:.0} msgs/s, p99 {} us, server {:.2} us/msg, client {:.2} us/msg, errors {}",
+                r["connections"]["achieved"],
+                connections,
+                f(&r["msgs_per_sec"]),
+                r["latency_us"]["p99"],
+                f(&r["server"]["cpu_us_per_msg"]),
+                f(&r["client"]["cpu_us_per_msg"]),
+                errors(&r)
+            );
+            rates.push(f(&r["msgs_per_sec"]));
+        }
+        println!(
+            "  round {round}: ratio {large}/{small}: {}",
+            ratio(rates[1], rates[0])
+        );
+        scale_ratios.push(rates[1] / rates[0]);
+    }
+    println!(
+        "  median ratio {large}/{small}: {:.2}",
+        median(&mut scale_ratios)
+    );
+}
+
+/// The load generator against a thread-per-connection client, per CPU-second.
+fn load_generator(setup: &Setup) {
+    println!(
+        "\nload generator: msgs per client CPU-second, 50 x 64 B ping-pong against echo-reactor, {} interleaved rounds",
+        setup.mode.repeats
+    );
+    pin_self(LOAD_CORE); // the thread-per-connection client runs in this process
+    let mut efficiency = Vec::new();
+    for round in 1..=setup.mode.repeats {
+        let server = start("echo-reactor", None);
+        let r = load(
+            &server,
+            &strings(&[
+                "--connections",
+                "50",
+                "--size",
+                "64",
+                "--duration",
+                setup.mode.duration,
+                "--warmup",
+                setup.mode.warmup,
+            ]),
+        );
+        let ours = f(&r["messages"]) / f(&r["client"]["cpu_s"]);
+        let secs: f64 = setup.mode.duration.parse().unwrap();
+        let (threaded_rate, threaded) =
+            threaded_client(server.addr, 50, Duration::from_secs_f64(secs));
+        println!(
+            "  round {round}: echo-reactor bench (mio, 1 thread): {:.0} msgs/s, {ours:.0} msgs per CPU-second; thread-per-connection client: {threaded_rate:.0} msgs/s, {threaded:.0} msgs per CPU-second; ratio {}",
+            f(&r["msgs_per_sec"]),
+            ratio(ours, threaded)
+        );
+        efficiency.push(ours / threaded);
+    }
+    println!("  median efficiency ratio: {:.2}", median(&mut efficiency));
+}
+
+/// Memory: server RSS per idle connection, and after each echoed once.
+fn memory(setup: &Setup) {
+    println!(
+        "\nmemory: {} idle connections held, then each echoes once (server RSS per connection)",
+        setup.mode.hold_connections
+    );
+    println!(
+        "{:<13} {:>12} {:>16}",
+        "server", "idle B/conn", "after echo B/conn"
+    );
+    let hold_arg = setup.mode.hold_connections.to_string();
+    for &name in &setup.servers {
+        let server = start(name, setup.c_binary.as_deref());
+        let r = load(
+            &server,
+            &strings(&[
+                "--scenario",
+                "hold",
+                "--connections",
+                &hold_arg,
+                "--duration",
+                "2",
+                "--threads",
+                "1",
+            ]),
+        );
+        println!(
+            "{:<13} {:>12.0} {:>16.0}  errors {}",
+            name,
+            f(&r["hold"]["rss_per_conn_idle_bytes"]),
+            f(&r["hold"]["rss_per_conn_after_echo_bytes"]),
+            errors(&r)
+        );
+    }
+}
+
+/// Fairness: light connections' p99 alone and beside a hog.
+fn fairness(setup: &Setup) {
+    println!("\nfairness: p99 of {} light 64 B connections, alone and beside one connection pipelining 1 MiB messages", setup.mode.fairness_light);
+    println!(
+        "{:<13} {:>10} {:>10} {:>8}",
+        "server", "alone us", "w/ hog us", "ratio"
+    );
+    for &name in &setup.servers {
+        let server = start(name, setup.c_binary.as_deref());
+        let alone = light_p99(
+            &server,
+            setup.mode.fairness_light,
+            setup.mode.duration,
+            false,
+        );
+        let with_hog = light_p99(
+            &server,
+            setup.mode.fairness_light,
+            setup.mode.duration,
+            true,
+        );
+        println!(
+            "{:<13} {:>10} {:>10} {:>8}",
+            name,
+            alone,
+            with_hog,
+            ratio(with_hog as f64, alone as f64)
+        );
+    }
+}
+
+/// The per-message cost: instructions and system calls, counted.
+fn per_message_cost(setup: &Setup) {
+    println!(
+        "\nper-message cost, 50 x 64 B closed loop, counted (not timed): user-space instructions (callgrind, marginal of a {0} s and a {1} s run) and system calls (strace -f -c, one {0} s run)",
+        setup.mode.cost_seconds,
+        2.0 * setup.mode.cost_seconds
+    );
+    let (callgrind, strace) = (cost::available("valgrind"), cost::available("strace"));
+    if !callgrind || !strace {
+        println!(
+            "  (not installed, so shown as -: {}{})",
+            if callgrind { "" } else { "valgrind " },
+            if strace { "" } else { "strace" }
+        );
+    }
+    println!(
+        "{:<13} {:>10} {:>12} {:>6} {:>6} {:>6} {:>6} {:>13}",
+        "server", "instr/msg", "syscalls/msg", "read", "write", "poll", "other", "own counters"
+    );
+    let dir = std::env::temp_dir().join(format!("echo-bench-cost.{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    for &name in &setup.servers {
+        let c = setup.c_binary.as_deref();
+        let instructions = callgrind
+            .then(|| cost::instructions_per_message(name, c, setup.mode.cost_seconds, &dir))
+            .flatten();
+        let syscalls = strace
+            .then(|| cost::syscalls_per_message(name, c, setup.mode.cost_seconds, &dir))
+            .flatten();
+        let part = |pick: fn(&cost::Syscalls) -> f64| syscalls.as_ref().map(pick);
+        println!(
+            "{:<13} {:>10} {:>12} {:>6} {:>6} {:>6} {:>6} {:>13}",
+            name,
+            cost::cell(instructions, 0),
+            cost::cell(part(cost::Syscalls::total), 2),
+            cost::cell(part(|s| s.reads), 2),
+            cost::cell(part(|s| s.writes), 2),
+            cost::cell(part(|s| s.polls), 2),
+            cost::cell(part(|s| s.other), 2),
+            cost::cell(syscalls.as_ref().and_then(|s| s.own_counters), 2),
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The middle value (the mean of the two middle ones for an even count).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
