@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use servers::{
-    c_peer_binary, load, pin_self, start, strings, threads_peer, tokio_peer, Server, LOAD_CORE,
+    c_peer_binary, load, pinned_to, start, strings, threads_peer, tokio_peer, Server, LOAD_CORE,
     SERVER_CORE,
 };
 
@@ -372,7 +372,6 @@ fn load_generator(setup: &Setup) {
         "\nload generator: msgs per client CPU-second, 50 x 64 B ping-pong against echo-reactor, {} interleaved rounds",
         setup.mode.repeats
     );
-    pin_self(LOAD_CORE); // the thread-per-connection client runs in this process
     let mut efficiency = Vec::new();
     for round in 1..=setup.mode.repeats {
         let server = start("echo-reactor", None);
@@ -391,8 +390,10 @@ fn load_generator(setup: &Setup) {
         );
         let ours = f(&r["messages"]) / f(&r["client"]["cpu_s"]);
         let secs: f64 = setup.mode.duration.parse().unwrap();
-        let (threaded_rate, threaded) =
-            threaded_client(server.addr, 50, Duration::from_secs_f64(secs));
+        // The thread-per-connection client runs in this process, on the load core.
+        let (threaded_rate, threaded) = pinned_to(LOAD_CORE, || {
+            threaded_client(server.addr, 50, Duration::from_secs_f64(secs))
+        });
         println!(
             "  round {round}: echo-reactor bench (mio, 1 thread): {:.0} msgs/s, {ours:.0} msgs per CPU-second; thread-per-connection client: {threaded_rate:.0} msgs/s, {threaded:.0} msgs per CPU-second; ratio {}",
             f(&r["msgs_per_sec"]),
@@ -454,12 +455,15 @@ fn fairness(setup: &Setup) {
             setup.mode.duration,
             false,
         );
-        let with_hog = light_p99(
-            &server,
-            setup.mode.fairness_light,
-            setup.mode.duration,
-            true,
-        );
+        // The hog is a thread of this process: keep it off the server's core.
+        let with_hog = pinned_to(LOAD_CORE, || {
+            light_p99(
+                &server,
+                setup.mode.fairness_light,
+                setup.mode.duration,
+                true,
+            )
+        });
         println!(
             "{:<13} {:>10} {:>10} {:>8}",
             name,

@@ -8,6 +8,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -98,22 +99,38 @@ fn confine(cmd: &mut Command, core: Option<usize>) {
     }
 }
 
+/// Whether the machine has two cores for server and load. Asked once, at
+/// the first call: the answer must not change when this process later pins
+/// itself to one core (which `available_parallelism` would then report).
 pub fn two_cores() -> bool {
-    thread::available_parallelism()
-        .map(|n| n.get() >= 2)
-        .unwrap_or(false)
+    static TWO_CORES: OnceLock<bool> = OnceLock::new();
+    *TWO_CORES.get_or_init(|| {
+        thread::available_parallelism()
+            .map(|n| n.get() >= 2)
+            .unwrap_or(false)
+    })
 }
 
-/// Pin this process to one core (for the in-process client).
-pub fn pin_self(core: usize) {
-    if two_cores() {
-        // SAFETY: plain syscall on this process with a zeroed, then set, mask.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(core, &mut set);
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-        }
+/// Run `work` with this process pinned to `core` (for the in-process
+/// client), then give the process back the cores it had.
+pub fn pinned_to<T>(core: usize, work: impl FnOnce() -> T) -> T {
+    if !two_cores() {
+        return work();
     }
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: sched_{get,set}affinity on this process with masks we own.
+    let saved = unsafe {
+        let mut saved: libc::cpu_set_t = std::mem::zeroed();
+        libc::sched_getaffinity(0, size, &mut saved);
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut one);
+        libc::sched_setaffinity(0, size, &one);
+        saved
+    };
+    let result = work();
+    // SAFETY: as above.
+    unsafe { libc::sched_setaffinity(0, size, &saved) };
+    result
 }
 
 /// A tool the server runs under, to count its work.
