@@ -289,3 +289,24 @@ fn connect_reports_connections_per_second() {
     assert!(r["connect"]["latency_us"]["p50"].as_u64().is_some());
     assert!(r["connect"]["listen_overflows"].as_u64().is_some());
 }
+
+#[test]
+fn messages_larger_than_the_socket_buffers_go_out_on_writable_edges() {
+    // 8 MiB cannot be written at once: the load generator's write would
+    // block, and only a writable event (interest it adds at that moment)
+    // brings it back to send the rest; replies alone never would.
+    let out = bench(&[
+        "--json",
+        "--connections",
+        "2",
+        "--size",
+        "8388608",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+    ]);
+    let report = successful_report(&out);
+    assert!(report["messages"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["errors"]["timeout"], 0, "{report}");
+}
