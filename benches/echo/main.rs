@@ -21,7 +21,7 @@
 //!
 //! Modes: `cargo bench` runs every section short, as a smoke run (about two
 //! minutes); `ECHO_BENCH=full cargo bench` runs the full matrix of
-//! docs/BENCHMARKS.md (about 15 minutes).
+//! docs/BENCHMARKS.md, each point in three interleaved rounds (about 25 minutes).
 //!
 //! Files: `servers.rs` starts, stops and loads the servers; `cost.rs`
 //! counts instructions and system calls.
@@ -49,9 +49,12 @@ struct Mode {
     points: Vec<(usize, usize)>,
     /// Connection counts for the scale check (echo-reactor alone).
     scale: (usize, usize),
-    /// Interleaved repetitions of the scale and load-generator checks (the
-    /// medians are reported: single runs move ±15 % on this machine).
-    repeats: usize,
+    /// Interleaved rounds of the scale check and of the load-generator
+    /// check (their medians are reported: single runs of the same point
+    /// move by ±15 % or more on this shared machine).
+    matrix_rounds: usize,
+    scale_rounds: usize,
+    loadgen_rounds: usize,
     /// Seconds of the shorter callgrind run (the longer is twice as long)
     /// and of the strace run.
     cost_seconds: f64,
@@ -73,7 +76,9 @@ fn mode() -> Mode {
         Mode {
             points,
             scale: (1000, 19_000),
-            repeats: 3,
+            matrix_rounds: 3,
+            scale_rounds: 3,
+            loadgen_rounds: 5,
             cost_seconds: 2.0,
             duration: "5",
             warmup: "1",
@@ -84,7 +89,9 @@ fn mode() -> Mode {
         Mode {
             points: vec![(1, 64), (50, 64), (1000, 512)],
             scale: (100, 2000),
-            repeats: 1,
+            matrix_rounds: 1,
+            scale_rounds: 1,
+            loadgen_rounds: 1,
             cost_seconds: 1.0,
             duration: "1",
             warmup: "0.3",
@@ -106,6 +113,16 @@ fn errors(r: &Value) -> String {
         "0".into()
     } else {
         found.join(", ")
+    }
+}
+
+/// The errors of several runs of one point: "0", or each run's that had any.
+fn errors_of(reports: &[Value]) -> String {
+    let found: Vec<String> = reports.iter().map(errors).filter(|e| e != "0").collect();
+    if found.is_empty() {
+        "0".into()
+    } else {
+        found.join("; ")
     }
 }
 
@@ -250,8 +267,8 @@ struct Setup {
 /// The matrix: every server at every (connections, size) point, interleaved.
 fn matrix(setup: &Setup) {
     println!(
-        "echo matrix: servers on core {SERVER_CORE}, load (echo-reactor bench, 1 thread) on core {LOAD_CORE}; {} s per run (+{} s warmup)",
-        setup.mode.duration, setup.mode.warmup
+        "echo matrix: servers on core {SERVER_CORE}, load (echo-reactor bench, 1 thread) on core {LOAD_CORE}; {} s per run (+{} s warmup); medians of {} interleaved rounds",
+        setup.mode.duration, setup.mode.warmup, setup.mode.matrix_rounds
     );
     println!(
         "{:<13} {:>6} {:>5} {:>11} {:>9} {:>11} {:>8} {:>8} {:>9} {:>8}  errors",
@@ -278,102 +295,119 @@ fn matrix(setup: &Setup) {
             "--warmup",
             setup.mode.warmup,
         ]);
-        let mut rows = Vec::new();
-        for &name in &setup.servers {
-            let server = start(name, setup.c_binary.as_deref());
-            let report = load(&server, &args);
-            // echo-reactor counts its own system calls (the others: see the
-            // per-message cost section, from strace).
-            let syscalls = cost::own_syscalls_per_message(&server.stop(), size);
-            rows.push((name, report, syscalls));
-        }
-        let tokio = rows
+        // Per server: every round's report, and echo-reactor's own system
+        // calls per message (for the others, see the per-message cost section).
+        let mut runs: Vec<(&str, Vec<Value>, Vec<f64>)> = setup
+            .servers
             .iter()
-            .find(|(n, _, _)| *n == "tokio")
-            .map(|(_, r, _)| r.clone())
-            .unwrap();
-        for (name, r, syscalls) in &rows {
+            .map(|&name| (name, Vec::new(), Vec::new()))
+            .collect();
+        for _ in 0..setup.mode.matrix_rounds {
+            for (name, reports, syscalls) in &mut runs {
+                let server = start(name, setup.c_binary.as_deref());
+                reports.push(load(&server, &args));
+                syscalls.extend(cost::own_syscalls_per_message(&server.stop(), size));
+            }
+        }
+        let middle = |reports: &[Value], pick: fn(&Value) -> f64| {
+            median(&mut reports.iter().map(pick).collect::<Vec<_>>())
+        };
+        let rate = |r: &Value| f(&r["msgs_per_sec"]);
+        let server_cpu = |r: &Value| f(&r["server"]["cpu_us_per_msg"]);
+        let client_cpu = |r: &Value| f(&r["client"]["cpu_us_per_msg"]);
+        let p99 = |r: &Value| f(&r["latency_us"]["p99"]);
+        let (_, tokio, _) = runs.iter().find(|(n, _, _)| *n == "tokio").unwrap();
+        let (tokio_rate, tokio_cpu) = (middle(tokio, rate), middle(tokio, server_cpu));
+        for (name, reports, syscalls) in &mut runs {
+            let syscalls = (!syscalls.is_empty()).then(|| median(syscalls));
             println!(
-                "{:<13} {:>6} {:>5} {:>11.0} {:>9} {:>11.2} {:>8} {:>8} {:>9.2} {:>8}  {}",
+                "{:<13} {:>6} {:>5} {:>11.0} {:>9.0} {:>11.2} {:>8} {:>8} {:>9.2} {:>8}  {}",
                 name,
                 connections,
                 size,
-                f(&r["msgs_per_sec"]),
-                r["latency_us"]["p99"],
-                f(&r["server"]["cpu_us_per_msg"]),
-                ratio(f(&r["msgs_per_sec"]), f(&tokio["msgs_per_sec"])),
-                ratio(
-                    f(&r["server"]["cpu_us_per_msg"]),
-                    f(&tokio["server"]["cpu_us_per_msg"])
-                ),
-                f(&r["client"]["cpu_us_per_msg"]),
-                cost::cell(*syscalls, 2),
-                errors(r),
+                middle(reports, rate),
+                middle(reports, p99),
+                middle(reports, server_cpu),
+                ratio(middle(reports, rate), tokio_rate),
+                ratio(middle(reports, server_cpu), tokio_cpu),
+                middle(reports, client_cpu),
+                cost::cell(syscalls, 2),
+                errors_of(reports),
             );
         }
     }
 }
 
-/// Scale: echo-reactor at the small and the large connection count, alternating.
+/// Scale: echo-reactor at the small and the large connection count,
+/// alternating, with the C floor beside it (same kernel, least user-space
+/// work) to show how much of any drop is the kernel's.
 fn scale(setup: &Setup) {
     let (small, large) = setup.mode.scale;
+    let servers: Vec<&'static str> = ["echo-reactor", "c-epoll"]
+        .into_iter()
+        .filter(|name| setup.servers.contains(name))
+        .collect();
     println!(
-        "\nscale: echo-reactor, 64 B closed loop, {small} vs {large} connections (load: 2 threads), {} interleaved rounds",
-        setup.mode.repeats
+        "\nscale: 64 B closed loop, {small} vs {large} connections (load: 2 threads), {} interleaved rounds",
+        setup.mode.scale_rounds
     );
-    let mut scale_ratios = Vec::new();
-    for round in 1..=setup.mode.repeats {
-        let mut rates = Vec::new();
-        for connections in [small, large] {
-            let server = start("echo-reactor", None);
-            let connections_arg = connections.to_string();
-            let r = load(
-                &server,
-                &strings(&[
-                    "--connections",
-                    &connections_arg,
-                    "--size",
-                    "64",
-                    "--duration",
-                    setup.mode.duration,
-                    "--warmup",
-                    setup.mode.warmup,
-                    "--threads",
-                    "2",
-                ]),
-            );
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
+    for round in 1..=setup.mode.scale_rounds {
+        for (which, &name) in servers.iter().enumerate() {
+            let mut rates = Vec::new();
+            for connections in [small, large] {
+                let server = start(name, setup.c_binary.as_deref());
+                let connections_arg = connections.to_string();
+                let r = load(
+                    &server,
+                    &strings(&[
+                        "--connections",
+                        &connections_arg,
+                        "--size",
+                        "64",
+                        "--duration",
+                        setup.mode.duration,
+                        "--warmup",
+                        setup.mode.warmup,
+                        "--threads",
+                        "2",
+                    ]),
+                );
+                println!(
+                    "  round {round}: {name:<13} {connections:>6} connections: {}/{} achieved, {:.0} msgs/s, p99 {} us, server {:.2} us/msg, client {:.2} us/msg, errors {}",
+                    r["connections"]["achieved"],
+                    connections,
+                    f(&r["msgs_per_sec"]),
+                    r["latency_us"]["p99"],
+                    f(&r["server"]["cpu_us_per_msg"]),
+                    f(&r["client"]["cpu_us_per_msg"]),
+                    errors(&r)
+                );
+                rates.push(f(&r["msgs_per_sec"]));
+            }
             println!(
-                "  round {round}: {connections:>6} connections: {}/{} achieved, {:.0} msgs/s, p99 {} us, server {:.2} us/msg, client {:.2} us/msg, errors {}",
-                r["connections"]["achieved"],
-                connections,
-                f(&r["msgs_per_sec"]),
-                r["latency_us"]["p99"],
-                f(&r["server"]["cpu_us_per_msg"]),
-                f(&r["client"]["cpu_us_per_msg"]),
-                errors(&r)
+                "  round {round}: {name:<13} ratio {large}/{small}: {}",
+                ratio(rates[1], rates[0])
             );
-            rates.push(f(&r["msgs_per_sec"]));
+            ratios[which].push(rates[1] / rates[0]);
         }
-        println!(
-            "  round {round}: ratio {large}/{small}: {}",
-            ratio(rates[1], rates[0])
-        );
-        scale_ratios.push(rates[1] / rates[0]);
     }
-    println!(
-        "  median ratio {large}/{small}: {:.2}",
-        median(&mut scale_ratios)
-    );
+    for (name, ratios) in servers.iter().zip(&mut ratios) {
+        println!(
+            "  median ratio {large}/{small}, {name}: {:.2}",
+            median(ratios)
+        );
+    }
 }
 
 /// The load generator against a thread-per-connection client, per CPU-second.
 fn load_generator(setup: &Setup) {
     println!(
         "\nload generator: msgs per client CPU-second, 50 x 64 B ping-pong against echo-reactor, {} interleaved rounds",
-        setup.mode.repeats
+        setup.mode.loadgen_rounds
     );
     let mut efficiency = Vec::new();
-    for round in 1..=setup.mode.repeats {
+    for round in 1..=setup.mode.loadgen_rounds {
         let server = start("echo-reactor", None);
         let r = load(
             &server,
