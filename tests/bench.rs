@@ -293,8 +293,8 @@ fn connect_reports_connections_per_second() {
 #[test]
 fn messages_larger_than_the_socket_buffers_go_out_on_writable_edges() {
     // 8 MiB cannot be written at once: the load generator's write would
-    // block, and only a writable event (interest it adds at that moment)
-    // brings it back to send the rest; replies alone never would.
+    // block, and only a writable event brings it back to send the rest
+    // (the partial replies that arrive meanwhile complete no message).
     let out = bench(&[
         "--json",
         "--connections",

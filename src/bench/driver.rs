@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Registry, Token};
+use mio::{Events, Interest, Poll, Token};
 
 use super::message::push_message;
 use crate::nonblocking::{try_read, try_write, ReadOutcome, WriteOutcome};
@@ -149,8 +149,6 @@ struct InFlight {
 /// One connection's state in the load generator.
 struct Client {
     stream: TcpStream,
-    /// Its place in this thread's client list, which is its mio token.
-    token: Token,
     id: u32,
     next_seq: u64,
     in_flight: VecDeque<InFlight>,
@@ -162,12 +160,6 @@ struct Client {
     /// The reply being assembled.
     reply: Vec<u8>,
     open: bool,
-    /// Registered for writable events too. Not at first: with interest in
-    /// WRITABLE, every ACK that frees send-buffer space wakes the epoll
-    /// entry (one more kernel callback per message), and a load generator
-    /// whose writes never block does not need to hear of it. Added, for
-    /// good, the first time a write would block.
-    watching_writable: bool,
 }
 
 /// Open `count` connections starting at id `first_id`, at most `wave` at a
@@ -227,7 +219,6 @@ fn connect_all(
                 let _ = stream.set_nodelay(true);
                 clients.push(Client {
                     stream,
-                    token: Token(clients.len()),
                     id: first_id + clients.len() as u32,
                     next_seq: 0,
                     in_flight: VecDeque::new(),
@@ -236,17 +227,17 @@ fn connect_all(
                     out_sent: 0,
                     reply: Vec::new(),
                     open: true,
-                    watching_writable: false,
                 });
             } else {
                 failures += 1;
             }
         }
     }
-    for client in &mut clients {
+    for (index, client) in clients.iter_mut().enumerate() {
+        let interest = Interest::READABLE | Interest::WRITABLE;
         if poll
             .registry()
-            .register(&mut client.stream, client.token, Interest::READABLE)
+            .register(&mut client.stream, Token(index), interest)
             .is_err()
         {
             client.open = false;
@@ -268,14 +259,7 @@ struct Tally {
 
 impl Client {
     /// Queue message `next_seq` (intended at `intended`) and try to send it.
-    fn send_next(
-        &mut self,
-        size: usize,
-        intended: Instant,
-        now: Instant,
-        registry: &Registry,
-        errors: &mut Errors,
-    ) {
+    fn send_next(&mut self, size: usize, intended: Instant, now: Instant, errors: &mut Errors) {
         let seq = self.next_seq;
         self.next_seq += 1;
         push_message(&mut self.out, self.id, seq, size);
@@ -284,31 +268,15 @@ impl Client {
             intended,
             sent: now,
         });
-        self.flush(registry, errors);
+        self.flush(errors);
     }
 
     /// Write pending bytes until done or the kernel says wait.
-    fn flush(&mut self, registry: &Registry, errors: &mut Errors) {
+    fn flush(&mut self, errors: &mut Errors) {
         while self.open && self.out_sent < self.out.len() {
             match try_write(&mut self.stream, &self.out[self.out_sent..]) {
                 WriteOutcome::Wrote(n) => self.out_sent += n,
-                WriteOutcome::WouldBlock => {
-                    if !self.watching_writable {
-                        // The writable edge will say when the rest fits. (A
-                        // modified registration is checked for readiness at
-                        // once, so room that appeared meanwhile is reported.)
-                        let interest = Interest::READABLE | Interest::WRITABLE;
-                        if registry
-                            .reregister(&mut self.stream, self.token, interest)
-                            .is_err()
-                        {
-                            errors.reset += 1;
-                            self.open = false;
-                        }
-                        self.watching_writable = true;
-                    }
-                    return;
-                }
+                WriteOutcome::WouldBlock => return,
                 WriteOutcome::Closed | WriteOutcome::Failed(_) => {
                     errors.reset += 1;
                     self.open = false;
@@ -422,13 +390,7 @@ pub fn run_echo(
     if interval.is_none() {
         for client in &mut clients {
             for _ in 0..load.pipeline {
-                client.send_next(
-                    load.size,
-                    began,
-                    began,
-                    poll.registry(),
-                    &mut tally.measured.errors,
-                );
+                client.send_next(load.size, began, began, &mut tally.measured.errors);
             }
         }
     }
@@ -455,13 +417,7 @@ pub fn run_echo(
                     continue;
                 }
                 if client.in_flight.len() < load.pipeline {
-                    client.send_next(
-                        load.size,
-                        due,
-                        now,
-                        poll.registry(),
-                        &mut tally.measured.errors,
-                    );
+                    client.send_next(load.size, due, now, &mut tally.measured.errors);
                 } else {
                     client.overdue.push_back(due);
                 }
@@ -491,7 +447,7 @@ pub fn run_echo(
                 continue;
             }
             if event.is_writable() {
-                client.flush(poll.registry(), &mut tally.measured.errors);
+                client.flush(&mut tally.measured.errors);
             }
             if event.is_readable() || event.is_read_closed() || event.is_error() {
                 let hung_up = event.is_read_closed() || event.is_error();
@@ -501,20 +457,12 @@ pub fn run_echo(
                 }
                 for _ in 0..completed {
                     match (interval, client.overdue.pop_front()) {
-                        (None, _) => client.send_next(
-                            load.size,
-                            now,
-                            now,
-                            poll.registry(),
-                            &mut tally.measured.errors,
-                        ),
-                        (Some(_), Some(due)) => client.send_next(
-                            load.size,
-                            due,
-                            now,
-                            poll.registry(),
-                            &mut tally.measured.errors,
-                        ),
+                        (None, _) => {
+                            client.send_next(load.size, now, now, &mut tally.measured.errors)
+                        }
+                        (Some(_), Some(due)) => {
+                            client.send_next(load.size, due, now, &mut tally.measured.errors)
+                        }
                         (Some(_), None) => break,
                     }
                 }
@@ -548,13 +496,7 @@ pub fn run_hold(load: &Load, first_id: u32, count: usize, meet: &Barrier) -> Mea
         tick: Tick::new(),
     };
     for client in &mut clients {
-        client.send_next(
-            load.size,
-            began,
-            began,
-            poll.registry(),
-            &mut tally.measured.errors,
-        );
+        client.send_next(load.size, began, began, &mut tally.measured.errors);
     }
     let mut events = Events::with_capacity(1024);
     while clients.iter().any(|c| c.open && !c.in_flight.is_empty()) && began.elapsed() < load.drain
@@ -563,7 +505,7 @@ pub fn run_hold(load: &Load, first_id: u32, count: usize, meet: &Barrier) -> Mea
         for event in events.iter() {
             let client = &mut clients[event.token().0];
             if event.is_writable() {
-                client.flush(poll.registry(), &mut tally.measured.errors);
+                client.flush(&mut tally.measured.errors);
             }
             if event.is_readable() || event.is_read_closed() || event.is_error() {
                 let hung_up = event.is_read_closed() || event.is_error();
