@@ -713,8 +713,12 @@ mod tests {
     #[test]
     fn an_idle_connection_costs_well_under_100_bytes_of_user_space() {
         // The slab stores this struct inline; an idle connection owns no heap.
-        let size = std::mem::size_of::<Connection<mio::net::TcpStream, ()>>();
-        assert!(size <= 88, "Connection grew to {size} bytes");
+        // 64 bytes in release builds: one cache line, and the slab entry is
+        // no bigger. (Debug builds: 80, as mio adds a selector id to each
+        // socket for its own checks.)
+        let limit = if cfg!(debug_assertions) { 80 } else { 64 };
+        let size = std::mem::size_of::<Connection<crate::stream::Stream, ()>>();
+        assert!(size <= limit, "Connection grew to {size} bytes");
         let conn = fresh(ScriptedStream::new());
         assert_eq!(conn.inbuf.capacity() + conn.outbuf.capacity(), 0);
     }
