@@ -15,21 +15,11 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::servers::{load, start_under, strings, Under};
+use crate::servers::{echo_args, load, start_under, Under};
 
 /// The point both counts are taken at: 50 connections × 64 B, closed loop.
 fn fifty_by_64(seconds: f64) -> Vec<String> {
-    let duration = seconds.to_string();
-    strings(&[
-        "--connections",
-        "50",
-        "--size",
-        "64",
-        "--duration",
-        &duration,
-        "--warmup",
-        "0",
-    ])
+    echo_args(50, 64, &seconds.to_string(), "0")
 }
 
 /// Whether `tool --version` runs.

@@ -39,8 +39,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use servers::{
-    c_peer_binary, load, pinned_to, start, strings, threads_peer, tokio_peer, Server, LOAD_CORE,
-    SERVER_CORE,
+    c_peer_binary, echo_args, load, pinned_to, start, strings, threads_peer, tokio_peer, Server,
+    LOAD_CORE, SERVER_CORE,
 };
 
 // ---- the matrix ----
@@ -170,17 +170,7 @@ fn light_p99(server: &Server, light: usize, duration: &str, with_hog: bool) -> (
             let _ = drain.join();
         })
     });
-    let light_arg = light.to_string();
-    let args = strings(&[
-        "--connections",
-        &light_arg,
-        "--size",
-        "64",
-        "--duration",
-        duration,
-        "--warmup",
-        "0.5",
-    ]);
+    let args = echo_args(light, 64, duration, "0.5");
     let began = Instant::now();
     let report = load(server, &args);
     let hog_mb_s = echoed.load(Ordering::Relaxed) as f64 / began.elapsed().as_secs_f64() / 1e6;
@@ -308,17 +298,7 @@ fn matrix(setup: &Setup) {
         "sys/msg"
     );
     for &(connections, size) in &setup.mode.points {
-        let (connections_arg, size_arg) = (connections.to_string(), size.to_string());
-        let args = strings(&[
-            "--connections",
-            &connections_arg,
-            "--size",
-            &size_arg,
-            "--duration",
-            setup.mode.duration,
-            "--warmup",
-            setup.mode.warmup,
-        ]);
+        let args = echo_args(connections, size, setup.mode.duration, setup.mode.warmup);
         // Per server: every round's report, and echo-reactor's own system
         // calls per message (for the others, see the per-message cost section).
         let mut runs: Vec<(&str, Vec<Value>, Vec<f64>)> = setup
@@ -382,22 +362,9 @@ fn scale(setup: &Setup) {
             let mut rates = Vec::new();
             for connections in [small, large] {
                 let server = start(name, setup.c_binary.as_deref());
-                let connections_arg = connections.to_string();
-                let r = load(
-                    &server,
-                    &strings(&[
-                        "--connections",
-                        &connections_arg,
-                        "--size",
-                        "64",
-                        "--duration",
-                        setup.mode.duration,
-                        "--warmup",
-                        setup.mode.warmup,
-                        "--threads",
-                        "2",
-                    ]),
-                );
+                let mut args = echo_args(connections, 64, setup.mode.duration, setup.mode.warmup);
+                args.extend(strings(&["--threads", "2"]));
+                let r = load(&server, &args);
                 println!(
                     "  round {round}: {name:<13} {connections:>6} connections: {}/{} achieved, {:.0} msgs/s, p99 {} us, server {:.2} us/msg, client {:.2} us/msg, errors {}",
                     r["connections"]["achieved"],
@@ -436,16 +403,7 @@ fn load_generator(setup: &Setup) {
         let server = start("echo-reactor", None);
         let r = load(
             &server,
-            &strings(&[
-                "--connections",
-                "50",
-                "--size",
-                "64",
-                "--duration",
-                setup.mode.duration,
-                "--warmup",
-                setup.mode.warmup,
-            ]),
+            &echo_args(50, 64, setup.mode.duration, setup.mode.warmup),
         );
         let ours = f(&r["messages"]) / f(&r["client"]["cpu_s"]);
         let secs: f64 = setup.mode.duration.parse().unwrap();

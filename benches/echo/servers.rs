@@ -338,6 +338,21 @@ pub fn load(server: &Server, args: &[String]) -> Value {
     report
 }
 
+/// `echo-reactor bench` arguments for the closed-loop echo scenario.
+pub fn echo_args(connections: usize, size: usize, duration: &str, warmup: &str) -> Vec<String> {
+    let (connections, size) = (connections.to_string(), size.to_string());
+    strings(&[
+        "--connections",
+        &connections,
+        "--size",
+        &size,
+        "--duration",
+        duration,
+        "--warmup",
+        warmup,
+    ])
+}
+
 /// Owned command-line arguments from string slices.
 pub fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
