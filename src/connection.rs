@@ -375,7 +375,7 @@ impl<S: Read + Write, Session> Connection<S, Session> {
     /// Make all the progress possible now: flush, then read and answer.
     // Inlined into the reactor's event loop (with `fill` and `send`): as a
     // call per message, saving and restoring registers cost more than any
-    // of its checks (docs/BENCHMARKS.md, "Instructions per message").
+    // of its checks (docs/BENCHMARKS.md, "How the instruction count came down").
     #[inline(always)]
     pub fn drive<P>(&mut self, protocol: &P, ws: &mut Workspace) -> Next
     where
