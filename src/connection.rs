@@ -898,6 +898,27 @@ mod tests {
         assert_eq!(conn.socket.written(), b"ye");
     }
 
+    #[test]
+    fn a_hangup_event_after_eof_reads_nothing_more() {
+        // The peer closed while a reply was still queued. The writable event
+        // that later lets it drain carries the hang-up again, which marks
+        // the socket readable; the EOF was already handled, so no read.
+        let sock = ScriptedStream::new().gives(b"bye").would_block().eof();
+        let mut conn = fresh(sock);
+        conn.on_event(true, true, true);
+        let mut ws = workspace(1024, 1024);
+        assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
+        let reads = ws.ctx.counters.read_calls;
+        conn.socket = ScriptedStream::new().accepts(100);
+        conn.on_event(true, true, true);
+        assert_eq!(
+            conn.drive(&Echo, &mut ws),
+            Next::Close(CloseReason::PeerClosed)
+        );
+        assert_eq!(ws.ctx.counters.read_calls, reads, "EOF is read once");
+        assert_eq!(conn.socket.written(), b"bye");
+    }
+
     // ---- protocol-driven close and input limits ----
 
     /// Consumes nothing until it sees `\n`; closes on "q\n".
