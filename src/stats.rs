@@ -202,9 +202,38 @@ impl StatsSnapshot {
     }
 }
 
+/// Read field `key` back from a `stats key=value ...` line (the line a
+/// [`StatsSnapshot`] displays as): for tools that see only a server's output.
+pub fn stat_value(line: &str, key: &str) -> Option<u64> {
+    line.split_whitespace()
+        .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+}
+
+/// The system calls a stats line counts: `read_calls + write_calls + poll_calls`.
+pub fn syscalls_in_line(line: &str) -> Option<u64> {
+    ["read_calls", "write_calls", "poll_calls"]
+        .iter()
+        .map(|key| stat_value(line, key))
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stats_lines_are_read_by_key() {
+        let line = "stats active=0 accepted=3 read_calls=10";
+        assert_eq!(stat_value(line, "read_calls"), Some(10));
+        assert_eq!(stat_value(line, "calls"), None);
+    }
+
+    #[test]
+    fn a_line_counts_reads_writes_and_polls_as_its_syscalls() {
+        let line = "stats read_calls=10 write_calls=9 poll_calls=2 bytes_out=576";
+        assert_eq!(syscalls_in_line(line), Some(21));
+        assert_eq!(syscalls_in_line("stats read_calls=10"), None);
+    }
 
     #[test]
     fn published_counters_come_back_in_a_snapshot_and_its_line() {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use echo_reactor::fdlimit::raise_nofile_limit;
 use echo_reactor::protocol::{Echo, Upper};
+use echo_reactor::stats::stat_value;
 use echo_reactor::{CloseReason, Config, Server};
 use support::*;
 

@@ -15,6 +15,8 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use echo_reactor::stats::{stat_value, syscalls_in_line};
+
 use crate::servers::{echo_args, load, start_under, Under};
 
 /// The point both counts are taken at: 50 connections × 64 B, closed loop.
@@ -127,12 +129,8 @@ pub fn syscalls_per_message(
 /// calls (reads, writes, polls) per echoed message of `size` bytes.
 pub fn own_syscalls_per_message(printed: &str, size: usize) -> Option<f64> {
     let line = printed.lines().find(|l| l.starts_with("stats "))?;
-    let stat = |key: &str| -> Option<f64> {
-        line.split_whitespace()
-            .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
-    };
-    let calls = stat("read_calls")? + stat("write_calls")? + stat("poll_calls")?;
-    let echoed = stat("bytes_out")? / size as f64;
+    let calls = syscalls_in_line(line)? as f64;
+    let echoed = stat_value(line, "bytes_out")? as f64 / size as f64;
     (echoed > 0.0).then(|| calls / echoed)
 }
 

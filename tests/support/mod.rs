@@ -315,12 +315,6 @@ impl Drop for ServeProcess {
     }
 }
 
-/// The value of `key=` in a `stats key=value ...` line.
-pub fn stat_value(line: &str, key: &str) -> Option<u64> {
-    line.split_whitespace()
-        .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
-}
-
 /// Raise our soft open-file limit to the hard one; child processes inherit it.
 pub fn raise_limit_for_children() {
     echo_reactor::fdlimit::raise_nofile_limit().expect("raise the open-file limit");
