@@ -16,7 +16,8 @@
 //! | [`bench`](mod@bench) | the load generator: mio threads, verified replies, HdrHistogram latency, the JSON report |
 //! | [`client`] | the blocking tutorial-style client (`echo-reactor client`) |
 //! | [`server`] | the public API: [`Config`], [`Server`] (bind, run), [`ServerHandle`] (stop, stats) |
-//! | [`reactor`] | the loop: `Poll`, tokens, accept (caps, EMFILE), UDP, dispatch, the ready queue, timers, signals, shutdown, reaping |
+//! | [`reactor`] | the loop: `Poll`, tokens, accept (caps, EMFILE), UDP, dispatch, the ready queue, timers, signals, shutdown, reaping — a file each |
+//! | [`ratelimit`] | one warning per interval for log lines a client can trigger |
 //! | [`connection`] | one connection's readiness flags and timestamps, and the fill/flush drain loops |
 //! | [`protocol`] | what the server says: the [`Protocol`](protocol::Protocol) trait, `echo`, `upper`, `prefix`, `greet`, `json`, the HMAC handshake, framing |
 //! | [`timers`] | the once-per-turn clock and the lazy deadline queue |
@@ -42,6 +43,7 @@ pub mod connection;
 pub mod fdlimit;
 pub mod nonblocking;
 pub mod protocol;
+pub mod ratelimit;
 pub mod reactor;
 pub mod server;
 pub mod sockets;

@@ -1,0 +1,217 @@
+//! The connections: dispatching their events, acting on what they answer
+//! ([`Next`]), the ready queue, deadlines, closing and reaping.
+//!
+//! [`Clients`] is everything events are dispatched to, kept apart from
+//! `Poll` and `Events` so the loop can iterate events while mutating it.
+//!
+//! The per-message path is `on_connection_event` → `Connection::drive` →
+//! `needs_action`, which in the common case (the connection waits for its
+//! next edge and nothing moved a deadline earlier) says there is nothing
+//! more to do.
+
+use std::collections::VecDeque;
+use std::fs::File;
+
+use log::debug;
+use mio::event::Event;
+use mio::{Registry, Token};
+use slab::Slab;
+
+use super::endpoints::Endpoint;
+use super::tokens::endpoint_index;
+use crate::connection::{Connection, Next, Workspace};
+use crate::protocol::Protocol;
+use crate::ratelimit::WarnLimiter;
+use crate::stats::CloseReason;
+use crate::stream::Stream;
+use crate::timers::{DeadlineQueue, Entry, NEVER};
+
+/// `None` in the common case, once per message: the connection waits for
+/// its next edge and no deadline moved earlier (activity only moves them
+/// later) — nothing for the reactor to do. Otherwise the answer to act on.
+#[inline(always)]
+fn needs_action<S, Session>(conn: &mut Connection<S, Session>, next: Next) -> Option<Next>
+where
+    S: std::io::Read + std::io::Write,
+{
+    if next == Next::Wait && !conn.take_timers_changed() {
+        None
+    } else {
+        Some(next)
+    }
+}
+
+/// What events are dispatched to: sockets, connections, queues and timers.
+/// Kept apart from `Poll` and `Events` so the loop can iterate events while
+/// mutating everything else.
+pub(super) struct Clients<P: Protocol> {
+    pub(super) protocol: P,
+    pub(super) endpoints: Vec<Endpoint>,
+    pub(super) conns: Slab<Connection<Stream, P::Session>>,
+    /// Work left over from a budget: connection keys and endpoint tokens.
+    pub(super) ready: VecDeque<Token>,
+    /// Keys closed this turn, freed in step 6.
+    pub(super) closed: Vec<usize>,
+    pub(super) deadlines: DeadlineQueue,
+    pub(super) ws: Workspace,
+    pub(super) max_connections: usize,
+    /// Serials tell a connection apart from earlier ones with the same key.
+    pub(super) next_serial: u32,
+    /// A descriptor held in reserve, released to turn connections away
+    /// cleanly when the process runs out (see `shed_waiting_connections`).
+    pub(super) spare_fd: Option<File>,
+    pub(super) emfile_warnings: WarnLimiter,
+    /// False once shutdown began.
+    pub(super) accepting: bool,
+}
+
+impl<P: Protocol> Clients<P> {
+    pub(super) fn on_connection_event(&mut self, key: usize, event: &Event) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return; // cannot happen: slots are freed only between batches
+        };
+        if conn.closed {
+            return; // closed earlier in this batch; the event is stale
+        }
+        conn.on_event(
+            event.is_readable(),
+            event.is_writable(),
+            event.is_read_closed() || event.is_error(),
+        );
+        // Drive it now, on the connection already in hand (one slab lookup).
+        let next = conn.drive(&self.protocol, &mut self.ws);
+        if let Some(next) = needs_action(conn, next) {
+            self.after_rest(key, next);
+        }
+    }
+
+    /// Let a connection make progress, then act on what it says.
+    #[inline(always)] // once per message (ready-queue path)
+    pub(super) fn drive(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        let next = conn.drive(&self.protocol, &mut self.ws);
+        if let Some(next) = needs_action(conn, next) {
+            self.after_rest(key, next);
+        }
+    }
+
+    /// Carry out a connection's [`Next`], and keep its deadline scheduled.
+    pub(super) fn after(&mut self, key: usize, next: Next) {
+        if let Some(next) = needs_action(&mut self.conns[key], next) {
+            self.after_rest(key, next);
+        }
+    }
+
+    /// Act on a connection's answer: requeue, close, or schedule a deadline
+    /// that moved earlier. (`needs_action` already took `TIMERS_CHANGED`.)
+    pub(super) fn after_rest(&mut self, key: usize, next: Next) {
+        let conn = &mut self.conns[key];
+        match next {
+            Next::Wait => {}
+            Next::Requeue => {
+                if !conn.queued {
+                    conn.queued = true;
+                    self.ready.push_back(Token(key));
+                }
+                if !conn.take_timers_changed() {
+                    return;
+                }
+            }
+            Next::Close(reason) => return self.close(key, reason),
+        }
+        // Lazy timers: only a deadline that moved *earlier* than the one
+        // scheduled needs a new entry; later ones are found when it pops.
+        let due = conn.next_deadline(&self.ws.ctx.limits);
+        if due < conn.scheduled_ms {
+            conn.scheduled_ms = due;
+            self.deadlines.schedule(Entry {
+                due_ms: due,
+                key,
+                serial: conn.serial,
+            });
+        }
+    }
+
+    pub(super) fn close(&mut self, key: usize, reason: CloseReason) {
+        let conn = &mut self.conns[key];
+        if conn.closed {
+            return;
+        }
+        conn.closed = true;
+        self.ws.ctx.counters.count_close(reason);
+        self.closed.push(key);
+        debug!("connection {key} closed: {}", reason.name());
+    }
+
+    pub(super) fn close_all(&mut self, reason: CloseReason) {
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.close(key, reason);
+        }
+    }
+
+    pub(super) fn serve_ready_queue(&mut self, registry: &Registry) {
+        // Only what is queued now: whatever re-queues itself waits for the
+        // next turn, after a zero-timeout poll lets fresh events in.
+        for _ in 0..self.ready.len() {
+            let Some(token) = self.ready.pop_front() else {
+                break;
+            };
+            if let Some(index) = endpoint_index(token) {
+                if let Some(endpoint) = self.endpoints.get_mut(index) {
+                    endpoint.queued = false;
+                    self.on_endpoint_ready(index, registry);
+                }
+                continue;
+            }
+            let Some(conn) = self.conns.get_mut(token.0) else {
+                continue;
+            };
+            conn.queued = false;
+            if !conn.closed {
+                self.drive(token.0);
+            }
+        }
+    }
+
+    /// Fire every deadline that is due, and resume rested listeners.
+    pub(super) fn expire_deadlines(&mut self, registry: &Registry) {
+        let now = self.ws.ctx.now_ms;
+        while let Some(entry) = self.deadlines.pop_due(now) {
+            let Some(conn) = self.conns.get_mut(entry.key) else {
+                continue;
+            };
+            // Stale: the connection closed (and maybe the key was reused),
+            // or an earlier entry replaced this one.
+            if conn.closed || conn.serial != entry.serial || conn.scheduled_ms != entry.due_ms {
+                continue;
+            }
+            conn.scheduled_ms = NEVER;
+            let next = conn.on_deadline(&self.protocol, &mut self.ws);
+            self.after(entry.key, next);
+        }
+        for index in 0..self.endpoints.len() {
+            if self.endpoints[index].paused_until_ms <= now {
+                // No edge will announce connections that queued up while
+                // we rested: look now.
+                self.endpoints[index].paused_until_ms = NEVER;
+                self.on_endpoint_ready(index, registry);
+            }
+        }
+    }
+
+    pub(super) fn reap_closed(&mut self) {
+        for key in self.closed.drain(..) {
+            let conn = self.conns.remove(key);
+            // Dropping the socket closes the fd, which also removes it from
+            // the epoll set: no epoll_ctl(DEL) needed.
+            drop(conn.release(&mut self.ws.ctx.gauge));
+        }
+        // A queued key that was just freed must not be driven later.
+        if !self.ready.is_empty() {
+            let conns = &self.conns;
+            self.ready
+                .retain(|t| endpoint_index(*t).is_some() || conns.contains(t.0));
+        }
+    }
+}

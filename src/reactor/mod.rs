@@ -1,0 +1,279 @@
+//! The event loop: one `mio::Poll`, the listening sockets, every connection.
+//!
+//! Each turn of [`Reactor::run_once`] is the same steps (numbered the same
+//! way in `docs/ARCHITECTURE.md`):
+//!
+//! 1. choose the poll timeout: zero if the ready queue holds work, else
+//!    the nearest deadline (a connection timer, an accept pause, the stats
+//!    interval, the end of the shutdown grace), else forever;
+//! 2. `epoll_wait` for events (`EINTR` counts as "no events"), then read the
+//!    clock — once per turn, not per event;
+//! 3. dispatch each event: accept on a listener, receive on a UDP socket,
+//!    drive a connection, handle a signal;
+//! 4. serve the ready queue: connections and sockets that stopped on their
+//!    per-turn budget with work possibly left, which no new edge would
+//!    announce;
+//! 5. expire deadlines: protocol timers, idle and stalled connections,
+//!    accept pauses that are over;
+//! 6. reap: free the slab slots of connections closed this turn — only now,
+//!    so a key named by a later event of the same batch is never reused
+//!    for a new connection mid-batch;
+//! 7. publish the counters for other threads.
+//!
+//! Tokens: a client's token is its slab key. Other sources take reserved
+//! tokens counted down from `usize::MAX` ([`WAKER`], [`SIGNALS`], then the
+//! listening sockets by index), far above any key a slab can reach.
+//!
+//! Interest is registered once per connection, `READABLE | WRITABLE`,
+//! edge-triggered. With edges, a writable interest costs nothing while the
+//! send buffer has room (no edge fires), and it saves an `epoll_ctl` to arm
+//! and disarm `EPOLLOUT` around every partial write.
+
+mod clients;
+mod endpoints;
+mod shutdown;
+mod tokens;
+mod udp;
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::{info, warn};
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+
+use crate::connection::{Limits, Workspace};
+use crate::fdlimit::open_fds;
+use crate::protocol::Protocol;
+use crate::ratelimit::WarnLimiter;
+use crate::stats::{CloseReason, SharedStats, StatsSnapshot};
+use crate::timers::{due_after, Clock, DeadlineQueue, NEVER};
+
+use clients::Clients;
+use endpoints::Endpoint;
+pub use endpoints::{Listening, ACCEPT_BUDGET, ACCEPT_PAUSE_MS, EMFILE_WARN_INTERVAL_MS};
+use tokens::{endpoint_index, endpoint_token, FIRST_RESERVED};
+pub use tokens::{MAX_ENDPOINTS, SIGNALS, WAKER};
+pub use udp::DATAGRAM_BUDGET;
+
+/// Every read lands here first: one buffer for the whole server. It also
+/// holds any UDP datagram whole (the largest is 65 507 bytes).
+pub const SCRATCH_BYTES: usize = 64 * 1024;
+/// Bytes one connection may read per loop turn before the others get a go.
+pub const READ_BUDGET_BYTES: usize = 256 * 1024;
+/// epoll events fetched per `epoll_wait`.
+pub const EVENTS_PER_POLL: usize = 1024;
+
+/// How the reactor runs, beyond the per-connection [`Limits`].
+#[derive(Debug, Clone, Copy)]
+pub struct ReactorSettings {
+    /// Connections served at once; more are accepted and closed at once.
+    pub max_connections: usize,
+    /// Log a stats line this often (ms).
+    pub stats_interval_ms: Option<u64>,
+    /// After a stop request, flush pending output for at most this long (ms).
+    pub shutdown_grace_ms: u64,
+    /// Shut down on SIGINT/SIGTERM (a second signal exits at once).
+    pub handle_signals: bool,
+}
+
+/// The single-threaded event loop serving one [`Protocol`].
+pub struct Reactor<P: Protocol> {
+    poll: Poll,
+    events: Events,
+    clients: Clients<P>,
+    clock: Clock,
+    signals: Option<Signals>,
+    stop_requested: Arc<AtomicBool>,
+    stats: Arc<SharedStats>,
+    settings: ReactorSettings,
+    next_stats_ms: u64,
+    /// Set when shutdown begins: the end of the flush window.
+    shutdown_deadline_ms: Option<u64>,
+}
+
+impl<P: Protocol> Reactor<P> {
+    /// A reactor over already bound sockets. `stop_requested` is checked
+    /// whenever the [`WAKER`] fires.
+    pub fn new(
+        poll: Poll,
+        sockets: Vec<Listening>,
+        protocol: P,
+        limits: Limits,
+        settings: ReactorSettings,
+        stop_requested: Arc<AtomicBool>,
+        stats: Arc<SharedStats>,
+    ) -> io::Result<Self> {
+        if sockets.len() > MAX_ENDPOINTS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("at most {MAX_ENDPOINTS} listening sockets"),
+            ));
+        }
+        let mut endpoints = Vec::with_capacity(sockets.len());
+        for (index, mut socket) in sockets.into_iter().enumerate() {
+            let token = endpoint_token(index);
+            let registry = poll.registry();
+            match &mut socket {
+                Listening::Tcp(s) => registry.register(s, token, Interest::READABLE)?,
+                Listening::Unix(s) => registry.register(s, token, Interest::READABLE)?,
+                Listening::Udp(s) => registry.register(s, token, Interest::READABLE)?,
+            }
+            endpoints.push(Endpoint::new(socket));
+        }
+        let signals = if settings.handle_signals {
+            let mut signals = Signals::new([SIGINT, SIGTERM])?;
+            poll.registry()
+                .register(&mut signals, SIGNALS, Interest::READABLE)?;
+            Some(signals)
+        } else {
+            None
+        };
+        let clock = Clock::start();
+        Ok(Reactor {
+            poll,
+            events: Events::with_capacity(EVENTS_PER_POLL),
+            clients: Clients {
+                protocol,
+                endpoints,
+                conns: Slab::new(),
+                ready: VecDeque::new(),
+                closed: Vec::new(),
+                deadlines: DeadlineQueue::default(),
+                ws: Workspace::new(limits, SCRATCH_BYTES),
+                max_connections: settings.max_connections.max(1),
+                next_serial: 0,
+                spare_fd: File::open("/dev/null").ok(),
+                emfile_warnings: WarnLimiter::default(),
+                accepting: true,
+            },
+            clock,
+            signals,
+            stop_requested,
+            stats,
+            next_stats_ms: settings.stats_interval_ms.unwrap_or(NEVER),
+            settings,
+            shutdown_deadline_ms: None,
+        })
+    }
+
+    /// Run until a stop is requested and the shutdown finishes: stop
+    /// accepting, flush pending output for up to the grace period, close
+    /// everything. Returns the final stats.
+    pub fn run(&mut self) -> io::Result<StatsSnapshot> {
+        loop {
+            self.run_once()?;
+            let now = self.clients.ws.ctx.now_ms;
+            if self.shutdown_deadline_ms.is_none() && self.stop_requested.load(Ordering::Acquire) {
+                self.begin_shutdown();
+            }
+            if let Some(deadline) = self.shutdown_deadline_ms {
+                if self.clients.conns.is_empty() {
+                    break;
+                }
+                if now >= deadline {
+                    warn!(
+                        "shutdown grace over: closing {} connections with output still pending",
+                        self.clients.conns.len()
+                    );
+                    self.clients.close_all(CloseReason::Shutdown);
+                    self.clients.reap_closed();
+                    break;
+                }
+            }
+        }
+        self.publish_stats();
+        Ok(self.stats.snapshot())
+    }
+
+    /// One turn of the loop (see the module docs for the steps).
+    pub fn run_once(&mut self) -> io::Result<()> {
+        let timeout = self.next_timeout(); // 1. zero if work is queued, else nearest deadline
+        self.poll_events(timeout)?; // 2. epoll_wait; EINTR counts as "no events"
+        self.clients.ws.ctx.now_ms = self.clock.now_ms(); //    the clock, once per turn
+        self.dispatch_events(); // 3. accept / receive / read / write per event
+        self.clients.serve_ready_queue(self.poll.registry()); // 4. budget leftovers
+        self.clients.expire_deadlines(self.poll.registry()); // 5. timers
+        self.clients.reap_closed(); // 6. free slab slots only now
+        self.publish_stats(); // 7. counters out to other threads
+        Ok(())
+    }
+
+    fn next_timeout(&self) -> Option<Duration> {
+        if !self.clients.ready.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let resume = self.clients.endpoints.iter().map(|e| e.paused_until_ms);
+        let nearest = resume
+            .chain(self.clients.deadlines.next_due())
+            .chain(self.shutdown_deadline_ms)
+            .chain([self.next_stats_ms])
+            .min()
+            .unwrap_or(NEVER);
+        if nearest == NEVER {
+            return None;
+        }
+        Some(Duration::from_millis(
+            nearest.saturating_sub(self.clock.now_ms()),
+        ))
+    }
+
+    fn poll_events(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.clients.ws.ctx.counters.poll_calls += 1;
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => Ok(()),
+            // A signal interrupted epoll_wait: not an error, just no events.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                self.events.clear();
+                Ok(())
+            }
+            Err(e) => Err(io::Error::new(e.kind(), format!("epoll_wait: {e}"))),
+        }
+    }
+
+    // A function of its own (not folded into `run`), so the per-event path
+    // that `Connection::drive` is inlined into keeps its values in registers
+    // instead of in `run`'s large frame (docs/BENCHMARKS.md).
+    #[inline(never)]
+    fn dispatch_events(&mut self) {
+        let registry = self.poll.registry();
+        let mut signalled = false;
+        for event in self.events.iter() {
+            match event.token() {
+                // Clients first: by far the most common (slab keys sit far
+                // below the reserved tokens).
+                Token(key) if key < FIRST_RESERVED => self.clients.on_connection_event(key, event),
+                // The flag itself is read by `run`; the wake only ended the wait.
+                WAKER => {}
+                SIGNALS => signalled = true,
+                token => {
+                    if let Some(index) = endpoint_index(token) {
+                        self.clients.on_endpoint_ready(index, registry);
+                    }
+                }
+            }
+        }
+        if signalled {
+            self.on_signals();
+        }
+    }
+
+    fn publish_stats(&mut self) {
+        let ws = &self.clients.ws;
+        self.stats
+            .publish(&ws.ctx.counters, &ws.ctx.gauge, self.clients.conns.len());
+        if let Some(interval) = self.settings.stats_interval_ms {
+            if ws.ctx.now_ms >= self.next_stats_ms {
+                self.next_stats_ms = due_after(ws.ctx.now_ms, interval);
+                let fds = open_fds().map_or_else(|| "?".to_string(), |n| n.to_string());
+                info!("{} open_fds={fds}", self.stats.snapshot());
+            }
+        }
+    }
+}
