@@ -181,6 +181,13 @@ counters! {
     poll_calls,
     /// Times a connection stopped being read because its output passed `--max-buffered`.
     read_pauses,
+    /// Connections we ended while the client might still send: our sending
+    /// side shut down, input read and dropped until the client closed too.
+    lingers,
+    /// Lingering closes that ran out of time (`LINGER_MS`) before the client closed.
+    linger_timeouts,
+    /// Input read and dropped after we ended a connection (while lingering).
+    bytes_discarded,
 }
 
 impl Counters {

@@ -75,6 +75,45 @@ impl Write for Stream {
     }
 }
 
+/// Closing our side without losing what we owe (see `connection/linger.rs`).
+///
+/// `close()` on a socket whose receive queue still holds unread bytes makes
+/// Linux answer with RST, and an RST throws away whatever of our replies the
+/// peer has not acknowledged yet. A server that ends a connection while the
+/// client may still be sending therefore shuts down its sending side first
+/// and reads (discarding) until the client closes too.
+pub trait Linger {
+    /// `shutdown(SHUT_WR)`: queue a FIN after the bytes already sent. We
+    /// can still read.
+    fn shutdown_write(&self) -> io::Result<()>;
+
+    /// Bytes handed to the kernel that the peer has not yet acknowledged
+    /// (`ioctl(SIOCOUTQ)`; for a Unix socket, bytes the peer has not read).
+    /// `None` where the platform cannot tell.
+    fn unacknowledged(&self) -> Option<usize>;
+}
+
+impl Linger for Stream {
+    fn shutdown_write(&self) -> io::Result<()> {
+        // SAFETY: the descriptor is an open socket this Stream owns.
+        let rc = unsafe { libc::shutdown(self.as_raw_fd(), libc::SHUT_WR) };
+        from_ssize(rc as libc::ssize_t).map(drop)
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn unacknowledged(&self) -> Option<usize> {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ writes one int through the pointer we pass.
+        let rc = unsafe { libc::ioctl(self.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+        (rc == 0).then_some(queued.max(0) as usize)
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn unacknowledged(&self) -> Option<usize> {
+        None
+    }
+}
+
 impl Source for Stream {
     fn register(
         &mut self,

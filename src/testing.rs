@@ -9,6 +9,8 @@
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind, Read, Write};
 
+use crate::stream::Linger;
+
 #[derive(Debug)]
 enum Step {
     /// A read returns these bytes (as many as fit; the rest stays queued).
@@ -27,6 +29,10 @@ pub struct ScriptedStream {
     script: VecDeque<Step>,
     written: Vec<u8>,
     calls: usize,
+    /// `shutdown(SHUT_WR)` was called.
+    write_shut: std::cell::Cell<bool>,
+    /// What `unacknowledged` answers.
+    unacked: Option<usize>,
 }
 
 impl ScriptedStream {
@@ -56,6 +62,15 @@ impl ScriptedStream {
     pub fn fails(mut self, kind: ErrorKind) -> Self {
         self.script.push_back(Step::Fail(kind));
         self
+    }
+    /// `unacknowledged()` answers `n`: sent bytes the peer has not acknowledged.
+    pub fn unacked(mut self, n: Option<usize>) -> Self {
+        self.unacked = n;
+        self
+    }
+    /// Whether the code under test shut down the sending side.
+    pub fn write_shut(&self) -> bool {
+        self.write_shut.get()
     }
     /// Every byte the code under test managed to write.
     pub fn written(&self) -> &[u8] {
@@ -103,5 +118,15 @@ impl Write for ScriptedStream {
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+impl Linger for ScriptedStream {
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.write_shut.set(true);
+        Ok(())
+    }
+    fn unacknowledged(&self) -> Option<usize> {
+        self.unacked
     }
 }

@@ -107,3 +107,28 @@ fn a_full_send_buffer_says_wouldblock_and_draining_it_brings_a_writable_event() 
     drop(server_side);
     reader.join().unwrap();
 }
+
+#[test]
+fn closing_with_unread_input_sends_a_reset() {
+    // Why the reactor lingers (src/connection/linger.rs): close() with bytes
+    // still unread in the receive queue does not send FIN but RST, and the
+    // peer sees ECONNRESET instead of a clean end of stream.
+    let (_poll, mut server_side, mut peer) = pair(Interest::READABLE);
+    peer.set_read_timeout(Some(DEADLINE)).unwrap();
+    peer.write_all(b"never read by the server").unwrap();
+    // Wait until those bytes sit in the server's receive queue.
+    let start = Instant::now();
+    while server_side.peek(&mut [0u8; 1]).is_err() {
+        assert!(start.elapsed() < DEADLINE, "the bytes never arrived");
+        std::thread::yield_now();
+    }
+    server_side.write_all(b"reply").unwrap();
+    drop(server_side);
+    let mut got = Vec::new();
+    let end = peer.read_to_end(&mut got);
+    assert_eq!(
+        end.map_err(|e| e.kind()).err(),
+        Some(ErrorKind::ConnectionReset),
+        "the stream ended in a reset (received {got:?} first)"
+    );
+}

@@ -23,22 +23,20 @@ use crate::connection::{Connection, Next, Workspace};
 use crate::protocol::Protocol;
 use crate::ratelimit::WarnLimiter;
 use crate::stats::CloseReason;
-use crate::stream::Stream;
+use crate::stream::{Linger, Stream};
 use crate::timers::{DeadlineQueue, Entry, NEVER};
 
-/// `None` in the common case, once per message: the connection waits for
+/// `false` in the common case, once per message: the connection waits for
 /// its next edge and no deadline moved earlier (activity only moves them
-/// later) — nothing for the reactor to do. Otherwise the answer to act on.
+/// later) — nothing for the reactor to do. Otherwise [`Clients::act_on`]
+/// must look. It only peeks: `act_on` is the one place that takes
+/// `TIMERS_CHANGED` and reschedules.
 #[inline(always)]
-fn needs_action<S, Session>(conn: &mut Connection<S, Session>, next: Next) -> Option<Next>
+fn needs_action<S, Session>(conn: &Connection<S, Session>, next: Next) -> bool
 where
-    S: std::io::Read + std::io::Write,
+    S: std::io::Read + std::io::Write + Linger,
 {
-    if next == Next::Wait && !conn.take_timers_changed() {
-        None
-    } else {
-        Some(next)
-    }
+    next != Next::Wait || conn.timers_changed()
 }
 
 /// What events are dispatched to: sockets, connections, queues and timers.
@@ -80,8 +78,8 @@ impl<P: Protocol> Clients<P> {
         );
         // Drive it now, on the connection already in hand (one slab lookup).
         let next = conn.drive(&self.protocol, &mut self.ws);
-        if let Some(next) = needs_action(conn, next) {
-            self.after_rest(key, next);
+        if needs_action(conn, next) {
+            self.act_on(key, next);
         }
     }
 
@@ -90,21 +88,22 @@ impl<P: Protocol> Clients<P> {
     pub(super) fn drive(&mut self, key: usize) {
         let conn = &mut self.conns[key];
         let next = conn.drive(&self.protocol, &mut self.ws);
-        if let Some(next) = needs_action(conn, next) {
-            self.after_rest(key, next);
+        if needs_action(conn, next) {
+            self.act_on(key, next);
         }
     }
 
     /// Carry out a connection's [`Next`], and keep its deadline scheduled.
     pub(super) fn after(&mut self, key: usize, next: Next) {
-        if let Some(next) = needs_action(&mut self.conns[key], next) {
-            self.after_rest(key, next);
+        if needs_action(&self.conns[key], next) {
+            self.act_on(key, next);
         }
     }
 
-    /// Act on a connection's answer: requeue, close, or schedule a deadline
-    /// that moved earlier. (`needs_action` already took `TIMERS_CHANGED`.)
-    pub(super) fn after_rest(&mut self, key: usize, next: Next) {
+    /// Act on a connection's answer: requeue or close it, and reschedule
+    /// its deadline if one moved earlier — the one place that consumes
+    /// `TIMERS_CHANGED`.
+    pub(super) fn act_on(&mut self, key: usize, next: Next) {
         let conn = &mut self.conns[key];
         match next {
             Next::Wait => {}
@@ -113,11 +112,11 @@ impl<P: Protocol> Clients<P> {
                     conn.queued = true;
                     self.ready.push_back(Token(key));
                 }
-                if !conn.take_timers_changed() {
-                    return;
-                }
             }
             Next::Close(reason) => return self.close(key, reason),
+        }
+        if !conn.take_timers_changed() {
+            return;
         }
         // Lazy timers: only a deadline that moved *earlier* than the one
         // scheduled needs a new entry; later ones are found when it pops.

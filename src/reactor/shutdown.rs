@@ -72,7 +72,7 @@ impl<P: Protocol> Clients<P> {
         for &key in &keys {
             let conn = &mut self.conns[key];
             if !conn.closed {
-                let next = conn.stop_reading(&mut self.ws.ctx.gauge);
+                let next = conn.stop_reading(&mut self.ws);
                 self.after(key, next);
             }
         }

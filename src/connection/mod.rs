@@ -25,16 +25,24 @@
 //!   one test to know that a fresh reply may go straight from the reactor's
 //!   buffer: the socket has room *and* nothing older is waiting.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 
 use bitflags::bitflags;
-use log::debug;
+use log::{debug, error};
 
 use crate::buffer::{BufferGauge, ByteQueue};
-use crate::nonblocking::{try_read, try_write, ReadOutcome, WriteOutcome};
+use crate::nonblocking::{try_read, ReadOutcome};
 use crate::protocol::{DeadlineRequest, Protocol, Reply, Requests};
 use crate::stats::{CloseReason, Counters};
+use crate::stream::Linger;
 use crate::timers::{due_after, millis, NEVER};
+
+mod linger;
+mod output;
+
+pub use linger::LINGER_MS;
+use output::close_reason_for;
+pub use output::{flush, FlushOutcome};
 
 /// Per-connection limits, from the server's configuration.
 #[derive(Debug, Clone, Copy)]
@@ -123,63 +131,6 @@ enum FillOutcome {
     Close(CloseReason),
 }
 
-/// Why a flush stopped (a summary of many writes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FlushOutcome {
-    /// Everything was sent.
-    Flushed,
-    /// The send buffer filled (`WouldBlock`); the rest waits for a writable edge.
-    Pending,
-    /// The peer can no longer receive (`EPIPE`, `ECONNRESET`).
-    PeerGone,
-    /// Another error.
-    Failed(ErrorKind),
-}
-
-/// Write `bytes` until all are sent or the kernel stops us. Returns how many
-/// were sent and why it stopped. Short writes are normal (the kernel took
-/// what fit); we keep offering the rest until it says `WouldBlock`.
-fn write_until_blocked(
-    socket: &mut impl Write,
-    bytes: &[u8],
-    counters: &mut Counters,
-) -> (usize, FlushOutcome) {
-    let mut sent = 0;
-    while sent < bytes.len() {
-        counters.write_calls += 1;
-        match try_write(socket, &bytes[sent..]) {
-            WriteOutcome::Wrote(n) => {
-                counters.bytes_out += n as u64;
-                sent += n;
-            }
-            WriteOutcome::WouldBlock => return (sent, FlushOutcome::Pending),
-            WriteOutcome::Closed => return (sent, FlushOutcome::PeerGone),
-            WriteOutcome::Failed(kind) => return (sent, FlushOutcome::Failed(kind)),
-        }
-    }
-    (sent, FlushOutcome::Flushed)
-}
-
-/// Send the front of `out` until it is empty or the socket would block.
-/// Invariant: on `Pending`, the unsent bytes are still at the front of `out`, in order.
-pub fn flush(
-    socket: &mut impl Write,
-    out: &mut ByteQueue,
-    gauge: &mut BufferGauge,
-    counters: &mut Counters,
-) -> FlushOutcome {
-    let (sent, outcome) = write_until_blocked(socket, out.as_slice(), counters);
-    out.consume(sent, gauge);
-    outcome
-}
-
-fn close_reason_for(outcome: FlushOutcome) -> CloseReason {
-    match outcome {
-        FlushOutcome::PeerGone => CloseReason::Reset,
-        _ => CloseReason::Error,
-    }
-}
-
 bitflags! {
     /// What we know of a connection, one bit each. They live in one byte
     /// because the per-message path asks about several at once ("readable,
@@ -203,6 +154,10 @@ bitflags! {
         /// deadlines later, so without this bit the reactor need not look:
         /// that saves the work on every message.
         const TIMERS_CHANGED = 1 << 4;
+        /// We ended the connection, sent every owed byte and shut down our
+        /// sending side; now reading and discarding until the peer closes
+        /// too, or [`LINGER_MS`] passes (`linger.rs`).
+        const LINGERING = 1 << 5;
     }
 }
 
@@ -237,7 +192,7 @@ pub struct Connection<S, Session> {
     pub closed: bool,
 }
 
-impl<S: Read + Write, Session> Connection<S, Session> {
+impl<S: Read + Write + Linger, Session> Connection<S, Session> {
     /// A freshly accepted connection. It starts writable (a new socket has an
     /// empty send buffer) and not known readable (the first event says so).
     pub fn new(socket: S, session: Session, serial: u32, now_ms: u64) -> Self {
@@ -299,6 +254,11 @@ impl<S: Read + Write, Session> Connection<S, Session> {
             && (self.outbuf.is_empty() || self.can_read(limits))
     }
 
+    /// Whether a deadline may have moved earlier since it was last taken.
+    pub fn timers_changed(&self) -> bool {
+        self.state.contains(State::TIMERS_CHANGED)
+    }
+
     /// Whether a deadline may have moved earlier since the last call (and reset that).
     pub fn take_timers_changed(&mut self) -> bool {
         let changed = self.state.contains(State::TIMERS_CHANGED);
@@ -326,15 +286,15 @@ impl<S: Read + Write, Session> Connection<S, Session> {
         if let Err(reason) = self.apply_reply(requests, &ws.reply, &mut ws.ctx) {
             return Next::Close(reason);
         }
-        self.next_after_output()
+        self.next_after_output(ws)
     }
 
     /// Stop reading for good (the server is shutting down): close once the
-    /// replies already owed have been sent.
-    pub fn stop_reading(&mut self, gauge: &mut BufferGauge) -> Next {
+    /// replies already owed have been delivered.
+    pub fn stop_reading(&mut self, ws: &mut Workspace) -> Next {
         self.closing.get_or_insert(CloseReason::Shutdown);
-        self.inbuf.clear(gauge);
-        self.next_after_output()
+        self.inbuf.clear(&mut ws.ctx.gauge);
+        self.next_after_output(ws)
     }
 
     /// A deadline may have passed: fire the protocol's, or close an idle or
@@ -345,6 +305,9 @@ impl<S: Read + Write, Session> Connection<S, Session> {
     {
         let now = ws.ctx.now_ms;
         self.state.insert(State::TIMERS_CHANGED); // our queue entry was consumed: schedule anew
+        if self.state.contains(State::LINGERING) {
+            return self.on_linger_deadline(&mut ws.ctx);
+        }
         if self.protocol_due_ms <= now {
             self.protocol_due_ms = NEVER;
             ws.reply.clear();
@@ -354,7 +317,7 @@ impl<S: Read + Write, Session> Connection<S, Session> {
             if let Err(reason) = self.apply_reply(requests, &ws.reply, &mut ws.ctx) {
                 return Next::Close(reason);
             }
-            if let Next::Close(reason) = self.next_after_output() {
+            if let Next::Close(reason) = self.next_after_output(ws) {
                 return Next::Close(reason);
             }
         }
@@ -406,13 +369,13 @@ impl<S: Read + Write, Session> Connection<S, Session> {
             // Paused by backpressure leaves READ_READY set: when a writable
             // edge drains the output, step 2 above runs again and reads the
             // bytes no new readable edge would announce.
-            return self.next_after_output();
+            return self.next_after_output(ws);
         }
         match self.fill(protocol, ws) {
             // Still open both ways (fill reports a close request as Stopped
             // and EOF as PeerClosed): nothing to do until the next edge.
             FillOutcome::Drained | FillOutcome::Paused => Next::Wait,
-            FillOutcome::Stopped => self.next_after_output(),
+            FillOutcome::Stopped => self.next_after_output(ws),
             FillOutcome::BudgetSpent => Next::Requeue,
             FillOutcome::PeerClosed => {
                 self.state.insert(State::PEER_CLOSED);
@@ -420,20 +383,26 @@ impl<S: Read + Write, Session> Connection<S, Session> {
                 if let Err(reason) = self.answer_peer_closed(protocol, ws) {
                     return Next::Close(reason);
                 }
-                self.next_after_output()
+                self.next_after_output(ws)
             }
             FillOutcome::Close(reason) => Next::Close(reason),
         }
     }
 
     /// Once input is over (EOF, the protocol's close, shutdown), close when
-    /// the last reply has left; until then, wait for writable edges to flush it.
-    fn next_after_output(&self) -> Next {
+    /// the last reply has left; until then, wait for writable edges to flush
+    /// it. When *we* end the connection while the peer may still be
+    /// sending, the close goes through a lingering close (`linger.rs`), so
+    /// unread input cannot turn it into a reset that loses owed replies.
+    fn next_after_output(&mut self, ws: &mut Workspace) -> Next {
         if self.may_read() || !self.outbuf.is_empty() {
-            Next::Wait
-        } else {
-            Next::Close(self.closing.unwrap_or(CloseReason::PeerClosed))
+            return Next::Wait;
         }
+        let reason = self.closing.unwrap_or(CloseReason::PeerClosed);
+        if self.state.contains(State::PEER_CLOSED) {
+            return Next::Close(reason); // EOF was read: nothing unread is left
+        }
+        self.close_gracefully(reason, ws)
     }
 
     /// Drain the socket into the protocol until the queue is empty, the
@@ -528,11 +497,15 @@ impl<S: Read + Write, Session> Connection<S, Session> {
             // Fast path: parse straight from the scratch buffer and keep only
             // a trailing partial message (for echo/upper: nothing at all).
             let consumed = protocol.on_bytes(&mut self.session, data, &mut reply);
-            self.inbuf.push(&data[consumed..], &mut ctx.gauge);
+            self.inbuf.push(
+                &data[checked_consumed(consumed, data.len())?..],
+                &mut ctx.gauge,
+            );
         } else {
             // A partial message is waiting: the new bytes complete it.
             self.inbuf.push(data, &mut ctx.gauge);
             let consumed = protocol.on_bytes(&mut self.session, self.inbuf.as_slice(), &mut reply);
+            let consumed = checked_consumed(consumed, self.inbuf.len())?;
             self.inbuf.consume(consumed, &mut ctx.gauge);
         }
         let mut requests = reply.requests();
@@ -574,7 +547,10 @@ impl<S: Read + Write, Session> Connection<S, Session> {
         match requests.deadline {
             DeadlineRequest::Unchanged => {}
             DeadlineRequest::Set(after) => {
-                self.protocol_due_ms = due_after(ctx.now_ms, millis(after));
+                // At least 1 ms: a deadline due *now* would be popped again
+                // in the same pass over the queue, and a protocol that re-arms
+                // a zero deadline from `on_deadline` would spin the loop.
+                self.protocol_due_ms = due_after(ctx.now_ms, millis(after).max(1));
                 self.state.insert(State::TIMERS_CHANGED);
             }
             DeadlineRequest::Cancel => self.protocol_due_ms = NEVER,
@@ -589,88 +565,6 @@ impl<S: Read + Write, Session> Connection<S, Session> {
         self.send(bytes, ctx)
     }
 
-    /// Send a reply: straight from `bytes` when nothing older is waiting and
-    /// the socket has room; whatever the kernel does not take is queued.
-    /// The caller stamps `last_activity_ms` (`fill` on every read, `apply_reply`
-    /// for other replies), so the per-message path stores it once.
-    #[inline(always)] // once per message: keep the common case free of call overhead
-    fn send(&mut self, bytes: &[u8], ctx: &mut Context) -> Result<(), CloseReason> {
-        if bytes.is_empty() {
-            return Ok(());
-        }
-        // By the invariant (module docs), WRITE_READY also says nothing
-        // older is waiting in `outbuf`: one test covers both.
-        debug_assert!(!self.state.contains(State::WRITE_READY) || self.outbuf.is_empty());
-        if !self.state.contains(State::WRITE_READY) {
-            // The last write said WouldBlock and no writable edge came since:
-            // writing now would fail again. Queue behind older output.
-            self.queue_output(bytes, ctx);
-            return Ok(());
-        }
-        // The common case, kept short because it runs once per message: one
-        // write, and the kernel takes the whole reply.
-        ctx.counters.write_calls += 1;
-        match try_write(&mut self.socket, bytes) {
-            WriteOutcome::Wrote(n) if n == bytes.len() => {
-                ctx.counters.bytes_out += n as u64;
-                Ok(())
-            }
-            first => self.send_rest(bytes, first, ctx),
-        }
-    }
-
-    /// The uncommon ends of `send`: the first write was short, would block,
-    /// or failed.
-    #[cold]
-    fn send_rest(
-        &mut self,
-        bytes: &[u8],
-        first: WriteOutcome,
-        ctx: &mut Context,
-    ) -> Result<(), CloseReason> {
-        let sent = match first {
-            WriteOutcome::Wrote(n) => {
-                ctx.counters.bytes_out += n as u64;
-                n
-            }
-            WriteOutcome::WouldBlock => {
-                // Send buffer full: keep it all for the writable edge.
-                self.state.remove(State::WRITE_READY);
-                self.queue_output(bytes, ctx);
-                return Ok(());
-            }
-            WriteOutcome::Closed => return Err(CloseReason::Reset),
-            WriteOutcome::Failed(kind) => {
-                debug!("write failed: {kind:?}");
-                return Err(CloseReason::Error);
-            }
-        };
-        // Short writes are normal: offer the rest until the kernel says WouldBlock.
-        let (more, outcome) =
-            write_until_blocked(&mut self.socket, &bytes[sent..], &mut ctx.counters);
-        let sent = sent + more;
-        match outcome {
-            FlushOutcome::Flushed => Ok(()),
-            FlushOutcome::Pending => {
-                // The partial write's tail is kept here, in order; the
-                // writable edge (registered once at accept) brings us back.
-                self.state.remove(State::WRITE_READY);
-                self.queue_output(&bytes[sent..], ctx);
-                Ok(())
-            }
-            gone => Err(close_reason_for(gone)),
-        }
-    }
-
-    fn queue_output(&mut self, bytes: &[u8], ctx: &mut Context) {
-        if self.outbuf.is_empty() {
-            // The stall clock starts when output starts waiting.
-            self.output_progress_ms = ctx.now_ms;
-            self.state.insert(State::TIMERS_CHANGED);
-        }
-        self.outbuf.push(bytes, &mut ctx.gauge);
-    }
-
     /// Drop buffered bytes (the connection is closing); returns the socket.
     pub fn release(mut self, gauge: &mut BufferGauge) -> S {
         self.inbuf.clear(gauge);
@@ -680,313 +574,18 @@ impl<S: Read + Write, Session> Connection<S, Session> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::Echo;
-    use crate::testing::ScriptedStream;
+mod tests;
 
-    const SCRATCH: usize = 8;
-
-    fn workspace(max_buffered: usize, budget: usize) -> Workspace {
-        let limits = Limits {
-            max_buffered,
-            max_line: 64,
-            read_budget_bytes: budget,
-            idle_timeout_ms: None,
-            stall_timeout_ms: None,
-        };
-        Workspace::new(limits, SCRATCH)
-    }
-
-    fn fresh(sock: ScriptedStream) -> Connection<ScriptedStream, ()> {
-        Connection::new(sock, (), 0, 0)
-    }
-
-    fn readable(sock: ScriptedStream) -> Connection<ScriptedStream, ()> {
-        let mut conn = fresh(sock);
-        conn.on_event(true, true, false);
-        conn
-    }
-
-    // ---- memory ----
-
-    #[test]
-    fn an_idle_connection_costs_well_under_100_bytes_of_user_space() {
-        // The slab stores this struct inline; an idle connection owns no heap.
-        // 64 bytes in release builds: one cache line, and the slab entry is
-        // no bigger. (Debug builds: 80, as mio adds a selector id to each
-        // socket for its own checks.)
-        let limit = if cfg!(debug_assertions) { 80 } else { 64 };
-        let size = std::mem::size_of::<Connection<crate::stream::Stream, ()>>();
-        assert!(size <= limit, "Connection grew to {size} bytes");
-        let conn = fresh(ScriptedStream::new());
-        assert_eq!(conn.inbuf.capacity() + conn.outbuf.capacity(), 0);
-    }
-
-    // ---- reading ----
-
-    #[test]
-    fn a_short_read_ends_the_drain_without_a_wouldblock_read() {
-        let sock = ScriptedStream::new().gives(b"hi").accepts(100);
-        let mut conn = readable(sock);
-        let mut ws = workspace(1024, 1024);
-        assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
-        assert_eq!(conn.socket.written(), b"hi");
-        assert_eq!(conn.socket.calls(), 2, "one read, one write: no third call");
-        assert!(!conn.state.contains(State::READ_READY));
-    }
-
-    #[test]
-    fn a_full_read_keeps_reading_until_wouldblock() {
-        let sock = ScriptedStream::new()
-            .gives(b"12345678")
-            .accepts(100)
-            .would_block();
-        let mut conn = readable(sock);
-        let mut ws = workspace(1024, 1024);
-        assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
-        assert_eq!(conn.socket.calls(), 3);
-        assert_eq!(ws.ctx.counters.read_calls, 2);
-    }
-
-    #[test]
-    fn after_a_hangup_event_a_short_read_does_not_stop_the_drain() {
-        let sock = ScriptedStream::new().gives(b"hi").accepts(100).eof();
-        let mut conn = fresh(sock);
-        conn.on_event(true, true, true);
-        let mut ws = workspace(1024, 1024);
-        assert_eq!(
-            conn.drive(&Echo, &mut ws),
-            Next::Close(CloseReason::PeerClosed)
+/// A protocol's `on_bytes` answer, checked: consuming more than it was
+/// given is a bug in that protocol, and closes this connection (logged)
+/// instead of panicking the whole server.
+fn checked_consumed(consumed: usize, given: usize) -> Result<usize, CloseReason> {
+    if consumed <= given {
+        Ok(consumed)
+    } else {
+        error!(
+            "protocol bug: on_bytes consumed {consumed} of {given} bytes; closing the connection"
         );
-        assert_eq!(conn.socket.written(), b"hi");
-    }
-
-    #[test]
-    fn a_spent_budget_asks_to_be_requeued_and_the_next_drive_goes_on() {
-        let sock = ScriptedStream::new()
-            .gives(b"aaaaaaaa")
-            .accepts(8)
-            .gives(b"bbbbbbbb")
-            .accepts(8)
-            .gives(b"cc")
-            .accepts(8);
-        let mut conn = readable(sock);
-        let mut ws = workspace(1024, 16);
-        assert_eq!(conn.drive(&Echo, &mut ws), Next::Requeue);
-        assert!(
-            conn.state.contains(State::READ_READY),
-            "bytes may still wait: readiness is kept"
-        );
-        assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
-        assert_eq!(conn.socket.written(), b"aaaaaaaabbbbbbbbcc");
-    }
-
-    #[test]
-    fn a_reset_while_reading_closes_as_reset() {
-        let sock = ScriptedStream::new().fails(ErrorKind::ConnectionReset);
-        let mut conn = readable(sock);
-        let mut ws = workspace(1024, 1024);
-        assert_eq!(conn.drive(&Echo, &mut ws), Next::Close(CloseReason::Reset));
-    }
-
-    // ---- partial writes ----
-
-    #[test]
-    fn a_partial_write_keeps_the_tail_and_the_writable_edge_sends_it_in_order() {
-        let sock = ScriptedStream::new()
-            .gives(b"hello")
-            .accepts(3)
-            .would_block();
-        let mut conn = readable(sock);
-        let mut ws = workspace(1024, 1024);
-        assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
-        assert_eq!(conn.unsent(), b"lo");
-        assert_eq!(ws.ctx.gauge.held_bytes, 2);
-        assert!(!conn.state.contains(State::WRITE_READY));
-
-        // More input arrives before the socket drains: it queues behind "lo".
-        conn.socket = ScriptedStream::new().gives(b"!");
-        conn.state.remove(State::WRITE_READY);
-        conn.on_event(true, false, false);
-        assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
-        assert_eq!(conn.unsent(), b"lo!");
-
-        conn.socket = ScriptedStream::new().accepts(100);
-        conn.on_event(false, true, false);
-        assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
-        assert_eq!(conn.socket.written(), b"lo!");
-        assert_eq!(
-            ws.ctx.gauge.held_capacity, 0,
-            "an emptied buffer is released"
-        );
-    }
-
-    #[test]
-    fn a_writable_event_with_nothing_pending_makes_no_call() {
-        let mut conn = fresh(ScriptedStream::new());
-        conn.on_event(false, true, false);
-        let mut ws = workspace(1024, 1024);
-        assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
-        assert_eq!(conn.socket.calls(), 0);
-    }
-
-    #[test]
-    fn a_broken_pipe_while_flushing_closes_as_reset() {
-        let sock = ScriptedStream::new()
-            .gives(b"hey")
-            .would_block()
-            .fails(ErrorKind::BrokenPipe);
-        let mut conn = readable(sock);
-        let mut ws = workspace(1024, 1024);
-        assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
-        conn.on_event(false, true, false);
-        assert_eq!(conn.drive(&Echo, &mut ws), Next::Close(CloseReason::Reset));
-    }
-
-    // ---- backpressure ----
-
-    #[test]
-    fn output_past_max_buffered_pauses_reading_until_it_drains() {
-        let sock = ScriptedStream::new()
-            .gives(b"12345678")
-            .would_block() // kernel send buffer full: 8 bytes queued
-            .gives(b"abcdefgh"); // more input is waiting, unread
-        let mut conn = readable(sock);
-        let mut ws = workspace(8, 1024);
-        assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
-        assert_eq!(ws.ctx.counters.read_pauses, 1);
-        assert_eq!(ws.ctx.counters.read_calls, 1, "paused before reading more");
-        assert!(
-            conn.state.contains(State::READ_READY),
-            "the unread bytes are remembered"
-        );
-
-        // The writable edge drains the output, and the same drive reads the
-        // waiting bytes: no readable edge would come for them.
-        conn.on_event(false, true, false);
-        let mut rest = ScriptedStream::new()
-            .accepts(100)
-            .gives(b"abcdefgh")
-            .accepts(100)
-            .would_block();
-        std::mem::swap(&mut conn.socket, &mut rest);
-        assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
-        assert_eq!(conn.socket.written(), b"12345678abcdefgh");
-    }
-
-    // ---- half-close ----
-
-    #[test]
-    fn eof_with_output_pending_closes_only_after_the_last_byte_is_sent() {
-        let sock = ScriptedStream::new()
-            .gives(b"bye")
-            .accepts(1)
-            .would_block()
-            .eof();
-        let mut conn = fresh(sock);
-        conn.on_event(true, true, true);
-        let mut ws = workspace(1024, 1024);
-        assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
-        assert!(!conn.may_read());
-        conn.socket = ScriptedStream::new().accepts(100);
-        conn.on_event(false, true, false);
-        assert_eq!(
-            conn.drive(&Echo, &mut ws),
-            Next::Close(CloseReason::PeerClosed)
-        );
-        assert_eq!(conn.socket.written(), b"ye");
-    }
-
-    #[test]
-    fn a_hangup_event_after_eof_reads_nothing_more() {
-        // The peer closed while a reply was still queued. The writable event
-        // that later lets it drain carries the hang-up again, which marks
-        // the socket readable; the EOF was already handled, so no read.
-        let sock = ScriptedStream::new().gives(b"bye").would_block().eof();
-        let mut conn = fresh(sock);
-        conn.on_event(true, true, true);
-        let mut ws = workspace(1024, 1024);
-        assert_eq!(conn.drive(&Echo, &mut ws), Next::Wait);
-        let reads = ws.ctx.counters.read_calls;
-        conn.socket = ScriptedStream::new().accepts(100);
-        conn.on_event(true, true, true);
-        assert_eq!(
-            conn.drive(&Echo, &mut ws),
-            Next::Close(CloseReason::PeerClosed)
-        );
-        assert_eq!(ws.ctx.counters.read_calls, reads, "EOF is read once");
-        assert_eq!(conn.socket.written(), b"bye");
-    }
-
-    // ---- protocol-driven close and input limits ----
-
-    /// Consumes nothing until it sees `\n`; closes on "q\n".
-    struct Lines;
-    impl Protocol for Lines {
-        type Session = ();
-        fn on_open(&self, reply: &mut Reply<'_>) {
-            reply.send(b"hi\n");
-        }
-        fn on_bytes(&self, _: &mut (), input: &[u8], reply: &mut Reply<'_>) -> usize {
-            let mut used = 0;
-            while let Some(end) = input[used..].iter().position(|&b| b == b'\n') {
-                let line = &input[used..used + end];
-                used += end + 1;
-                if line == b"q" {
-                    reply.close();
-                    break;
-                }
-                reply.send(line);
-                reply.send(b";");
-            }
-            used
-        }
-        fn on_datagram(&self, _: &[u8], _: &mut Vec<u8>) {}
-    }
-
-    #[test]
-    fn a_message_split_across_reads_is_kept_until_complete() {
-        let sock = ScriptedStream::new()
-            .gives(b"ab")
-            .gives(b"c\nd\nq\nzz") // 8 bytes: "zz" after the close is ignored
-            .accepts(100);
-        let mut conn: Connection<_, ()> = readable(sock);
-        let mut ws = workspace(1024, 1024);
-        assert_eq!(conn.drive(&Lines, &mut ws), Next::Wait);
-        assert_eq!(ws.ctx.gauge.held_bytes, 2, "the partial 'ab' waits");
-        conn.on_event(true, false, false);
-        assert_eq!(
-            conn.drive(&Lines, &mut ws),
-            Next::Close(CloseReason::ProtocolClosed)
-        );
-        assert_eq!(conn.socket.written(), b"abc;d;");
-        assert_eq!(ws.ctx.gauge.held_bytes, 0);
-    }
-
-    #[test]
-    fn a_partial_message_longer_than_max_line_closes_the_connection() {
-        let sock = ScriptedStream::new()
-            .gives(&[b'x'; 8])
-            .gives(&[b'x'; 8])
-            .gives(&[b'x'; 8]);
-        let mut conn: Connection<_, ()> = readable(sock);
-        let mut ws = workspace(1024, 1024);
-        ws.ctx.limits.max_line = 20;
-        assert_eq!(
-            conn.drive(&Lines, &mut ws),
-            Next::Close(CloseReason::LineTooLong)
-        );
-    }
-
-    #[test]
-    fn a_greeting_is_sent_on_open() {
-        let mut conn = fresh(ScriptedStream::new().accepts(100));
-        let mut ws = workspace(1024, 1024);
-        let mut reply = Reply::new(&mut ws.reply);
-        Lines.on_open(&mut reply);
-        let requests = reply.requests();
-        assert_eq!(conn.on_open_reply(requests, &mut ws), Next::Wait);
-        assert_eq!(conn.socket.written(), b"hi\n");
+        Err(CloseReason::Error)
     }
 }
