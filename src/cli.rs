@@ -137,6 +137,11 @@ pub struct ServeArgs {
     /// Longest partial message a line protocol buffers.
     #[arg(long, value_name = "BYTES", default_value = "64KiB", value_parser = parse_bytes)]
     pub max_line: usize,
+    /// Bytes held for all connections together before reads of connections
+    /// with unread replies pause and, at the budget, the worst holders are
+    /// closed; 0 = no budget.
+    #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_bytes_or_zero)]
+    pub max_memory: usize,
     /// Listen backlog (the kernel caps it at net.core.somaxconn).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_BACKLOG)]
     pub backlog: u32,
@@ -174,6 +179,7 @@ impl ServeArgs {
             backlog: self.backlog,
             max_buffered: self.max_buffered,
             max_line: self.max_line,
+            max_memory: self.max_memory,
             max_connections: self
                 .max_connections
                 .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
@@ -184,6 +190,14 @@ impl ServeArgs {
             handle_signals: true,
         }
     }
+}
+
+/// [`parse_bytes`], but `0` is allowed (it means "no limit").
+pub fn parse_bytes_or_zero(text: &str) -> Result<usize, String> {
+    if text.trim() == "0" {
+        return Ok(0);
+    }
+    parse_bytes(text)
 }
 
 /// Parse a byte count: a plain number, or one with a `K`/`KiB`/`M`/`MiB`/`G`/`GiB`
@@ -296,10 +310,14 @@ fn serve_with<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
     let effective_backlog = somaxconn().map_or(config.backlog, |cap| config.backlog.min(cap));
     info!(
         "limits: open files {soft} (hard {hard}), max connections {}, backlog {effective_backlog} (asked {}), \
-         max buffered {} bytes per connection",
+         max buffered {} bytes per connection, memory budget {}",
         server.max_connections(),
         config.backlog,
-        config.max_buffered
+        config.max_buffered,
+        match config.max_memory {
+            0 => "none".to_string(),
+            bytes => format!("{bytes} bytes for all connections"),
+        }
     );
     let stats = server.run()?;
     println!("{stats}");

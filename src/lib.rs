@@ -21,6 +21,7 @@
 //! | [`connection`] | one connection's readiness flags and timestamps, and the fill/flush drain loops |
 //! | [`protocol`] | what the server says: the [`Protocol`](protocol::Protocol) trait, `echo`, `upper`, `prefix`, `greet`, `json`, the HMAC handshake, framing |
 //! | [`timers`] | the once-per-turn clock and the lazy deadline queue |
+//! | [`budget`] | `--max-memory`: the server-wide marks, and who is evicted first |
 //! | [`buffer`] | byte queues that hold memory only while holding bytes |
 //! | [`stream`] | a TCP or Unix stream behind one type |
 //! | [`nonblocking`] | one socket call → one named outcome (`Data`, `WouldBlock`, `Reset`, `OutOfFiles`, ...) |
@@ -36,6 +37,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod budget;
 pub mod buffer;
 pub mod cli;
 pub mod client;

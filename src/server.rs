@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use mio::{Poll, Waker};
 
+use crate::budget::{Marks, DEFAULT_MAX_MEMORY_BYTES};
 use crate::connection::Limits;
 use crate::fdlimit::{default_max_connections, nofile_limits};
 use crate::protocol::Protocol;
@@ -60,6 +61,10 @@ pub struct Config {
     pub max_buffered: usize,
     /// Longest partial message a line protocol may buffer.
     pub max_line: usize,
+    /// Bytes held for all connections together (buffers by capacity)
+    /// before reads pause and, at the budget, the worst holders are
+    /// evicted; 0 = no budget (`src/budget.rs`).
+    pub max_memory: usize,
     /// Connections served at once; `None` derives it from the open-file limit.
     pub max_connections: Option<usize>,
     /// Close connections with no traffic for this long.
@@ -84,6 +89,7 @@ impl Default for Config {
             backlog: DEFAULT_BACKLOG,
             max_buffered: DEFAULT_MAX_BUFFERED_BYTES,
             max_line: DEFAULT_MAX_LINE_BYTES,
+            max_memory: DEFAULT_MAX_MEMORY_BYTES,
             max_connections: None,
             idle_timeout: None,
             stall_timeout: Some(DEFAULT_STALL_TIMEOUT),
@@ -176,12 +182,14 @@ impl<P: Protocol> Server<P> {
             read_budget_bytes: READ_BUDGET_BYTES,
             idle_timeout_ms: config.idle_timeout.map(millis),
             stall_timeout_ms: config.stall_timeout.map(millis),
+            high_water_bytes: Marks::high_water(Marks::for_budget(config.max_memory)),
         };
         let settings = ReactorSettings {
             max_connections,
             stats_interval_ms: config.stats_interval.map(millis),
             shutdown_grace_ms: millis(config.shutdown_grace),
             handle_signals: config.handle_signals,
+            max_memory: config.max_memory,
         };
         let reactor = Reactor::new(
             poll,

@@ -34,11 +34,14 @@ pub enum CloseReason {
     Stalled,
     /// The server shut down.
     Shutdown,
+    /// Closed to keep the server within `--max-memory` (it held the most
+    /// unread output when the budget was reached).
+    Evicted,
 }
 
 impl CloseReason {
     /// Every reason, in counter order.
-    pub const ALL: [CloseReason; 9] = [
+    pub const ALL: [CloseReason; 10] = [
         CloseReason::PeerClosed,
         CloseReason::ProtocolClosed,
         CloseReason::Reset,
@@ -48,6 +51,7 @@ impl CloseReason {
         CloseReason::Idle,
         CloseReason::Stalled,
         CloseReason::Shutdown,
+        CloseReason::Evicted,
     ];
 
     /// The name used in stats lines.
@@ -62,6 +66,7 @@ impl CloseReason {
             CloseReason::Idle => "idle",
             CloseReason::Stalled => "stalled",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::Evicted => "evicted",
         }
     }
 
@@ -188,6 +193,11 @@ counters! {
     linger_timeouts,
     /// Input read and dropped after we ended a connection (while lingering).
     bytes_discarded,
+    /// 1 while the server is over the memory high-water mark (reads of
+    /// connections with unread output paused), else 0: a gauge.
+    memory_pressure,
+    /// Times held memory crossed the high-water mark of `--max-memory`.
+    memory_pressure_episodes,
 }
 
 impl Counters {

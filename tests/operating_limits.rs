@@ -357,6 +357,8 @@ fn sigterm_delivers_every_pending_reply_then_exits_0_with_final_stats() {
         "0.05",
         "--max-buffered",
         "8MiB", // so it reads every byte before the signal
+        "--max-memory",
+        "0", // holds 600 MiB on purpose: this tests the drain, not the budget
         "--shutdown-grace",
         "60", // the test reads the clients one after another
     ]);

@@ -59,7 +59,7 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
         if self.socket.shutdown_write().is_err() {
             return Next::Close(reason); // not connected any more: nothing to save
         }
-        self.state.insert(State::LINGERING | State::TIMERS_CHANGED);
+        self.state.insert(State::LINGERING | State::NEEDS_REACTOR);
         // While lingering, the protocol's deadline slot holds the linger's
         // end: the protocol has nothing more to say.
         self.protocol_due_ms = due_after(ws.ctx.now_ms, LINGER_MS);

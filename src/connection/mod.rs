@@ -57,6 +57,10 @@ pub struct Limits {
     pub idle_timeout_ms: Option<u64>,
     /// Close a connection whose pending output has not moved for this long (ms).
     pub stall_timeout_ms: Option<u64>,
+    /// Past this many bytes held server-wide (by capacity), connections
+    /// with output waiting stop being read (`--max-memory`'s high-water
+    /// mark; `usize::MAX` without a budget).
+    pub high_water_bytes: usize,
 }
 
 /// What every connection call needs besides buffers: limits, the loop
@@ -148,12 +152,14 @@ bitflags! {
         const HUP_SEEN = 1 << 2;
         /// We read EOF: the peer will send nothing more.
         const PEER_CLOSED = 1 << 3;
-        /// Something may have moved a deadline *earlier* than the one the
-        /// reactor has scheduled (a new connection, output starting to wait,
-        /// a protocol deadline, a fired entry). Activity only moves
+        /// The reactor must look after this drive: something may have moved
+        /// a deadline *earlier* than the one it has scheduled (a new
+        /// connection, output starting to wait, a protocol deadline, a
+        /// fired entry), or queued output took the server's held memory
+        /// past the high-water mark of `--max-memory`. Activity only moves
         /// deadlines later, so without this bit the reactor need not look:
         /// that saves the work on every message.
-        const TIMERS_CHANGED = 1 << 4;
+        const NEEDS_REACTOR = 1 << 4;
         /// We ended the connection, sent every owed byte and shut down our
         /// sending side; now reading and discarding until the peer closes
         /// too, or [`LINGER_MS`] passes (`linger.rs`).
@@ -206,7 +212,7 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
             protocol_due_ms: NEVER,
             scheduled_ms: NEVER,
             serial,
-            state: State::WRITE_READY | State::TIMERS_CHANGED,
+            state: State::WRITE_READY | State::NEEDS_REACTOR,
             closing: None,
             queued: false,
             closed: false,
@@ -240,30 +246,35 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
         !self.state.contains(State::PEER_CLOSED) && self.closing.is_none()
     }
 
-    /// We would read right now if bytes were there: output is below `--max-buffered`.
-    pub fn can_read(&self, limits: &Limits) -> bool {
-        self.outbuf.len() < limits.max_buffered
+    /// With output already waiting, whether we may read (and so queue more):
+    /// this connection's output is below `--max-buffered`, and the server
+    /// as a whole is below the high-water mark of `--max-memory`. (A
+    /// connection with *no* output waiting always reads: a client that
+    /// reads its replies is never paused because others do not.)
+    pub fn output_has_room(&self, ctx: &Context) -> bool {
+        self.outbuf.len() < ctx.limits.max_buffered
+            && ctx.gauge.held_capacity < ctx.limits.high_water_bytes
     }
 
     /// Whether to read now: the kernel may have bytes, the peer has not
-    /// closed, we still listen, and output is below `--max-buffered`.
+    /// closed, we still listen, and there is room for the output.
     /// Asked once per readiness event, so the two bits are tested together.
-    fn wants_input(&self, limits: &Limits) -> bool {
+    fn wants_input(&self, ctx: &Context) -> bool {
         self.state & (State::READ_READY | State::PEER_CLOSED) == State::READ_READY
             && self.closing.is_none()
-            && (self.outbuf.is_empty() || self.can_read(limits))
+            && (self.outbuf.is_empty() || self.output_has_room(ctx))
     }
 
-    /// Whether a deadline may have moved earlier since it was last taken.
-    pub fn timers_changed(&self) -> bool {
-        self.state.contains(State::TIMERS_CHANGED)
+    /// Whether the reactor must look at this connection (see [`State::NEEDS_REACTOR`]).
+    pub fn needs_reactor(&self) -> bool {
+        self.state.contains(State::NEEDS_REACTOR)
     }
 
-    /// Whether a deadline may have moved earlier since the last call (and reset that).
-    pub fn take_timers_changed(&mut self) -> bool {
-        let changed = self.state.contains(State::TIMERS_CHANGED);
+    /// Whether the reactor must look (and reset that).
+    pub fn take_needs_reactor(&mut self) -> bool {
+        let changed = self.state.contains(State::NEEDS_REACTOR);
         if changed {
-            self.state.remove(State::TIMERS_CHANGED);
+            self.state.remove(State::NEEDS_REACTOR);
         }
         changed
     }
@@ -304,7 +315,7 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
         P: Protocol<Session = Session>,
     {
         let now = ws.ctx.now_ms;
-        self.state.insert(State::TIMERS_CHANGED); // our queue entry was consumed: schedule anew
+        self.state.insert(State::NEEDS_REACTOR); // our queue entry was consumed: schedule anew
         if self.state.contains(State::LINGERING) {
             return self.on_linger_deadline(&mut ws.ctx);
         }
@@ -365,7 +376,7 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
             }
         }
         // 2. Input, if the kernel may have some and we are willing to take it.
-        if !self.wants_input(&ws.ctx.limits) {
+        if !self.wants_input(&ws.ctx) {
             // Paused by backpressure leaves READ_READY set: when a writable
             // edge drains the output, step 2 above runs again and reads the
             // bytes no new readable edge would announce.
@@ -446,7 +457,7 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
                     }
                     // Only output the kernel refused can pass the mark, so
                     // the common case (nothing queued) is one test.
-                    if !self.outbuf.is_empty() && !self.can_read(&ctx.limits) {
+                    if !self.outbuf.is_empty() && !self.output_has_room(ctx) {
                         ctx.counters.read_pauses += 1;
                         return FillOutcome::Paused;
                     }
@@ -551,7 +562,7 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
                 // in the same pass over the queue, and a protocol that re-arms
                 // a zero deadline from `on_deadline` would spin the loop.
                 self.protocol_due_ms = due_after(ctx.now_ms, millis(after).max(1));
-                self.state.insert(State::TIMERS_CHANGED);
+                self.state.insert(State::NEEDS_REACTOR);
             }
             DeadlineRequest::Cancel => self.protocol_due_ms = NEVER,
         }
@@ -563,6 +574,41 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
             self.last_activity_ms = ctx.now_ms;
         }
         self.send(bytes, ctx)
+    }
+
+    /// Whether reading stopped only because the server passed the memory
+    /// high-water mark: bytes may wait in the kernel, the peer and we are
+    /// both still going, and this connection's own output is under
+    /// `--max-buffered`. When the pressure ends no edge will announce those
+    /// bytes, so the reactor looks for these and puts them on the ready queue.
+    pub fn read_paused_for_memory(&self, limits: &Limits) -> bool {
+        self.state.contains(State::READ_READY)
+            && self.may_read()
+            && !self.outbuf.is_empty()
+            && self.outbuf.len() < limits.max_buffered
+    }
+
+    /// Heap bytes this connection holds (both buffers, by capacity).
+    pub fn held_capacity(&self) -> usize {
+        self.inbuf.capacity() + self.outbuf.capacity()
+    }
+
+    /// Whether replies are waiting for the client to read them.
+    pub fn has_unsent_output(&self) -> bool {
+        !self.outbuf.is_empty()
+    }
+
+    /// Since when pending output has not moved (meaningful while
+    /// [`Connection::has_unsent_output`]).
+    pub fn output_stuck_since_ms(&self) -> u64 {
+        self.output_progress_ms
+    }
+
+    /// Drop both buffers now (the connection was closed and will be reaped
+    /// at the end of the turn): its memory counts as free at once.
+    pub fn discard_buffers(&mut self, gauge: &mut BufferGauge) {
+        self.inbuf.clear(gauge);
+        self.outbuf.clear(gauge);
     }
 
     /// Drop buffered bytes (the connection is closing); returns the socket.

@@ -153,8 +153,13 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
         if self.outbuf.is_empty() {
             // The stall clock starts when output starts waiting.
             self.output_progress_ms = ctx.now_ms;
-            self.state.insert(State::TIMERS_CHANGED);
+            self.state.insert(State::NEEDS_REACTOR);
         }
         self.outbuf.push(bytes, &mut ctx.gauge);
+        if ctx.gauge.held_capacity >= ctx.limits.high_water_bytes {
+            // Memory pressure: the reactor checks the budget before it
+            // serves anyone else (and may evict), not only at the turn's end.
+            self.state.insert(State::NEEDS_REACTOR);
+        }
     }
 }

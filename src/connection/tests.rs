@@ -16,6 +16,7 @@ fn workspace(max_buffered: usize, budget: usize) -> Workspace {
         read_budget_bytes: budget,
         idle_timeout_ms: None,
         stall_timeout_ms: None,
+        high_water_bytes: usize::MAX,
     };
     Workspace::new(limits, SCRATCH)
 }
@@ -339,7 +340,7 @@ fn a_close_with_input_still_arriving_shuts_down_writing_and_drains_until_eof() {
     assert!(conn.state.contains(State::LINGERING));
     assert_eq!(ws.ctx.counters.bytes_discarded, 8);
     assert!(
-        conn.timers_changed(),
+        conn.needs_reactor(),
         "the linger deadline must be scheduled"
     );
     assert_eq!(conn.next_deadline(&ws.ctx.limits), LINGER_MS);

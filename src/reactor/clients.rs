@@ -19,6 +19,7 @@ use slab::Slab;
 
 use super::endpoints::Endpoint;
 use super::tokens::endpoint_index;
+use crate::budget::MemoryBudget;
 use crate::connection::{Connection, Next, Workspace};
 use crate::protocol::Protocol;
 use crate::ratelimit::WarnLimiter;
@@ -30,13 +31,13 @@ use crate::timers::{DeadlineQueue, Entry, NEVER};
 /// its next edge and no deadline moved earlier (activity only moves them
 /// later) — nothing for the reactor to do. Otherwise [`Clients::act_on`]
 /// must look. It only peeks: `act_on` is the one place that takes
-/// `TIMERS_CHANGED` and reschedules.
+/// `NEEDS_REACTOR` and reschedules.
 #[inline(always)]
 fn needs_action<S, Session>(conn: &Connection<S, Session>, next: Next) -> bool
 where
     S: std::io::Read + std::io::Write + Linger,
 {
-    next != Next::Wait || conn.timers_changed()
+    next != Next::Wait || conn.needs_reactor()
 }
 
 /// What events are dispatched to: sockets, connections, queues and timers.
@@ -59,6 +60,9 @@ pub(super) struct Clients<P: Protocol> {
     /// cleanly when the process runs out (see `shed_waiting_connections`).
     pub(super) spare_fd: Option<File>,
     pub(super) emfile_warnings: WarnLimiter,
+    /// `--max-memory`: its marks and whether pressure is on.
+    pub(super) budget: MemoryBudget,
+    pub(super) memory_warnings: WarnLimiter,
     /// False once shutdown began.
     pub(super) accepting: bool,
 }
@@ -102,7 +106,7 @@ impl<P: Protocol> Clients<P> {
 
     /// Act on a connection's answer: requeue or close it, and reschedule
     /// its deadline if one moved earlier — the one place that consumes
-    /// `TIMERS_CHANGED`.
+    /// `NEEDS_REACTOR`.
     pub(super) fn act_on(&mut self, key: usize, next: Next) {
         let conn = &mut self.conns[key];
         match next {
@@ -115,7 +119,7 @@ impl<P: Protocol> Clients<P> {
             }
             Next::Close(reason) => return self.close(key, reason),
         }
-        if !conn.take_timers_changed() {
+        if !conn.take_needs_reactor() {
             return;
         }
         // Lazy timers: only a deadline that moved *earlier* than the one
@@ -129,6 +133,10 @@ impl<P: Protocol> Clients<P> {
                 serial: conn.serial,
             });
         }
+        // Output queued past the high-water mark also raised the flag.
+        if self.ws.ctx.gauge.held_capacity >= self.ws.ctx.limits.high_water_bytes {
+            self.enforce_budget();
+        }
     }
 
     pub(super) fn close(&mut self, key: usize, reason: CloseReason) {
@@ -137,6 +145,9 @@ impl<P: Protocol> Clients<P> {
             return;
         }
         conn.closed = true;
+        // Its memory is free now, not at the end of the turn: eviction
+        // counts on that, and nothing reads these buffers again.
+        conn.discard_buffers(&mut self.ws.ctx.gauge);
         self.ws.ctx.counters.count_close(reason);
         self.closed.push(key);
         debug!("connection {key} closed: {}", reason.name());

@@ -31,6 +31,7 @@
 
 mod clients;
 mod endpoints;
+mod memory;
 mod shutdown;
 mod tokens;
 mod udp;
@@ -48,6 +49,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use crate::budget::MemoryBudget;
 use crate::connection::{Limits, Workspace};
 use crate::fdlimit::open_fds;
 use crate::protocol::Protocol;
@@ -81,6 +83,8 @@ pub struct ReactorSettings {
     pub shutdown_grace_ms: u64,
     /// Shut down on SIGINT/SIGTERM (a second signal exits at once).
     pub handle_signals: bool,
+    /// `--max-memory`: bytes held for all connections together (0: no budget).
+    pub max_memory: usize,
 }
 
 /// The single-threaded event loop serving one [`Protocol`].
@@ -151,6 +155,8 @@ impl<P: Protocol> Reactor<P> {
                 next_serial: 0,
                 spare_fd: File::open("/dev/null").ok(),
                 emfile_warnings: WarnLimiter::default(),
+                budget: MemoryBudget::new(settings.max_memory),
+                memory_warnings: WarnLimiter::default(),
                 accepting: true,
             },
             clock,
@@ -200,6 +206,7 @@ impl<P: Protocol> Reactor<P> {
         self.dispatch_events(); // 3. accept / receive / read / write per event
         self.clients.serve_ready_queue(self.poll.registry()); // 4. budget leftovers
         self.clients.expire_deadlines(self.poll.registry()); // 5. timers
+        self.clients.enforce_budget(); //                        memory: pressure, eviction
         self.clients.reap_closed(); // 6. free slab slots only now
         self.publish_stats(); // 7. counters out to other threads
         Ok(())

@@ -1,0 +1,147 @@
+//! `--max-memory`: whatever never-reading clients do, the bytes the server
+//! holds stay within the budget, and a client that reads its replies is
+//! neither paused for long nor evicted.
+
+mod support;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use echo_reactor::protocol::Echo;
+use echo_reactor::reactor::SCRATCH_BYTES;
+use echo_reactor::{CloseReason, Config};
+use support::*;
+
+const MIB: usize = 1024 * 1024;
+
+/// Open `count` connections that each write up to `bytes` and never read,
+/// round-robin and non-blocking, until every one has sent it all, been
+/// closed by the server, or stopped moving (paused by the server) for a
+/// whole pass while the server says it is holding them back.
+fn flood(server: &TestServer, count: usize, bytes: usize) -> Vec<TcpStream> {
+    let mut flooders: Vec<(TcpStream, usize, bool)> = (0..count)
+        .map(|_| {
+            let stream = TcpStream::connect(server.addr).unwrap();
+            stream.set_nonblocking(true).unwrap();
+            (stream, 0, false)
+        })
+        .collect();
+    let block = vec![b'f'; 64 * 1024];
+    let start = Instant::now();
+    loop {
+        let mut moved = false;
+        for (stream, sent, done) in flooders.iter_mut().filter(|f| !f.2) {
+            match stream.write(&block[..block.len().min(bytes - *sent)]) {
+                Ok(n) => {
+                    *sent += n;
+                    moved = true;
+                    *done = *sent >= bytes;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(_) => *done = true, // closed by the server (evicted)
+            }
+        }
+        if flooders.iter().all(|f| f.2) {
+            break;
+        }
+        // Nobody could write: the server has stopped reading them all (by
+        // the budget, or by --max-buffered alone).
+        let stats = server.stats();
+        let held_back = stats.memory_pressure == 1
+            || stats.closed_by(CloseReason::Evicted) > 0
+            || stats.read_pauses > 0;
+        if !moved && held_back {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the flood never settled: {stats}"
+        );
+        if !moved {
+            thread::yield_now();
+        }
+    }
+    flooders.into_iter().map(|f| f.0).collect()
+}
+
+/// Send `rounds` messages of `size` bytes and check each echo.
+fn well_behaved(addr: std::net::SocketAddr, rounds: usize, size: usize) {
+    let mut stream = connect(addr);
+    for round in 0..rounds {
+        let message = pattern(size, round as u64);
+        let mut writer = stream.try_clone().unwrap();
+        let sent = message.clone();
+        let sender = thread::spawn(move || writer.write_all(&sent).unwrap());
+        let mut echoed = vec![0u8; size];
+        stream.read_exact(&mut echoed).unwrap();
+        sender.join().unwrap();
+        assert_same_bytes(&echoed, &message);
+    }
+}
+
+fn budget_server(max_memory: usize) -> TestServer {
+    raise_limit_for_children();
+    let config = Config {
+        max_memory,
+        stall_timeout: Some(Duration::from_secs(60)),
+        ..Config::default()
+    };
+    TestServer::start(config, Echo)
+}
+
+#[test]
+fn never_readers_cannot_push_held_bytes_past_the_budget_and_a_reader_gets_every_reply() {
+    let budget = 32 * MIB;
+    let server = budget_server(budget);
+    let reader = {
+        let addr = server.addr;
+        thread::spawn(move || well_behaved(addr, 50, 256 * 1024))
+    };
+    let flooders = flood(&server, 2_000, 2 * MIB);
+    reader
+        .join()
+        .expect("the well-behaved client got every reply");
+    // One more round trip after the flood settled.
+    well_behaved(server.addr, 5, 1024 * 1024);
+    let stats = server.stats();
+    assert!(
+        stats.peak_held_bytes as usize <= budget + SCRATCH_BYTES,
+        "peak held {} bytes over a {budget}-byte budget: {stats}",
+        stats.peak_held_bytes
+    );
+    assert!(
+        stats.memory_pressure_episodes > 0 || stats.closed_by(CloseReason::Evicted) > 0,
+        "the budget was never reached, so this tested nothing: {stats}"
+    );
+    drop(flooders);
+}
+
+#[test]
+fn a_reader_sending_large_messages_during_evictions_is_never_the_one_evicted() {
+    // A small budget and many never-readers: the server must evict. Beside
+    // them a client echoes 1 MiB messages — for a moment it too holds
+    // output, and often more than any one never-reader — and reads them
+    // back. Its output keeps moving, so the stuck ones go first.
+    let budget = 8 * MIB;
+    let server = budget_server(budget);
+    let reader = {
+        let addr = server.addr;
+        thread::spawn(move || well_behaved(addr, 40, MIB))
+    };
+    let flooders = flood(&server, 400, 4 * MIB);
+    reader
+        .join()
+        .expect("the well-behaved client got every reply");
+    let stats = server.stats();
+    assert!(
+        stats.closed_by(CloseReason::Evicted) > 0,
+        "nothing was evicted: {stats}"
+    );
+    assert!(
+        stats.peak_held_bytes as usize <= budget + SCRATCH_BYTES,
+        "{stats}"
+    );
+    drop(flooders);
+}
