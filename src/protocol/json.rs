@@ -190,9 +190,7 @@ impl JsonCursor {
                     self.state = Scan::Str { escaped: false };
                     Step::Inside
                 }
-                b'{' | b'[' if self.depth == MAX_DEPTH => {
-                    Step::Invalid("recursion limit exceeded")
-                }
+                b'{' | b'[' if self.depth == MAX_DEPTH => Step::Invalid("recursion limit exceeded"),
                 b'{' | b'[' => {
                     self.depth += 1;
                     Step::Inside
@@ -317,7 +315,10 @@ impl Protocol for Json {
         let mut start = 0;
         // The reactor gives back at least what it kept last time (the
         // value in progress), so `scanned` fits; `min` only guards the contract.
-        debug_assert!(cursor.scanned <= input.len(), "input shrank under the cursor");
+        debug_assert!(
+            cursor.scanned <= input.len(),
+            "input shrank under the cursor"
+        );
         let mut pos = cursor.scanned.min(input.len());
         while pos < input.len() {
             #[cfg(test)]
@@ -456,7 +457,10 @@ mod tests {
         assert_eq!(out, "[\"]\\\"}\",\"{\"]\n");
         assert!(!closed && rest.is_empty());
         let (out, _, _) = run(&[b"\"a\\", b"\\\"\""]);
-        assert_eq!(out, "\"a\\\\\"\n", "an escaped backslash does not escape the quote");
+        assert_eq!(
+            out, "\"a\\\\\"\n",
+            "an escaped backslash does not escape the quote"
+        );
     }
 
     #[test]
@@ -483,7 +487,10 @@ mod tests {
     fn a_number_at_eof_is_complete() {
         let mut cursor = JsonCursor::default();
         let mut out = Vec::new();
-        assert_eq!(Json.on_bytes(&mut cursor, b"-0.5", &mut Reply::new(&mut out)), 0);
+        assert_eq!(
+            Json.on_bytes(&mut cursor, b"-0.5", &mut Reply::new(&mut out)),
+            0
+        );
         Json.on_peer_closed(&mut cursor, b"-0.5", &mut Reply::new(&mut out));
         assert_eq!(out, b"-0.5\n");
     }
@@ -492,7 +499,10 @@ mod tests {
     fn a_value_cut_off_by_eof_gets_an_error() {
         let mut cursor = JsonCursor::default();
         let mut out = Vec::new();
-        assert_eq!(Json.on_bytes(&mut cursor, b"[1, ", &mut Reply::new(&mut out)), 0);
+        assert_eq!(
+            Json.on_bytes(&mut cursor, b"[1, ", &mut Reply::new(&mut out)),
+            0
+        );
         Json.on_peer_closed(&mut cursor, b"[1, ", &mut Reply::new(&mut out));
         assert!(ends_in_error(std::str::from_utf8(&out).unwrap()));
     }
@@ -533,7 +543,17 @@ mod tests {
     fn a_byte_that_cannot_start_a_value_is_an_error_at_once() {
         // No closing byte needed: the old parser waited for one ("x" then
         // more x's was buffered until --max-line).
-        for garbage in [&b"x"[..], b"]", b"}", b",", b":", b"\x0c", b"[1]]", b"12x", b"tx"] {
+        for garbage in [
+            &b"x"[..],
+            b"]",
+            b"}",
+            b",",
+            b":",
+            b"\x0c",
+            b"[1]]",
+            b"12x",
+            b"tx",
+        ] {
             let (out, closed, rest) = run(&[garbage]);
             assert!(ends_in_error(&out), "{garbage:?}: {out}");
             assert!(closed && rest.is_empty(), "{garbage:?}");
@@ -556,7 +576,10 @@ mod tests {
         Json.on_bytes(&mut cursor, b"[\"long", &mut Reply::new(&mut out));
         Json.on_input_too_long(&mut cursor, &mut Reply::new(&mut out));
         // The reactor dropped the input; the cursor must not resume in it.
-        assert_eq!(Json.on_bytes(&mut cursor, b"]", &mut Reply::new(&mut out)), 1);
+        assert_eq!(
+            Json.on_bytes(&mut cursor, b"]", &mut Reply::new(&mut out)),
+            1
+        );
         assert_eq!(
             out,
             b"{\"error\":\"value longer than --max-line\"}\n".to_vec()
