@@ -122,7 +122,7 @@ fn line_input() -> impl Strategy<Value = Vec<u8>> {
 const JSON_ISH: &[u8] = b"{}[]\",:\\ \n\t0123456789-+.eEtrufalsn x\x0c";
 
 fn config() -> ProptestConfig {
-    ProptestConfig::with_cases(256)
+    ProptestConfig::with_cases(512)
 }
 
 // ---- line framing ----
@@ -179,7 +179,9 @@ proptest! {
 fn json_string() -> impl Strategy<Value = String> {
     vec(
         prop_oneof![
-            select(vec!['"', '\\', '[', ']', '{', '}', '\n', '\u{1}', 'é', '😀', 'a', ' ']),
+            select(vec![
+                '"', '\\', '[', ']', '{', '}', '\n', '\u{1}', 'é', '😀', 'a', ' '
+            ]),
             any::<char>(),
         ],
         0..8,
@@ -382,7 +384,13 @@ proptest! {
 
 /// A client's bytes: the right answer to the challenge or a wrong one (or
 /// only part of one), then `tail`.
-fn handshake_input(key: &AuthKey, challenge: &[u8], right: bool, cut: usize, tail: &[u8]) -> Vec<u8> {
+fn handshake_input(
+    key: &AuthKey,
+    challenge: &[u8],
+    right: bool,
+    cut: usize,
+    tail: &[u8],
+) -> Vec<u8> {
     let mut answer = key.answer(challenge).to_vec();
     if !right {
         answer[cut % CHALLENGE_BYTES] ^= 1;
