@@ -174,9 +174,10 @@ fn invalid_json_gets_an_error_object_and_the_connection_closes() {
 
 // ---- --max-line ----
 
-/// Send 10 MiB with no newline; return (what came back, final stats).
+/// Send `head`, then 10 MiB of `x` with no newline; return (what came back, final stats).
 fn send_an_endless_line<P: Protocol + Send + 'static>(
     protocol: P,
+    head: &'static [u8],
 ) -> (Vec<u8>, echo_reactor::StatsSnapshot, TestServer) {
     let config = Config {
         max_line: 65_536,
@@ -187,6 +188,7 @@ fn send_an_endless_line<P: Protocol + Send + 'static>(
     let mut writer = stream.try_clone().unwrap();
     let sender = thread::spawn(move || {
         let chunk = vec![b'x'; 64 * 1024];
+        writer.write_all(head).unwrap();
         for _ in 0..160 {
             if writer.write_all(&chunk).is_err() {
                 break; // the server closed on us: expected
@@ -206,7 +208,7 @@ fn send_an_endless_line<P: Protocol + Send + 'static>(
 
 #[test]
 fn a_10_mib_line_past_max_line_closes_the_connection_with_bounded_memory() {
-    let (reply, stats, _server) = send_an_endless_line(Prefix::new("=>", Framing::Line));
+    let (reply, stats, _server) = send_an_endless_line(Prefix::new("=>", Framing::Line), b"");
     assert!(reply.is_empty());
     let bound = (65_536 + SCRATCH_BYTES) as u64;
     assert!(
@@ -219,7 +221,8 @@ fn a_10_mib_line_past_max_line_closes_the_connection_with_bounded_memory() {
 
 #[test]
 fn a_json_value_past_max_line_gets_an_error_object_before_the_close() {
-    let (reply, stats, _server) = send_an_endless_line(Json);
+    // A string that never ends (a bare `x` would be refused at once).
+    let (reply, stats, _server) = send_an_endless_line(Json, b"[\"");
     let values = json_lines(&reply);
     assert_eq!(values.len(), 1);
     assert!(
