@@ -52,8 +52,26 @@ pub fn bind_tcp(addr: SocketAddr, backlog: u32) -> io::Result<mio::net::TcpListe
 }
 
 /// A non-blocking UDP socket bound to `addr`.
+///
+/// Like [`bind_tcp`], an IPv6 socket is IPv6-only, so `--udp [::]:P` and
+/// `--udp 0.0.0.0:P` can both be served (a dual-stack `[::]` socket would
+/// also claim IPv4's port P, and the second bind would fail). No
+/// `SO_REUSEADDR`: for UDP it would let a second server share the port.
 pub fn bind_udp(addr: SocketAddr) -> io::Result<mio::net::UdpSocket> {
-    mio::net::UdpSocket::bind(addr).map_err(|e| step_error("bind udp", &addr, e))
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
+        .map_err(|e| step_error("socket for udp", &addr, e))?;
+    if addr.is_ipv6() {
+        socket
+            .set_only_v6(true)
+            .map_err(|e| step_error("set IPV6_V6ONLY on udp", &addr, e))?;
+    }
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| step_error("set non-blocking on udp", &addr, e))?;
+    socket
+        .bind(&addr.into())
+        .map_err(|e| step_error("bind udp", &addr, e))?;
+    Ok(mio::net::UdpSocket::from_std(socket.into()))
 }
 
 /// A non-blocking Unix stream listener at `path`.
@@ -145,6 +163,22 @@ mod tests {
             "left untouched"
         );
         std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn udp_on_the_ipv6_wildcard_leaves_the_same_ipv4_port_free() {
+        let v6 = bind_udp("[::]:0".parse().unwrap()).unwrap();
+        let port = v6.local_addr().unwrap().port();
+        let v4 = bind_udp(SocketAddr::from(([0, 0, 0, 0], port)))
+            .expect("IPv4 wildcard on the port the IPv6 socket holds");
+        assert_eq!(v4.local_addr().unwrap().port(), port);
+        // And each still refuses a second server on its own family.
+        let err = bind_udp(SocketAddr::from(([0, 0, 0, 0], port))).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert!(
+            err.to_string().starts_with(&format!("bind udp 0.0.0.0:{port}: ")),
+            "{err}"
+        );
     }
 
     #[test]
