@@ -4,6 +4,11 @@
 //! every error a user can cause into one line on stderr and exit code 1.
 //! Output contract (SPEC §4): one `listening on tcp ADDR` line per socket on
 //! stdout, flushed at once, and a final `stats key=value ...` line on exit.
+//!
+//! Stdout is a report, not the service: when nobody reads it any more (a
+//! closed pipe, `EPIPE`), `serve` logs a warning — with the stats line in
+//! it, so they are not lost — and carries on; the exit code is the one the
+//! shutdown earned (0). `println!` would panic there instead.
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -17,7 +22,8 @@ use crate::bench::{self, BenchArgs};
 use crate::client::{self, ClientArgs};
 use crate::fdlimit::{nofile_limits, raise_nofile_limit};
 use crate::protocol::{
-    AuthKey, Authenticated, Echo, Framing, Greet, Json, Prefix, Protocol, Upper, HANDSHAKE_TIMEOUT,
+    AuthKey, Authenticated, Echo, Framing, Greet, Json, Prefix, Protocol, Upper, CHALLENGE_BYTES,
+    HANDSHAKE_TIMEOUT,
 };
 use crate::server::{Config, Server, DEFAULT_BACKLOG};
 use crate::sockets::somaxconn;
@@ -142,6 +148,11 @@ pub struct ServeArgs {
     /// closed; 0 = no budget.
     #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_bytes_or_zero)]
     pub max_memory: usize,
+    /// UDP reply bytes per second per source network (IPv4 /24, IPv6 /56;
+    /// loopback exempt) before replies are dropped and counted, so spoofed
+    /// requests cannot aim the server at a victim; 0 = no limit.
+    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = parse_bytes_or_zero)]
+    pub udp_reply_budget: usize,
     /// Listen backlog (the kernel caps it at net.core.somaxconn).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_BACKLOG)]
     pub backlog: u32,
@@ -149,17 +160,17 @@ pub struct ServeArgs {
     /// [default: the open-file limit minus a reserve].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: Option<u64>,
-    /// Close connections with no traffic for this long.
+    /// Close connections with no traffic for this long (at least 0.001).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub idle_timeout: Option<Duration>,
-    /// Close a connection whose pending output has not moved for this long.
+    /// Close a connection whose pending output has not moved for this long (at least 0.001).
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
     pub stall_timeout: Duration,
-    /// Log a stats line this often.
+    /// Log a stats line this often (at least 0.001).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub stats_interval: Option<Duration>,
-    /// On SIGINT/SIGTERM, flush pending output for at most this long.
-    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    /// On SIGINT/SIGTERM, flush pending output for at most this long (0: close at once).
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs_or_zero)]
     pub shutdown_grace: Duration,
 }
 
@@ -180,6 +191,7 @@ impl ServeArgs {
             max_buffered: self.max_buffered,
             max_line: self.max_line,
             max_memory: self.max_memory,
+            udp_reply_budget: self.udp_reply_budget,
             max_connections: self
                 .max_connections
                 .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
@@ -229,7 +241,13 @@ pub fn parse_bytes(text: &str) -> Result<usize, String> {
     }
 }
 
-/// Parse a duration in seconds (fractions allowed, e.g. `0.5`); must be positive.
+/// The shortest timer a flag may ask for. The reactor counts whole
+/// milliseconds, so anything shorter would be rounded: `1e-10` to zero (a
+/// stats line every turn, a busy loop; every connection idle at once).
+pub const MIN_TIMER: Duration = Duration::from_millis(1);
+
+/// Parse a duration in seconds (fractions allowed, e.g. `0.5`); must be at
+/// least [`MIN_TIMER`].
 pub fn parse_secs(text: &str) -> Result<Duration, String> {
     let secs: f64 = text
         .trim()
@@ -238,7 +256,23 @@ pub fn parse_secs(text: &str) -> Result<Duration, String> {
     if secs.is_nan() || secs <= 0.0 || !secs.is_finite() {
         return Err(format!("'{text}': must be a positive number of seconds"));
     }
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("'{text}' is too long"))
+    let duration =
+        Duration::try_from_secs_f64(secs).map_err(|_| format!("'{text}' is too long"))?;
+    if duration < MIN_TIMER {
+        return Err(format!(
+            "'{text}': must be at least 0.001 seconds (1 ms, the timers' resolution)"
+        ));
+    }
+    Ok(duration)
+}
+
+/// Like [`parse_secs`], but `0` is allowed and means "no time at all"
+/// (`--shutdown-grace 0`: close every connection at once, owed output or not).
+pub fn parse_secs_or_zero(text: &str) -> Result<Duration, String> {
+    if text.trim().parse::<f64>() == Ok(0.0) {
+        return Ok(Duration::ZERO);
+    }
+    parse_secs(text)
 }
 
 /// Run a parsed command line. Errors are meant to be printed as one line.
@@ -258,6 +292,18 @@ fn serve(args: &ServeArgs) -> io::Result<()> {
             io::ErrorKind::InvalidInput,
             "--udp cannot be combined with the auth handshake (--auth-key-file or ECHO_REACTOR_AUTH_KEY): \
              datagrams cannot be authenticated this way",
+        ));
+    }
+    if auth.is_some() && config.max_line < CHALLENGE_BYTES {
+        // A partial answer waits in the input buffer like a partial line;
+        // past --max-line the connection would close before it completes.
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "--max-line {} is shorter than the {CHALLENGE_BYTES}-byte handshake answer: \
+                 with an auth key it must be at least {CHALLENGE_BYTES}",
+                config.max_line
+            ),
         ));
     }
     // The client gets 5 s to answer, or the idle timeout if that is shorter.
@@ -301,12 +347,14 @@ fn serve_with<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
         nofile_limits()
     })?;
     let server = Server::bind(config, protocol)?;
-    let mut stdout = io::stdout().lock();
-    for socket in server.bound() {
-        writeln!(stdout, "listening on {socket}")?;
+    let listening: String = server
+        .bound()
+        .iter()
+        .map(|socket| format!("listening on {socket}\n"))
+        .collect();
+    if let Err(e) = print_report(&listening) {
+        warn!("stdout: cannot print the listening lines ({e}); serving anyway");
     }
-    stdout.flush()?; // a parent process waits for these lines
-    drop(stdout);
     let effective_backlog = somaxconn().map_or(config.backlog, |cap| config.backlog.min(cap));
     info!(
         "limits: open files {soft} (hard {hard}), max connections {}, backlog {effective_backlog} (asked {}), \
@@ -320,8 +368,19 @@ fn serve_with<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
         }
     );
     let stats = server.run()?;
-    println!("{stats}");
+    if let Err(e) = print_report(&format!("{stats}\n")) {
+        warn!("stdout: cannot print the final stats ({e}); they were: {stats}");
+    }
     Ok(())
+}
+
+/// Write `text` to stdout and flush it (a parent process may be waiting for
+/// the line). An error — `EPIPE` once the reader is gone — is returned,
+/// never a panic.
+fn print_report(text: &str) -> io::Result<()> {
+    let mut stdout = io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()
 }
 
 #[cfg(test)]
@@ -361,6 +420,27 @@ mod tests {
         assert!(parse_secs("-3").is_err());
         assert!(parse_secs("NaN").is_err());
         assert!(parse_secs("soon").is_err());
+    }
+
+    #[test]
+    fn seconds_below_the_timers_resolution_are_refused_naming_the_minimum() {
+        assert_eq!(parse_secs("0.001"), Ok(MIN_TIMER));
+        for tiny in ["1e-10", "0.0009", "5e-324"] {
+            let err = parse_secs(tiny).unwrap_err();
+            assert!(
+                err.contains("at least 0.001 seconds (1 ms"),
+                "{tiny}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_shutdown_grace_may_be_zero_but_not_a_sliver() {
+        assert_eq!(parse_secs_or_zero("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_secs_or_zero("0.0"), Ok(Duration::ZERO));
+        assert_eq!(parse_secs_or_zero("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_secs_or_zero("1e-10").is_err());
+        assert!(parse_secs_or_zero("-0.5").is_err());
     }
 
     #[test]

@@ -26,7 +26,8 @@
 //! | [`stream`] | a TCP or Unix stream behind one type |
 //! | [`nonblocking`] | one socket call → one named outcome (`Data`, `WouldBlock`, `Reset`, `OutOfFiles`, ...) |
 //! | [`stats`] | counters, published once per loop turn |
-//! | [`sockets`], [`fdlimit`] | binding (backlog, `SO_REUSEADDR`, stale Unix sockets) and `RLIMIT_NOFILE` |
+//! | [`sockets`], [`fdlimit`] | binding (backlog, `SO_REUSEADDR`, stale Unix sockets), UDP replies from the address asked, and `RLIMIT_NOFILE` |
+//! | [`udp_budget`] | a per-source budget on UDP reply bytes (no reflection) |
 //!
 //! `protocol` knows nothing of mio or sockets; `connection` knows sockets
 //! only as `Read + Write`; only `reactor` (and `bench`) touch `Poll`.
@@ -52,6 +53,7 @@ pub mod sockets;
 pub mod stats;
 pub mod stream;
 pub mod timers;
+pub mod udp_budget;
 
 #[cfg(test)]
 mod testing;

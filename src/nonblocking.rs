@@ -11,7 +11,7 @@
 //! | [`try_read`]   | `Data(n)`, `Closed`, `WouldBlock`, `Reset`, `Failed(kind)`     |
 //! | [`try_write`]  | `Wrote(n)` (maybe partial), `WouldBlock`, `Closed`, `Failed` |
 //! | [`try_accept`] | `Accepted(x)`, `WouldBlock`, `OutOfFiles`, `Failed`          |
-//! | [`try_recv_from`] | `Received(n, from)`, `WouldBlock`, `Failed`                |
+//! | [`try_recv_from`] | `Received(n, from, arrived_at)`, `WouldBlock`, `Failed`    |
 //! | [`try_send_to`] | `Wrote(n)`, `WouldBlock`, `Failed`                          |
 //!
 //! Each function is exactly one system call, except that `EINTR` (a signal
@@ -25,6 +25,8 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
 
 use mio::net::UdpSocket;
+
+use crate::sockets::{recv_with_destination, send_from, Destination};
 
 /// What one `read`/`recv` on a non-blocking socket did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +80,9 @@ pub enum AcceptOutcome<T> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecvOutcome {
     /// A datagram of `n` bytes (maybe 0: empty datagrams exist) from this sender.
-    Received(usize, SocketAddr),
+    /// The third field is the local address it was sent to, where the
+    /// socket reports it (wildcard-bound sockets on Linux): answer from it.
+    Received(usize, SocketAddr, Option<Destination>),
     /// No datagram waiting.
     WouldBlock,
     /// Any other failure (e.g. `ECONNREFUSED`, reported for an earlier
@@ -88,9 +92,12 @@ pub enum RecvOutcome {
 
 /// One `recv_from` on a non-blocking UDP socket, retried on `EINTR`.
 pub fn try_recv_from(socket: &UdpSocket, buf: &mut [u8]) -> RecvOutcome {
+    // recvmsg rather than recv_from: one call either way, and it also says
+    // where the datagram arrived (IP_PKTINFO), so the reply can leave from
+    // the address the client wrote to.
     loop {
-        return match socket.recv_from(buf) {
-            Ok((n, from)) => RecvOutcome::Received(n, from),
+        return match recv_with_destination(socket, buf) {
+            Ok((n, from, arrived_at)) => RecvOutcome::Received(n, from, arrived_at),
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == ErrorKind::WouldBlock => RecvOutcome::WouldBlock,
             Err(e) => RecvOutcome::Failed(e.kind()),
@@ -98,12 +105,18 @@ pub fn try_recv_from(socket: &UdpSocket, buf: &mut [u8]) -> RecvOutcome {
     }
 }
 
-/// One `send_to` on a non-blocking UDP socket, retried on `EINTR`. A
+/// One `send_to` on a non-blocking UDP socket (from `from`, the address the
+/// request arrived at, when known), retried on `EINTR`. A
 /// datagram goes whole or not at all, and an empty one is legal, so
 /// `Wrote(0)` here means "sent". `WouldBlock` means the datagram was not sent.
-pub fn try_send_to(socket: &UdpSocket, datagram: &[u8], to: SocketAddr) -> WriteOutcome {
+pub fn try_send_to(
+    socket: &UdpSocket,
+    datagram: &[u8],
+    to: SocketAddr,
+    from: Option<Destination>,
+) -> WriteOutcome {
     loop {
-        return match socket.send_to(datagram, to) {
+        return match send_from(socket, datagram, to, from) {
             Ok(n) => WriteOutcome::Wrote(n),
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == ErrorKind::WouldBlock => WriteOutcome::WouldBlock,
@@ -265,8 +278,11 @@ mod tests {
                 other => break other,
             }
         };
-        assert_eq!(outcome, RecvOutcome::Received(0, from));
-        assert_eq!(try_send_to(&server, b"", from), WriteOutcome::Wrote(0));
+        assert_eq!(outcome, RecvOutcome::Received(0, from, None));
+        assert_eq!(
+            try_send_to(&server, b"", from, None),
+            WriteOutcome::Wrote(0)
+        );
     }
 
     #[test]

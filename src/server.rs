@@ -65,6 +65,9 @@ pub struct Config {
     /// before reads pause and, at the budget, the worst holders are
     /// evicted; 0 = no budget (`src/budget.rs`).
     pub max_memory: usize,
+    /// UDP reply bytes per second per source network (IPv4 /24, IPv6 /56;
+    /// loopback exempt) before replies are dropped; 0 = no limit.
+    pub udp_reply_budget: usize,
     /// Connections served at once; `None` derives it from the open-file limit.
     pub max_connections: Option<usize>,
     /// Close connections with no traffic for this long.
@@ -90,6 +93,7 @@ impl Default for Config {
             max_buffered: DEFAULT_MAX_BUFFERED_BYTES,
             max_line: DEFAULT_MAX_LINE_BYTES,
             max_memory: DEFAULT_MAX_MEMORY_BYTES,
+            udp_reply_budget: 0,
             max_connections: None,
             idle_timeout: None,
             stall_timeout: Some(DEFAULT_STALL_TIMEOUT),
@@ -190,6 +194,7 @@ impl<P: Protocol> Server<P> {
             shutdown_grace_ms: millis(config.shutdown_grace),
             handle_signals: config.handle_signals,
             max_memory: config.max_memory,
+            udp_reply_budget: config.udp_reply_budget,
         };
         let reactor = Reactor::new(
             poll,

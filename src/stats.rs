@@ -178,6 +178,8 @@ counters! {
     datagrams_out,
     /// UDP replies dropped because the socket would block (or the send failed).
     datagrams_dropped,
+    /// UDP replies not sent: their source network was over `--udp-reply-budget`.
+    datagrams_limited,
     /// `read`/`recv` system calls made (including those that would block).
     read_calls,
     /// `write`/`send` system calls made.

@@ -13,6 +13,19 @@
 //! That is lazy deletion: stale entries (for a connection since closed, or
 //! superseded by an earlier one) are recognised and dropped when popped.
 //!
+//! Lazy deletion alone lets stale entries pile up: with `--idle-timeout
+//! 3600` every short-lived connection leaves an entry that pops an hour
+//! later. So once per loop turn the reactor offers the queue a chance to
+//! [`compact`](DeadlineQueue::compact_if_needed): when the heap holds more
+//! than twice as many entries as could possibly be live (at most one per
+//! open connection) plus [`COMPACT_SLACK`], it keeps only the live ones.
+//!
+//! Invariant (at each compaction check): `len() <= 2 * live_at_most +
+//! COMPACT_SLACK`. A compaction scans `n` entries and removes more than
+//! `n / 2` of them, each pushed once, so its cost is amortised O(log n) per
+//! schedule — the price of the push itself — and nothing on the
+//! per-message path changes.
+//!
 //! Trade-off: a binary heap is O(log n) per schedule; a timing wheel is O(1)
 //! but coarser and harder to read. Schedules happen about once per timeout
 //! period per connection, not per message, so the heap is cheap enough.
@@ -67,10 +80,18 @@ pub struct Entry {
     pub serial: u32,
 }
 
+/// Entries a queue may hold beyond twice the live bound before it compacts:
+/// small queues never pay for a rebuild.
+pub const COMPACT_SLACK: usize = 64;
+
 /// A min-heap of [`Entry`]s, earliest first.
 #[derive(Debug, Default)]
 pub struct DeadlineQueue {
     heap: BinaryHeap<Reverse<Entry>>,
+    /// Entries the last compaction kept *beyond* the caller's bound (0 when
+    /// the caller kept its promise). Raises the next threshold, so a wrong
+    /// bound costs memory, never a rebuild on every turn.
+    excess_kept: usize,
 }
 
 impl DeadlineQueue {
@@ -90,6 +111,40 @@ impl DeadlineQueue {
             Some(Reverse(entry)) if entry.due_ms <= now_ms => self.heap.pop().map(|Reverse(e)| e),
             _ => None,
         }
+    }
+
+    /// Drop stale entries if they may outnumber live ones.
+    ///
+    /// `live_at_most` bounds how many entries can be live — for the reactor,
+    /// the number of open connections, since each has at most one live
+    /// entry. `is_live` tells a live entry from a stale one. Nothing happens
+    /// (one comparison) while `len() <= 2 * live_at_most + COMPACT_SLACK`;
+    /// past that, the heap is rebuilt from its live entries (duplicates of
+    /// one entry counted once) and the number removed is returned.
+    ///
+    /// Call it at a point where `is_live` is cheap and exact, e.g. once per
+    /// loop turn after closed connections are reaped.
+    pub fn compact_if_needed(
+        &mut self,
+        live_at_most: usize,
+        mut is_live: impl FnMut(&Entry) -> bool,
+    ) -> usize {
+        let bound = live_at_most.saturating_add(self.excess_kept);
+        let threshold = bound.saturating_mul(2).saturating_add(COMPACT_SLACK);
+        if self.heap.len() <= threshold {
+            return 0;
+        }
+        let before = self.heap.len();
+        let mut entries = std::mem::take(&mut self.heap).into_vec();
+        entries.retain(|Reverse(entry)| is_live(entry));
+        // A connection can leave two identical entries (an entry superseded,
+        // then the same moment scheduled again): keep one. Sorting is
+        // O(n log n), still amortised per push (see the module docs).
+        entries.sort_unstable();
+        entries.dedup();
+        self.excess_kept = entries.len().saturating_sub(live_at_most);
+        self.heap = BinaryHeap::from(entries);
+        before - self.heap.len()
     }
 
     /// Entries held (live and stale).
@@ -127,6 +182,137 @@ mod tests {
         assert_eq!(queue.pop_due(250).map(|e| e.key), Some(3));
         assert_eq!(queue.pop_due(250), None);
         assert_eq!(queue.len(), 1);
+    }
+
+    // ---- compaction ----
+
+    /// A stand-in for the reactor's connections: key -> (serial, scheduled_ms),
+    /// `None` once closed. Live means what the reactor checks when an entry pops.
+    struct FakeConns {
+        slots: Vec<Option<(u32, u64)>>,
+    }
+
+    impl FakeConns {
+        fn is_live(&self, entry: &Entry) -> bool {
+            matches!(self.slots.get(entry.key), Some(Some((serial, due)))
+                if *serial == entry.serial && *due == entry.due_ms)
+        }
+        fn open(&self) -> usize {
+            self.slots.iter().flatten().count()
+        }
+    }
+
+    #[test]
+    fn churn_with_a_long_timeout_keeps_the_heap_within_twice_the_live_entries() {
+        // 100 connections at a time; each lives a few "turns", is scheduled
+        // an hour ahead, often moves its deadline earlier (superseding its
+        // entry), then closes. Without compaction every entry would stay an hour.
+        const OPEN: usize = 100;
+        let mut conns = FakeConns {
+            slots: vec![None; OPEN],
+        };
+        let mut queue = DeadlineQueue::default();
+        let (mut serial, mut pushes, mut scanned) = (0u32, 0usize, 0usize);
+        for turn in 0..100_000u64 {
+            let key = (turn as usize * 7) % OPEN;
+            let now = turn;
+            match conns.slots[key] {
+                // Close it: its entry becomes stale.
+                Some(_) if turn % 3 == 0 => conns.slots[key] = None,
+                // Its deadline moved earlier: a new entry supersedes the old.
+                Some((s, due)) => {
+                    let earlier = due - 1;
+                    conns.slots[key] = Some((s, earlier));
+                    queue.schedule(Entry {
+                        due_ms: earlier,
+                        key,
+                        serial: s,
+                    });
+                    pushes += 1;
+                }
+                None => {
+                    serial += 1;
+                    let due = now + 3_600_000;
+                    conns.slots[key] = Some((serial, due));
+                    queue.schedule(Entry {
+                        due_ms: due,
+                        key,
+                        serial,
+                    });
+                    pushes += 1;
+                }
+            }
+            let len_before = queue.len();
+            if queue.compact_if_needed(conns.open(), |e| conns.is_live(e)) > 0 {
+                scanned += len_before;
+            }
+            let live = queue
+                .heap
+                .iter()
+                .filter(|Reverse(e)| conns.is_live(e))
+                .count();
+            assert!(
+                queue.len() <= 2 * live + COMPACT_SLACK,
+                "turn {turn}: {} entries, {live} live",
+                queue.len()
+            );
+            assert_eq!(live, conns.open(), "turn {turn}: a live entry was dropped");
+        }
+        // Amortised: compactions scanned at most a few entries per push.
+        assert!(
+            scanned <= 3 * pushes,
+            "scanned {scanned} for {pushes} pushes"
+        );
+    }
+
+    #[test]
+    fn compaction_keeps_every_live_entry_in_order() {
+        let mut queue = DeadlineQueue::default();
+        for key in 0..1000 {
+            queue.schedule(entry(10_000 - key as u64, key));
+        }
+        let live = |e: &Entry| e.key % 10 == 0; // 100 live, 900 stale
+        assert_eq!(queue.compact_if_needed(100, live), 900);
+        assert_eq!(queue.len(), 100);
+        let mut last = 0;
+        while let Some(e) = queue.pop_due(u64::MAX) {
+            assert!(live(&e) && e.due_ms >= last);
+            last = e.due_ms;
+        }
+    }
+
+    #[test]
+    fn a_small_or_mostly_live_queue_is_left_alone() {
+        let mut queue = DeadlineQueue::default();
+        for key in 0..COMPACT_SLACK {
+            queue.schedule(entry(1, key));
+        }
+        assert_eq!(queue.compact_if_needed(0, |_| false), 0, "within the slack");
+        assert_eq!(queue.len(), COMPACT_SLACK);
+        for key in 0..500 {
+            queue.schedule(entry(2, key));
+        }
+        assert_eq!(queue.compact_if_needed(500, |_| true), 0, "all live");
+    }
+
+    #[test]
+    fn duplicate_entries_are_kept_once_and_a_wrong_bound_does_not_rebuild_every_turn() {
+        let mut queue = DeadlineQueue::default();
+        for _ in 0..200 {
+            queue.schedule(entry(5, 1)); // the same entry again and again
+        }
+        assert_eq!(queue.compact_if_needed(1, |_| true), 199);
+        assert_eq!(queue.len(), 1);
+
+        // The caller claims at most 10 live entries but 300 are: the first
+        // compaction finds out, the next turns leave the queue alone.
+        let mut queue = DeadlineQueue::default();
+        for key in 0..300 {
+            queue.schedule(entry(5, key));
+        }
+        assert_eq!(queue.compact_if_needed(10, |_| true), 0);
+        assert_eq!(queue.len(), 300);
+        assert_eq!(queue.compact_if_needed(10, |_| panic!("rebuilt again")), 0);
     }
 
     #[test]

@@ -26,6 +26,7 @@ use crate::ratelimit::WarnLimiter;
 use crate::stats::CloseReason;
 use crate::stream::{Linger, Stream};
 use crate::timers::{DeadlineQueue, Entry, NEVER};
+use crate::udp_budget::ReplyBudget;
 
 /// `false` in the common case, once per message: the connection waits for
 /// its next edge and no deadline moved earlier (activity only moves them
@@ -38,6 +39,15 @@ where
     S: std::io::Read + std::io::Write + Linger,
 {
     next != Next::Wait || conn.needs_reactor()
+}
+
+/// Whether a deadline entry still speaks for its connection. Stale: the
+/// connection closed (and maybe its key was reused by a newer one), or an
+/// earlier entry replaced this one.
+fn entry_is_live<S, Session>(conns: &Slab<Connection<S, Session>>, entry: &Entry) -> bool {
+    conns.get(entry.key).is_some_and(|conn| {
+        !conn.closed && conn.serial == entry.serial && conn.scheduled_ms == entry.due_ms
+    })
 }
 
 /// What events are dispatched to: sockets, connections, queues and timers.
@@ -63,6 +73,8 @@ pub(super) struct Clients<P: Protocol> {
     /// `--max-memory`: its marks and whether pressure is on.
     pub(super) budget: MemoryBudget,
     pub(super) memory_warnings: WarnLimiter,
+    /// `--udp-reply-budget`: reply bytes per second per source network.
+    pub(super) udp_reply_budget: Option<ReplyBudget>,
     /// False once shutdown began.
     pub(super) accepting: bool,
 }
@@ -188,14 +200,10 @@ impl<P: Protocol> Clients<P> {
     pub(super) fn expire_deadlines(&mut self, registry: &Registry) {
         let now = self.ws.ctx.now_ms;
         while let Some(entry) = self.deadlines.pop_due(now) {
-            let Some(conn) = self.conns.get_mut(entry.key) else {
-                continue;
-            };
-            // Stale: the connection closed (and maybe the key was reused),
-            // or an earlier entry replaced this one.
-            if conn.closed || conn.serial != entry.serial || conn.scheduled_ms != entry.due_ms {
+            if !entry_is_live(&self.conns, &entry) {
                 continue;
             }
+            let conn = &mut self.conns[entry.key];
             conn.scheduled_ms = NEVER;
             let next = conn.on_deadline(&self.protocol, &mut self.ws);
             self.after(entry.key, next);
@@ -217,6 +225,12 @@ impl<P: Protocol> Clients<P> {
             // the epoll set: no epoll_ctl(DEL) needed.
             drop(conn.release(&mut self.ws.ctx.gauge));
         }
+        // Stale deadline entries wait in the heap until they come due: with
+        // a long --idle-timeout and fast churn they would pile up. Rebuild
+        // it when they outnumber the live ones (at most one per connection).
+        let conns = &self.conns;
+        self.deadlines
+            .compact_if_needed(conns.len(), |entry| entry_is_live(conns, entry));
         // A queued key that was just freed must not be driven later.
         if !self.ready.is_empty() {
             let conns = &self.conns;

@@ -87,7 +87,9 @@ impl<P: Protocol> Clients<P> {
         for _ in 0..ACCEPT_BUDGET {
             match self.try_accept(index) {
                 AcceptOutcome::Accepted(stream) => {
-                    if self.conns.len() >= self.max_connections {
+                    // Connections closed this turn still sit in the slab
+                    // until it ends; they no longer count against the cap.
+                    if self.conns.len() - self.closed.len() >= self.max_connections {
                         // Accept-and-close tells the client at once, instead of
                         // leaving it to time out in the kernel's queue.
                         self.ws.ctx.counters.rejected += 1;

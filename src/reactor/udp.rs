@@ -28,13 +28,21 @@ impl<P: Protocol> Clients<P> {
         for _ in 0..DATAGRAM_BUDGET {
             counters.read_calls += 1;
             match try_recv_from(socket, scratch) {
-                RecvOutcome::Received(n, from) => {
+                RecvOutcome::Received(n, from, arrived_at) => {
                     counters.datagrams_in += 1;
                     counters.bytes_in += n as u64;
                     reply.clear();
                     self.protocol.on_datagram(&scratch[..n], reply);
+                    if let Some(budget) = self.udp_reply_budget.as_mut() {
+                        if !budget.allow(from.ip(), reply.len(), self.ws.ctx.now_ms) {
+                            // Over this source network's reply budget: a
+                            // spoofed flood must not make us a reflector.
+                            counters.datagrams_limited += 1;
+                            continue;
+                        }
+                    }
                     counters.write_calls += 1;
-                    match try_send_to(socket, reply, from) {
+                    match try_send_to(socket, reply, from, arrived_at) {
                         WriteOutcome::Wrote(sent) => {
                             counters.datagrams_out += 1;
                             counters.bytes_out += sent as u64;
