@@ -332,3 +332,103 @@ fn stopping_closes_idle_connections_at_once_instead_of_waiting_out_the_grace() {
         .expect("run() still waiting after a stop with nothing to flush");
     assert_eq!(stats.closed_by(CloseReason::Shutdown), 1);
 }
+
+// ---- reads that stop short with more queued ----
+//
+// "A short read means the queue is empty" is false in two places. To pin
+// that deterministically the server is a child process held with SIGSTOP
+// while the client queues everything, then resumed: its first read then
+// meets all of it at once, and no later input brings a new edge.
+
+/// Run `client` against a stopped `echo-reactor serve ARGS`, resume the
+/// server, and return what `client`'s closure reads back.
+fn against_a_paused_server(
+    args: &[&str],
+    client: impl FnOnce(&ServeProcess) -> Box<dyn FnOnce() -> Vec<u8>>,
+) -> Vec<u8> {
+    let server = ServeProcess::spawn(args, 1);
+    server.signal(libc::SIGSTOP);
+    let read_back = client(&server);
+    server.signal(libc::SIGCONT);
+    read_back()
+}
+
+#[test]
+fn bytes_behind_a_tcp_urgent_mark_are_echoed_without_new_input() {
+    // A TCP read stops at the urgent mark. The client sends `ab`, an urgent
+    // `X`, then `cd`, and nothing more: every byte must come back (the
+    // urgent one inline, in order).
+    let echoed = against_a_paused_server(&["--listen", "127.0.0.1:0"], |server| {
+        let mut stream = connect(server.addr(0));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream.write_all(b"ab").unwrap();
+        SockRef::from(&stream).send_out_of_band(b"X").unwrap();
+        stream.write_all(b"cd").unwrap();
+        Box::new(move || {
+            let mut echoed = vec![0u8; 5];
+            let got = stream.read_exact(&mut echoed);
+            assert!(got.is_ok(), "{got:?} after {echoed:?}");
+            echoed
+        })
+    });
+    assert_eq!(echoed, b"abXcd");
+}
+
+#[test]
+fn bytes_after_a_unix_message_carrying_descriptors_are_echoed_without_new_input() {
+    // A Unix stream read stops after a message that carried ancillary data
+    // (here a passed descriptor, which the server's plain read discards).
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    let dir = std::env::temp_dir().join(format!("echo-reactor-anc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("s.sock");
+    // A line protocol, so the first read ("ab", no newline yet) sends
+    // nothing back: the client reading a reply would free send space, and
+    // that wake-up would reveal "cd\n" and hide the bug.
+    let args = ["--unix", path.to_str().unwrap(), "--protocol", "prefix"];
+    let echoed = against_a_paused_server(&args, |_| {
+        let mut stream = UnixStream::connect(&path).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        send_with_descriptor(stream.as_raw_fd(), b"ab", 0);
+        stream.write_all(b"cd\n").unwrap();
+        Box::new(move || {
+            let mut echoed = vec![0u8; 11];
+            let got = stream.read_exact(&mut echoed);
+            assert!(got.is_ok(), "{got:?} after {echoed:?}");
+            echoed
+        })
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(echoed, b"Echo=>abcd\n");
+}
+
+/// `sendmsg` of `bytes` with `fd` attached (SCM_RIGHTS).
+fn send_with_descriptor(socket: i32, bytes: &[u8], fd: i32) {
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) } as usize;
+    let mut control = vec![0u64; space.div_ceil(8)];
+    // SAFETY: an all-zero msghdr is valid; every pointer set below outlives the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: the control buffer holds one cmsghdr with room for one int.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<i32>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<i32>(), fd);
+        assert_eq!(libc::sendmsg(socket, &msg, 0), bytes.len() as isize);
+    }
+}

@@ -82,7 +82,7 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
                     taken += n;
                     // A short read empties the queue (as in `fill`), except
                     // after a hang-up: then read on to the EOF.
-                    if n < scratch.len() && !self.state.contains(State::HUP_SEEN) {
+                    if n < scratch.len() && !self.state.contains(State::DRAIN_FULLY) {
                         self.state.remove(State::READ_READY);
                     } else if taken >= ctx.limits.read_budget_bytes {
                         return Err(Next::Requeue); // fairness, as in `fill`

@@ -146,10 +146,15 @@ bitflags! {
         const READ_READY = 1;
         /// The send buffer had room when we last looked.
         const WRITE_READY = 1 << 1;
-        /// The last event said the peer hung up (or errored): read until
-        /// `Ok(0)`, since a short read no longer means "more will bring a
-        /// new edge".
-        const HUP_SEEN = 1 << 2;
+        /// A short read does not prove the receive queue empty here, so
+        /// read on until `WouldBlock` or `Ok(0)`. Set by an event that says
+        /// the peer hung up or errored (no new edge follows a FIN), by one
+        /// that says urgent data arrived (a TCP read stops short at the
+        /// urgent mark: tests/reactor.rs
+        /// `bytes_behind_a_tcp_urgent_mark_are_echoed_without_new_input`),
+        /// and for every Unix stream connection (a read stops short at a
+        /// message that carries ancillary data, such as passed descriptors).
+        const DRAIN_FULLY = 1 << 2;
         /// We read EOF: the peer will send nothing more.
         const PEER_CLOSED = 1 << 3;
         /// The reactor must look after this drive: something may have moved
@@ -224,7 +229,15 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
         self.outbuf.as_slice()
     }
 
+    /// Never trust a short read on this connection (a Unix stream socket:
+    /// see [`State::DRAIN_FULLY`]).
+    pub fn drain_fully(&mut self) {
+        self.state.insert(State::DRAIN_FULLY);
+    }
+
     /// Record what a readiness event said. Nothing is read or written here.
+    /// `hung_up` also stands for "urgent data arrived": both mean a short
+    /// read no longer says the queue is empty.
     pub fn on_event(&mut self, readable: bool, writable: bool, hung_up: bool) {
         let mut seen = State::empty();
         if readable {
@@ -235,7 +248,7 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
         }
         if hung_up {
             // Both ways "ready": the read will say 0, a write reports the error.
-            seen |= State::READ_READY | State::WRITE_READY | State::HUP_SEEN;
+            seen |= State::READ_READY | State::WRITE_READY | State::DRAIN_FULLY;
         }
         self.state |= seen;
     }
@@ -467,7 +480,7 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
                     // `a_short_read_then_new_data_brings_a_new_readable_event`
                     // in tests/nonblocking_semantics.rs. Not after a hang-up
                     // event: no new edge follows the FIN, so read on to Ok(0).
-                    if n < scratch.len() && !self.state.contains(State::HUP_SEEN) {
+                    if n < scratch.len() && !self.state.contains(State::DRAIN_FULLY) {
                         self.state.remove(State::READ_READY);
                         return FillOutcome::Drained;
                     }

@@ -90,7 +90,9 @@ impl<P: Protocol> Clients<P> {
         conn.on_event(
             event.is_readable(),
             event.is_writable(),
-            event.is_read_closed() || event.is_error(),
+            // Urgent data (EPOLLPRI) makes reads stop short at its mark:
+            // treated like a hang-up, drain to WouldBlock (DRAIN_FULLY).
+            event.is_read_closed() || event.is_error() || event.is_priority(),
         );
         // Drive it now, on the connection already in hand (one slab lookup).
         let next = conn.drive(&self.protocol, &mut self.ws);

@@ -23,6 +23,11 @@ use crate::timers::{due_after, NEVER};
 
 /// Connections one listener may accept per loop turn.
 pub const ACCEPT_BUDGET: usize = 256;
+/// EPOLLPRI: urgent data arrived (Linux; elsewhere nothing extra).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const URGENT: Interest = Interest::PRIORITY;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const URGENT: Interest = Interest::READABLE;
 /// After running out of descriptors, a listener rests this long.
 pub const ACCEPT_PAUSE_MS: u64 = 100;
 /// At most one out-of-descriptors warning per this many milliseconds.
@@ -167,12 +172,18 @@ impl<P: Protocol> Clients<P> {
             if let Err(e) = tcp.set_nodelay(true) {
                 debug!("set TCP_NODELAY: {e}");
             }
+            // Urgent (MSG_OOB) bytes stay in the stream, so the echo is
+            // every byte, in order; a read still stops at their mark, so
+            // we also ask for EPOLLPRI, which tells us to drain fully.
+            if let Err(e) = socket2::SockRef::from(tcp).set_out_of_band_inline(true) {
+                debug!("set SO_OOBINLINE: {e}");
+            }
         }
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         debug_assert!(key < FIRST_RESERVED);
         // Both interests, once: see the module docs.
-        let interest = Interest::READABLE | Interest::WRITABLE;
+        let interest = Interest::READABLE | Interest::WRITABLE | URGENT;
         if let Err(e) = registry.register(&mut stream, Token(key), interest) {
             warn!("register accepted socket: {e}");
             return; // dropping `stream` closes it
@@ -184,7 +195,11 @@ impl<P: Protocol> Clients<P> {
         let session = self.protocol.on_open(&mut reply);
         let requests = reply.requests();
         let now = self.ws.ctx.now_ms;
+        let unix = matches!(stream, Stream::Unix(_));
         let conn = entry.insert(Connection::new(stream, session, self.next_serial, now));
+        if unix {
+            conn.drain_fully(); // reads stop short at ancillary data
+        }
         let next = conn.on_open_reply(requests, &mut self.ws);
         self.after(key, next);
     }
