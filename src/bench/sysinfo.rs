@@ -1,6 +1,8 @@
 //! What the bench reads about processes and the kernel (Linux `/proc`; on
 //! other systems these return `None` and the report says `null`).
 
+use std::sync::mpsc;
+use std::thread;
 use std::time::Duration;
 
 /// CPU time (user + system) used so far by process `pid`.
@@ -16,10 +18,107 @@ pub fn process_cpu(pid: u32) -> Option<Duration> {
 
 /// Resident memory of process `pid`, in bytes.
 pub fn process_rss(pid: u32) -> Option<u64> {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// The most resident memory process `pid` has had since it started
+/// (`VmHWM`, its high-water mark), in bytes. The kernel raises it before
+/// any page is given back, so unlike a sample of `VmRSS` it cannot miss a
+/// short spike.
+pub fn process_rss_hwm(pid: u32) -> Option<u64> {
+    status_bytes(pid, "VmHWM:")
+}
+
+/// A `/proc/PID/status` field given in kB, in bytes.
+fn status_bytes(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// How often [`RssPeak`] samples `VmRSS`.
+const RSS_SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A process's peak resident memory over a window of time (a run).
+///
+/// Two sources: `VmHWM` (exact, but over the process's whole life) and
+/// `VmRSS` sampled every [`RSS_SAMPLE_INTERVAL`] on a small thread (over
+/// the window only, but it can miss a spike between samples). If `VmHWM`
+/// rose during the window, the window holds the lifetime peak and `VmHWM`
+/// is it, exactly; otherwise the process had been bigger before (a
+/// long-running server given by `--server-pid`) and the samples are the
+/// best we know. The target process is only read, never changed (resetting
+/// its `VmHWM` through `/proc/PID/clear_refs` would be exact too, but it
+/// would alter a server the bench does not own).
+pub struct RssPeak {
+    pid: u32,
+    hwm_before: Option<u64>,
+    stop: mpsc::Sender<()>,
+    sampler: thread::JoinHandle<Option<u64>>,
+}
+
+/// The peak resident memory of a window, and where it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peak {
+    /// Bytes.
+    pub bytes: u64,
+    /// `"VmHWM"` (exact) or `"sampled"` (a lower bound: the largest sample).
+    pub source: &'static str,
+}
+
+impl RssPeak {
+    /// Start watching process `pid`.
+    pub fn start(pid: u32) -> RssPeak {
+        let hwm_before = process_rss_hwm(pid);
+        let (stop, stopped) = mpsc::channel::<()>();
+        let sampler = thread::spawn(move || {
+            let mut peak = process_rss(pid);
+            // `recv_timeout` is the sampling clock and the stop signal at
+            // once: it returns `Timeout` every interval until `finish`
+            // drops the sender.
+            while let Err(mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(RSS_SAMPLE_INTERVAL)
+            {
+                peak = peak.max(process_rss(pid));
+            }
+            peak
+        });
+        RssPeak {
+            pid,
+            hwm_before,
+            stop,
+            sampler,
+        }
+    }
+
+    /// Stop watching; the window's peak (`None` if `/proc` could not be read).
+    pub fn finish(self) -> Option<Peak> {
+        let hwm_after = process_rss_hwm(self.pid);
+        drop(self.stop);
+        let sampled = self.sampler.join().ok().flatten();
+        let sampled = sampled.max(process_rss(self.pid));
+        window_peak(self.hwm_before, hwm_after, sampled)
+    }
+}
+
+/// Which figure is the window's peak: `VmHWM` if it rose during the
+/// window (then the window holds the lifetime peak), else the samples.
+fn window_peak(
+    hwm_before: Option<u64>,
+    hwm_after: Option<u64>,
+    sampled: Option<u64>,
+) -> Option<Peak> {
+    match (hwm_before, hwm_after) {
+        (Some(before), Some(after)) if after > before => Some(Peak {
+            bytes: after,
+            source: "VmHWM",
+        }),
+        _ => sampled.map(|bytes| Peak {
+            bytes,
+            source: "sampled",
+        }),
+    }
 }
 
 /// CPU time (user + system) used so far by this process, all threads.
@@ -63,5 +162,29 @@ mod tests {
         while spin.elapsed() < Duration::from_millis(20) {}
         assert!(own_cpu() > Duration::ZERO);
         assert!(listen_queue_counters().is_some());
+        assert!(process_rss_hwm(pid).unwrap() > 0);
+    }
+
+    #[test]
+    fn the_peak_is_vmhwm_when_it_rose_during_the_window_else_the_samples() {
+        let exact = Peak {
+            bytes: 900,
+            source: "VmHWM",
+        };
+        assert_eq!(window_peak(Some(100), Some(900), Some(700)), Some(exact));
+        // The process was bigger before the window: VmHWM says nothing about it.
+        let sampled = Peak {
+            bytes: 700,
+            source: "sampled",
+        };
+        assert_eq!(window_peak(Some(900), Some(900), Some(700)), Some(sampled));
+        assert_eq!(window_peak(None, None, Some(700)), Some(sampled));
+        assert_eq!(window_peak(None, None, None), None);
+    }
+
+    #[test]
+    fn the_peak_of_this_process_is_known_after_a_window() {
+        let peak = RssPeak::start(std::process::id()).finish().unwrap();
+        assert!(peak.bytes > 0);
     }
 }
