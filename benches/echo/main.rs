@@ -16,7 +16,8 @@
 //!
 //! Sections, in order: the matrix; scale (1000 vs 19 000 connections);
 //! the load generator's own efficiency; memory per idle connection;
-//! fairness beside a hog; and the per-message cost (instructions and
+//! fairness beside a hog; flood (peak memory and latency beside clients
+//! that send and never read); and the per-message cost (instructions and
 //! system calls, counted by callgrind and strace when they are installed).
 //!
 //! Modes: `cargo bench` runs every section short, as a smoke run (about two
@@ -36,6 +37,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use echo_reactor::stats::stat_value;
 use serde_json::Value;
 
 use servers::{
@@ -62,6 +64,11 @@ struct Mode {
     warmup: &'static str,
     hold_connections: usize,
     fairness_light: usize,
+    /// Flood section: measured clients, and the floods beside them
+    /// (flooders, bytes each), each run against a fresh server.
+    flood_clients: usize,
+    floods: Vec<(usize, &'static str)>,
+    flood_duration: &'static str,
 }
 
 fn mode() -> Mode {
@@ -84,6 +91,11 @@ fn mode() -> Mode {
             warmup: "1",
             hold_connections: 10_000,
             fairness_light: 1000,
+            flood_clients: 50,
+            // 2000 x 4 MiB is past what the kernel will buffer for TCP
+            // machine-wide (tcp_mem): it affects every TCP user of the machine.
+            floods: vec![(2000, "4MiB"), (200, "16MiB")],
+            flood_duration: "5",
         }
     } else {
         Mode {
@@ -97,6 +109,9 @@ fn mode() -> Mode {
             warmup: "0.3",
             hold_connections: 1000,
             fairness_light: 100,
+            flood_clients: 50,
+            floods: vec![(200, "4MiB"), (100, "16MiB")],
+            flood_duration: "2",
         }
     }
 }
@@ -252,12 +267,13 @@ fn main() {
         .map(String::as_str)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let sections: [(&str, Section); 6] = [
+    let sections: [(&str, Section); 7] = [
         ("matrix", matrix),
         ("scale", scale),
         ("loadgen", load_generator),
         ("memory", memory),
         ("fairness", fairness),
+        ("flood", flood),
         ("cost", per_message_cost),
     ];
     for (name, section) in sections {
@@ -490,6 +506,98 @@ fn fairness(setup: &Setup) {
             hog_mb_s
         );
     }
+}
+
+/// Flood: the measured clients' latency and errors, and the server's peak
+/// memory, alone and beside flooders (connections that send up to their
+/// bytes and never read). Every run gets a fresh server, so its peak is
+/// this run's (`VmHWM`). Interleaved: each flood, then every server.
+fn flood(setup: &Setup) {
+    let m = &setup.mode;
+    println!(
+        "\nflood: {} measured clients, 64 B closed loop, alone and beside flooders that each send up to the bytes shown and never read (`bench --scenario flood`, flood thread at nice 10 on the load core); {} s measured after {} s warmup, the flood fills the measured window; a fresh server per run",
+        m.flood_clients, m.flood_duration, m.warmup
+    );
+    println!(
+        "{:<13} {:>14} {:>9} {:>9} {:>9} {:>8} {:>9} {:>8} {:>10} {:>8}  errors",
+        "server",
+        "flood",
+        "peak RSS",
+        "held MiB",
+        "msgs/s",
+        "p50 us",
+        "p99 us",
+        "x alone",
+        "sent MiB",
+        "closed"
+    );
+    let mut alone_p99: Vec<f64> = Vec::new();
+    let floods = std::iter::once((0, "")).chain(m.floods.iter().copied());
+    for (flooders, bytes) in floods {
+        for (which, &name) in setup.servers.iter().enumerate() {
+            let server = start(name, setup.c_binary.as_deref());
+            let mut args = echo_args(m.flood_clients, 64, m.flood_duration, m.warmup);
+            let label = if flooders == 0 {
+                "alone".to_string()
+            } else {
+                let count = flooders.to_string();
+                args.extend(strings(&[
+                    "--scenario",
+                    "flood",
+                    "--flooders",
+                    &count,
+                    "--flood-bytes",
+                    bytes,
+                ]));
+                format!("{flooders} x {bytes}")
+            };
+            let r = load(&server, &args);
+            // echo-reactor's own count of the bytes it held at most.
+            let held = stat_value(&server.stop(), "peak_held_bytes");
+            let p99 = f(&r["latency_us"]["p99"]);
+            if flooders == 0 {
+                alone_p99.push(p99);
+            }
+            let sv = &r["server"];
+            let fl = &r["flood"];
+            let mib = |v: f64| format!("{:.1}", v / 1048576.0);
+            println!(
+                "{:<13} {:>14} {:>9} {:>9} {:>9.0} {:>8} {:>9} {:>8} {:>10} {:>8}  {}",
+                name,
+                label,
+                format!(
+                    "{}{}",
+                    mib(f(&sv["rss_peak_bytes"])),
+                    if sv["rss_peak_source"] == "sampled" {
+                        "*"
+                    } else {
+                        ""
+                    }
+                ),
+                held.map(|b| mib(b as f64)).unwrap_or_else(|| "-".into()),
+                f(&r["msgs_per_sec"]),
+                r["latency_us"]["p50"],
+                p99,
+                if flooders == 0 {
+                    "-".into()
+                } else {
+                    ratio(p99, alone_p99[which])
+                },
+                if flooders == 0 {
+                    "-".into()
+                } else {
+                    mib(f(&fl["bytes_sent"]))
+                },
+                if flooders == 0 {
+                    "-".into()
+                } else {
+                    fl["closed_by_server"].to_string()
+                },
+                errors(&r),
+            );
+        }
+    }
+    println!("  peak RSS in MiB: the server's VmHWM over the run (* where it did not rise and 100 ms samples of VmRSS are shown); held: echo-reactor's own peak_held_bytes; closed: flooders the server closed");
 }
 
 /// The per-message cost: instructions and system calls, counted.
