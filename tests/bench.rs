@@ -358,6 +358,7 @@ fn a_flood_beside_measured_clients_is_reported_and_every_flooder_sends_its_bytes
     let server = &r["server"];
     assert!(server["rss_peak_bytes"].as_u64().unwrap() > 0, "{server}");
     assert!(server["rss_peak_source"].is_string(), "{server}");
+    assert!(r["kernel"]["tcp_mem_peak_bytes"].as_u64().is_some(), "{r}");
     let pid = server["pid"].as_u64().unwrap();
     assert!(
         !process_exists(pid),

@@ -519,11 +519,12 @@ fn flood(setup: &Setup) {
         m.flood_clients, m.flood_duration, m.warmup
     );
     println!(
-        "{:<13} {:>14} {:>9} {:>9} {:>9} {:>8} {:>9} {:>8} {:>10} {:>8}  errors",
+        "{:<13} {:>14} {:>9} {:>9} {:>8} {:>9} {:>8} {:>9} {:>8} {:>10} {:>8}  errors",
         "server",
         "flood",
         "peak RSS",
         "held MiB",
+        "TCP MiB",
         "msgs/s",
         "p50 us",
         "p99 us",
@@ -562,7 +563,7 @@ fn flood(setup: &Setup) {
             let fl = &r["flood"];
             let mib = |v: f64| format!("{:.1}", v / 1048576.0);
             println!(
-                "{:<13} {:>14} {:>9} {:>9} {:>9.0} {:>8} {:>9} {:>8} {:>10} {:>8}  {}",
+                "{:<13} {:>14} {:>9} {:>9} {:>8} {:>9.0} {:>8} {:>9} {:>8} {:>10} {:>8}  {}",
                 name,
                 label,
                 format!(
@@ -575,8 +576,9 @@ fn flood(setup: &Setup) {
                     }
                 ),
                 held.map(|b| mib(b as f64)).unwrap_or_else(|| "-".into()),
+                format!("{:.0}", f(&r["kernel"]["tcp_mem_peak_bytes"]) / 1048576.0),
                 f(&r["msgs_per_sec"]),
-                r["latency_us"]["p50"],
+                f(&r["latency_us"]["p50"]),
                 p99,
                 if flooders == 0 {
                     "-".into()
@@ -597,7 +599,7 @@ fn flood(setup: &Setup) {
             );
         }
     }
-    println!("  peak RSS in MiB: the server's VmHWM over the run (* where it did not rise and 100 ms samples of VmRSS are shown); held: echo-reactor's own peak_held_bytes; closed: flooders the server closed");
+    println!("  peak RSS in MiB: the server's VmHWM over the run (* where it did not rise and 100 ms samples of VmRSS are shown); held: echo-reactor's own peak_held_bytes; TCP: the kernel's TCP socket memory at its peak, machine-wide (every TCP user of the machine counts; buffers are trimmed past net.ipv4.tcp_mem's pressure mark); closed: flooders the server closed");
 }
 
 /// The per-message cost: instructions and system calls, counted.

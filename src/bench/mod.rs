@@ -450,7 +450,7 @@ fn run_echo(args: &BenchArgs, addr: SocketAddr, server_pid: Option<u32>, progres
     let start = Arc::new(Barrier::new(args.threads + 1 + usize::from(flooders > 0)));
     // Watched from before the first connection: the connections are part
     // of what the server holds.
-    let rss_peak = server_pid.map(sysinfo::RssPeak::start);
+    let watch = sysinfo::Watch::start(server_pid);
     let (tick_tx, tick_rx) = mpsc::channel();
     let handles: Vec<_> = shares
         .iter()
@@ -537,7 +537,7 @@ fn run_echo(args: &BenchArgs, addr: SocketAddr, server_pid: Option<u32>, progres
         total.merge(&handle.join().expect("load thread panicked"));
     }
     let flood = flood.map(|handle| handle.join().expect("flood thread panicked"));
-    let peak = rss_peak.and_then(sysinfo::RssPeak::finish);
+    let peaks = watch.finish();
     let secs = args.duration.as_secs_f64();
     let mut report = base_report(args, addr, server_pid);
     report["connections"]["achieved"] = json!(total.connected);
@@ -551,8 +551,14 @@ fn run_echo(args: &BenchArgs, addr: SocketAddr, server_pid: Option<u32>, progres
     report["errors"] = errors_json(&total.errors);
     fill_cpu(&mut report, &cpu_start, &cpu_end, total.messages);
     report["server"]["rss_bytes"] = json!(server_pid.and_then(sysinfo::process_rss));
-    report["server"]["rss_peak_bytes"] = json!(peak.map(|p| p.bytes));
-    report["server"]["rss_peak_source"] = json!(peak.map(|p| p.source));
+    report["server"]["rss_peak_bytes"] = json!(peaks.rss.map(|p| p.bytes));
+    report["server"]["rss_peak_source"] = json!(peaks.rss.map(|p| p.source));
+    let limits = sysinfo::kernel_tcp_memory_limits();
+    report["kernel"] = json!({
+        "tcp_mem_peak_bytes": peaks.kernel_tcp,
+        "tcp_mem_pressure_bytes": limits.map(|l| l[1]),
+        "tcp_mem_high_bytes": limits.map(|l| l[2]),
+    });
     if let Some(flood) = flood {
         report["flood"] = flood_json(&flood, args);
     }
@@ -736,6 +742,13 @@ fn print_human(r: &Value) {
             f["closed_by_server"],
             f["connect_failed"],
             f["failed"],
+        );
+        let k = &r["kernel"];
+        println!(
+            "  kernel       TCP socket memory peaked at {}, machine-wide (buffers trimmed past {}, refused at {})",
+            bytes_text(&k["tcp_mem_peak_bytes"]),
+            bytes_text(&k["tcp_mem_pressure_bytes"]),
+            bytes_text(&k["tcp_mem_high_bytes"]),
         );
     }
     if let Some(h) = r.get("hold") {
