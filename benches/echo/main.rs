@@ -69,6 +69,7 @@ struct Mode {
     flood_clients: usize,
     floods: Vec<(usize, &'static str)>,
     flood_duration: &'static str,
+    flood_rounds: usize,
 }
 
 fn mode() -> Mode {
@@ -96,6 +97,7 @@ fn mode() -> Mode {
             // machine-wide (tcp_mem): it affects every TCP user of the machine.
             floods: vec![(2000, "4MiB"), (200, "16MiB")],
             flood_duration: "5",
+            flood_rounds: 3,
         }
     } else {
         Mode {
@@ -112,6 +114,7 @@ fn mode() -> Mode {
             flood_clients: 50,
             floods: vec![(200, "4MiB"), (100, "16MiB")],
             flood_duration: "2",
+            flood_rounds: 1,
         }
     }
 }
@@ -511,13 +514,44 @@ fn fairness(setup: &Setup) {
 /// Flood: the measured clients' latency and errors, and the server's peak
 /// memory, alone and beside flooders (connections that send up to their
 /// bytes and never read). Every run gets a fresh server, so its peak is
-/// this run's (`VmHWM`). Interleaved: each flood, then every server.
+/// this run's (`VmHWM`). In each round every server runs alone and then
+/// beside each flood, back to back, so its "x alone" ratio compares runs
+/// made under the same machine load; with several rounds, medians.
 fn flood(setup: &Setup) {
     let m = &setup.mode;
     println!(
-        "\nflood: {} measured clients, 64 B closed loop, alone and beside flooders that each send up to the bytes shown and never read (`bench --scenario flood`, flood thread at nice 10 on the load core); {} s measured after {} s warmup, the flood fills the measured window; a fresh server per run",
-        m.flood_clients, m.flood_duration, m.warmup
+        "\nflood: {} measured clients, 64 B closed loop, alone and beside flooders that each send up to the bytes shown and never read (`bench --scenario flood`, flood thread at nice 10 on the load core); {} s measured after {} s warmup, the flood fills the measured window; a fresh server per run; medians of {} round(s)",
+        m.flood_clients, m.flood_duration, m.warmup, m.flood_rounds
     );
+    let floods: Vec<(usize, &str)> = std::iter::once((0, ""))
+        .chain(m.floods.iter().copied())
+        .collect();
+    // Per server, per flood: every round's report and echo-reactor's own peak_held_bytes.
+    let mut runs: Vec<Vec<(Vec<Value>, Vec<f64>)>> =
+        vec![vec![(Vec::new(), Vec::new()); floods.len()]; setup.servers.len()];
+    for _ in 0..m.flood_rounds {
+        for (which, &name) in setup.servers.iter().enumerate() {
+            for (point, &(flooders, bytes)) in floods.iter().enumerate() {
+                let server = start(name, setup.c_binary.as_deref());
+                let mut args = echo_args(m.flood_clients, 64, m.flood_duration, m.warmup);
+                if flooders > 0 {
+                    let count = flooders.to_string();
+                    args.extend(strings(&[
+                        "--scenario",
+                        "flood",
+                        "--flooders",
+                        &count,
+                        "--flood-bytes",
+                        bytes,
+                    ]));
+                }
+                let report = load(&server, &args);
+                let (reports, held) = &mut runs[which][point];
+                reports.push(report);
+                held.extend(stat_value(&server.stop(), "peak_held_bytes").map(|b| b as f64));
+            }
+        }
+    }
     println!(
         "{:<13} {:>14} {:>9} {:>9} {:>8} {:>9} {:>8} {:>9} {:>8} {:>10} {:>8}  errors",
         "server",
@@ -532,70 +566,49 @@ fn flood(setup: &Setup) {
         "sent MiB",
         "closed"
     );
-    let mut alone_p99: Vec<f64> = Vec::new();
-    let floods = std::iter::once((0, "")).chain(m.floods.iter().copied());
-    for (flooders, bytes) in floods {
+    let mib = |v: f64| format!("{:.1}", v / 1048576.0);
+    let middle = |reports: &[Value], pick: &dyn Fn(&Value) -> f64| {
+        median(&mut reports.iter().map(pick).collect::<Vec<_>>())
+    };
+    for (point, &(flooders, bytes)) in floods.iter().enumerate() {
         for (which, &name) in setup.servers.iter().enumerate() {
-            let server = start(name, setup.c_binary.as_deref());
-            let mut args = echo_args(m.flood_clients, 64, m.flood_duration, m.warmup);
-            let label = if flooders == 0 {
-                "alone".to_string()
-            } else {
-                let count = flooders.to_string();
-                args.extend(strings(&[
-                    "--scenario",
-                    "flood",
-                    "--flooders",
-                    &count,
-                    "--flood-bytes",
-                    bytes,
-                ]));
-                format!("{flooders} x {bytes}")
-            };
-            let r = load(&server, &args);
-            // echo-reactor's own count of the bytes it held at most.
-            let held = stat_value(&server.stop(), "peak_held_bytes");
-            let p99 = f(&r["latency_us"]["p99"]);
-            if flooders == 0 {
-                alone_p99.push(p99);
-            }
-            let sv = &r["server"];
-            let fl = &r["flood"];
-            let mib = |v: f64| format!("{:.1}", v / 1048576.0);
+            let alone_p99 = middle(&runs[which][0].0, &|r| f(&r["latency_us"]["p99"]));
+            let (reports, held) = &runs[which][point];
+            let mut held = held.clone();
+            let p99 = middle(reports, &|r| f(&r["latency_us"]["p99"]));
+            let sampled = reports
+                .iter()
+                .any(|r| r["server"]["rss_peak_source"] == "sampled");
+            let flood_cell = |text: String| if flooders == 0 { "-".into() } else { text };
             println!(
-                "{:<13} {:>14} {:>9} {:>9} {:>8} {:>9.0} {:>8} {:>9} {:>8} {:>10} {:>8}  {}",
+                "{:<13} {:>14} {:>9} {:>9} {:>8.0} {:>9.0} {:>8.0} {:>9.0} {:>8} {:>10} {:>8}  {}",
                 name,
-                label,
+                if flooders == 0 {
+                    "alone".to_string()
+                } else {
+                    format!("{flooders} x {bytes}")
+                },
                 format!(
                     "{}{}",
-                    mib(f(&sv["rss_peak_bytes"])),
-                    if sv["rss_peak_source"] == "sampled" {
-                        "*"
-                    } else {
-                        ""
-                    }
+                    mib(middle(reports, &|r| f(&r["server"]["rss_peak_bytes"]))),
+                    if sampled { "*" } else { "" }
                 ),
-                held.map(|b| mib(b as f64)).unwrap_or_else(|| "-".into()),
-                format!("{:.0}", f(&r["kernel"]["tcp_mem_peak_bytes"]) / 1048576.0),
-                f(&r["msgs_per_sec"]),
-                f(&r["latency_us"]["p50"]),
+                if held.is_empty() {
+                    "-".into()
+                } else {
+                    mib(median(&mut held))
+                },
+                middle(reports, &|r| f(&r["kernel"]["tcp_mem_peak_bytes"])) / 1048576.0,
+                middle(reports, &|r| f(&r["msgs_per_sec"])),
+                middle(reports, &|r| f(&r["latency_us"]["p50"])),
                 p99,
-                if flooders == 0 {
-                    "-".into()
-                } else {
-                    ratio(p99, alone_p99[which])
-                },
-                if flooders == 0 {
-                    "-".into()
-                } else {
-                    mib(f(&fl["bytes_sent"]))
-                },
-                if flooders == 0 {
-                    "-".into()
-                } else {
-                    fl["closed_by_server"].to_string()
-                },
-                errors(&r),
+                flood_cell(ratio(p99, alone_p99)),
+                flood_cell(mib(middle(reports, &|r| f(&r["flood"]["bytes_sent"])))),
+                flood_cell(format!(
+                    "{:.0}",
+                    middle(reports, &|r| f(&r["flood"]["closed_by_server"]))
+                )),
+                errors_of(reports),
             );
         }
     }
