@@ -80,8 +80,8 @@ const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
 /// process holds them).
 ///
 /// The server's has two sources: `VmHWM` (exact, but over the process's
-/// whole life) and `VmRSS` sampled every [`SAMPLE_INTERVAL`] on a small
-/// thread (over the window only, but it can miss a spike between samples).
+/// whole life) and `VmRSS` sampled every 100 ms on a small thread (over
+/// the window only, but it can miss a spike between samples).
 /// If `VmHWM` rose during the window, the window holds the lifetime peak
 /// and `VmHWM` is it, exactly; otherwise the process had been bigger
 /// before (a long-running server given by `--server-pid`) and the samples
