@@ -11,7 +11,10 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
+use echo_reactor::protocol::Echo;
+use echo_reactor::{CloseReason, Config};
 use serde_json::Value;
+use support::TestServer;
 
 fn bench(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_echo-reactor"))
@@ -171,6 +174,9 @@ fn settings_that_cannot_work_are_refused_before_the_run() {
         &["--connections", "100000"][..],
         &["--threads", "5", "--connections", "4"][..],
         &["--rate", "0"][..],
+        &["--scenario", "flood"][..],
+        &["--flooders", "5"][..],
+        &["--scenario", "flood", "--flooders", "100000"][..],
     ] {
         let out = bench(args);
         assert!(!out.status.success(), "{args:?}");
@@ -309,4 +315,141 @@ fn messages_larger_than_the_socket_buffers_go_out_on_writable_edges() {
     let report = successful_report(&out);
     assert!(report["messages"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(report["errors"]["timeout"], 0, "{report}");
+}
+
+// ---- flood ----
+
+#[test]
+fn a_flood_beside_measured_clients_is_reported_and_every_flooder_sends_its_bytes() {
+    const FLOODERS: u64 = 20;
+    const EACH: u64 = 256 * 1024;
+    let out = bench(&[
+        "--scenario",
+        "flood",
+        "--flooders",
+        &FLOODERS.to_string(),
+        "--flood-bytes",
+        "256KiB",
+        "--json",
+        "--connections",
+        "5",
+        "--duration",
+        "2",
+        "--warmup",
+        "0.2",
+    ]);
+    let r = successful_report(&out);
+    assert_eq!(r["scenario"], "flood");
+    assert_eq!(r["settings"]["flooders"], FLOODERS);
+    let flood = &r["flood"];
+    assert_eq!(flood["connections"], FLOODERS, "{flood}");
+    // The child server buffers up to 1 MiB per connection and the kernel
+    // more, so 256 KiB each all goes out; no more, since a flooder stops
+    // at its budget.
+    assert_eq!(flood["bytes_sent"], FLOODERS * EACH, "{flood}");
+    assert_eq!(flood["finished"], FLOODERS, "{flood}");
+    assert_eq!(flood["closed_by_server"], 0, "{flood}");
+    // The measured clients beside the flood: verified replies, no errors.
+    assert_eq!(r["connections"]["achieved"], 5);
+    assert!(r["messages"].as_u64().unwrap() > 0, "{r}");
+    for key in ["connect", "mismatch", "reset", "timeout"] {
+        assert_eq!(r["errors"][key], 0, "errors.{key}");
+    }
+    let server = &r["server"];
+    assert!(server["rss_peak_bytes"].as_u64().unwrap() > 0, "{server}");
+    assert!(server["rss_peak_source"].is_string(), "{server}");
+    assert!(r["kernel"]["tcp_mem_peak_bytes"].as_u64().is_some(), "{r}");
+    let pid = server["pid"].as_u64().unwrap();
+    assert!(
+        !process_exists(pid),
+        "the child server {pid} was left behind"
+    );
+}
+
+#[test]
+fn flooders_the_server_closes_are_counted_and_do_not_fail_the_run() {
+    // A server that closes connections whose output has not moved for
+    // 0.2 s: every flooder, once the kernel's buffers and the server's
+    // 64 KiB are full (about 8 MiB on loopback, far below the budget).
+    let config = Config {
+        max_buffered: 64 * 1024,
+        stall_timeout: Some(Duration::from_millis(200)),
+        ..Config::default()
+    };
+    let server = TestServer::start(config, Echo);
+    let addr = server.addr.to_string();
+    let out = bench(&[
+        "--addr",
+        &addr,
+        "--scenario",
+        "flood",
+        "--flooders",
+        "10",
+        "--flood-bytes",
+        "64MiB",
+        "--json",
+        "--connections",
+        "5",
+        "--duration",
+        "2",
+        "--warmup",
+        "0",
+    ]);
+    let r = successful_report(&out);
+    let flood = &r["flood"];
+    assert_eq!(flood["connections"], 10, "{flood}");
+    assert_eq!(flood["closed_by_server"], 10, "{flood}");
+    assert_eq!(flood["finished"], 0, "{flood}");
+    assert!(
+        flood["bytes_sent"].as_u64().unwrap() > 10 * 64 * 1024,
+        "{flood}"
+    );
+    for key in ["connect", "mismatch", "reset", "timeout"] {
+        assert_eq!(r["errors"][key], 0, "errors.{key}");
+    }
+    assert!(r["messages"].as_u64().unwrap() > 0, "{r}");
+    let stats = server.stop();
+    assert!(
+        stats.closed_by(CloseReason::Stalled) >= 10,
+        "the server says it closed them: {stats}"
+    );
+}
+
+#[test]
+fn a_flooder_closed_after_sending_all_its_bytes_is_counted_too() {
+    // 4 KiB each is all sent and echoed at once (the flooders' receive
+    // buffers take the replies); then nothing moves, and a server with an
+    // idle timeout closes them with a plain FIN while they sit silent.
+    // Only the flooder's readable registration sees that FIN: it never
+    // writes again.
+    let config = Config {
+        idle_timeout: Some(Duration::from_millis(300)),
+        ..Config::default()
+    };
+    let server = TestServer::start(config, Echo);
+    let addr = server.addr.to_string();
+    let out = bench(&[
+        "--addr",
+        &addr,
+        "--scenario",
+        "flood",
+        "--flooders",
+        "10",
+        "--flood-bytes",
+        "4KiB",
+        "--json",
+        "--connections",
+        "2",
+        "--duration",
+        "2",
+        "--warmup",
+        "0",
+    ]);
+    let r = successful_report(&out);
+    let flood = &r["flood"];
+    assert_eq!(flood["finished"], 10, "{flood}");
+    assert_eq!(flood["bytes_sent"], 10 * 4096, "{flood}");
+    assert_eq!(flood["closed_by_server"], 10, "{flood}");
+    let stats = server.stop();
+    assert!(stats.closed_by(CloseReason::Idle) >= 10, "{stats}");
 }

@@ -16,7 +16,8 @@
 //!
 //! Sections, in order: the matrix; scale (1000 vs 19 000 connections);
 //! the load generator's own efficiency; memory per idle connection;
-//! fairness beside a hog; and the per-message cost (instructions and
+//! fairness beside a hog; flood (peak memory and latency beside clients
+//! that send and never read); and the per-message cost (instructions and
 //! system calls, counted by callgrind and strace when they are installed).
 //!
 //! Modes: `cargo bench` runs every section short, as a smoke run (about two
@@ -36,6 +37,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use echo_reactor::stats::stat_value;
 use serde_json::Value;
 
 use servers::{
@@ -62,6 +64,12 @@ struct Mode {
     warmup: &'static str,
     hold_connections: usize,
     fairness_light: usize,
+    /// Flood section: measured clients, and the floods beside them
+    /// (flooders, bytes each), each run against a fresh server.
+    flood_clients: usize,
+    floods: Vec<(usize, &'static str)>,
+    flood_duration: &'static str,
+    flood_rounds: usize,
 }
 
 fn mode() -> Mode {
@@ -84,6 +92,12 @@ fn mode() -> Mode {
             warmup: "1",
             hold_connections: 10_000,
             fairness_light: 1000,
+            flood_clients: 50,
+            // 2000 x 4 MiB is past what the kernel will buffer for TCP
+            // machine-wide (tcp_mem): it affects every TCP user of the machine.
+            floods: vec![(2000, "4MiB"), (200, "16MiB")],
+            flood_duration: "5",
+            flood_rounds: 3,
         }
     } else {
         Mode {
@@ -97,6 +111,10 @@ fn mode() -> Mode {
             warmup: "0.3",
             hold_connections: 1000,
             fairness_light: 100,
+            flood_clients: 50,
+            floods: vec![(200, "4MiB"), (100, "16MiB")],
+            flood_duration: "2",
+            flood_rounds: 1,
         }
     }
 }
@@ -252,12 +270,13 @@ fn main() {
         .map(String::as_str)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let sections: [(&str, Section); 6] = [
+    let sections: [(&str, Section); 7] = [
         ("matrix", matrix),
         ("scale", scale),
         ("loadgen", load_generator),
         ("memory", memory),
         ("fairness", fairness),
+        ("flood", flood),
         ("cost", per_message_cost),
     ];
     for (name, section) in sections {
@@ -490,6 +509,110 @@ fn fairness(setup: &Setup) {
             hog_mb_s
         );
     }
+}
+
+/// Flood: the measured clients' latency and errors, and the server's peak
+/// memory, alone and beside flooders (connections that send up to their
+/// bytes and never read). Every run gets a fresh server, so its peak is
+/// this run's (`VmHWM`). In each round every server runs alone and then
+/// beside each flood, back to back, so its "x alone" ratio compares runs
+/// made under the same machine load; with several rounds, medians.
+fn flood(setup: &Setup) {
+    let m = &setup.mode;
+    println!(
+        "\nflood: {} measured clients, 64 B closed loop, alone and beside flooders that each send up to the bytes shown and never read (`bench --scenario flood`, flood thread at nice 10 on the load core); {} s measured after {} s warmup, the flood fills the measured window; a fresh server per run; medians of {} round(s)",
+        m.flood_clients, m.flood_duration, m.warmup, m.flood_rounds
+    );
+    let floods: Vec<(usize, &str)> = std::iter::once((0, ""))
+        .chain(m.floods.iter().copied())
+        .collect();
+    // Per server, per flood: every round's report and echo-reactor's own peak_held_bytes.
+    let mut runs: Vec<Vec<(Vec<Value>, Vec<f64>)>> =
+        vec![vec![(Vec::new(), Vec::new()); floods.len()]; setup.servers.len()];
+    for _ in 0..m.flood_rounds {
+        for (which, &name) in setup.servers.iter().enumerate() {
+            for (point, &(flooders, bytes)) in floods.iter().enumerate() {
+                let server = start(name, setup.c_binary.as_deref());
+                let mut args = echo_args(m.flood_clients, 64, m.flood_duration, m.warmup);
+                if flooders > 0 {
+                    let count = flooders.to_string();
+                    args.extend(strings(&[
+                        "--scenario",
+                        "flood",
+                        "--flooders",
+                        &count,
+                        "--flood-bytes",
+                        bytes,
+                    ]));
+                }
+                let report = load(&server, &args);
+                let (reports, held) = &mut runs[which][point];
+                reports.push(report);
+                held.extend(stat_value(&server.stop(), "peak_held_bytes").map(|b| b as f64));
+            }
+        }
+    }
+    println!(
+        "{:<13} {:>14} {:>9} {:>9} {:>8} {:>9} {:>8} {:>9} {:>8} {:>10} {:>8}  errors",
+        "server",
+        "flood",
+        "peak RSS",
+        "held MiB",
+        "TCP MiB",
+        "msgs/s",
+        "p50 us",
+        "p99 us",
+        "x alone",
+        "sent MiB",
+        "closed"
+    );
+    let mib = |v: f64| format!("{:.1}", v / 1048576.0);
+    let middle = |reports: &[Value], pick: &dyn Fn(&Value) -> f64| {
+        median(&mut reports.iter().map(pick).collect::<Vec<_>>())
+    };
+    for (point, &(flooders, bytes)) in floods.iter().enumerate() {
+        for (which, &name) in setup.servers.iter().enumerate() {
+            let alone_p99 = middle(&runs[which][0].0, &|r| f(&r["latency_us"]["p99"]));
+            let (reports, held) = &runs[which][point];
+            let mut held = held.clone();
+            let p99 = middle(reports, &|r| f(&r["latency_us"]["p99"]));
+            let sampled = reports
+                .iter()
+                .any(|r| r["server"]["rss_peak_source"] == "sampled");
+            let flood_cell = |text: String| if flooders == 0 { "-".into() } else { text };
+            println!(
+                "{:<13} {:>14} {:>9} {:>9} {:>8.0} {:>9.0} {:>8.0} {:>9.0} {:>8} {:>10} {:>8}  {}",
+                name,
+                if flooders == 0 {
+                    "alone".to_string()
+                } else {
+                    format!("{flooders} x {bytes}")
+                },
+                format!(
+                    "{}{}",
+                    mib(middle(reports, &|r| f(&r["server"]["rss_peak_bytes"]))),
+                    if sampled { "*" } else { "" }
+                ),
+                if held.is_empty() {
+                    "-".into()
+                } else {
+                    mib(median(&mut held))
+                },
+                middle(reports, &|r| f(&r["kernel"]["tcp_mem_peak_bytes"])) / 1048576.0,
+                middle(reports, &|r| f(&r["msgs_per_sec"])),
+                middle(reports, &|r| f(&r["latency_us"]["p50"])),
+                p99,
+                flood_cell(ratio(p99, alone_p99)),
+                flood_cell(mib(middle(reports, &|r| f(&r["flood"]["bytes_sent"])))),
+                flood_cell(format!(
+                    "{:.0}",
+                    middle(reports, &|r| f(&r["flood"]["closed_by_server"]))
+                )),
+                errors_of(reports),
+            );
+        }
+    }
+    println!("  peak RSS in MiB: the server's VmHWM over the run (* where it did not rise and 100 ms samples of VmRSS are shown); held: echo-reactor's own peak_held_bytes; TCP: the kernel's TCP socket memory at its peak, machine-wide (every TCP user of the machine counts; buffers are trimmed past net.ipv4.tcp_mem's pressure mark); closed: flooders the server closed");
 }
 
 /// The per-message cost: instructions and system calls, counted.

@@ -212,6 +212,8 @@ pub fn c_peer_binary() -> Option<PathBuf> {
         return None;
     }
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/c_epoll_echo");
+    // `target/` is missing when CARGO_TARGET_DIR points elsewhere.
+    let _ = std::fs::create_dir_all(out.parent()?);
     let built = Command::new("cc")
         .args(["-O2", "-o"])
         .arg(&out)

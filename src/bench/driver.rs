@@ -162,18 +162,57 @@ struct Client {
     open: bool,
 }
 
-/// Open `count` connections starting at id `first_id`, at most `wave` at a
-/// time in progress (so the server's listen queue is not flooded).
-/// Returns the connected clients (registered with `poll`) and the failures.
+/// Open `count` connections starting at id `first_id` (see
+/// [`connect_streams`]), register each for reading and writing under its
+/// index, and return the clients and the failures.
 fn connect_all(
     poll: &mut Poll,
     addr: SocketAddr,
     first_id: u32,
     count: usize,
 ) -> (Vec<Client>, u64) {
+    let (streams, mut failures) = connect_streams(poll, addr, count);
+    let mut clients: Vec<Client> = streams
+        .into_iter()
+        .enumerate()
+        .map(|(index, stream)| Client {
+            stream,
+            id: first_id + index as u32,
+            next_seq: 0,
+            in_flight: VecDeque::new(),
+            overdue: VecDeque::new(),
+            out: Vec::new(),
+            out_sent: 0,
+            reply: Vec::new(),
+            open: true,
+        })
+        .collect();
+    for (index, client) in clients.iter_mut().enumerate() {
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if poll
+            .registry()
+            .register(&mut client.stream, Token(index), interest)
+            .is_err()
+        {
+            client.open = false;
+            failures += 1;
+        }
+    }
+    (clients, failures)
+}
+
+/// Open `count` connections to `addr`, at most a wave of them in progress
+/// at a time (so the server's listen queue is not flooded), each with
+/// `TCP_NODELAY`. Returns the connected streams, in the order they
+/// connected and registered with nothing, and how many failed.
+pub(super) fn connect_streams(
+    poll: &mut Poll,
+    addr: SocketAddr,
+    count: usize,
+) -> (Vec<TcpStream>, u64) {
     const WAVE: usize = 256;
     const CONNECT_DEADLINE: Duration = Duration::from_secs(15);
-    let mut clients: Vec<Client> = Vec::with_capacity(count);
+    let mut connected: Vec<TcpStream> = Vec::with_capacity(count);
     let mut failures = 0;
     let mut events = Events::with_capacity(1024);
     let start = Instant::now();
@@ -213,38 +252,17 @@ fn connect_all(
                 continue;
             };
             // Writable after a non-blocking connect: connected, or failed.
-            let connected = matches!(stream.take_error(), Ok(None)) && stream.peer_addr().is_ok();
+            let ok = matches!(stream.take_error(), Ok(None)) && stream.peer_addr().is_ok();
             let _ = poll.registry().deregister(&mut stream);
-            if connected {
+            if ok {
                 let _ = stream.set_nodelay(true);
-                clients.push(Client {
-                    stream,
-                    id: first_id + clients.len() as u32,
-                    next_seq: 0,
-                    in_flight: VecDeque::new(),
-                    overdue: VecDeque::new(),
-                    out: Vec::new(),
-                    out_sent: 0,
-                    reply: Vec::new(),
-                    open: true,
-                });
+                connected.push(stream);
             } else {
                 failures += 1;
             }
         }
     }
-    for (index, client) in clients.iter_mut().enumerate() {
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        if poll
-            .registry()
-            .register(&mut client.stream, Token(index), interest)
-            .is_err()
-        {
-            client.open = false;
-            failures += 1;
-        }
-    }
-    (clients, failures)
+    (connected, failures)
 }
 
 /// Per-thread buffers and tallies used while handling events.

@@ -9,9 +9,14 @@
 //! - Without `--addr` it starts `echo-reactor serve` as a child process on
 //!   an ephemeral port (its own fd limit and CPU accounting) and stops it at
 //!   the end, whatever happens.
+//! - `--scenario flood` runs the echo clients beside flooders
+//!   ([`flood`]): connections that send and never read, on a thread of
+//!   their own. Nothing that happens to a flooder fails the run; the
+//!   server's peak memory over the run is reported (for echo too).
 //! - Settings that cannot work are refused before anything runs.
 
 pub mod driver;
+pub mod flood;
 pub mod message;
 pub mod sysinfo;
 
@@ -27,10 +32,11 @@ use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use crate::cli::parse_secs;
+use crate::cli::{parse_bytes, parse_secs};
 use crate::fdlimit::raise_nofile_limit;
 use crate::stats::{stat_value, syscalls_in_line};
 use driver::{new_histogram, Errors, Load, Measured};
+use flood::{Flood, FloodLoad};
 use message::HEADER_BYTES;
 
 /// Descriptors the bench keeps for itself besides its connections.
@@ -47,6 +53,8 @@ pub enum Scenario {
     Connect,
     /// Hold idle connections, then check each still answers; server memory per connection.
     Hold,
+    /// Echo, beside `--flooders` connections that send and never read.
+    Flood,
 }
 
 /// What reply the server gives (`--protocol`).
@@ -97,6 +105,13 @@ pub struct BenchArgs {
     /// The server's pid, for its CPU time and memory (known anyway for the child server).
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
+    /// Flood scenario: connections that send continuously and never read,
+    /// beside the `--connections` measured ones.
+    #[arg(long, value_name = "N")]
+    pub flooders: Option<usize>,
+    /// Flood scenario: the most each flooder sends (then it holds its connection, silent).
+    #[arg(long, value_name = "BYTES", default_value = "4MiB", value_parser = parse_bytes)]
+    pub flood_bytes: usize,
 }
 
 fn parse_secs_or_zero(text: &str) -> Result<Duration, String> {
@@ -135,17 +150,39 @@ pub fn validate(args: &BenchArgs) -> io::Result<()> {
                 "--rate {rate}: must be a positive number of messages per second"
             )));
         }
-        if args.scenario != Scenario::Echo {
-            return Err(refuse("--rate applies to the echo scenario only".into()));
+        if !matches!(args.scenario, Scenario::Echo | Scenario::Flood) {
+            return Err(refuse(
+                "--rate applies to the echo and flood scenarios only".into(),
+            ));
         }
     }
-    let needed = args.connections as u64 + FD_RESERVE;
+    let flooders = match (args.scenario, args.flooders) {
+        (Scenario::Flood, Some(n)) if n > 0 => n,
+        (Scenario::Flood, _) => {
+            return Err(refuse(
+                "--scenario flood needs --flooders N (at least 1)".into(),
+            ))
+        }
+        (_, Some(_)) => {
+            return Err(refuse(
+                "--flooders applies to the flood scenario only (--scenario flood)".into(),
+            ))
+        }
+        (_, None) => 0,
+    };
+    let needed = (args.connections as u64)
+        .saturating_add(flooders as u64)
+        .saturating_add(FD_RESERVE);
     let (soft, hard) = raise_nofile_limit().or_else(|_| crate::fdlimit::nofile_limits())?;
     if needed > soft {
+        let asked = if flooders > 0 {
+            format!("--connections {} + --flooders {flooders}", args.connections)
+        } else {
+            format!("--connections {}", args.connections)
+        };
         return Err(refuse(format!(
-            "--connections {} needs about {needed} file descriptors, but the open-file limit is {soft} (hard {hard}); \
-             lower --connections or raise the limit",
-            args.connections
+            "{asked} needs about {needed} file descriptors, but the open-file limit is {soft} (hard {hard}); \
+             lower them or raise the limit"
         )));
     }
     Ok(())
@@ -291,7 +328,7 @@ pub fn run(args: &BenchArgs) -> io::Result<()> {
     let progress = !args.json && io::IsTerminal::is_terminal(&io::stderr());
 
     let mut report = match args.scenario {
-        Scenario::Echo => run_echo(args, addr, server_pid, progress),
+        Scenario::Echo | Scenario::Flood => run_echo(args, addr, server_pid, progress),
         Scenario::Connect => run_connect(args, addr, server_pid),
         Scenario::Hold => run_hold(args, addr, server_pid),
     };
@@ -309,11 +346,13 @@ pub fn run(args: &BenchArgs) -> io::Result<()> {
         let calls = syscalls_in_line(&line).unwrap_or(0);
         let echoed = stat_value(&line, "bytes_out").unwrap_or(0) / args.size as u64;
         report["server"]["syscalls"] = json!(calls);
+        // (Under a flood, bytes_out counts the flooders' echoes too.)
         report["server"]["syscalls_per_msg"] = if echoed > 0 && args.scenario == Scenario::Echo {
             json!(calls as f64 / echoed as f64)
         } else {
             Value::Null
         };
+        report["server"]["peak_held_bytes"] = json!(stat_value(&line, "peak_held_bytes"));
     }
     if args.json {
         println!("{report}");
@@ -352,6 +391,8 @@ fn base_report(args: &BenchArgs, addr: SocketAddr, server_pid: Option<u32>) -> V
             "json": args.json,
             "server_pid": args.server_pid,
             "child_server": args.addr.is_none(),
+            "flooders": args.flooders,
+            "flood_bytes": args.flood_bytes,
         },
         "environment": {
             "kernel": sysinfo::kernel(),
@@ -370,7 +411,12 @@ fn base_report(args: &BenchArgs, addr: SocketAddr, server_pid: Option<u32>) -> V
         "latency_uncorrected_us": Value::Null,
         "errors": {"connect": 0, "mismatch": 0, "reset": 0, "timeout": 0},
         "client": {"cpu_s": 0.0},
-        "server": {"pid": server_pid, "cpu_s": Value::Null, "rss_bytes": server_pid.and_then(sysinfo::process_rss)},
+        "server": {
+            "pid": server_pid,
+            "cpu_s": Value::Null,
+            "rss_bytes": server_pid.and_then(sysinfo::process_rss),
+            "rss_peak_bytes": Value::Null,
+        },
     })
 }
 
@@ -393,9 +439,18 @@ fn errors_json(errors: &Errors) -> Value {
     json!({"connect": errors.connect, "mismatch": errors.mismatch, "reset": errors.reset, "timeout": errors.timeout})
 }
 
+/// The echo scenario, and the flood scenario (echo beside flooders).
 fn run_echo(args: &BenchArgs, addr: SocketAddr, server_pid: Option<u32>, progress: bool) -> Value {
+    let flooders = match args.scenario {
+        Scenario::Flood => args.flooders.unwrap_or(0),
+        _ => 0,
+    };
     let shares = split(args.connections, args.threads);
-    let start = Arc::new(Barrier::new(args.threads + 1));
+    // Load threads, this thread, and the flood thread if any meet once connected.
+    let start = Arc::new(Barrier::new(args.threads + 1 + usize::from(flooders > 0)));
+    // Watched from before the first connection: the connections are part
+    // of what the server holds.
+    let watch = sysinfo::Watch::start(server_pid);
     let (tick_tx, tick_rx) = mpsc::channel();
     let handles: Vec<_> = shares
         .iter()
@@ -416,6 +471,17 @@ fn run_echo(args: &BenchArgs, addr: SocketAddr, server_pid: Option<u32>, progres
         })
         .collect();
     drop(tick_tx);
+    let flood = (flooders > 0).then(|| {
+        let load = FloodLoad {
+            addr,
+            connections: flooders,
+            bytes_each: args.flood_bytes as u64,
+            warmup: args.warmup,
+            duration: args.duration,
+        };
+        let start = start.clone();
+        thread::spawn(move || flood::run_flood(&load, &start))
+    });
     start.wait();
     let began = Instant::now();
     let measure_from = began + args.warmup;
@@ -470,6 +536,8 @@ fn run_echo(args: &BenchArgs, addr: SocketAddr, server_pid: Option<u32>, progres
     for handle in handles {
         total.merge(&handle.join().expect("load thread panicked"));
     }
+    let flood = flood.map(|handle| handle.join().expect("flood thread panicked"));
+    let peaks = watch.finish();
     let secs = args.duration.as_secs_f64();
     let mut report = base_report(args, addr, server_pid);
     report["connections"]["achieved"] = json!(total.connected);
@@ -483,7 +551,31 @@ fn run_echo(args: &BenchArgs, addr: SocketAddr, server_pid: Option<u32>, progres
     report["errors"] = errors_json(&total.errors);
     fill_cpu(&mut report, &cpu_start, &cpu_end, total.messages);
     report["server"]["rss_bytes"] = json!(server_pid.and_then(sysinfo::process_rss));
+    report["server"]["rss_peak_bytes"] = json!(peaks.rss.map(|p| p.bytes));
+    report["server"]["rss_peak_source"] = json!(peaks.rss.map(|p| p.source));
+    let limits = sysinfo::kernel_tcp_memory_limits();
+    report["kernel"] = json!({
+        "tcp_mem_peak_bytes": peaks.kernel_tcp,
+        "tcp_mem_pressure_bytes": limits.map(|l| l[1]),
+        "tcp_mem_high_bytes": limits.map(|l| l[2]),
+    });
+    if let Some(flood) = flood {
+        report["flood"] = flood_json(&flood, args);
+    }
     report
+}
+
+fn flood_json(flood: &Flood, args: &BenchArgs) -> Value {
+    json!({
+        "requested": args.flooders,
+        "connections": flood.connections,
+        "connect_failed": flood.connect_failed,
+        "bytes_each": args.flood_bytes,
+        "bytes_sent": flood.bytes_sent,
+        "finished": flood.finished,
+        "closed_by_server": flood.closed_by_server,
+        "failed": flood.failed,
+    })
 }
 
 fn run_connect(args: &BenchArgs, addr: SocketAddr, server_pid: Option<u32>) -> Value {
@@ -598,7 +690,7 @@ fn print_human(r: &Value) {
         s["threads"],
         s["addr"].as_str().unwrap_or("?"),
     );
-    if r["scenario"] == "echo" {
+    if r["scenario"] == "echo" || r["scenario"] == "flood" {
         println!(
             "  throughput   {} messages, {:.1} msgs/s achieved, {:.2} MB/s",
             r["messages"],
@@ -639,6 +731,26 @@ fn print_human(r: &Value) {
             c["listen_drops"]
         );
     }
+    if let Some(f) = r.get("flood") {
+        println!(
+            "  flood        {}/{} flooders sent {} (at most {} each, never reading); {} sent it all, {} closed by the server, {} failed to connect, {} other failures (none of it is an error)",
+            f["connections"],
+            f["requested"],
+            bytes_text(&f["bytes_sent"]),
+            bytes_text(&f["bytes_each"]),
+            f["finished"],
+            f["closed_by_server"],
+            f["connect_failed"],
+            f["failed"],
+        );
+        let k = &r["kernel"];
+        println!(
+            "  kernel       TCP socket memory peaked at {}, machine-wide (buffers trimmed past {}, refused at {})",
+            bytes_text(&k["tcp_mem_peak_bytes"]),
+            bytes_text(&k["tcp_mem_pressure_bytes"]),
+            bytes_text(&k["tcp_mem_high_bytes"]),
+        );
+    }
     if let Some(h) = r.get("hold") {
         println!(
             "  hold         {} answered after the hold; server RSS per connection: idle {} B, after one echo each {} B",
@@ -661,7 +773,7 @@ fn print_human(r: &Value) {
     let sv = &r["server"];
     if !sv["pid"].is_null() {
         println!(
-            "  server       pid {}  cpu {}{}  rss {}{}",
+            "  server       pid {}  cpu {}{}  rss {}{}{}",
             sv["pid"],
             sv["cpu_s"]
                 .as_f64()
@@ -671,15 +783,34 @@ fn print_human(r: &Value) {
                 .as_f64()
                 .map(|v| format!(" ({v:.2} us/msg)"))
                 .unwrap_or_default(),
-            sv["rss_bytes"]
-                .as_u64()
-                .map(|v| format!("{:.1} MiB", v as f64 / 1048576.0))
-                .unwrap_or_else(|| "?".into()),
+            bytes_text(&sv["rss_bytes"]),
+            if sv["rss_peak_bytes"].is_null() {
+                String::new()
+            } else {
+                format!(
+                    "  peak rss {} ({})",
+                    bytes_text(&sv["rss_peak_bytes"]),
+                    sv["rss_peak_source"].as_str().unwrap_or("?")
+                )
+            },
             sv["syscalls_per_msg"]
                 .as_f64()
                 .map(|v| format!("  syscalls/msg {v:.3}"))
                 .unwrap_or_default(),
         );
+    }
+}
+
+/// A byte count for the human summary: KiB below 1 MiB, MiB below 1 GiB,
+/// else GiB ("?" when unknown).
+fn bytes_text(bytes: &Value) -> String {
+    let Some(v) = bytes.as_u64() else {
+        return "?".into();
+    };
+    match v as f64 {
+        v if v < 1048576.0 => format!("{:.0} KiB", v / 1024.0),
+        v if v < 1073741824.0 => format!("{:.1} MiB", v / 1048576.0),
+        v => format!("{:.2} GiB", v / 1073741824.0),
     }
 }
 

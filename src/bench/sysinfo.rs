@@ -1,6 +1,8 @@
 //! What the bench reads about processes and the kernel (Linux `/proc`; on
 //! other systems these return `None` and the report says `null`).
 
+use std::sync::mpsc;
+use std::thread;
 use std::time::Duration;
 
 /// CPU time (user + system) used so far by process `pid`.
@@ -16,10 +18,169 @@ pub fn process_cpu(pid: u32) -> Option<Duration> {
 
 /// Resident memory of process `pid`, in bytes.
 pub fn process_rss(pid: u32) -> Option<u64> {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// The most resident memory process `pid` has had since it started
+/// (`VmHWM`, its high-water mark), in bytes. The kernel raises it before
+/// any page is given back, so unlike a sample of `VmRSS` it cannot miss a
+/// short spike.
+pub fn process_rss_hwm(pid: u32) -> Option<u64> {
+    status_bytes(pid, "VmHWM:")
+}
+
+/// A `/proc/PID/status` field given in kB, in bytes.
+fn status_bytes(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// Memory the kernel holds for TCP sockets, machine-wide (the `mem` field
+/// of the `TCP:` line of `/proc/net/sockstat`, in pages), in bytes. Every
+/// TCP user of the machine counts, not only the bench and its server.
+pub fn kernel_tcp_memory() -> Option<u64> {
+    let sockstat = std::fs::read_to_string("/proc/net/sockstat").ok()?;
+    let line = sockstat.lines().find(|l| l.starts_with("TCP:"))?;
+    let mut fields = line.split_whitespace();
+    fields.find(|&f| f == "mem")?;
+    let pages: u64 = fields.next()?.parse().ok()?;
+    Some(pages * page_size())
+}
+
+/// The kernel's TCP memory thresholds (`net.ipv4.tcp_mem`), in bytes: below
+/// `low` nothing is limited; past `pressure` socket buffers stop growing
+/// and are trimmed; at `high` new buffer memory is refused (the kernel
+/// logs "TCP: out of memory" and drops segments, for every socket).
+pub fn kernel_tcp_memory_limits() -> Option<[u64; 3]> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_mem").ok()?;
+    let pages: Vec<u64> = text
+        .split_whitespace()
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let page = page_size();
+    match pages[..] {
+        [low, pressure, high] => Some([low * page, pressure * page, high * page]),
+        _ => None,
+    }
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).unwrap_or(4096)
+}
+
+/// How often [`Watch`] samples.
+const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Peak memory over a window of time (a run): the server's resident
+/// memory, and the kernel's TCP memory (where a flood's bytes go when no
+/// process holds them).
+///
+/// The server's has two sources: `VmHWM` (exact, but over the process's
+/// whole life) and `VmRSS` sampled every 100 ms on a small thread (over
+/// the window only, but it can miss a spike between samples).
+/// If `VmHWM` rose during the window, the window holds the lifetime peak
+/// and `VmHWM` is it, exactly; otherwise the process had been bigger
+/// before (a long-running server given by `--server-pid`) and the samples
+/// are the best we know. The server is only read, never changed (resetting
+/// its `VmHWM` through `/proc/PID/clear_refs` would be exact too, but it
+/// would alter a server the bench does not own).
+pub struct Watch {
+    pid: Option<u32>,
+    hwm_before: Option<u64>,
+    stop: mpsc::Sender<()>,
+    sampler: thread::JoinHandle<Samples>,
+}
+
+/// The largest samples seen.
+#[derive(Debug, Default, Clone, Copy)]
+struct Samples {
+    rss: Option<u64>,
+    tcp: Option<u64>,
+}
+
+impl Samples {
+    fn take(&mut self, pid: Option<u32>) {
+        self.rss = self.rss.max(pid.and_then(process_rss));
+        self.tcp = self.tcp.max(kernel_tcp_memory());
+    }
+}
+
+/// A process's peak resident memory over a window, and where it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peak {
+    /// Bytes.
+    pub bytes: u64,
+    /// `"VmHWM"` (exact) or `"sampled"` (a lower bound: the largest sample).
+    pub source: &'static str,
+}
+
+/// What a [`Watch`] saw.
+#[derive(Debug, Clone, Copy)]
+pub struct Peaks {
+    /// The server's peak resident memory (`None` without its pid or `/proc`).
+    pub rss: Option<Peak>,
+    /// The kernel's TCP memory at its largest sample, machine-wide.
+    pub kernel_tcp: Option<u64>,
+}
+
+impl Watch {
+    /// Start watching (the server's memory only when its pid is known).
+    pub fn start(pid: Option<u32>) -> Watch {
+        let hwm_before = pid.and_then(process_rss_hwm);
+        let (stop, stopped) = mpsc::channel::<()>();
+        let sampler = thread::spawn(move || {
+            let mut samples = Samples::default();
+            samples.take(pid);
+            // `recv_timeout` is the sampling clock and the stop signal at
+            // once: it returns `Timeout` every interval until `finish`
+            // drops the sender.
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(SAMPLE_INTERVAL) {
+                samples.take(pid);
+            }
+            samples
+        });
+        Watch {
+            pid,
+            hwm_before,
+            stop,
+            sampler,
+        }
+    }
+
+    /// Stop watching; the window's peaks.
+    pub fn finish(self) -> Peaks {
+        let hwm_after = self.pid.and_then(process_rss_hwm);
+        drop(self.stop);
+        let mut samples = self.sampler.join().unwrap_or_default();
+        samples.take(self.pid);
+        Peaks {
+            rss: window_peak(self.hwm_before, hwm_after, samples.rss),
+            kernel_tcp: samples.tcp,
+        }
+    }
+}
+
+/// Which figure is the window's peak: `VmHWM` if it rose during the
+/// window (then the window holds the lifetime peak), else the samples.
+fn window_peak(
+    hwm_before: Option<u64>,
+    hwm_after: Option<u64>,
+    sampled: Option<u64>,
+) -> Option<Peak> {
+    match (hwm_before, hwm_after) {
+        (Some(before), Some(after)) if after > before => Some(Peak {
+            bytes: after,
+            source: "VmHWM",
+        }),
+        _ => sampled.map(|bytes| Peak {
+            bytes,
+            source: "sampled",
+        }),
+    }
 }
 
 /// CPU time (user + system) used so far by this process, all threads.
@@ -63,5 +224,32 @@ mod tests {
         while spin.elapsed() < Duration::from_millis(20) {}
         assert!(own_cpu() > Duration::ZERO);
         assert!(listen_queue_counters().is_some());
+        assert!(process_rss_hwm(pid).unwrap() > 0);
+    }
+
+    #[test]
+    fn the_peak_is_vmhwm_when_it_rose_during_the_window_else_the_samples() {
+        let exact = Peak {
+            bytes: 900,
+            source: "VmHWM",
+        };
+        assert_eq!(window_peak(Some(100), Some(900), Some(700)), Some(exact));
+        // The process was bigger before the window: VmHWM says nothing about it.
+        let sampled = Peak {
+            bytes: 700,
+            source: "sampled",
+        };
+        assert_eq!(window_peak(Some(900), Some(900), Some(700)), Some(sampled));
+        assert_eq!(window_peak(None, None, Some(700)), Some(sampled));
+        assert_eq!(window_peak(None, None, None), None);
+    }
+
+    #[test]
+    fn the_peaks_of_this_process_and_the_kernel_are_known_after_a_window() {
+        let peaks = Watch::start(Some(std::process::id())).finish();
+        assert!(peaks.rss.unwrap().bytes > 0);
+        assert!(peaks.kernel_tcp.is_some());
+        let [low, pressure, high] = kernel_tcp_memory_limits().unwrap();
+        assert!(0 < low && low <= pressure && pressure <= high);
     }
 }
