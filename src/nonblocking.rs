@@ -10,7 +10,7 @@
 //! |------------|--------------------------------------------------------------|
 //! | [`try_read`]   | `Data(n)`, `Closed`, `WouldBlock`, `Reset`, `Failed(kind)`     |
 //! | [`try_write`]  | `Wrote(n)` (maybe partial), `WouldBlock`, `Closed`, `Failed` |
-//! | [`try_accept`] | `Accepted(x)`, `WouldBlock`, `OutOfFiles`, `Failed`          |
+//! | [`try_accept`] | `Accepted(x)`, `WouldBlock`, `OutOfFiles`, `OutOfMemory`, `Failed` |
 //! | [`try_recv_from`] | `Received(n, from, arrived_at)`, `WouldBlock`, `Failed`    |
 //! | [`try_send_to`] | `Wrote(n)`, `WouldBlock`, `Failed`                          |
 //!
@@ -71,6 +71,10 @@ pub enum AcceptOutcome<T> {
     /// `EMFILE`/`ENFILE`: we are out of file descriptors. The connection
     /// stays in the kernel's queue, so retrying at once would spin.
     OutOfFiles,
+    /// `ENOBUFS`/`ENOMEM`: the kernel is short of memory for a new socket.
+    /// Like `OutOfFiles`, the connection stays queued and retrying at once
+    /// would spin.
+    OutOfMemory,
     /// Any other failure (e.g. `ECONNABORTED`: the client gave up while
     /// queued). The listener itself is still fine.
     Failed(ErrorKind),
@@ -178,6 +182,9 @@ pub fn try_accept<T>(mut accept: impl FnMut() -> io::Result<T>) -> AcceptOutcome
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == ErrorKind::WouldBlock => AcceptOutcome::WouldBlock,
             Err(e) if is_out_of_files(&e) => AcceptOutcome::OutOfFiles,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::ENOMEM)) => {
+                AcceptOutcome::OutOfMemory
+            }
             Err(e) => AcceptOutcome::Failed(e.kind()),
         };
     }
@@ -290,6 +297,14 @@ mod tests {
         for errno in [libc::EMFILE, libc::ENFILE] {
             let outcome = try_accept(|| Err::<(), _>(io::Error::from_raw_os_error(errno)));
             assert!(matches!(outcome, AcceptOutcome::OutOfFiles), "{errno}");
+        }
+    }
+
+    #[test]
+    fn accept_names_enobufs_and_enomem_as_out_of_memory() {
+        for errno in [libc::ENOBUFS, libc::ENOMEM] {
+            let outcome = try_accept(|| Err::<(), _>(io::Error::from_raw_os_error(errno)));
+            assert!(matches!(outcome, AcceptOutcome::OutOfMemory), "{errno}");
         }
     }
 

@@ -461,8 +461,13 @@ fn a_protocol_deadline_fires_on_the_reactor_timers_and_its_reply_is_delivered() 
 }
 
 #[test]
-fn a_second_sigterm_during_the_grace_period_exits_at_once() {
+fn a_second_sigterm_during_the_grace_period_exits_at_once_and_removes_the_unix_socket() {
+    let dir = std::env::temp_dir().join(format!("echo-reactor-2nd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("s.sock");
     let mut cmd = ServeProcess::command(&[
+        "--unix",
+        path.to_str().unwrap(),
         "--listen",
         "127.0.0.1:0",
         "--max-buffered",
@@ -473,7 +478,8 @@ fn a_second_sigterm_during_the_grace_period_exits_at_once() {
         "0.05",
     ]);
     cmd.stderr(std::process::Stdio::piped());
-    let mut server = ServeProcess::spawn_command(cmd, 1);
+    let mut server = ServeProcess::spawn_command(cmd, 2);
+    assert!(path.exists());
     let rx = server.follow_stderr();
     // A client that never reads keeps output pending, so the grace period would last.
     let mut hoarder = connect(server.addr(0));
@@ -506,4 +512,29 @@ fn a_second_sigterm_during_the_grace_period_exits_at_once() {
     server.signal(libc::SIGTERM);
     let (status, _) = server.wait_exit();
     assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status}");
+    assert!(!path.exists(), "the socket file outlived the server");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_connection_closed_earlier_in_the_same_turn_does_not_count_against_max_connections() {
+    // With --max-connections 1: client A leaves and client B arrives while
+    // the server is held (SIGSTOP), so one epoll_wait reports both. A is
+    // closed first but stays in the slab until the end of the turn; B must
+    // still be served, not turned away as if A were alive.
+    let server = ServeProcess::spawn(&["--listen", "127.0.0.1:0", "--max-connections", "1"], 1);
+    let addr = server.addr(0);
+    let mut a = connect(addr);
+    a.write_all(b"a\n").unwrap();
+    assert_eq!(read_exact(&mut a, 2), b"a\n", "A is being served");
+    server.signal(libc::SIGSTOP);
+    drop(a);
+    let mut b = connect(addr);
+    b.write_all(b"b\n").unwrap();
+    server.signal(libc::SIGCONT);
+    // A rejected client would read EOF (or a reset) here instead.
+    let mut reply = [0u8; 2];
+    let got = b.read_exact(&mut reply);
+    assert!(got.is_ok(), "B was turned away: {got:?}");
+    assert_eq!(&reply, b"b\n");
 }

@@ -283,6 +283,47 @@ fn a_wrong_answer_closes_with_nothing_more_sent_and_is_counted() {
 }
 
 #[test]
+fn a_flood_of_failed_handshakes_logs_one_warning_per_interval_not_one_each() {
+    // A client-triggered warning per event would let a client keep the
+    // reactor busy writing to stderr (or blocked on it).
+    let dir = std::env::temp_dir().join(format!("echo-reactor-warn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("key");
+    std::fs::write(&key_file, KEY).unwrap();
+    let mut cmd = ServeProcess::command(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--auth-key-file",
+        key_file.to_str().unwrap(),
+    ]);
+    cmd.stderr(Stdio::piped());
+    let mut server = ServeProcess::spawn_command(cmd, 1);
+    let stderr = server.follow_stderr();
+    const TRIES: usize = 40;
+    for _ in 0..TRIES {
+        let mut stream = connect(server.addr(0));
+        let challenge = read_challenge(&mut stream);
+        let wrong = AuthKey::new(b"guess").unwrap().answer(&challenge);
+        stream.write_all(&wrong).unwrap();
+        let _ = stream.read_to_end(&mut Vec::new()); // closed by the server
+    }
+    server.signal(libc::SIGTERM);
+    let (status, stdout) = server.wait_exit();
+    assert!(status.success());
+    assert_eq!(
+        echo_reactor::stats::stat_value(&stdout, "closed_refused"),
+        Some(TRIES as u64),
+        "{stdout}"
+    );
+    let warnings = stderr
+        .iter()
+        .filter(|line| line.contains("handshake failed"))
+        .count();
+    assert_eq!(warnings, 1, "one warning, the rest counted as suppressed");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn thirty_one_bytes_then_silence_is_closed_by_the_deadline() {
     let server = auth_server(Echo, Duration::from_millis(300));
     let mut stream = connect(server.addr);

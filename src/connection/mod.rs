@@ -33,6 +33,7 @@ use log::{debug, error};
 use crate::buffer::{BufferGauge, ByteQueue};
 use crate::nonblocking::{try_read, ReadOutcome};
 use crate::protocol::{DeadlineRequest, Protocol, Reply, Requests};
+use crate::ratelimit::{WarnLimiter, CLIENT_WARN_INTERVAL_MS};
 use crate::stats::{CloseReason, Counters};
 use crate::stream::Linger;
 use crate::timers::{due_after, millis, NEVER};
@@ -75,6 +76,8 @@ pub struct Context {
     pub limits: Limits,
     /// Milliseconds since start, read once per loop turn.
     pub now_ms: u64,
+    /// Rate-limits warnings a connection can trigger.
+    pub warnings: WarnLimiter,
 }
 
 /// What the reactor lends a connection while it runs: one scratch buffer,
@@ -101,6 +104,7 @@ impl Workspace {
                 counters: Counters::default(),
                 limits,
                 now_ms: 0,
+                warnings: WarnLimiter::default(),
             },
         }
     }
@@ -521,15 +525,13 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
             // Fast path: parse straight from the scratch buffer and keep only
             // a trailing partial message (for echo/upper: nothing at all).
             let consumed = protocol.on_bytes(&mut self.session, data, &mut reply);
-            self.inbuf.push(
-                &data[checked_consumed(consumed, data.len())?..],
-                &mut ctx.gauge,
-            );
+            let consumed = checked_consumed(consumed, data.len(), ctx)?;
+            self.inbuf.push(&data[consumed..], &mut ctx.gauge);
         } else {
             // A partial message is waiting: the new bytes complete it.
             self.inbuf.push(data, &mut ctx.gauge);
             let consumed = protocol.on_bytes(&mut self.session, self.inbuf.as_slice(), &mut reply);
-            let consumed = checked_consumed(consumed, self.inbuf.len())?;
+            let consumed = checked_consumed(consumed, self.inbuf.len(), ctx)?;
             self.inbuf.consume(consumed, &mut ctx.gauge);
         }
         let mut requests = reply.requests();
@@ -638,13 +640,19 @@ mod tests;
 /// A protocol's `on_bytes` answer, checked: consuming more than it was
 /// given is a bug in that protocol, and closes this connection (logged)
 /// instead of panicking the whole server.
-fn checked_consumed(consumed: usize, given: usize) -> Result<usize, CloseReason> {
+fn checked_consumed(
+    consumed: usize,
+    given: usize,
+    ctx: &mut Context,
+) -> Result<usize, CloseReason> {
     if consumed <= given {
-        Ok(consumed)
-    } else {
-        error!(
-            "protocol bug: on_bytes consumed {consumed} of {given} bytes; closing the connection"
-        );
-        Err(CloseReason::Error)
+        return Ok(consumed);
     }
+    if let Some(held_back) = ctx.warnings.allow(ctx.now_ms, CLIENT_WARN_INTERVAL_MS) {
+        error!(
+            "protocol bug: on_bytes consumed {consumed} of {given} bytes; closing the connection \
+             ({held_back} similar errors suppressed)"
+        );
+    }
+    Err(CloseReason::Error)
 }

@@ -24,6 +24,7 @@ use log::warn;
 use sha2::Sha256;
 
 use super::{Protocol, Reply};
+use crate::ratelimit::{SharedWarnLimiter, CLIENT_WARN_INTERVAL_MS};
 
 /// Bytes in the challenge, and in the answer (an HMAC-SHA256 tag).
 pub const CHALLENGE_BYTES: usize = 32;
@@ -89,6 +90,9 @@ pub struct Authenticated<P> {
     inner: P,
     key: Arc<AuthKey>,
     timeout: Duration,
+    /// Failed handshakes are client-triggered: one warning per interval,
+    /// so a flood of bad answers cannot keep the loop busy logging.
+    warnings: Arc<SharedWarnLimiter>,
 }
 
 impl<P> Authenticated<P> {
@@ -98,6 +102,7 @@ impl<P> Authenticated<P> {
             inner,
             key: Arc::new(key),
             timeout,
+            warnings: Arc::new(SharedWarnLimiter::new(CLIENT_WARN_INTERVAL_MS)),
         }
     }
 }
@@ -108,7 +113,12 @@ impl<P: Protocol> Protocol for Authenticated<P> {
     fn on_open(&self, reply: &mut Reply<'_>) -> Self::Session {
         let mut challenge = Box::new([0u8; CHALLENGE_BYTES]);
         if let Err(e) = getrandom::fill(&mut challenge[..]) {
-            warn!("handshake: no randomness for a challenge ({e}); refusing the connection");
+            if let Some(held_back) = self.warnings.allow() {
+                warn!(
+                    "handshake: no randomness for a challenge ({e}); refusing the connection \
+                     ({held_back} similar warnings suppressed)"
+                );
+            }
             reply.refuse();
             return AuthSession::Refused;
         }
@@ -128,7 +138,12 @@ impl<P: Protocol> Protocol for Authenticated<P> {
         }
         let (answer, rest) = input.split_at(CHALLENGE_BYTES);
         if !self.key.verify(&challenge[..], answer) {
-            warn!("handshake failed: wrong answer to the challenge");
+            if let Some(held_back) = self.warnings.allow() {
+                warn!(
+                    "handshake failed: wrong answer to the challenge \
+                     ({held_back} similar warnings suppressed)"
+                );
+            }
             *session = AuthSession::Refused;
             reply.refuse();
             return input.len();
@@ -161,7 +176,12 @@ impl<P: Protocol> Protocol for Authenticated<P> {
         match session {
             AuthSession::Open(inner) => self.inner.on_deadline(inner, reply),
             _ => {
-                warn!("handshake failed: no answer within {:?}", self.timeout);
+                if let Some(held_back) = self.warnings.allow() {
+                    warn!(
+                        "handshake failed: no answer within {:?} ({held_back} similar warnings suppressed)",
+                        self.timeout
+                    );
+                }
                 *session = AuthSession::Refused;
                 reply.refuse();
             }

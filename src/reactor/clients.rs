@@ -69,7 +69,7 @@ pub(super) struct Clients<P: Protocol> {
     /// A descriptor held in reserve, released to turn connections away
     /// cleanly when the process runs out (see `shed_waiting_connections`).
     pub(super) spare_fd: Option<File>,
-    pub(super) emfile_warnings: WarnLimiter,
+    pub(super) accept_warnings: WarnLimiter,
     /// `--max-memory`: its marks and whether pressure is on.
     pub(super) budget: MemoryBudget,
     pub(super) memory_warnings: WarnLimiter,

@@ -109,6 +109,7 @@ impl<P: Protocol> Clients<P> {
                 }
                 AcceptOutcome::WouldBlock => return,
                 AcceptOutcome::OutOfFiles => return self.on_out_of_files(index),
+                AcceptOutcome::OutOfMemory => return self.on_out_of_memory(index),
                 // e.g. ECONNABORTED: that client gave up while queued. The
                 // listener is fine; go on with the next one.
                 AcceptOutcome::Failed(kind) => debug!("accept failed: {kind:?}"),
@@ -131,15 +132,33 @@ impl<P: Protocol> Clients<P> {
     pub(super) fn on_out_of_files(&mut self, index: usize) {
         let now = self.ws.ctx.now_ms;
         let shed = self.shed_waiting_connections(index);
-        if let Some(suppressed) = self.emfile_warnings.allow(now, EMFILE_WARN_INTERVAL_MS) {
+        if let Some(suppressed) = self.accept_warnings.allow(now, EMFILE_WARN_INTERVAL_MS) {
             warn!(
                 "accept: out of file descriptors with {} connections open; shed {shed} waiting \
                  connections, pausing accepts for {ACCEPT_PAUSE_MS} ms ({suppressed} similar warnings suppressed)",
                 self.conns.len()
             );
         }
-        // Retrying now would fail again (and spin: the waiting connection
-        // keeps the listener readable). A reactor timer resumes us.
+        self.rest_listener(index);
+    }
+
+    /// ENOBUFS/ENOMEM: the kernel cannot allocate a socket now. Nothing to
+    /// shed (accepting is what fails); keep serving, warn, rest.
+    pub(super) fn on_out_of_memory(&mut self, index: usize) {
+        let now = self.ws.ctx.now_ms;
+        if let Some(suppressed) = self.accept_warnings.allow(now, EMFILE_WARN_INTERVAL_MS) {
+            warn!(
+                "accept: the kernel is out of socket memory (ENOBUFS/ENOMEM) with {} connections                  open; pausing accepts for {ACCEPT_PAUSE_MS} ms ({suppressed} similar warnings suppressed)",
+                self.conns.len()
+            );
+        }
+        self.rest_listener(index);
+    }
+
+    /// Retrying now would fail again (and spin: the waiting connection keeps
+    /// the listener readable). A reactor timer resumes it.
+    fn rest_listener(&mut self, index: usize) {
+        let now = self.ws.ctx.now_ms;
         self.endpoints[index].paused_until_ms = due_after(now, ACCEPT_PAUSE_MS);
     }
 
@@ -185,7 +204,10 @@ impl<P: Protocol> Clients<P> {
         // Both interests, once: see the module docs.
         let interest = Interest::READABLE | Interest::WRITABLE | URGENT;
         if let Err(e) = registry.register(&mut stream, Token(key), interest) {
-            warn!("register accepted socket: {e}");
+            let now = self.ws.ctx.now_ms;
+            if let Some(held_back) = self.accept_warnings.allow(now, EMFILE_WARN_INTERVAL_MS) {
+                warn!("register accepted socket: {e} ({held_back} similar warnings suppressed)");
+            }
             return; // dropping `stream` closes it
         }
         self.ws.ctx.counters.accepted += 1;

@@ -107,6 +107,9 @@ pub struct Reactor<P: Protocol> {
     next_stats_ms: u64,
     /// Set when shutdown begins: the end of the flush window.
     shutdown_deadline_ms: Option<u64>,
+    /// The Unix socket files we listen on: a second signal exits at once,
+    /// skipping the destructors that would remove them, so it does.
+    unix_paths: Vec<std::path::PathBuf>,
 }
 
 impl<P: Protocol> Reactor<P> {
@@ -128,7 +131,15 @@ impl<P: Protocol> Reactor<P> {
             ));
         }
         let mut endpoints = Vec::with_capacity(sockets.len());
+        let mut unix_paths = Vec::new();
         for (index, mut socket) in sockets.into_iter().enumerate() {
+            if let Listening::Unix(listener) = &socket {
+                let path = listener
+                    .local_addr()?
+                    .as_pathname()
+                    .map(|p| p.to_path_buf());
+                unix_paths.extend(path);
+            }
             let token = endpoint_token(index);
             let registry = poll.registry();
             match &mut socket {
@@ -161,7 +172,7 @@ impl<P: Protocol> Reactor<P> {
                 max_connections: settings.max_connections.max(1),
                 next_serial: 0,
                 spare_fd: File::open("/dev/null").ok(),
-                emfile_warnings: WarnLimiter::default(),
+                accept_warnings: WarnLimiter::default(),
                 budget: MemoryBudget::new(settings.max_memory),
                 memory_warnings: WarnLimiter::default(),
                 udp_reply_budget: (settings.udp_reply_budget > 0).then(|| {
@@ -177,6 +188,7 @@ impl<P: Protocol> Reactor<P> {
             next_stats_ms: settings.stats_interval_ms.unwrap_or(NEVER),
             settings,
             shutdown_deadline_ms: None,
+            unix_paths,
         })
     }
 

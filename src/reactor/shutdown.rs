@@ -30,6 +30,9 @@ impl<P: Protocol> Reactor<P> {
             if self.shutdown_deadline_ms.is_some() {
                 // The operator insists: no more waiting for slow clients.
                 warn!("{name} again during shutdown: exiting now");
+                for path in &self.unix_paths {
+                    let _ = std::fs::remove_file(path); // exit() runs no destructors
+                }
                 std::process::exit(128 + signal);
             }
             info!("{name}: shutting down (a second signal exits at once)");
