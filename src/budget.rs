@@ -17,9 +17,12 @@
 //!   unread stop being read (so they stop growing). A connection with no
 //!   output waiting — a client that reads its replies — keeps being read.
 //! - At the **budget**, connections are closed (`closed_evicted`) until
-//!   the total is under the **low-water mark**: those whose output has been
-//!   stuck longest first (a client that never reads), largest first among
-//!   equals — the way Redis 7 evicts clients over `maxmemory-clients`.
+//!   the total is under the **low-water mark**: first those that have never
+//!   read a queued reply, then those whose output has been stuck longest,
+//!   largest first among equals — the way Redis 7 evicts clients over
+//!   `maxmemory-clients`, but sparing the clients that read. (Stuck time
+//!   alone is not enough: a reader that the machine did not schedule for a
+//!   while looks stuck too, for a while.)
 //! - Below the low-water mark the pressure is over; reads paused by it
 //!   resume. The gap between the marks keeps the reactor from flapping
 //!   (and from scanning for paused connections) on every byte.
@@ -135,19 +138,22 @@ pub struct Holder {
     pub key: usize,
     /// Heap bytes it holds.
     pub held: usize,
+    /// Its queued output has drained completely at least once: it reads.
+    pub has_read_replies: bool,
     /// How long its waiting output has not moved (ms); `None` when it has
     /// no output waiting (it holds only a partial message of input).
     pub output_stuck_ms: Option<u64>,
 }
 
-/// Order `holders` worst first: output stuck longest (a client that does not
-/// read), then the largest; input-only holders last. A client that reads
-/// its replies has output that keeps moving, so it comes after every
-/// client whose output is stuck.
+/// Order `holders` worst first: clients that have never read a queued
+/// reply, then output stuck longest, then the largest; input-only holders
+/// last. A client that reads its replies has drained its output before and
+/// keeps it moving, so it comes after every client that never did.
 pub fn worst_first(holders: &mut [Holder]) {
     holders.sort_unstable_by(|a, b| {
-        b.output_stuck_ms
-            .cmp(&a.output_stuck_ms) // Some(longer) > Some(shorter) > None
+        a.has_read_replies
+            .cmp(&b.has_read_replies) // false (never read) first
+            .then(b.output_stuck_ms.cmp(&a.output_stuck_ms)) // Some(longer) > Some(shorter) > None
             .then(b.held.cmp(&a.held))
     });
 }
@@ -192,26 +198,51 @@ mod tests {
         let reader = Holder {
             key: 1,
             held: 8 * MIB, // the biggest, but its output moved just now
+            has_read_replies: true,
             output_stuck_ms: Some(0),
         };
         let small_never_reader = Holder {
             key: 2,
             held: MIB,
+            has_read_replies: false,
             output_stuck_ms: Some(900),
         };
         let big_never_reader = Holder {
             key: 3,
             held: 2 * MIB,
+            has_read_replies: false,
             output_stuck_ms: Some(900),
         };
         let partial_line = Holder {
             key: 4,
             held: 9 * MIB,
+            has_read_replies: false,
             output_stuck_ms: None,
         };
-        let mut holders = [partial_line, reader, small_never_reader, big_never_reader];
+        // A reader the scheduler starved: stuck longer than anyone, yet it
+        // has read before, so it goes after every never-reader.
+        let starved_reader = Holder {
+            key: 5,
+            held: MIB,
+            has_read_replies: true,
+            output_stuck_ms: Some(5_000),
+        };
+        let fresh_never_reader = Holder {
+            key: 6,
+            held: MIB,
+            has_read_replies: false,
+            output_stuck_ms: Some(1),
+        };
+        let mut holders = [
+            partial_line,
+            reader,
+            small_never_reader,
+            starved_reader,
+            big_never_reader,
+            fresh_never_reader,
+        ];
         worst_first(&mut holders);
         let order: Vec<usize> = holders.iter().map(|h| h.key).collect();
-        assert_eq!(order, [3, 2, 1, 4]);
+        assert_eq!(order, [3, 2, 6, 4, 5, 1]);
     }
 }

@@ -119,7 +119,7 @@ fn never_readers_cannot_push_held_bytes_past_the_budget_and_a_reader_gets_every_
 }
 
 #[test]
-fn a_reader_sending_large_messages_during_evictions_is_never_the_one_evicted() {
+fn a_reader_that_keeps_sending_large_messages_it_reads_back_is_never_evicted() {
     // A small budget and many never-readers: the server must evict. Beside
     // them a client echoes 1 MiB messages — for a moment it too holds
     // output, and often more than any one never-reader — and reads them

@@ -104,7 +104,7 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
         if self.protocol_due_ms > ctx.now_ms {
             return Next::Wait; // an idle or stall check came due first
         }
-        let reason = self.closing.unwrap_or(CloseReason::Shutdown);
+        let reason = self.ending.unwrap_or(CloseReason::Shutdown);
         if self.socket.unacknowledged() != Some(0) {
             ctx.counters.linger_timeouts += 1;
         }

@@ -42,7 +42,6 @@ mod linger;
 mod output;
 
 pub use linger::LINGER_MS;
-use output::close_reason_for;
 pub use output::{flush, FlushOutcome};
 
 /// Per-connection limits, from the server's configuration.
@@ -173,6 +172,10 @@ bitflags! {
         /// sending side; now reading and discarding until the peer closes
         /// too, or [`LINGER_MS`] passes (`linger.rs`).
         const LINGERING = 1 << 5;
+        /// Queued output has drained completely at least once: the client
+        /// has shown it reads its replies. Memory eviction takes such a
+        /// connection only after every one that never did (`budget.rs`).
+        const OUTPUT_DRAINED = 1 << 6;
     }
 }
 
@@ -198,9 +201,12 @@ pub struct Connection<S, Session> {
     pub serial: u32,
     /// Readiness and what we know of the peer.
     state: State,
-    /// Input is over on our side (protocol close, or server shutdown): close
-    /// for this reason once the last reply has been sent.
-    closing: Option<CloseReason>,
+    /// We are ending this connection (the protocol's close, `--max-line`,
+    /// shutdown), for this reason: input is over on our side, and it
+    /// closes — through a lingering close — once the owed replies are sent.
+    /// (Not to be confused with `closed`: the reactor's mark that it *is*
+    /// closed and waits for the end of the turn to leave the slab.)
+    ending: Option<CloseReason>,
     /// On the reactor's ready queue (so it is queued at most once).
     pub queued: bool,
     /// Closed and waiting for the end of the loop turn to leave the slab.
@@ -222,7 +228,7 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
             scheduled_ms: NEVER,
             serial,
             state: State::WRITE_READY | State::NEEDS_REACTOR,
-            closing: None,
+            ending: None,
             queued: false,
             closed: false,
         }
@@ -260,7 +266,7 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
     /// The peer may still send and we still listen (`may_*`: eventually;
     /// the naming is smoltcp's).
     pub fn may_read(&self) -> bool {
-        !self.state.contains(State::PEER_CLOSED) && self.closing.is_none()
+        !self.state.contains(State::PEER_CLOSED) && self.ending.is_none()
     }
 
     /// With output already waiting, whether we may read (and so queue more):
@@ -278,7 +284,7 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
     /// Asked once per readiness event, so the two bits are tested together.
     fn wants_input(&self, ctx: &Context) -> bool {
         self.state & (State::READ_READY | State::PEER_CLOSED) == State::READ_READY
-            && self.closing.is_none()
+            && self.ending.is_none()
             && (self.outbuf.is_empty() || self.output_has_room(ctx))
     }
 
@@ -320,7 +326,7 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
     /// Stop reading for good (the server is shutting down): close once the
     /// replies already owed have been delivered.
     pub fn stop_reading(&mut self, ws: &mut Workspace) -> Next {
-        self.closing.get_or_insert(CloseReason::Shutdown);
+        self.ending.get_or_insert(CloseReason::Shutdown);
         self.inbuf.clear(&mut ws.ctx.gauge);
         self.next_after_output(ws)
     }
@@ -386,10 +392,11 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
                 self.last_activity_ms = ctx.now_ms;
                 self.output_progress_ms = ctx.now_ms;
             }
-            match outcome {
-                FlushOutcome::Flushed => {}
-                FlushOutcome::Pending => self.state.remove(State::WRITE_READY),
-                gone => return Next::Close(close_reason_for(gone)),
+            if let Err(reason) = self.after_flush(outcome) {
+                return Next::Close(reason);
+            }
+            if outcome == FlushOutcome::Flushed {
+                self.state.insert(State::OUTPUT_DRAINED);
             }
         }
         // 2. Input, if the kernel may have some and we are willing to take it.
@@ -426,7 +433,7 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
         if self.may_read() || !self.outbuf.is_empty() {
             return Next::Wait;
         }
-        let reason = self.closing.unwrap_or(CloseReason::PeerClosed);
+        let reason = self.ending.unwrap_or(CloseReason::PeerClosed);
         if self.state.contains(State::PEER_CLOSED) {
             return Next::Close(reason); // EOF was read: nothing unread is left
         }
@@ -468,7 +475,7 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
                             return FillOutcome::Close(reason);
                         }
                         // The protocol asked to close (a byte-for-byte one never does).
-                        if self.closing.is_some() {
+                        if self.ending.is_some() {
                             return FillOutcome::Stopped;
                         }
                     }
@@ -541,7 +548,7 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
             protocol.on_input_too_long(&mut self.session, &mut reply);
             requests = reply.requests();
             self.inbuf.clear(&mut ctx.gauge);
-            self.closing.get_or_insert(CloseReason::LineTooLong);
+            self.ending.get_or_insert(CloseReason::LineTooLong);
         }
         self.apply_reply(requests, reply_buf, ctx)
     }
@@ -582,7 +589,7 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
             DeadlineRequest::Cancel => self.protocol_due_ms = NEVER,
         }
         if requests.close {
-            self.closing.get_or_insert(CloseReason::ProtocolClosed);
+            self.ending.get_or_insert(CloseReason::ProtocolClosed);
             self.inbuf.clear(&mut ctx.gauge); // input after the close request is ignored
         }
         if !bytes.is_empty() {
@@ -611,6 +618,11 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
     /// Whether replies are waiting for the client to read them.
     pub fn has_unsent_output(&self) -> bool {
         !self.outbuf.is_empty()
+    }
+
+    /// Whether queued output has ever drained completely: the client reads.
+    pub fn has_drained_output(&self) -> bool {
+        self.state.contains(State::OUTPUT_DRAINED)
     }
 
     /// Since when pending output has not moved (meaningful while

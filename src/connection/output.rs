@@ -47,12 +47,23 @@ pub(super) fn write_until_blocked(
                 counters.bytes_out += n as u64;
                 sent += n;
             }
-            WriteOutcome::WouldBlock => return (sent, FlushOutcome::Pending),
-            WriteOutcome::Closed => return (sent, FlushOutcome::PeerGone),
-            WriteOutcome::Failed(kind) => return (sent, FlushOutcome::Failed(kind)),
+            stop => return (sent, FlushOutcome::stopped_by(stop)),
         }
     }
     (sent, FlushOutcome::Flushed)
+}
+
+impl FlushOutcome {
+    /// Why a write that took nothing stopped the flush: the one place a
+    /// write's outcome becomes a flush's.
+    fn stopped_by(outcome: WriteOutcome) -> FlushOutcome {
+        match outcome {
+            WriteOutcome::WouldBlock => FlushOutcome::Pending,
+            WriteOutcome::Closed => FlushOutcome::PeerGone,
+            WriteOutcome::Failed(kind) => FlushOutcome::Failed(kind),
+            WriteOutcome::Wrote(_) => unreachable!("a write that took bytes does not stop a flush"),
+        }
+    }
 }
 
 /// Send the front of `out` until it is empty or the socket would block.
@@ -66,13 +77,6 @@ pub fn flush(
     let (sent, outcome) = write_until_blocked(socket, out.as_slice(), counters);
     out.consume(sent, gauge);
     outcome
-}
-
-pub(super) fn close_reason_for(outcome: FlushOutcome) -> CloseReason {
-    match outcome {
-        FlushOutcome::PeerGone => CloseReason::Reset,
-        _ => CloseReason::Error,
-    }
 }
 
 impl<S: Read + Write + Linger, Session> Connection<S, Session> {
@@ -115,37 +119,40 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
         first: WriteOutcome,
         ctx: &mut Context,
     ) -> Result<(), CloseReason> {
-        let sent = match first {
+        let (sent, outcome) = match first {
+            // Short writes are normal: offer the rest until the kernel says WouldBlock.
             WriteOutcome::Wrote(n) => {
                 ctx.counters.bytes_out += n as u64;
-                n
+                let (more, outcome) =
+                    write_until_blocked(&mut self.socket, &bytes[n..], &mut ctx.counters);
+                (n + more, outcome)
             }
-            WriteOutcome::WouldBlock => {
-                // Send buffer full: keep it all for the writable edge.
-                self.state.remove(State::WRITE_READY);
-                self.queue_output(bytes, ctx);
-                return Ok(());
-            }
-            WriteOutcome::Closed => return Err(CloseReason::Reset),
-            WriteOutcome::Failed(kind) => {
-                debug!("write failed: {kind:?}");
-                return Err(CloseReason::Error);
-            }
+            stop => (0, FlushOutcome::stopped_by(stop)),
         };
-        // Short writes are normal: offer the rest until the kernel says WouldBlock.
-        let (more, outcome) =
-            write_until_blocked(&mut self.socket, &bytes[sent..], &mut ctx.counters);
-        let sent = sent + more;
+        self.after_flush(outcome)?;
+        // Whatever the kernel did not take is kept here, in order; the
+        // writable edge (registered once at accept) brings us back.
+        if sent < bytes.len() {
+            self.queue_output(&bytes[sent..], ctx);
+        }
+        Ok(())
+    }
+
+    /// Act on how a flush (or a send) ended — the one place that does:
+    /// `Pending` means the send buffer is full until a writable edge;
+    /// anything but `Flushed` or `Pending` ends the connection.
+    pub(super) fn after_flush(&mut self, outcome: FlushOutcome) -> Result<(), CloseReason> {
         match outcome {
             FlushOutcome::Flushed => Ok(()),
             FlushOutcome::Pending => {
-                // The partial write's tail is kept here, in order; the
-                // writable edge (registered once at accept) brings us back.
                 self.state.remove(State::WRITE_READY);
-                self.queue_output(&bytes[sent..], ctx);
                 Ok(())
             }
-            gone => Err(close_reason_for(gone)),
+            FlushOutcome::PeerGone => Err(CloseReason::Reset),
+            FlushOutcome::Failed(kind) => {
+                debug!("write failed: {kind:?}");
+                Err(CloseReason::Error)
+            }
         }
     }
 

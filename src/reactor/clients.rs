@@ -101,9 +101,11 @@ impl<P: Protocol> Clients<P> {
         }
     }
 
-    /// Let a connection make progress, then act on what it says.
+    /// Drive a connection from the ready queue (it stopped on its budget,
+    /// or pressure paused it), then act on what it says. (`Connection::drive`
+    /// is the connection's own step; this is the reactor's around it.)
     #[inline(always)] // once per message (ready-queue path)
-    pub(super) fn drive(&mut self, key: usize) {
+    pub(super) fn drive_queued(&mut self, key: usize) {
         let conn = &mut self.conns[key];
         let next = conn.drive(&self.protocol, &mut self.ws);
         if needs_action(conn, next) {
@@ -193,7 +195,7 @@ impl<P: Protocol> Clients<P> {
             };
             conn.queued = false;
             if !conn.closed {
-                self.drive(token.0);
+                self.drive_queued(token.0);
             }
         }
     }

@@ -61,6 +61,7 @@ impl<P: Protocol> Clients<P> {
             .map(|(key, conn)| Holder {
                 key,
                 held: conn.held_capacity(),
+                has_read_replies: conn.has_drained_output(),
                 output_stuck_ms: conn
                     .has_unsent_output()
                     .then(|| now.saturating_sub(conn.output_stuck_since_ms())),
