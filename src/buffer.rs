@@ -29,6 +29,8 @@ pub struct BufferGauge {
     pub held_capacity: usize,
     /// The largest `held_bytes` ever seen (a high-water mark).
     pub peak_held_bytes: usize,
+    /// The largest `held_capacity` ever seen: what `--max-memory` bounds.
+    pub peak_held_capacity: usize,
 }
 
 impl BufferGauge {
@@ -36,6 +38,7 @@ impl BufferGauge {
         self.held_bytes += bytes;
         self.held_capacity = self.held_capacity + new_capacity - old_capacity;
         self.peak_held_bytes = self.peak_held_bytes.max(self.held_bytes);
+        self.peak_held_capacity = self.peak_held_capacity.max(self.held_capacity);
     }
 
     fn shrank(&mut self, bytes: usize, old_capacity: usize, new_capacity: usize) {
@@ -203,7 +206,8 @@ mod tests {
             BufferGauge {
                 held_bytes: 0,
                 held_capacity: 0,
-                peak_held_bytes: 7
+                peak_held_bytes: 7,
+                peak_held_capacity: gauge.peak_held_capacity,
             }
         );
     }

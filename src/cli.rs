@@ -146,7 +146,7 @@ pub struct ServeArgs {
     /// Bytes held for all connections together before reads of connections
     /// with unread replies pause and, at the budget, the worst holders are
     /// closed; 0 = no budget.
-    #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_bytes_or_zero)]
+    #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_memory_budget)]
     pub max_memory: usize,
     /// UDP reply bytes per second per source network (IPv4 /24, IPv6 /56;
     /// loopback exempt) before replies are dropped and counted, so spoofed
@@ -201,6 +201,20 @@ impl ServeArgs {
             shutdown_grace: self.shutdown_grace,
             handle_signals: true,
         }
+    }
+}
+
+/// The smallest `--max-memory` other than 0: below it, every partial line
+/// of a few clients would be evicted.
+pub const MIN_MEMORY_BUDGET_BYTES: usize = 1024 * 1024;
+
+/// `--max-memory`: `0` (no budget) or at least [`MIN_MEMORY_BUDGET_BYTES`].
+pub fn parse_memory_budget(text: &str) -> Result<usize, String> {
+    match parse_bytes_or_zero(text)? {
+        bytes if bytes != 0 && bytes < MIN_MEMORY_BUDGET_BYTES => Err(format!(
+            "'{text}' is below the smallest budget, 1MiB (or 0 for no budget)"
+        )),
+        bytes => Ok(bytes),
     }
 }
 

@@ -290,12 +290,18 @@ fn write_source(control: &mut ControlBuf, from: Destination) -> usize {
                 (*cmsg).cmsg_level = libc::IPPROTO_IPV6;
                 (*cmsg).cmsg_type = libc::IPV6_PKTINFO;
                 (*cmsg).cmsg_len = libc::CMSG_LEN(size) as _;
-                // The interface too: a link-local address means nothing without it.
+                // The interface only for a link-local address (fe80::/10), which means
+                // nothing without it; pinning any other reply to the arrival
+                // interface would break asymmetric routing.
                 let info = libc::in6_pktinfo {
                     ipi6_addr: libc::in6_addr {
                         s6_addr: ip.octets(),
                     },
-                    ipi6_ifindex: from.ifindex,
+                    ipi6_ifindex: if ip.segments()[0] & 0xffc0 == 0xfe80 {
+                        from.ifindex
+                    } else {
+                        0
+                    },
                 };
                 std::ptr::write_unaligned(data.cast(), info);
                 libc::CMSG_SPACE(size) as usize

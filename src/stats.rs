@@ -103,6 +103,9 @@ macro_rules! counters {
             pub held_capacity: u64,
             /// The most bytes ever held in connection buffers at once.
             pub peak_held_bytes: u64,
+            /// The most heap capacity ever held by connection buffers at once
+            /// (what `--max-memory` bounds).
+            pub peak_held_capacity: u64,
             $($(#[$doc])* pub $name: u64,)*
         }
 
@@ -114,6 +117,7 @@ macro_rules! counters {
             held_bytes: AtomicU64,
             held_capacity: AtomicU64,
             peak_held_bytes: AtomicU64,
+            peak_held_capacity: AtomicU64,
             $($name: AtomicU64,)*
         }
 
@@ -127,6 +131,7 @@ macro_rules! counters {
                 self.held_bytes.store(gauge.held_bytes as u64, Relaxed);
                 self.held_capacity.store(gauge.held_capacity as u64, Relaxed);
                 self.peak_held_bytes.store(gauge.peak_held_bytes as u64, Relaxed);
+                self.peak_held_capacity.store(gauge.peak_held_capacity as u64, Relaxed);
                 $(self.$name.store(counters.$name, Relaxed);)*
             }
 
@@ -138,6 +143,7 @@ macro_rules! counters {
                     held_bytes: self.held_bytes.load(Relaxed),
                     held_capacity: self.held_capacity.load(Relaxed),
                     peak_held_bytes: self.peak_held_bytes.load(Relaxed),
+                    peak_held_capacity: self.peak_held_capacity.load(Relaxed),
                     $($name: self.$name.load(Relaxed),)*
                 }
             }
@@ -153,8 +159,8 @@ macro_rules! counters {
                 }
                 write!(
                     f,
-                    " held_bytes={} held_capacity={} peak_held_bytes={}",
-                    self.held_bytes, self.held_capacity, self.peak_held_bytes
+                    " held_bytes={} held_capacity={} peak_held_bytes={} peak_held_capacity={}",
+                    self.held_bytes, self.held_capacity, self.peak_held_bytes, self.peak_held_capacity
                 )
             }
         }
@@ -267,6 +273,7 @@ mod tests {
             held_bytes: 5,
             held_capacity: 8,
             peak_held_bytes: 9,
+            peak_held_capacity: 10,
         };
         shared.publish(&counters, &gauge, 2);
         let snap = shared.snapshot();

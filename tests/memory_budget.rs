@@ -68,7 +68,11 @@ fn flood(server: &TestServer, count: usize, bytes: usize) -> Vec<TcpStream> {
 
 /// Send `rounds` messages of `size` bytes and check each echo.
 fn well_behaved(addr: std::net::SocketAddr, rounds: usize, size: usize) {
-    let mut stream = connect(addr);
+    well_behaved_on(connect(addr), rounds, size);
+}
+
+/// [`well_behaved`] on a connection already open.
+fn well_behaved_on(mut stream: TcpStream, rounds: usize, size: usize) {
     for round in 0..rounds {
         let message = pattern(size, round as u64);
         let mut writer = stream.try_clone().unwrap();
@@ -79,6 +83,24 @@ fn well_behaved(addr: std::net::SocketAddr, rounds: usize, size: usize) {
         sender.join().unwrap();
         assert_same_bytes(&echoed, &message);
     }
+}
+
+/// A connection that has shown the server it reads its replies: one reply
+/// large enough to queue in the server, read only once it is queued (the
+/// server then sees its queued output drain). Evictions spare such clients
+/// until every one that never read is gone.
+fn proven_reader(server: &TestServer) -> TcpStream {
+    let mut stream = connect(server.addr);
+    let message = pattern(8 * MIB, 99);
+    let mut writer = stream.try_clone().unwrap();
+    let sent = message.clone();
+    let sender = thread::spawn(move || writer.write_all(&sent).unwrap());
+    server.wait_for("the reply to queue", |s| s.held_bytes > 0);
+    let mut echoed = vec![0u8; message.len()];
+    stream.read_exact(&mut echoed).unwrap();
+    sender.join().unwrap();
+    assert_same_bytes(&echoed, &message);
+    stream
 }
 
 fn budget_server(max_memory: usize) -> TestServer {
@@ -96,8 +118,8 @@ fn never_readers_cannot_push_held_bytes_past_the_budget_and_a_reader_gets_every_
     let budget = 32 * MIB;
     let server = budget_server(budget);
     let reader = {
-        let addr = server.addr;
-        thread::spawn(move || well_behaved(addr, 50, 256 * 1024))
+        let stream = proven_reader(&server);
+        thread::spawn(move || well_behaved_on(stream, 50, 256 * 1024))
     };
     let flooders = flood(&server, 2_000, 2 * MIB);
     reader
@@ -121,14 +143,14 @@ fn never_readers_cannot_push_held_bytes_past_the_budget_and_a_reader_gets_every_
 #[test]
 fn a_reader_that_keeps_sending_large_messages_it_reads_back_is_never_evicted() {
     // A small budget and many never-readers: the server must evict. Beside
-    // them a client echoes 1 MiB messages — for a moment it too holds
-    // output, and often more than any one never-reader — and reads them
-    // back. Its output keeps moving, so the stuck ones go first.
+    // them a client that has read its replies before echoes 1 MiB messages
+    // — for a moment it too holds output, often more than any one
+    // never-reader — and reads them back. The never-readers go first.
     let budget = 8 * MIB;
     let server = budget_server(budget);
     let reader = {
-        let addr = server.addr;
-        thread::spawn(move || well_behaved(addr, 40, MIB))
+        let stream = proven_reader(&server);
+        thread::spawn(move || well_behaved_on(stream, 40, MIB))
     };
     let flooders = flood(&server, 400, 4 * MIB);
     reader
@@ -144,4 +166,51 @@ fn a_reader_that_keeps_sending_large_messages_it_reads_back_is_never_evicted() {
         "{stats}"
     );
     drop(flooders);
+}
+
+#[test]
+fn partial_messages_from_one_batch_of_events_cannot_overshoot_the_budget() {
+    // 200 clients each send 60 KB of a line that never ends while the
+    // server is held (SIGSTOP), so one epoll_wait hands it all at once.
+    // Input held for partial messages counts against the budget, checked
+    // as it grows — not only at the end of the turn.
+    raise_limit_for_children();
+    let budget = 4 * MIB;
+    let server = ServeProcess::spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--protocol",
+            "prefix",
+            "--max-memory",
+            "4MiB",
+        ],
+        1,
+    );
+    server.signal(libc::SIGSTOP);
+    let clients: Vec<TcpStream> = (0..200)
+        .map(|_| {
+            let mut stream = TcpStream::connect(server.addr(0)).unwrap();
+            stream.write_all(&vec![b'p'; 60_000]).unwrap();
+            stream
+        })
+        .collect();
+    server.signal(libc::SIGCONT);
+    // Every client's bytes were read (held, or dropped with an eviction)
+    // once every connection is either evicted or holding its 60 KB; a final
+    // round trip on a fresh connection shows the loop got past the batch.
+    let mut probe = connect(server.addr(0));
+    probe.write_all(b"probe\n").unwrap();
+    assert_eq!(read_exact(&mut probe, 12), b"Echo=>probe\n");
+    server.signal(libc::SIGTERM);
+    let (status, stdout) = server.wait_exit();
+    assert!(status.success());
+    let stat = |key| echo_reactor::stats::stat_value(&stdout, key).unwrap() as usize;
+    assert!(stat("closed_evicted") > 0, "{stdout}");
+    assert!(
+        stat("peak_held_capacity") <= budget + 2 * SCRATCH_BYTES,
+        "input overshot the budget: {stdout}"
+    );
+    assert!(stat("memory_pressure_episodes") >= 1, "{stdout}");
+    drop(clients);
 }

@@ -239,6 +239,18 @@ fn serve_refuses_a_timer_shorter_than_a_millisecond_naming_the_flag_and_the_mini
 }
 
 #[test]
+fn serve_refuses_a_memory_budget_too_small_to_hold_anything() {
+    let args = ["--listen", "127.0.0.1:0", "--max-memory", "64KiB"];
+    let (status, stderr) = finish(serve(&args), "--max-memory 64KiB");
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.contains("--max-memory") && first.contains("1MiB"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn serve_with_an_auth_key_refuses_a_max_line_shorter_than_the_handshake_answer() {
     let stderr = one_line_failure(
         &["--listen", "127.0.0.1:0", "--max-line", "16"],

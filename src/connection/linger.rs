@@ -10,18 +10,26 @@
 //! `closing_with_unread_input_sends_a_reset` in
 //! tests/nonblocking_semantics.rs).
 //!
-//! So once the last owed byte is with the kernel:
-//! 1. read and discard whatever input is already queued;
-//! 2. if the peer has acknowledged everything we sent (`SIOCOUTQ` is 0),
-//!    nothing owed can be lost any more: close now;
-//! 3. otherwise `shutdown(SHUT_WR)` — the peer reads our last reply, then
-//!    EOF — and keep reading and discarding until the peer closes too, the
-//!    peer acknowledges everything, or [`LINGER_MS`] passes. Then close.
+//! So from the moment we decide to end a connection, input is read and
+//! dropped as it arrives (even while replies are still being flushed: a
+//! client that writes everything before it reads would otherwise deadlock
+//! with us), and once the last owed byte is with the kernel:
+//! 1. `shutdown(SHUT_WR)` — the peer reads our last reply, then EOF — and
+//!    start the linger clock;
+//! 2. keep reading and discarding until the peer closes too, or
+//!    [`LINGER_MS`] passes (counted in `linger_timeouts`). Then close.
 //!
-//! The linger is bounded, so a client that never closes cannot hold a
-//! descriptor: `closed_linger_timeouts` counts those that ran out of time.
-//! Discarded input still costs no memory: it lands in the shared scratch
-//! buffer and is dropped there.
+//! One shortcut, for shutdown only: a connection with nothing queued to
+//! read whose peer has acknowledged everything we sent (`SIOCOUTQ` is 0) —
+//! an idle client — is closed at once, so a server full of idle clients
+//! does not wait 5 s for each to notice. For the closes a *client* causes
+//! (greet's `exit`, a JSON error, `--max-line`) there is no shortcut: "the
+//! queue is empty right now" does not mean the client has stopped sending,
+//! and its next segment would draw the reset we are avoiding.
+//!
+//! The linger is bounded, so a client that never closes — or floods us for
+//! the whole time — cannot hold a descriptor for longer. Discarded input
+//! costs no memory: it lands in the shared scratch buffer and is dropped.
 
 use std::io::{Read, Write};
 
@@ -38,50 +46,58 @@ use crate::timers::due_after;
 pub const LINGER_MS: u64 = 5_000;
 
 impl<S: Read + Write + Linger, Session> Connection<S, Session> {
-    /// Every owed byte is with the kernel and we end the connection for
-    /// `reason`, while the peer may still be sending: close without an RST
-    /// that would lose those bytes (see the module docs).
-    pub(super) fn close_gracefully(&mut self, reason: CloseReason, ws: &mut Workspace) -> Next {
-        // Input already queued would turn close() into a reset: drop it.
-        let discarded = match self.discard_input(reason, ws) {
-            Ok(discarded) => discarded,
-            Err(next) => return next,
-        };
-        if self.state.contains(State::LINGERING) {
-            return Next::Wait; // until the peer's EOF, or the deadline
+    /// We are ending the connection for `reason` and the peer has not
+    /// closed its side: drop its input as it comes, and once our output
+    /// is empty shut down writing and linger (see the module docs).
+    pub(super) fn end_gracefully(&mut self, reason: CloseReason, ws: &mut Workspace) -> Next {
+        if self.outbuf.is_empty() && !self.state.contains(State::LINGERING) {
+            let quiet = !self.state.contains(State::READ_READY);
+            if reason == CloseReason::Shutdown && quiet && self.socket.unacknowledged() == Some(0) {
+                return Next::Close(reason); // an idle client: nothing to lose
+            }
+            if self.socket.shutdown_write().is_err() {
+                return Next::Close(reason); // not connected any more: nothing to save
+            }
+            // The clock starts before any discarding, so a flood cannot
+            // postpone it.
+            self.state.insert(State::LINGERING | State::NEEDS_REACTOR);
+            // While lingering, the protocol's deadline slot holds the
+            // linger's end: the protocol has nothing more to say.
+            self.protocol_due_ms = due_after(ws.ctx.now_ms, LINGER_MS);
+            ws.ctx.counters.lingers += 1;
         }
-        // A quiet peer that has acknowledged everything we sent (an idle
-        // client at shutdown, say): a reset could lose nothing, so close now
-        // rather than make it wait for the client to close first.
-        if discarded == 0 && self.socket.unacknowledged() == Some(0) {
-            return Next::Close(reason);
+        if let Err(next) = self.discard_input(ws) {
+            return next; // the read budget ran out: more next turn
         }
-        if self.socket.shutdown_write().is_err() {
-            return Next::Close(reason); // not connected any more: nothing to save
+        match (
+            self.state.contains(State::PEER_CLOSED),
+            self.outbuf.is_empty(),
+        ) {
+            // EOF and nothing owed: close() now sends FIN, not RST.
+            (true, true) => Next::Close(reason),
+            // EOF with replies still owed: flush them first (writable edges).
+            (true, false) => Next::Wait,
+            // Still sending: until its EOF, our output drains, or the linger ends.
+            (false, _) => Next::Wait,
         }
-        self.state.insert(State::LINGERING | State::NEEDS_REACTOR);
-        // While lingering, the protocol's deadline slot holds the linger's
-        // end: the protocol has nothing more to say.
-        self.protocol_due_ms = due_after(ws.ctx.now_ms, LINGER_MS);
-        ws.ctx.counters.lingers += 1;
-        Next::Wait
     }
 
-    /// Read and drop input until the receive queue is empty; `Ok(bytes
-    /// dropped)`. `Err` when that settles the connection: the peer closed
-    /// (or failed), or the read budget ran out with more waiting.
-    fn discard_input(&mut self, reason: CloseReason, ws: &mut Workspace) -> Result<usize, Next> {
+    /// Read and drop input until the receive queue is empty or the peer
+    /// closes (then `PEER_CLOSED` is set). `Err` when the connection must
+    /// close (the peer reset it) or the read budget ran out with more
+    /// waiting (requeue).
+    fn discard_input(&mut self, ws: &mut Workspace) -> Result<(), Next> {
         let Workspace { scratch, ctx, .. } = ws;
         let mut taken = 0;
-        while self.state.contains(State::READ_READY) {
+        while self.state.contains(State::READ_READY) && !self.state.contains(State::PEER_CLOSED) {
             ctx.counters.read_calls += 1;
             match try_read(&mut self.socket, scratch) {
                 ReadOutcome::Data(n) => {
                     ctx.counters.bytes_in += n as u64;
                     ctx.counters.bytes_discarded += n as u64;
                     taken += n;
-                    // A short read empties the queue (as in `fill`), except
-                    // after a hang-up: then read on to the EOF.
+                    // A short read empties the queue (as in `fill`), unless
+                    // DRAIN_FULLY says it may not.
                     if n < scratch.len() && !self.state.contains(State::DRAIN_FULLY) {
                         self.state.remove(State::READ_READY);
                     } else if taken >= ctx.limits.read_budget_bytes {
@@ -89,25 +105,24 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
                     }
                 }
                 ReadOutcome::WouldBlock => self.state.remove(State::READ_READY),
-                // The peer closed too: nothing is left unread, so close()
-                // sends FIN, not RST.
-                ReadOutcome::Closed => return Err(Next::Close(reason)),
+                ReadOutcome::Closed => {
+                    self.state.insert(State::PEER_CLOSED);
+                    self.state.remove(State::READ_READY);
+                }
                 // The peer is gone; whatever it had not taken is lost already.
-                ReadOutcome::Reset | ReadOutcome::Failed(_) => return Err(Next::Close(reason)),
+                ReadOutcome::Reset => return Err(Next::Close(CloseReason::Reset)),
+                ReadOutcome::Failed(_) => return Err(Next::Close(CloseReason::Error)),
             }
         }
-        Ok(taken)
+        Ok(())
     }
 
     /// The linger ran out: close even with input unread (counted).
     pub(super) fn on_linger_deadline(&mut self, ctx: &mut Context) -> Next {
         if self.protocol_due_ms > ctx.now_ms {
-            return Next::Wait; // an idle or stall check came due first
+            return Next::Wait; // a stall check came due first
         }
-        let reason = self.ending.unwrap_or(CloseReason::Shutdown);
-        if self.socket.unacknowledged() != Some(0) {
-            ctx.counters.linger_timeouts += 1;
-        }
-        Next::Close(reason)
+        ctx.counters.linger_timeouts += 1;
+        Next::Close(self.ending.unwrap_or(CloseReason::Shutdown))
     }
 }

@@ -306,6 +306,11 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
     /// ([`NEVER`] if none applies).
     pub fn next_deadline(&self, limits: &Limits) -> u64 {
         let mut due = self.protocol_due_ms;
+        if self.state.contains(State::LINGERING) {
+            // Only the linger's end applies: discarding is not activity, so
+            // an idle deadline would be due (and re-due) at once.
+            return due;
+        }
         if let Some(idle) = limits.idle_timeout_ms {
             due = due.min(due_after(self.last_activity_ms, idle));
         }
@@ -351,8 +356,9 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
             if let Err(reason) = self.apply_reply(requests, &ws.reply, &mut ws.ctx) {
                 return Next::Close(reason);
             }
-            if let Next::Close(reason) = self.next_after_output(ws) {
-                return Next::Close(reason);
+            match self.next_after_output(ws) {
+                Next::Wait => {}
+                other => return other, // a close, or a discard that ran out of budget
             }
         }
         let limits = &ws.ctx.limits;
@@ -430,14 +436,20 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
     /// sending, the close goes through a lingering close (`linger.rs`), so
     /// unread input cannot turn it into a reset that loses owed replies.
     fn next_after_output(&mut self, ws: &mut Workspace) -> Next {
-        if self.may_read() || !self.outbuf.is_empty() {
+        if self.may_read() {
             return Next::Wait;
         }
-        let reason = self.ending.unwrap_or(CloseReason::PeerClosed);
-        if self.state.contains(State::PEER_CLOSED) {
-            return Next::Close(reason); // EOF was read: nothing unread is left
+        match self.ending {
+            // We end it and the peer may still send (`linger.rs`).
+            Some(reason) if !self.state.contains(State::PEER_CLOSED) => {
+                self.end_gracefully(reason, ws)
+            }
+            // EOF was read: nothing unread is left, so close once flushed.
+            _ if self.outbuf.is_empty() => {
+                Next::Close(self.ending.unwrap_or(CloseReason::PeerClosed))
+            }
+            _ => Next::Wait,
         }
-        self.close_gracefully(reason, ws)
     }
 
     /// Drain the socket into the protocol until the queue is empty, the
@@ -483,6 +495,12 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
                     // the common case (nothing queued) is one test.
                     if !self.outbuf.is_empty() && !self.output_has_room(ctx) {
                         ctx.counters.read_pauses += 1;
+                        if ctx.gauge.held_capacity >= ctx.limits.high_water_bytes {
+                            // Paused by memory, not by --max-buffered: the
+                            // reactor must start the pressure episode whose
+                            // end will resume this read.
+                            self.state.insert(State::NEEDS_REACTOR);
+                        }
                         return FillOutcome::Paused;
                     }
                     // A short read means the receive queue is empty, and new
@@ -549,6 +567,11 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
             requests = reply.requests();
             self.inbuf.clear(&mut ctx.gauge);
             self.ending.get_or_insert(CloseReason::LineTooLong);
+        }
+        if ctx.gauge.held_capacity >= ctx.limits.high_water_bytes {
+            // Partial messages count against --max-memory too: let the
+            // reactor check the budget now, not at the end of the turn.
+            self.state.insert(State::NEEDS_REACTOR);
         }
         self.apply_reply(requests, reply_buf, ctx)
     }

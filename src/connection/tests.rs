@@ -274,7 +274,7 @@ fn a_message_split_across_reads_is_kept_until_complete() {
         .gives(b"ab")
         .gives(b"c\nd\nq\nzz") // 8 bytes: "zz" after the close is ignored
         .accepts(100)
-        .unacked(Some(0)); // the peer has everything: no need to linger
+        .eof(); // read while lingering: the peer closed too
     let mut conn: Connection<_, ()> = readable(sock);
     let mut ws = workspace(1024, 1024);
     assert_eq!(conn.drive(&Lines, &mut ws), Next::Wait);
@@ -294,7 +294,7 @@ fn a_partial_message_longer_than_max_line_closes_the_connection() {
         .gives(&[b'x'; 8])
         .gives(&[b'x'; 8])
         .gives(&[b'x'; 8])
-        .unacked(Some(0));
+        .eof();
     let mut conn: Connection<_, ()> = readable(sock);
     let mut ws = workspace(1024, 1024);
     ws.ctx.limits.max_line = 20;
@@ -358,19 +358,49 @@ fn a_close_with_input_still_arriving_shuts_down_writing_and_drains_until_eof() {
 }
 
 #[test]
-fn a_quiet_peer_that_acknowledged_everything_is_closed_at_once() {
+fn a_client_caused_close_lingers_even_when_the_peer_seems_quiet() {
+    // "Nothing queued right now" does not mean the client stopped sending:
+    // closing at once would reset its next segment. Only shutdown skips it.
     let sock = ScriptedStream::new()
         .gives(b"a\nq\n")
         .accepts(100)
         .unacked(Some(0));
     let mut conn: Connection<_, ()> = readable(sock);
     let mut ws = closing_workspace();
-    assert_eq!(
-        conn.drive(&Lines, &mut ws),
-        Next::Close(CloseReason::ProtocolClosed)
-    );
-    assert!(!conn.socket.write_shut());
-    assert_eq!(ws.ctx.counters.lingers, 0);
+    assert_eq!(conn.drive(&Lines, &mut ws), Next::Wait);
+    assert!(conn.socket.write_shut());
+    assert_eq!(ws.ctx.counters.lingers, 1);
+}
+
+#[test]
+fn input_is_discarded_while_owed_replies_still_drain() {
+    // A client that writes everything before it reads: after our close its
+    // input must still be read (and dropped), or both sides block.
+    let sock = ScriptedStream::new()
+        .gives(b"a\nq\nzz")
+        .would_block() // our reply waits in outbuf
+        .gives(b"zzzzzzzz")
+        .gives(b"zz")
+        .would_block();
+    let mut conn: Connection<_, ()> = readable(sock);
+    let mut ws = closing_workspace();
+    assert_eq!(conn.drive(&Lines, &mut ws), Next::Wait);
+    assert_eq!(conn.unsent(), b"a;");
+    assert_eq!(ws.ctx.counters.bytes_discarded, 10, "read on, and dropped");
+    assert!(!conn.socket.write_shut(), "not before the reply is out");
+}
+
+#[test]
+fn a_lingering_connection_schedules_only_its_linger_end() {
+    // Discarding is not activity: with an idle timeout shorter than the
+    // linger, the idle deadline would be due at once, and again, forever.
+    let sock = ScriptedStream::new().gives(b"a\nq\n").accepts(100);
+    let mut conn: Connection<_, ()> = readable(sock);
+    let mut ws = closing_workspace();
+    ws.ctx.limits.idle_timeout_ms = Some(100);
+    assert_eq!(conn.drive(&Lines, &mut ws), Next::Wait);
+    assert!(conn.state.contains(State::LINGERING));
+    assert_eq!(conn.next_deadline(&ws.ctx.limits), LINGER_MS);
 }
 
 #[test]

@@ -72,7 +72,8 @@ pub(super) struct Clients<P: Protocol> {
     pub(super) accept_warnings: WarnLimiter,
     /// `--max-memory`: its marks and whether pressure is on.
     pub(super) budget: MemoryBudget,
-    pub(super) memory_warnings: WarnLimiter,
+    /// One limiter each for pressure starting, evictions, pressure ending.
+    pub(super) memory_warnings: [WarnLimiter; 3],
     /// `--udp-reply-budget`: reply bytes per second per source network.
     pub(super) udp_reply_budget: Option<ReplyBudget>,
     /// False once shutdown began.
@@ -140,7 +141,11 @@ impl<P: Protocol> Clients<P> {
         }
         // Lazy timers: only a deadline that moved *earlier* than the one
         // scheduled needs a new entry; later ones are found when it pops.
-        let due = conn.next_deadline(&self.ws.ctx.limits);
+        // Never due in the pass that is running: `expire_deadlines` would pop
+        // it again at once, and the clock does not move within a turn.
+        let due = conn
+            .next_deadline(&self.ws.ctx.limits)
+            .max(self.ws.ctx.now_ms + 1);
         if due < conn.scheduled_ms {
             conn.scheduled_ms = due;
             self.deadlines.schedule(Entry {

@@ -23,22 +23,27 @@ impl<P: Protocol> Clients<P> {
     pub(super) fn enforce_budget(&mut self) {
         let held = self.ws.ctx.gauge.held_capacity;
         let now = self.ws.ctx.now_ms;
-        match self.budget.check(held) {
-            BudgetAction::Nothing => {}
-            BudgetAction::PressureStarts => {
-                self.ws.ctx.counters.memory_pressure_episodes += 1;
-                if let Some(held_back) = self.memory_warnings.allow(now, MEMORY_WARN_INTERVAL_MS) {
-                    warn!(
-                        "memory pressure: connections hold {held} bytes of a {} byte budget; \
-                         not reading connections whose replies wait unread \
-                         ({held_back} similar messages suppressed)",
-                        self.budget.marks().map_or(0, |m| m.budget)
-                    );
-                }
+        let was_under_pressure = self.budget.under_pressure();
+        let action = self.budget.check(held);
+        if !was_under_pressure && self.budget.under_pressure() {
+            // Starts with a plain crossing of the high mark, or straight
+            // with an eviction when one burst went past the budget.
+            self.ws.ctx.counters.memory_pressure_episodes += 1;
+            if let Some(held_back) = self.memory_warnings[0].allow(now, MEMORY_WARN_INTERVAL_MS) {
+                warn!(
+                    "memory pressure: connections hold {held} bytes of a {} byte budget; \
+                     not reading connections whose replies wait unread \
+                     ({held_back} similar messages suppressed)",
+                    self.budget.marks().map_or(0, |m| m.budget)
+                );
             }
+        }
+        match action {
+            BudgetAction::Nothing | BudgetAction::PressureStarts => {}
             BudgetAction::Evict { down_to } => self.evict(down_to),
             BudgetAction::PressureEnds => {
-                if let Some(held_back) = self.memory_warnings.allow(now, MEMORY_WARN_INTERVAL_MS) {
+                if let Some(held_back) = self.memory_warnings[2].allow(now, MEMORY_WARN_INTERVAL_MS)
+                {
                     info!(
                         "memory pressure over: connections hold {held} bytes \
                          ({held_back} similar messages suppressed)"
@@ -78,10 +83,11 @@ impl<P: Protocol> Clients<P> {
             self.close(holder.key, CloseReason::Evicted);
             evicted += 1;
         }
-        if let Some(held_back) = self.memory_warnings.allow(now, MEMORY_WARN_INTERVAL_MS) {
+        if let Some(held_back) = self.memory_warnings[1].allow(now, MEMORY_WARN_INTERVAL_MS) {
             warn!(
-                "memory budget reached: closed {evicted} connections holding the most unread \
-                 output ({before} -> {} bytes held) ({held_back} similar messages suppressed)",
+                "memory budget reached: closed {evicted} connections holding the most memory, \
+                 never-readers first ({before} -> {} bytes held) ({held_back} similar messages \
+                 suppressed)",
                 self.ws.ctx.gauge.held_capacity
             );
         }

@@ -174,7 +174,7 @@ impl<P: Protocol> Reactor<P> {
                 spare_fd: File::open("/dev/null").ok(),
                 accept_warnings: WarnLimiter::default(),
                 budget: MemoryBudget::new(settings.max_memory),
-                memory_warnings: WarnLimiter::default(),
+                memory_warnings: Default::default(),
                 udp_reply_budget: (settings.udp_reply_budget > 0).then(|| {
                     let rate = settings.udp_reply_budget as u64;
                     ReplyBudget::new(rate, rate, UDP_BUDGET_SLOTS)
