@@ -21,12 +21,14 @@ use log::{info, warn};
 use crate::bench::{self, BenchArgs};
 use crate::client::{self, ClientArgs};
 use crate::fdlimit::{nofile_limits, raise_nofile_limit};
+use crate::inherit::inherited_sockets;
 use crate::protocol::{
     AuthKey, Authenticated, Echo, Framing, Greet, Json, Prefix, Protocol, Upper, CHALLENGE_BYTES,
     HANDSHAKE_TIMEOUT,
 };
-use crate::server::{Config, Server, DEFAULT_BACKLOG};
+use crate::server::{BoundSocket, Config, Server, DEFAULT_BACKLOG};
 use crate::sockets::somaxconn;
+use crate::supervisor::{self, WorkerSockets, WORKER_ENV};
 
 /// `echo-reactor`: a single-threaded mio echo server.
 #[derive(Debug, Parser)]
@@ -169,6 +171,10 @@ pub struct ServeArgs {
     /// Log a stats line this often (at least 0.001).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub stats_interval: Option<Duration>,
+    /// Worker processes, each the same single-threaded reactor with its share
+    /// of --max-memory and its own open-file limit; `auto` = one per CPU.
+    #[arg(long, value_name = "N|auto", default_value = "1", value_parser = parse_workers)]
+    pub workers: usize,
     /// On SIGINT/SIGTERM, flush pending output for at most this long (0: close at once).
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs_or_zero)]
     pub shutdown_grace: Duration,
@@ -203,6 +209,23 @@ impl ServeArgs {
         }
     }
 }
+
+/// `--workers`: a count from 1, or `auto` (the number of CPUs).
+pub fn parse_workers(text: &str) -> Result<usize, String> {
+    if text == "auto" {
+        return Ok(std::thread::available_parallelism().map_or(1, |n| n.get()));
+    }
+    match text.parse::<usize>() {
+        Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "'{text}' is not a worker count (1 to {MAX_WORKERS}, or auto)"
+        )),
+    }
+}
+
+/// The most `--workers` accepted: far more processes than cores only adds
+/// context switches.
+pub const MAX_WORKERS: usize = 256;
 
 /// The smallest `--max-memory` other than 0: below it, every partial line
 /// of a few clients would be evicted.
@@ -299,7 +322,8 @@ pub fn run(cli: Cli) -> io::Result<()> {
 }
 
 fn serve(args: &ServeArgs) -> io::Result<()> {
-    let config = args.to_config();
+    let mut config = args.to_config();
+    worker_share(&mut config)?;
     let auth = load_auth_key(args.auth_key_file.as_deref())?;
     if auth.is_some() && !config.udp.is_empty() {
         return Err(io::Error::new(
@@ -324,6 +348,9 @@ fn serve(args: &ServeArgs) -> io::Result<()> {
     let timeout = config
         .idle_timeout
         .map_or(HANDSHAKE_TIMEOUT, |idle| idle.min(HANDSHAKE_TIMEOUT));
+    if args.workers > 1 && std::env::var(WORKER_ENV).is_err() {
+        return supervise(args, &config);
+    }
     let framing = Framing::from(args.framing);
     match args.protocol {
         ProtocolName::Echo => serve_guarded(&config, Echo, auth, timeout),
@@ -360,14 +387,20 @@ fn serve_with<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
         warn!("could not raise the open-file limit: {e}; keeping the current one");
         nofile_limits()
     })?;
-    let server = Server::bind(config, protocol)?;
-    let listening: String = server
-        .bound()
-        .iter()
-        .map(|socket| format!("listening on {socket}\n"))
-        .collect();
-    if let Err(e) = print_report(&listening) {
-        warn!("stdout: cannot print the listening lines ({e}); serving anyway");
+    let worker = std::env::var(WORKER_ENV).is_ok();
+    let server = match inherited_sockets()? {
+        // Socket activation, or a worker of ours: serve what we were handed.
+        Some(sockets) => Server::adopt(config, protocol, sockets)?,
+        None if worker => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{WORKER_ENV} is set but no sockets were handed over (LISTEN_FDS)"),
+            ))
+        }
+        None => Server::bind(config, protocol)?,
+    };
+    if !worker {
+        print_listening(server.bound());
     }
     let effective_backlog = somaxconn().map_or(config.backlog, |cap| config.backlog.min(cap));
     info!(
@@ -388,10 +421,66 @@ fn serve_with<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
     Ok(())
 }
 
+/// The `listening on ...` lines, one per socket.
+fn print_listening(bound: &[BoundSocket]) {
+    let listening: String = bound
+        .iter()
+        .map(|socket| format!("listening on {socket}\n"))
+        .collect();
+    if let Err(e) = print_report(&listening) {
+        warn!("stdout: cannot print the listening lines ({e}); serving anyway");
+    }
+}
+
+/// `serve --workers N` (N > 1): bind (or take over) every socket, print the
+/// `listening on` lines once, and supervise the workers (`supervisor.rs`).
+fn supervise(args: &ServeArgs, config: &Config) -> io::Result<()> {
+    let sockets = match inherited_sockets()? {
+        Some(inherited) => WorkerSockets::inherited(inherited, args.workers),
+        None => WorkerSockets::bind(config, args.workers)?,
+    };
+    print_listening(&sockets.bound);
+    info!(
+        "supervising {} workers, each with a {} byte share of --max-memory",
+        args.workers,
+        config.max_memory / args.workers
+    );
+    let code = supervisor::run(sockets, args.workers, std::env::args_os().skip(1).collect())?;
+    if code != 0 {
+        std::process::exit(code);
+    }
+    Ok(())
+}
+
+/// A worker's share of the server-wide settings: `--max-memory` and
+/// `--max-connections` are split evenly (a worker's open-file limit is its
+/// own already).
+fn worker_share(config: &mut Config) -> io::Result<()> {
+    let Ok(value) = std::env::var(WORKER_ENV) else {
+        return Ok(());
+    };
+    let workers = value
+        .split_once('/')
+        .and_then(|(_, n)| n.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{WORKER_ENV}={value}: expected INDEX/COUNT"),
+            )
+        })?;
+    config.max_memory /= workers;
+    if config.max_memory != 0 {
+        config.max_memory = config.max_memory.max(MIN_MEMORY_BUDGET_BYTES);
+    }
+    config.max_connections = config.max_connections.map(|n| n.div_ceil(workers));
+    Ok(())
+}
+
 /// Write `text` to stdout and flush it (a parent process may be waiting for
 /// the line). An error — `EPIPE` once the reader is gone — is returned,
 /// never a panic.
-fn print_report(text: &str) -> io::Result<()> {
+pub(crate) fn print_report(text: &str) -> io::Result<()> {
     let mut stdout = io::stdout().lock();
     stdout.write_all(text.as_bytes())?;
     stdout.flush()

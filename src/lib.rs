@@ -26,6 +26,8 @@
 //! | [`stream`] | a TCP or Unix stream behind one type |
 //! | [`nonblocking`] | one socket call → one named outcome (`Data`, `WouldBlock`, `Reset`, `OutOfFiles`, ...) |
 //! | [`stats`] | counters, published once per loop turn |
+//! | [`supervisor`] | `--workers N`: binds once, starts, restarts and stops worker processes, sums their stats |
+//! | [`inherit`] | sockets handed over by a parent: systemd's `LISTEN_FDS`, and the supervisor's workers |
 //! | [`sockets`], [`fdlimit`] | binding (backlog, `SO_REUSEADDR`, stale Unix sockets), UDP replies from the address asked, and `RLIMIT_NOFILE` |
 //! | [`udp_budget`] | a per-source budget on UDP reply bytes (no reflection) |
 //!
@@ -44,6 +46,7 @@ pub mod cli;
 pub mod client;
 pub mod connection;
 pub mod fdlimit;
+pub mod inherit;
 pub mod nonblocking;
 pub mod protocol;
 pub mod ratelimit;
@@ -52,6 +55,7 @@ pub mod server;
 pub mod sockets;
 pub mod stats;
 pub mod stream;
+pub mod supervisor;
 pub mod timers;
 pub mod udp_budget;
 

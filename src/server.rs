@@ -149,8 +149,6 @@ impl<P: Protocol> Server<P> {
     /// Bind every socket in `config` and build the reactor.
     /// Errors name the step and address (`bind 127.0.0.1:8888: ...`).
     pub fn bind(config: &Config, protocol: P) -> io::Result<Self> {
-        let poll =
-            Poll::new().map_err(|e| io::Error::new(e.kind(), format!("epoll_create: {e}")))?;
         let mut sockets = Vec::new();
         let mut bound = Vec::new();
         for &addr in &config.listen {
@@ -170,6 +168,23 @@ impl<P: Protocol> Server<P> {
             bound.push(BoundSocket::Unix(path.clone()));
             sockets.push(Listening::Unix(listener));
         }
+        let mut server = Self::adopt(config, protocol, bound.into_iter().zip(sockets).collect())?;
+        server.unix_guard = unix_path;
+        Ok(server)
+    }
+
+    /// Serve sockets bound elsewhere — handed over by systemd or by the
+    /// supervisor (`inherit.rs`) — instead of binding `config`'s addresses.
+    /// The addresses in `config` are ignored; a Unix socket's file is left
+    /// to whoever bound it.
+    pub fn adopt(
+        config: &Config,
+        protocol: P,
+        sockets: Vec<(BoundSocket, Listening)>,
+    ) -> io::Result<Self> {
+        let poll =
+            Poll::new().map_err(|e| io::Error::new(e.kind(), format!("epoll_create: {e}")))?;
+        let (bound, sockets): (Vec<BoundSocket>, Vec<Listening>) = sockets.into_iter().unzip();
         let max_connections = match config.max_connections {
             Some(n) => n.max(1),
             None => default_max_connections(nofile_limits()?.0, sockets.len()),
@@ -210,7 +225,7 @@ impl<P: Protocol> Server<P> {
             bound,
             max_connections,
             handle,
-            unix_guard: unix_path,
+            unix_guard: None,
         })
     }
 

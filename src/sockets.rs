@@ -38,11 +38,42 @@ fn step_error(step: &str, addr: &SocketAddr, e: io::Error) -> io::Error {
 /// silently sharing it. For `[::]`-style addresses the socket is IPv6-only,
 /// so an IPv4 listener on the same port can coexist.
 pub fn bind_tcp(addr: SocketAddr, backlog: u32) -> io::Result<mio::net::TcpListener> {
+    bind_tcp_with(addr, backlog, false)
+}
+
+/// `count` TCP listeners on one address with `SO_REUSEPORT`, one per worker
+/// process: the kernel spreads new connections over them by a hash of the
+/// client's address and port. Port 0 is resolved by the first bind, and
+/// the rest join that port.
+pub fn bind_tcp_group(
+    addr: SocketAddr,
+    backlog: u32,
+    count: usize,
+) -> io::Result<Vec<mio::net::TcpListener>> {
+    let first = bind_tcp_with(addr, backlog, true)?;
+    let addr = first.local_addr()?;
+    let mut group = vec![first];
+    for _ in 1..count {
+        group.push(bind_tcp_with(addr, backlog, true)?);
+    }
+    Ok(group)
+}
+
+fn bind_tcp_with(
+    addr: SocketAddr,
+    backlog: u32,
+    reuse_port: bool,
+) -> io::Result<mio::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
         .map_err(|e| step_error("socket for", &addr, e))?;
     socket
         .set_reuse_address(true)
         .map_err(|e| step_error("set SO_REUSEADDR on", &addr, e))?;
+    if reuse_port {
+        socket
+            .set_reuse_port(true)
+            .map_err(|e| step_error("set SO_REUSEPORT on", &addr, e))?;
+    }
     if addr.is_ipv6() {
         socket
             .set_only_v6(true)
@@ -70,8 +101,29 @@ pub fn bind_tcp(addr: SocketAddr, backlog: u32) -> io::Result<mio::net::TcpListe
 /// On a wildcard address the socket also reports each datagram's
 /// destination (see [`report_destinations`]), so replies can leave from it.
 pub fn bind_udp(addr: SocketAddr) -> io::Result<mio::net::UdpSocket> {
+    bind_udp_with(addr, false)
+}
+
+/// `count` UDP sockets on one address with `SO_REUSEPORT`, one per worker
+/// (datagrams spread by a hash of their source), as [`bind_tcp_group`].
+pub fn bind_udp_group(addr: SocketAddr, count: usize) -> io::Result<Vec<mio::net::UdpSocket>> {
+    let first = bind_udp_with(addr, true)?;
+    let addr = first.local_addr()?;
+    let mut group = vec![first];
+    for _ in 1..count {
+        group.push(bind_udp_with(addr, true)?);
+    }
+    Ok(group)
+}
+
+fn bind_udp_with(addr: SocketAddr, reuse_port: bool) -> io::Result<mio::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
         .map_err(|e| step_error("socket for udp", &addr, e))?;
+    if reuse_port {
+        socket
+            .set_reuse_port(true)
+            .map_err(|e| step_error("set SO_REUSEPORT on udp", &addr, e))?;
+    }
     if addr.is_ipv6() {
         socket
             .set_only_v6(true)

@@ -1,0 +1,213 @@
+//! `serve --workers N` (a supervisor and N worker processes) and socket
+//! activation (`LISTEN_FDS`), through the real binary.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use echo_reactor::stats::stat_value;
+use support::*;
+
+/// The pids of `pid`'s children (Linux: /proc/PID/task/PID/children).
+fn children(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Wait until `pid` has exactly `count` children; return them.
+fn wait_for_children(pid: i32, count: usize) -> Vec<i32> {
+    let start = Instant::now();
+    loop {
+        let found = children(pid);
+        if found.len() == count {
+            return found;
+        }
+        assert!(start.elapsed() < DEADLINE, "{pid} has children {found:?}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Wait for a stderr line containing `needle`.
+fn wait_for_line(stderr: &Receiver<String>, needle: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let line = stderr.recv_timeout(DEADLINE).expect("a log line");
+        if line.contains(needle) {
+            return line;
+        }
+        assert!(start.elapsed() < DEADLINE, "no line with {needle:?}");
+    }
+}
+
+/// `count` connections, each echoing one line and closing.
+fn echo_each(addr: SocketAddr, count: usize) {
+    for i in 0..count {
+        let mut stream = connect(addr);
+        let line = format!("hello {i}\n");
+        stream.write_all(line.as_bytes()).unwrap();
+        assert_eq!(read_exact(&mut stream, line.len()), line.as_bytes());
+    }
+}
+
+fn spawn_workers(args: &[&str]) -> (ServeProcess, Receiver<String>) {
+    let mut cmd = ServeProcess::command(args);
+    cmd.stderr(Stdio::piped());
+    let mut server = ServeProcess::spawn_command(cmd, 1);
+    let stderr = server.follow_stderr();
+    (server, stderr)
+}
+
+#[test]
+fn two_workers_serve_every_connection_drain_on_sigterm_and_sum_their_stats() {
+    let (server, stderr) = spawn_workers(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--stats-interval",
+        "0.05",
+        "--max-buffered",
+        "16MiB", // so the worker reads every byte before the signal
+    ]);
+    let workers = wait_for_children(server.pid(), 2);
+    assert_eq!(workers.len(), 2);
+    let addr = server.addr(0);
+    echo_each(addr, 200);
+    // A reply still owed when the signal comes: 8 MiB sent, none read yet.
+    let mut hoarder = connect(addr);
+    let payload = pattern(8 << 20, 5);
+    let mut writer = hoarder.try_clone().unwrap();
+    let sent = payload.clone();
+    let sender = thread::spawn(move || writer.write_all(&sent).unwrap());
+    loop {
+        let line = wait_for_line(&stderr, "stats active=");
+        let stats = &line[line.find("stats ").unwrap()..];
+        // The worker read all of it, and holds replies it could not send yet.
+        if stat_value(stats, "bytes_in") >= Some(8 << 20)
+            && stat_value(stats, "held_bytes") > Some(0)
+        {
+            break;
+        }
+    }
+    server.signal(libc::SIGTERM);
+    let mut echoed = vec![0u8; payload.len()];
+    hoarder.read_exact(&mut echoed).unwrap();
+    sender.join().unwrap();
+    assert_same_bytes(&echoed, &payload);
+    drop(hoarder);
+    let (status, stdout) = server.wait_exit();
+    assert!(status.success(), "{status}");
+    // Both took a share (the kernel hashes each connection to one worker's
+    // socket: all 201 on one has a chance of 2^-200).
+    let per_worker: Vec<u64> = stderr
+        .iter() // until stderr closes: every process has exited
+        .filter(|line| line.contains(" final stats "))
+        .filter_map(|line| stat_value(&line, "accepted"))
+        .collect();
+    assert_eq!(per_worker.len(), 2, "{per_worker:?}");
+    assert!(per_worker.iter().all(|&n| n > 0), "{per_worker:?}");
+    let last = stdout.lines().last().unwrap_or_default();
+    assert_eq!(stat_value(last, "workers"), Some(2), "{stdout}");
+    assert_eq!(stat_value(last, "accepted"), Some(201), "{stdout}");
+    for pid in workers {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists() || {
+                // A zombie entry may linger until reaped; it must not be running.
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                stat.contains(") Z ")
+            }
+        );
+    }
+}
+
+#[test]
+fn a_killed_worker_is_replaced_and_new_connections_are_served() {
+    let (server, stderr) = spawn_workers(&["--listen", "127.0.0.1:0", "--workers", "2"]);
+    let before = wait_for_children(server.pid(), 2);
+    echo_each(server.addr(0), 20);
+    // SAFETY: kill sends a signal to a worker of the server we started.
+    assert_eq!(unsafe { libc::kill(before[0], libc::SIGKILL) }, 0);
+    wait_for_line(
+        &stderr,
+        &format!("exited (killed by signal {})", libc::SIGKILL),
+    );
+    let start = Instant::now();
+    let after = loop {
+        let now = children(server.pid());
+        if now.len() == 2 && !now.contains(&before[0]) {
+            break now;
+        }
+        assert!(start.elapsed() < DEADLINE, "no replacement: {now:?}");
+        thread::sleep(Duration::from_millis(10));
+    };
+    assert!(after.contains(&before[1]), "the other worker lived on");
+    // Every new connection is served, whichever socket the kernel picks.
+    echo_each(server.addr(0), 100);
+    server.signal(libc::SIGTERM);
+    let (status, _) = server.wait_exit();
+    assert!(status.success());
+}
+
+#[test]
+fn a_socket_handed_over_as_fd_3_is_served_and_nothing_is_bound() {
+    // What systemd does: a listening socket at descriptor 3, LISTEN_FDS=1,
+    // LISTEN_PID = the service's pid (the shell execs the server, so `$$`
+    // is its pid).
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fd = listener.as_raw_fd();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "LISTEN_PID=$$ LISTEN_FDS=1 exec '{}' serve",
+            env!("CARGO_BIN_EXE_echo-reactor")
+        ))
+        .stdout(Stdio::piped());
+    // SAFETY: only dup2/fcntl between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself would leave close-on-exec set: clear it then.
+            let placed = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if placed == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let server = ServeProcess::spawn_command(cmd, 1);
+    assert_eq!(
+        server.sockets,
+        [format!("tcp {addr}")],
+        "only the handed socket"
+    );
+    drop(listener); // the server holds its own copy
+    echo_each(addr, 5);
+    // Nothing was bound: no listening socket on the default address is the
+    // server's.
+    let default = "127.0.0.1:8888".parse().unwrap();
+    if let Some(inode) = tcp_socket_inode(default, "0.0.0.0:0".parse().unwrap()) {
+        let target = format!("socket:[{inode}]");
+        let holds = std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .any(|link| link.to_string_lossy() == target);
+        assert!(!holds, "the server bound the default address too");
+    }
+    server.signal(libc::SIGTERM);
+    let (status, _) = server.wait_exit();
+    assert!(status.success());
+}
