@@ -17,11 +17,11 @@
 //!   unread stop being read (so they stop growing). A connection with no
 //!   output waiting — a client that reads its replies — keeps being read.
 //! - At the **budget**, connections are closed (`closed_evicted`) until
-//!   the total is under the **low-water mark**, the largest holders first
-//!   the way Redis 7 evicts clients over `maxmemory-clients` — but in
-//!   groups ([`worst_first`]): clients that have never read a queued reply
-//!   go before any that have, and connections holding only a partial
-//!   message of input (at most `--max-line` each) go last.
+//!   the total is under the **low-water mark** (Redis 7 evicts clients
+//!   over `maxmemory-clients` the same way): clients never seen reading a
+//!   queued reply first, then the others, output stuck longest first and
+//!   the largest among equals; connections holding only a partial message
+//!   of input (at most `--max-line` each) last ([`worst_first`]).
 //! - Below the low-water mark the pressure is over; reads paused by it
 //!   resume. The gap between the marks keeps the reactor from flapping
 //!   (and from scanning for paused connections) on every byte.
@@ -144,48 +144,33 @@ pub struct Holder {
     pub output_stuck_ms: Option<u64>,
 }
 
-/// Output that has not moved for this long counts as stuck when choosing
-/// whom to evict (ms): longer than any round trip a reading client needs.
-pub const STUCK_MS: u64 = 200;
-
 /// Which group a holder is evicted in: lower first.
-fn tier(holder: &Holder) -> u8 {
+fn group(holder: &Holder) -> u8 {
     match (holder.output_stuck_ms, holder.has_read_replies) {
-        // Never read a queued reply, and its output is stuck: a never-reader.
-        (Some(stuck), false) if stuck >= STUCK_MS => 0,
-        // Never read one yet, output young (a burst of new never-readers,
-        // or a reader whose first large reply is on its way).
-        (Some(_), false) => 1,
-        // Has read replies before, but has stopped.
-        (Some(stuck), true) if stuck >= STUCK_MS => 2,
-        // A reader whose output is moving.
-        (Some(_), true) => 3,
-        // Only a partial message of input (bounded by --max-line).
-        (None, _) => 4,
+        // Output waiting, and none ever drained: never seen reading.
+        (Some(_), false) => 0,
+        // Output waiting, but some drained before.
+        (Some(_), true) => 1,
+        // Only a partial message of input (at most --max-line).
+        (None, _) => 2,
     }
 }
 
-/// Order `holders` worst first: by group — never-readers whose output is
-/// stuck, then young output that has never drained, then readers that
-/// stopped, then readers whose output moves, then input-only holders — and
-/// within a group the largest first ("the connections holding the most"),
-/// except among young output, where the output waiting longest goes first:
-/// there a reader's first large reply may well be the biggest, and it is
-/// the one that moves.
-/// A client that reads its replies has drained its output before, so it
-/// comes after every client that never did; stuck time alone would not
-/// do, since a reader the scheduler starved for a while looks stuck too.
+/// Order `holders` worst first: connections never seen reading a queued
+/// reply, then the others with output waiting, then input-only holders; in
+/// each group the output stuck longest first, then the largest. Both
+/// signals are needed: stuck time alone picks a reader that the scheduler
+/// starved for a moment over a never-reader that just filled its socket
+/// buffers, and "drained before" alone is fooled by a never-reader whose
+/// kernel buffers grew (autotuning) and took what we had queued. Size comes
+/// last: a reader's one large reply in flight is often the biggest holder,
+/// and it is the one that moves.
 pub fn worst_first(holders: &mut [Holder]) {
     holders.sort_unstable_by(|a, b| {
-        tier(a).cmp(&tier(b)).then_with(|| match tier(a) {
-            // Young output: the one whose output waits longest first (a
-            // reader's moves; a never-reader's only ages), then the larger.
-            1 | 3 => b
-                .output_stuck_ms
-                .cmp(&a.output_stuck_ms)
-                .then(b.held.cmp(&a.held)),
-            _ => b.held.cmp(&a.held),
-        })
+        group(a)
+            .cmp(&group(b))
+            .then(b.output_stuck_ms.cmp(&a.output_stuck_ms))
+            .then(b.held.cmp(&a.held))
     });
 }
 
@@ -274,6 +259,6 @@ mod tests {
         ];
         worst_first(&mut holders);
         let order: Vec<usize> = holders.iter().map(|h| h.key).collect();
-        assert_eq!(order, [3, 2, 6, 5, 1, 4]);
+        assert_eq!(order, [3, 2, 6, 5, 1, 4]); // 5, starved, still after every never-reader
     }
 }
