@@ -620,6 +620,8 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 
 /// A protocol's `on_bytes` answer, checked: consuming more than it was
