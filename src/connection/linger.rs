@@ -102,7 +102,7 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
     /// The linger ran out: close even with input unread (counted).
     pub(super) fn on_linger_deadline(&mut self, ctx: &mut Context) -> Next {
         if self.protocol_due_ms > ctx.now_ms {
-            return Next::Wait; // an idle or stall check came due first
+            return Next::Wait; // an idle or stall entry from before the linger came due
         }
         let reason = self.closing.unwrap_or(CloseReason::Shutdown);
         if self.socket.unacknowledged() != Some(0) {

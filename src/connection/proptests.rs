@@ -9,7 +9,7 @@
 //! which is what Linux reports), and then `on_event` and `drive`;
 //! `Requeue` puts it on a ready queue that a later step serves;
 //! `NEEDS_REACTOR` reschedules its one deadline lazily; time passing fires
-//! that deadline (stall, linger). Random steps: the peer sends a
+//! that deadline (idle, stall, linger). Random steps: the peer sends a
 //! chunk, reads some replies, sends FIN, resets; a poll; a spurious event;
 //! the ready queue is served; time passes; the server shuts down. Between
 //! an edge and its poll the connection may well be driven (ready queue,
@@ -21,7 +21,7 @@
 //! peer sends the rest of its input and FIN, and reads everything). Checked:
 //! - output == protocol(input read), in order, nothing lost or duplicated;
 //!   only a prefix when the connection ended without delivering (reset,
-//!   stalled);
+//!   stalled, idle);
 //! - a peer that stops reading with output waiting is closed by the stall
 //!   timeout;
 //! - held bytes never past `min(--max-buffered, high-water mark)` plus what
@@ -92,6 +92,7 @@ struct Params {
     high_water: Option<usize>,
     max_line: usize,
     stall_ms: Option<u64>,
+    idle_ms: Option<u64>,
     /// After the steps, the peer stops reading: with output waiting, the
     /// stall timeout must close the connection.
     peer_stalls: bool,
@@ -113,7 +114,10 @@ fn params() -> impl Strategy<Value = Params> {
         (1usize..=MAX_SCRATCH, 1usize..=64, 1usize..=96),
         (prop::option::of(16usize..=256), MAX_LINE),
         (prop::option::of(1u64..=3_000), 1usize..=64),
-        prop::bool::weighted(0.25),
+        (
+            prop::option::weighted(0.25, 1u64..=5_000),
+            prop::bool::weighted(0.25),
+        ),
         (any::<u64>(), 0u8..=96),
     )
         .prop_map(
@@ -121,7 +125,7 @@ fn params() -> impl Strategy<Value = Params> {
                 (scratch, max_buffered, read_budget),
                 (high_water, max_line),
                 (stall_ms, send_capacity),
-                peer_stalls,
+                (idle_ms, peer_stalls),
                 (seed, eintr_per_256),
             )| Params {
                 scratch,
@@ -130,6 +134,7 @@ fn params() -> impl Strategy<Value = Params> {
                 high_water,
                 max_line,
                 stall_ms,
+                idle_ms,
                 peer_stalls,
                 send_capacity,
                 seed,
@@ -231,7 +236,7 @@ impl<'p, P: Protocol> Run<'p, P> {
             max_buffered: params.max_buffered,
             max_line: params.max_line,
             read_budget_bytes: params.read_budget,
-            idle_timeout_ms: None,
+            idle_timeout_ms: params.idle_ms,
             stall_timeout_ms: params.stall_ms,
             high_water_bytes: params.high_water.unwrap_or(usize::MAX),
         };
@@ -556,6 +561,13 @@ fn check_run<P: Protocol>(
             );
             false
         }
+        CloseReason::Idle => {
+            assert!(
+                params.idle_ms.is_some() && ended.by_deadline,
+                "idle without an idle timeout"
+            );
+            false
+        }
         other => panic!("closed for {other:?}, which nothing in this run explains"),
     };
     if delivered_all {
@@ -657,4 +669,48 @@ proptest! {
             Owed { bytes, ends_with }
         });
     }
+}
+
+// ---- cases the properties found, pinned ----
+
+#[test]
+fn a_lingering_connection_past_its_idle_time_is_not_due_again_at_once() {
+    // Found by the properties with an idle timeout: greet's `exit` while
+    // replies are unacknowledged starts a linger (no activity since).
+    // When the idle deadline passes mid-linger, `on_deadline` waits for the
+    // linger's end — and the next deadline must then be in the future: the
+    // reactor pops every entry due by `now` in one pass, so one due again
+    // at once would be popped again, forever (the loop would hang).
+    use crate::testing::ScriptedStream;
+    let sock = ScriptedStream::new()
+        .accepts(100) // the greeting
+        .gives(b"exit\n")
+        .unacked(Some(9)); // the greeting is not acknowledged yet
+    let limits = Limits {
+        max_buffered: 1024,
+        max_line: 64,
+        read_budget_bytes: 1024,
+        idle_timeout_ms: Some(100),
+        stall_timeout_ms: None,
+        high_water_bytes: usize::MAX,
+    };
+    let mut ws = Workspace::new(limits, 64);
+    let greet = Greet::default();
+    let mut reply = Reply::new(&mut ws.reply);
+    let session = greet.on_open(&mut reply);
+    let requests = reply.requests();
+    let mut conn = Connection::new(sock, session, 1, 0);
+    assert_eq!(conn.on_open_reply(requests, &mut ws), Next::Wait);
+    conn.on_event(true, false, false);
+    assert_eq!(conn.drive(&greet, &mut ws), Next::Wait);
+    assert!(conn.state.contains(State::LINGERING));
+
+    ws.ctx.now_ms = 100; // idle for the idle timeout, the linger not over
+    let next = conn.on_deadline(&greet, &mut ws);
+    let due = conn.next_deadline(&ws.ctx.limits);
+    assert!(
+        next != Next::Wait || due > ws.ctx.now_ms,
+        "waiting, yet due again at {due} ms (now {} ms)",
+        ws.ctx.now_ms
+    );
 }
