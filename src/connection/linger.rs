@@ -120,7 +120,7 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
     /// The linger ran out: close even with input unread (counted).
     pub(super) fn on_linger_deadline(&mut self, ctx: &mut Context) -> Next {
         if self.protocol_due_ms > ctx.now_ms {
-            return Next::Wait; // a stall check came due first
+            return Next::Wait; // an idle or stall entry from before the linger came due
         }
         ctx.counters.linger_timeouts += 1;
         Next::Close(self.ending.unwrap_or(CloseReason::Shutdown))

@@ -305,12 +305,16 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
     /// The earliest moment one of this connection's deadlines could expire
     /// ([`NEVER`] if none applies).
     pub fn next_deadline(&self, limits: &Limits) -> u64 {
-        let mut due = self.protocol_due_ms;
         if self.state.contains(State::LINGERING) {
-            // Only the linger's end applies: discarding is not activity, so
-            // an idle deadline would be due (and re-due) at once.
-            return due;
+            // The linger's end is its only deadline: its output is all
+            // sent (nothing can stall) and the linger is bounded anyway. An
+            // idle deadline passing mid-linger would find the linger not
+            // over and ask to be scheduled again at once — due by `now`,
+            // so the reactor's pass over due entries would pop it forever.
+            // Pinned by `a_lingering_connection_past_its_idle_time_is_not_due_again_at_once`.
+            return self.protocol_due_ms;
         }
+        let mut due = self.protocol_due_ms;
         if let Some(idle) = limits.idle_timeout_ms {
             due = due.min(due_after(self.last_activity_ms, idle));
         }
@@ -669,6 +673,8 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
     }
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;
 

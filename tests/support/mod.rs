@@ -319,3 +319,68 @@ impl Drop for ServeProcess {
 pub fn raise_limit_for_children() {
     echo_reactor::fdlimit::raise_nofile_limit().expect("raise the open-file limit");
 }
+
+/// Make `close()` of this socket send RST instead of FIN (`SO_LINGER` 0):
+/// a client that vanishes mid-conversation.
+pub fn reset_on_close(stream: &TcpStream) {
+    socket2::SockRef::from(stream)
+        .set_linger(Some(Duration::ZERO))
+        .expect("SO_LINGER 0");
+}
+
+/// Connect with a receive buffer of about `bytes` (set before the
+/// handshake, so the window the server sees is small from the start).
+pub fn connect_with_receive_buffer(addr: SocketAddr, bytes: usize) -> TcpStream {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .expect("socket");
+    socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+    socket.connect(&addr.into()).expect("connect");
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream.set_write_timeout(Some(DEADLINE)).unwrap();
+    stream
+}
+
+/// `poll(2)` one socket for `events` (`libc::POLLIN`, ...) for at most
+/// `timeout`; returns the events that are ready (0: timed out).
+pub fn poll_socket(stream: &TcpStream, events: i16, timeout: Duration) -> i16 {
+    use std::os::fd::AsRawFd;
+    let mut pollfd = libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    let millis = timeout.as_millis().min(i32::MAX as u128) as i32;
+    loop {
+        // SAFETY: one valid pollfd, and its count is 1.
+        let rc = unsafe { libc::poll(&mut pollfd, 1, millis) };
+        if rc >= 0 {
+            return pollfd.revents;
+        }
+        let err = io::Error::last_os_error();
+        assert_eq!(err.kind(), io::ErrorKind::Interrupted, "poll: {err}");
+    }
+}
+
+/// Whether the peer has closed or reset this connection, without reading
+/// from it (replies may be waiting unread): waits up to `timeout`.
+pub fn peer_hung_up(stream: &TcpStream, timeout: Duration) -> bool {
+    let hung_up = libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR;
+    poll_socket(stream, hung_up, timeout) & hung_up != 0
+}
+
+/// This process's resident set size (`VmRSS` in /proc/self/status), in bytes.
+pub fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().strip_suffix("kB"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("VmRSS in /proc/self/status");
+    kib * 1024
+}
