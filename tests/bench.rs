@@ -719,28 +719,119 @@ fn two_processes_share_40_connections_and_their_reports_merge() {
     assert!(stats.bytes_out >= sum * 64, "{stats}");
 }
 
-/// A thread-per-connection echo server that records where each connection came from.
-fn recording_echo_server() -> (SocketAddr, Arc<Mutex<Vec<IpAddr>>>) {
+/// What [`recording_echo_server`] saw.
+#[derive(Default)]
+struct Seen {
+    /// Where each connection came from.
+    peers: Mutex<Vec<IpAddr>>,
+    /// Bytes echoed, all connections.
+    bytes: AtomicU64,
+    /// Connections the client has closed.
+    closed: AtomicU64,
+}
+
+/// A thread-per-connection echo server that records what it sees.
+fn recording_echo_server() -> (SocketAddr, Arc<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let peers = Arc::new(Mutex::new(Vec::new()));
-    let seen = peers.clone();
+    let seen = Arc::new(Seen::default());
+    let record = seen.clone();
     thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { break };
-            seen.lock().unwrap().push(stream.peer_addr().unwrap().ip());
+            record
+                .peers
+                .lock()
+                .unwrap()
+                .push(stream.peer_addr().unwrap().ip());
+            let record = record.clone();
             thread::spawn(move || {
                 let mut reader = stream.try_clone().unwrap();
-                let _ = std::io::copy(&mut reader, &mut stream);
+                let copied = std::io::copy(&mut reader, &mut stream).unwrap_or(0);
+                record.bytes.fetch_add(copied, Ordering::SeqCst);
+                record.closed.fetch_add(1, Ordering::SeqCst);
             });
         }
     });
-    (addr, peers)
+    (addr, seen)
+}
+
+/// Wait until `condition` holds, or fail after a generous deadline.
+fn wait_until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A child of `--processes` as its parent starts it: gated, stdin and stdout piped.
+fn gated_child(addr: &str) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_echo-reactor"))
+        .args(["bench", "--gated", "--json", "--addr", addr])
+        .args(["--connections", "2", "--duration", "0.2", "--warmup", "0"])
+        .env("RUST_LOG", "off")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn first_line(
+    child: &mut std::process::Child,
+) -> (String, std::io::BufReader<std::process::ChildStdout>) {
+    use std::io::BufRead;
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    (line, stdout)
+}
+
+#[test]
+fn a_gated_load_generator_sends_nothing_until_its_parent_says_go() {
+    // Held at the gate, then let go by its parent: not one byte is sent.
+    let (addr, seen) = recording_echo_server();
+    let mut child = gated_child(&addr.to_string());
+    let (line, _stdout) = first_line(&mut child);
+    assert_eq!(line, "gate connected\n", "it says when it is connected");
+    drop(child.stdin.take()); // the parent goes away
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("the parent bench went away"), "{stderr}");
+    wait_until("both connections closed", || {
+        seen.closed.load(Ordering::SeqCst) == 2
+    });
+    assert_eq!(
+        seen.bytes.load(Ordering::SeqCst),
+        0,
+        "nothing sent before go"
+    );
+
+    // Held at the gate, then told to go: a normal run and its report.
+    let (addr, seen) = recording_echo_server();
+    let mut child = gated_child(&addr.to_string());
+    let (line, mut stdout) = first_line(&mut child);
+    assert_eq!(line, "gate connected\n");
+    writeln!(child.stdin.as_mut().unwrap(), "go").unwrap();
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert!(child.wait().unwrap().success());
+    let report: Value = serde_json::from_str(&rest).expect("the report follows the gate line");
+    assert!(report["messages"].as_u64().unwrap() > 0, "{report}");
+    wait_until("both connections closed", || {
+        seen.closed.load(Ordering::SeqCst) == 2
+    });
+    assert!(seen.bytes.load(Ordering::SeqCst) > 0);
 }
 
 #[test]
 fn connections_come_round_robin_from_the_source_addresses_given() {
-    let (addr, peers) = recording_echo_server();
+    let (addr, seen) = recording_echo_server();
     let addr = addr.to_string();
     let out = bench(&[
         "--addr",
@@ -760,7 +851,7 @@ fn connections_come_round_robin_from_the_source_addresses_given() {
     let r = successful_report(&out);
     assert_eq!(r["connections"]["achieved"], 8);
     assert_eq!(r["source_addrs"], json!(["127.0.0.2", "127.0.0.3"]));
-    let peers = peers.lock().unwrap().clone();
+    let peers = seen.peers.lock().unwrap().clone();
     let from = |last: u8| {
         let ip = IpAddr::from([127, 0, 0, last]);
         peers.iter().filter(|&&p| p == ip).count()
