@@ -97,6 +97,10 @@ pub fn merge(runs: &[Run]) -> Result<Value, String> {
     let latency = merged_histogram(runs, "/histogram")?.ok_or("bench merge: no histogram")?;
     let uncorrected = merged_histogram(runs, "/histogram_uncorrected")?;
     let mut m = first.report.clone();
+    if let Some(fields) = m.as_object_mut() {
+        // The first run's own list of its processes is not the merged one's.
+        fields.remove("load_generators");
+    }
     let messages = sum_u64(runs, "/messages");
 
     // Every process of every run, and the settings that are shares of a
@@ -288,7 +292,8 @@ fn merged_histogram(runs: &[Run], path: &str) -> Result<Option<Histogram<u64>>, 
 
 /// The server's figures: the largest any run saw, when the runs that know
 /// the server's pid all name the same one (several servers cannot be
-/// summed into one); otherwise unknown.
+/// summed into one); otherwise unknown. CPU per message over `messages`
+/// (0: none).
 fn merged_server(runs: &[Run], messages: u64) -> Value {
     let pids: Vec<u64> = runs
         .iter()
