@@ -511,13 +511,28 @@ fn report_of(scenario: &str, size: u64, samples: &[u64]) -> Value {
     })
 }
 
-/// Write `value` to a fresh file in a directory of this test's own.
-fn write_report(test: &str, name: &str, value: &Value) -> String {
-    let dir = std::env::temp_dir().join(format!("echo-reactor-{test}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, value.to_string()).unwrap();
-    path.display().to_string()
+/// A directory of one test's own for report files; removed when dropped.
+struct Reports(std::path::PathBuf);
+
+impl Reports {
+    fn new(test: &str) -> Reports {
+        let dir = std::env::temp_dir().join(format!("echo-reactor-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Reports(dir)
+    }
+
+    /// Write `value` as file `name`; its path.
+    fn write(&self, name: &str, value: &Value) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, value.to_string()).unwrap();
+        path.display().to_string()
+    }
+}
+
+impl Drop for Reports {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Deterministic, spread-out latencies: a few fast, a long tail.
@@ -541,8 +556,9 @@ fn latencies(seed: u64, n: usize) -> Vec<u64> {
 #[test]
 fn two_runs_merged_are_the_histogram_of_every_sample_recorded_into_one() {
     let (a, b) = (latencies(1, 20_000), latencies(2, 7_000));
-    let file_a = write_report("merge-exact", "a.json", &report_of("echo", 64, &a));
-    let file_b = write_report("merge-exact", "b.json", &report_of("echo", 64, &b));
+    let reports = Reports::new("merge-exact");
+    let file_a = reports.write("a.json", &report_of("echo", 64, &a));
+    let file_b = reports.write("b.json", &report_of("echo", 64, &b));
     let out = bench(&["merge", "--json", &file_a, &file_b]);
     // Like a run, a merge of runs that had errors (a reset in each) exits 1.
     assert_eq!(out.status.code(), Some(1));
@@ -576,12 +592,13 @@ fn two_runs_merged_are_the_histogram_of_every_sample_recorded_into_one() {
 
 #[test]
 fn merging_runs_of_different_scenarios_or_sizes_is_refused_with_one_clear_line() {
-    let echo = write_report("merge-refused", "echo.json", &report_of("echo", 64, &[10]));
-    let hold = write_report("merge-refused", "hold.json", &report_of("hold", 64, &[10]));
-    let big = write_report("merge-refused", "big.json", &report_of("echo", 512, &[10]));
+    let reports = Reports::new("merge-refused");
+    let echo = reports.write("echo.json", &report_of("echo", 64, &[10]));
+    let hold = reports.write("hold.json", &report_of("hold", 64, &[10]));
+    let big = reports.write("big.json", &report_of("echo", 512, &[10]));
     let mut bare = report_of("echo", 64, &[10]);
     bare.as_object_mut().unwrap().remove("histogram");
-    let bare = write_report("merge-refused", "bare.json", &bare);
+    let bare = reports.write("bare.json", &bare);
     for (other, says) in [
         (&hold, "scenario"),
         (&big, "message size"),
@@ -601,6 +618,7 @@ fn merging_runs_of_different_scenarios_or_sizes_is_refused_with_one_clear_line()
 
 #[test]
 fn bench_merge_combines_two_real_runs_exactly() {
+    let reports = Reports::new("merge-real");
     let mut files = Vec::new();
     let mut runs = Vec::new();
     for name in ["first.json", "second.json"] {
@@ -619,7 +637,7 @@ fn bench_merge_combines_two_real_runs_exactly() {
             decoded(&r["histogram"]).len(),
             r["messages"].as_u64().unwrap()
         );
-        files.push(write_report("merge-real", name, &r));
+        files.push(reports.write(name, &r));
         runs.push(r);
     }
     let merged = successful_report(&bench(&["merge", "--json", &files[0], &files[1]]));
@@ -647,8 +665,9 @@ fn compare_prints_each_figure_with_its_ratio() {
     base["msgs_per_sec"] = json!(1000.0);
     new["msgs_per_sec"] = json!(2500.0);
     new["settings"]["pipeline"] = json!(4);
-    let base = write_report("compare", "base.json", &base);
-    let new = write_report("compare", "new.json", &new);
+    let reports = Reports::new("compare");
+    let base = reports.write("base.json", &base);
+    let new = reports.write("new.json", &new);
     let out = bench(&["compare", &base, &new]);
     assert!(
         out.status.success(),
