@@ -4,16 +4,20 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use echo_reactor::protocol::Echo;
 use echo_reactor::{CloseReason, Config};
-use serde_json::Value;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
 use support::TestServer;
 
 fn bench(args: &[&str]) -> Output {
@@ -177,6 +181,13 @@ fn settings_that_cannot_work_are_refused_before_the_run() {
         &["--scenario", "flood"][..],
         &["--flooders", "5"][..],
         &["--scenario", "flood", "--flooders", "100000"][..],
+        // Too few connections for every thread of every process.
+        &["--processes", "2", "--connections", "3", "--threads", "2"][..],
+        // Each process is under the limit, but the child server is one process.
+        &["--processes", "2", "--connections", "30000"][..],
+        // Not an address of this machine (TEST-NET-1).
+        &["--source-addrs", "192.0.2.1"][..],
+        &["--source-addrs", "127.0.0.2", "--addr", "[::1]:7"][..],
     ] {
         let out = bench(args);
         assert!(!out.status.success(), "{args:?}");
@@ -452,4 +463,417 @@ fn a_flooder_closed_after_sending_all_its_bytes_is_counted_too() {
     assert_eq!(flood["closed_by_server"], 10, "{flood}");
     let stats = server.stop();
     assert!(stats.closed_by(CloseReason::Idle) >= 10, "{stats}");
+}
+
+// ---- merge, compare, processes, source addresses ----
+
+fn samples_histogram(samples: &[u64]) -> Histogram<u64> {
+    // The bench's own histogram: microseconds, up to an hour, 3 digits.
+    let mut h = Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+    for &s in samples {
+        h.record(s).unwrap();
+    }
+    h
+}
+
+fn encoded(h: &Histogram<u64>) -> String {
+    let mut bytes = Vec::new();
+    V2DeflateSerializer::new().serialize(h, &mut bytes).unwrap();
+    STANDARD.encode(bytes)
+}
+
+fn decoded(text: &Value) -> Histogram<u64> {
+    let bytes = STANDARD
+        .decode(text.as_str().expect("a histogram"))
+        .unwrap();
+    Deserializer::new().deserialize(&mut &bytes[..]).unwrap()
+}
+
+/// A report as `bench --json` writes it, holding `samples` as its latencies.
+fn report_of(scenario: &str, size: u64, samples: &[u64]) -> Value {
+    let h = samples_histogram(samples);
+    json!({
+        "schema": 1, "scenario": scenario,
+        "settings": {"addr": "127.0.0.1:7000", "connections": 10, "size": size, "pipeline": 1,
+                     "rate": null, "threads": 1, "protocol": "echo", "duration_s": 1.0},
+        "processes": 1,
+        "connections": {"requested": 10, "achieved": 10},
+        "duration_s": 1.0, "messages": samples.len(), "msgs_per_sec": samples.len() as f64,
+        "bytes_per_sec": (samples.len() as u64 * size) as f64, "target_rate": null,
+        "latency_us": {"p50": h.value_at_quantile(0.5), "p90": h.value_at_quantile(0.9),
+                       "p99": h.value_at_quantile(0.99), "p999": h.value_at_quantile(0.999),
+                       "max": h.max()},
+        "latency_uncorrected_us": null,
+        "histogram": encoded(&h), "histogram_uncorrected": null,
+        "errors": {"connect": 0, "mismatch": 0, "reset": 1, "timeout": 0},
+        "client": {"cpu_s": 0.25, "cpu_us_per_msg": 1.0},
+        "server": {"pid": null, "cpu_s": null, "rss_bytes": null, "rss_peak_bytes": null},
+    })
+}
+
+/// A directory of one test's own for report files; removed when dropped.
+struct Reports(std::path::PathBuf);
+
+impl Reports {
+    fn new(test: &str) -> Reports {
+        let dir = std::env::temp_dir().join(format!("echo-reactor-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Reports(dir)
+    }
+
+    /// Write `value` as file `name`; its path.
+    fn write(&self, name: &str, value: &Value) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, value.to_string()).unwrap();
+        path.display().to_string()
+    }
+}
+
+impl Drop for Reports {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Deterministic, spread-out latencies: a few fast, a long tail.
+fn latencies(seed: u64, n: usize) -> Vec<u64> {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let r = x >> 33;
+            match r % 100 {
+                0 => 100_000 + r % 5_000_000, // the tail
+                1..=9 => 1_000 + r % 50_000,
+                _ => 20 + r % 900,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn two_runs_merged_are_the_histogram_of_every_sample_recorded_into_one() {
+    let (a, b) = (latencies(1, 20_000), latencies(2, 7_000));
+    let reports = Reports::new("merge-exact");
+    let file_a = reports.write("a.json", &report_of("echo", 64, &a));
+    let file_b = reports.write("b.json", &report_of("echo", 64, &b));
+    let out = bench(&["merge", "--json", &file_a, &file_b]);
+    // Like a run, a merge of runs that had errors (a reset in each) exits 1.
+    assert_eq!(out.status.code(), Some(1));
+    let merged = json_report(&out);
+
+    let all: Vec<u64> = a.iter().chain(&b).copied().collect();
+    let one = samples_histogram(&all);
+    let h = decoded(&merged["histogram"]);
+    // Every bucket holds the same count, so every percentile is the same.
+    let counts = |h: &Histogram<u64>| {
+        h.iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(counts(&h), counts(&one));
+    for q in [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999, 0.9999, 1.0] {
+        assert_eq!(h.value_at_quantile(q), one.value_at_quantile(q), "q {q}");
+    }
+    let l = &merged["latency_us"];
+    assert_eq!(l["p50"], one.value_at_quantile(0.5));
+    assert_eq!(l["p99"], one.value_at_quantile(0.99));
+    assert_eq!(l["p999"], one.value_at_quantile(0.999));
+    assert_eq!(l["max"], one.max());
+    // Counts and rates add up; so do errors.
+    assert_eq!(merged["messages"], all.len());
+    assert_eq!(merged["msgs_per_sec"], all.len() as f64);
+    assert_eq!(merged["connections"]["achieved"], 20);
+    assert_eq!(merged["errors"]["reset"], 2);
+    assert_eq!(merged["merged_from"], json!([file_a, file_b]));
+}
+
+#[test]
+fn merging_runs_of_different_scenarios_or_sizes_is_refused_with_one_clear_line() {
+    let reports = Reports::new("merge-refused");
+    let echo = reports.write("echo.json", &report_of("echo", 64, &[10]));
+    let hold = reports.write("hold.json", &report_of("hold", 64, &[10]));
+    let big = reports.write("big.json", &report_of("echo", 512, &[10]));
+    let mut bare = report_of("echo", 64, &[10]);
+    bare.as_object_mut().unwrap().remove("histogram");
+    let bare = reports.write("bare.json", &bare);
+    for (other, says) in [
+        (&hold, "scenario"),
+        (&big, "message size"),
+        (&bare, "no `histogram`"),
+    ] {
+        let out = bench(&["merge", &echo, other]);
+        assert_eq!(out.status.code(), Some(1), "{other}");
+        assert!(out.stdout.is_empty(), "nothing merged");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains(says) && stderr.contains(other.as_str()),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn bench_merge_combines_two_real_runs_exactly() {
+    let reports = Reports::new("merge-real");
+    let mut files = Vec::new();
+    let mut runs = Vec::new();
+    for name in ["first.json", "second.json"] {
+        let out = bench(&[
+            "--json",
+            "--connections",
+            "4",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0",
+        ]);
+        let r = successful_report(&out);
+        // Each run carries its own histogram: one sample per measured message.
+        assert_eq!(
+            decoded(&r["histogram"]).len(),
+            r["messages"].as_u64().unwrap()
+        );
+        files.push(reports.write(name, &r));
+        runs.push(r);
+    }
+    let merged = successful_report(&bench(&["merge", "--json", &files[0], &files[1]]));
+    let messages: u64 = runs.iter().map(|r| r["messages"].as_u64().unwrap()).sum();
+    assert_eq!(merged["messages"], messages);
+    assert_eq!(merged["connections"]["achieved"], 8);
+    let mut one = decoded(&runs[0]["histogram"]);
+    one.add(decoded(&runs[1]["histogram"])).unwrap();
+    let h = decoded(&merged["histogram"]);
+    assert_eq!(h, one);
+    assert_eq!(h.len(), messages);
+    assert_eq!(merged["latency_us"]["p99"], one.value_at_quantile(0.99));
+    // The human form says where it came from.
+    let text = String::from_utf8(bench(&["merge", &files[0], &files[1]]).stdout).unwrap();
+    assert!(
+        text.contains("merged from") && text.contains("8/8 connections"),
+        "{text}"
+    );
+}
+
+#[test]
+fn compare_prints_each_figure_with_its_ratio() {
+    let mut base = report_of("echo", 64, &[100; 10]);
+    let mut new = report_of("echo", 64, &[50; 10]);
+    base["msgs_per_sec"] = json!(1000.0);
+    new["msgs_per_sec"] = json!(2500.0);
+    new["settings"]["pipeline"] = json!(4);
+    let reports = Reports::new("compare");
+    let base = reports.write("base.json", &base);
+    let new = reports.write("new.json", &new);
+    let out = bench(&["compare", &base, &new]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let row = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} row in:\n{text}"))
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(row("msgs/s"), "2.50x");
+    assert_eq!(row("p99 us"), "0.50x");
+    assert_eq!(row("max us"), "0.50x");
+    assert!(
+        text.contains("pipeline 1 -> 4"),
+        "settings that differ: {text}"
+    );
+    let json = successful_report(&bench(&["compare", "--json", &base, &new]));
+    let msgs = json["figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["figure"] == "msgs_per_sec")
+        .unwrap();
+    assert_eq!(msgs["ratio"], 2.5);
+}
+
+#[test]
+fn two_processes_share_40_connections_and_their_reports_merge() {
+    let server = TestServer::start(Config::default(), Echo);
+    let addr = server.addr.to_string();
+    let out = bench(&[
+        "--addr",
+        &addr,
+        "--json",
+        "--processes",
+        "2",
+        "--connections",
+        "40",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0.1",
+    ]);
+    let r = successful_report(&out);
+    assert_eq!(r["processes"], 2);
+    assert_eq!(r["settings"]["processes"], 2);
+    assert_eq!(r["connections"]["requested"], 40);
+    assert_eq!(r["connections"]["achieved"], 40);
+    for key in ["connect", "mismatch", "reset", "timeout"] {
+        assert_eq!(r["errors"][key], 0, "errors.{key}");
+    }
+    let each = r["load_generators"].as_array().unwrap();
+    assert_eq!(each.len(), 2);
+    assert!(each.iter().all(|g| g["connections"] == 20), "{each:?}");
+    let sum: u64 = each.iter().map(|g| g["messages"].as_u64().unwrap()).sum();
+    assert!(sum > 0);
+    assert_eq!(r["messages"], sum);
+    assert_eq!(decoded(&r["histogram"]).len(), sum, "every sample of both");
+    let stats = server.stop();
+    assert_eq!(stats.accepted, 40, "{stats}");
+    assert!(stats.bytes_out >= sum * 64, "{stats}");
+}
+
+/// What [`recording_echo_server`] saw.
+#[derive(Default)]
+struct Seen {
+    /// Where each connection came from.
+    peers: Mutex<Vec<IpAddr>>,
+    /// Bytes echoed, all connections.
+    bytes: AtomicU64,
+    /// Connections the client has closed.
+    closed: AtomicU64,
+}
+
+/// A thread-per-connection echo server that records what it sees.
+fn recording_echo_server() -> (SocketAddr, Arc<Seen>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Seen::default());
+    let record = seen.clone();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            record
+                .peers
+                .lock()
+                .unwrap()
+                .push(stream.peer_addr().unwrap().ip());
+            let record = record.clone();
+            thread::spawn(move || {
+                let mut reader = stream.try_clone().unwrap();
+                let copied = std::io::copy(&mut reader, &mut stream).unwrap_or(0);
+                record.bytes.fetch_add(copied, Ordering::SeqCst);
+                record.closed.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Wait until `condition` holds, or fail after a generous deadline.
+fn wait_until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A child of `--processes` as its parent starts it: gated, stdin and stdout piped.
+fn gated_child(addr: &str) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_echo-reactor"))
+        .args(["bench", "--gated", "--json", "--addr", addr])
+        .args(["--connections", "2", "--duration", "0.2", "--warmup", "0"])
+        .env("RUST_LOG", "off")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn first_line(
+    child: &mut std::process::Child,
+) -> (String, std::io::BufReader<std::process::ChildStdout>) {
+    use std::io::BufRead;
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    (line, stdout)
+}
+
+#[test]
+fn a_gated_load_generator_sends_nothing_until_its_parent_says_go() {
+    // Held at the gate, then let go by its parent: not one byte is sent.
+    let (addr, seen) = recording_echo_server();
+    let mut child = gated_child(&addr.to_string());
+    let (line, _stdout) = first_line(&mut child);
+    assert_eq!(line, "gate connected\n", "it says when it is connected");
+    drop(child.stdin.take()); // the parent goes away
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("the parent bench went away"), "{stderr}");
+    wait_until("both connections closed", || {
+        seen.closed.load(Ordering::SeqCst) == 2
+    });
+    assert_eq!(
+        seen.bytes.load(Ordering::SeqCst),
+        0,
+        "nothing sent before go"
+    );
+
+    // Held at the gate, then told to go: a normal run and its report.
+    let (addr, seen) = recording_echo_server();
+    let mut child = gated_child(&addr.to_string());
+    let (line, mut stdout) = first_line(&mut child);
+    assert_eq!(line, "gate connected\n");
+    writeln!(child.stdin.as_mut().unwrap(), "go").unwrap();
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert!(child.wait().unwrap().success());
+    let report: Value = serde_json::from_str(&rest).expect("the report follows the gate line");
+    assert!(report["messages"].as_u64().unwrap() > 0, "{report}");
+    wait_until("both connections closed", || {
+        seen.closed.load(Ordering::SeqCst) == 2
+    });
+    assert!(seen.bytes.load(Ordering::SeqCst) > 0);
+}
+
+#[test]
+fn connections_come_round_robin_from_the_source_addresses_given() {
+    let (addr, seen) = recording_echo_server();
+    let addr = addr.to_string();
+    let out = bench(&[
+        "--addr",
+        &addr,
+        "--json",
+        "--processes",
+        "2",
+        "--source-addrs",
+        "127.0.0.2,127.0.0.3",
+        "--connections",
+        "8",
+        "--duration",
+        "0.3",
+        "--warmup",
+        "0",
+    ]);
+    let r = successful_report(&out);
+    assert_eq!(r["connections"]["achieved"], 8);
+    assert_eq!(r["source_addrs"], json!(["127.0.0.2", "127.0.0.3"]));
+    let peers = seen.peers.lock().unwrap().clone();
+    let from = |last: u8| {
+        let ip = IpAddr::from([127, 0, 0, last]);
+        peers.iter().filter(|&&p| p == ip).count()
+    };
+    assert_eq!((from(2), from(3)), (4, 4), "peers seen: {peers:?}");
 }

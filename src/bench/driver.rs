@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 use std::io::ErrorKind;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::mpsc::Sender;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
@@ -23,6 +23,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use super::message::push_message;
+use super::sources::{source_for, start_connect};
 use crate::nonblocking::{try_read, try_write, ReadOutcome, WriteOutcome};
 
 /// Latencies are recorded in microseconds, up to an hour.
@@ -75,6 +76,9 @@ pub struct Load {
     pub duration: Duration,
     /// After the run, how long to wait for replies still in flight.
     pub drain: Duration,
+    /// Local addresses the connections come from, round-robin by
+    /// connection id (empty: the kernel's choice).
+    pub sources: Vec<IpAddr>,
 }
 
 /// A per-second progress sample, sent to the main thread.
@@ -163,15 +167,11 @@ struct Client {
 }
 
 /// Open `count` connections starting at id `first_id` (see
-/// [`connect_streams`]), register each for reading and writing under its
-/// index, and return the clients and the failures.
-fn connect_all(
-    poll: &mut Poll,
-    addr: SocketAddr,
-    first_id: u32,
-    count: usize,
-) -> (Vec<Client>, u64) {
-    let (streams, mut failures) = connect_streams(poll, addr, count);
+/// [`connect_streams_from`]), register each for reading and writing under
+/// its index, and return the clients and the failures.
+fn connect_all(poll: &mut Poll, load: &Load, first_id: u32, count: usize) -> (Vec<Client>, u64) {
+    let (streams, mut failures) =
+        connect_streams_from(poll, load.addr, &load.sources, first_id, count);
     let mut clients: Vec<Client> = streams
         .into_iter()
         .enumerate()
@@ -201,13 +201,26 @@ fn connect_all(
     (clients, failures)
 }
 
-/// Open `count` connections to `addr`, at most a wave of them in progress
-/// at a time (so the server's listen queue is not flooded), each with
-/// `TCP_NODELAY`. Returns the connected streams, in the order they
-/// connected and registered with nothing, and how many failed.
+/// Open `count` connections to `addr` from the kernel's choice of source
+/// address (see [`connect_streams_from`]).
 pub(super) fn connect_streams(
     poll: &mut Poll,
     addr: SocketAddr,
+    count: usize,
+) -> (Vec<TcpStream>, u64) {
+    connect_streams_from(poll, addr, &[], 0, count)
+}
+
+/// Open `count` connections to `addr`, at most a wave of them in progress
+/// at a time (so the server's listen queue is not flooded), each with
+/// `TCP_NODELAY`; attempt `i` comes from source address `first_id + i`
+/// round-robin. Returns the connected streams, in the order they
+/// connected and registered with nothing, and how many failed.
+pub(super) fn connect_streams_from(
+    poll: &mut Poll,
+    addr: SocketAddr,
+    sources: &[IpAddr],
+    first_id: u32,
     count: usize,
 ) -> (Vec<TcpStream>, u64) {
     const WAVE: usize = 256;
@@ -220,7 +233,8 @@ pub(super) fn connect_streams(
     let mut next = 0;
     while next < count || pending.iter().any(Option::is_some) {
         while next < count && pending.iter().filter(|p| p.is_some()).count() < WAVE {
-            match TcpStream::connect(addr) {
+            let source = source_for(sources, first_id as usize + next);
+            match start_connect(addr, source) {
                 Ok(mut stream) => {
                     let token = Token(pending.len());
                     if poll
@@ -377,16 +391,19 @@ fn micros(d: Duration) -> u64 {
 }
 
 /// Run the echo scenario on this thread's connections `[first_id, first_id + count)`.
-/// All threads (and the main thread) meet at `start` once connected.
+/// All threads and the main thread meet at `connected` once connected;
+/// then at `start` (with the flood thread, if any), when the main thread
+/// says the run begins (after the other processes are connected too).
 pub fn run_echo(
     load: &Load,
     first_id: u32,
     count: usize,
-    start: &Barrier,
+    (connected, start): (&Barrier, &Barrier),
     ticks: Sender<Tick>,
 ) -> Measured {
     let mut poll = Poll::new().expect("epoll_create");
-    let (mut clients, failures) = connect_all(&mut poll, load.addr, first_id, count);
+    let (mut clients, failures) = connect_all(&mut poll, load, first_id, count);
+    connected.wait();
     start.wait();
     let began = Instant::now();
     let mut tally = Tally {
@@ -500,7 +517,7 @@ pub fn run_echo(
 /// measures memory again), released.
 pub fn run_hold(load: &Load, first_id: u32, count: usize, meet: &Barrier) -> Measured {
     let mut poll = Poll::new().expect("epoll_create");
-    let (mut clients, failures) = connect_all(&mut poll, load.addr, first_id, count);
+    let (mut clients, failures) = connect_all(&mut poll, load, first_id, count);
     let mut measured = Measured::new(clients.len(), failures);
     meet.wait(); // 1: all connected
     meet.wait(); // 2: the hold is over
@@ -554,9 +571,11 @@ pub struct Connects {
 
 /// Connect scenario: keep `concurrency` connects in progress; close each
 /// one as soon as it is established (with an RST, so no `TIME_WAIT` piles
-/// up and exhausts the ephemeral ports), for `duration`.
+/// up and exhausts the ephemeral ports), for `duration`. Slot `i` connects
+/// from source address `first_slot + i` round-robin.
 pub fn run_connect(
     addr: SocketAddr,
+    (sources, first_slot): (&[IpAddr], u32),
     concurrency: usize,
     duration: Duration,
     start: &Barrier,
@@ -574,7 +593,8 @@ pub fn run_connect(
     while Instant::now() < end {
         for (index, slot) in slots.iter_mut().enumerate() {
             if slot.is_none() {
-                match TcpStream::connect(addr) {
+                let source = source_for(sources, first_slot as usize + index);
+                match start_connect(addr, source) {
                     Ok(mut stream) => {
                         let registered =
                             poll.registry()

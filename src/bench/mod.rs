@@ -13,31 +13,46 @@
 //!   ([`flood`]): connections that send and never read, on a thread of
 //!   their own. Nothing that happens to a flooder fails the run; the
 //!   server's peak memory over the run is reported (for echo too).
+//! - Every report carries its latency histogram (key `histogram`), so
+//!   runs merge exactly ([`merge`]: `bench merge`); [`compare`] puts two
+//!   reports side by side.
+//! - `--processes P` spreads the load over P child processes, each under
+//!   its own open-file limit, merged into one report ([`processes`]);
+//!   connections come from several source addresses when one would run
+//!   out of ephemeral ports ([`sources`]).
 //! - Settings that cannot work are refused before anything runs.
 
+pub mod compare;
 pub mod driver;
 pub mod flood;
+pub mod merge;
 pub mod message;
+pub mod processes;
+pub mod sources;
 pub mod sysinfo;
 
-use std::io::{self, BufRead, BufReader};
-use std::net::SocketAddr;
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use clap::{Args, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
 use crate::cli::{parse_bytes, parse_secs};
 use crate::fdlimit::raise_nofile_limit;
 use crate::stats::{stat_value, syscalls_in_line};
+use compare::CompareArgs;
 use driver::{new_histogram, Errors, Load, Measured};
 use flood::{Flood, FloodLoad};
+use merge::{encode, MergeArgs};
 use message::HEADER_BYTES;
+use processes::Gate;
+use sources::{PortRange, Sources};
 
 /// Descriptors the bench keeps for itself besides its connections.
 const FD_RESERVE: u64 = 64;
@@ -66,9 +81,24 @@ pub enum BenchProtocol {
     Upper,
 }
 
+/// What `echo-reactor bench` does besides running a bench.
+#[derive(Debug, Clone, Subcommand)]
+pub enum BenchAction {
+    /// Merge the JSON reports of runs made at the same time (several
+    /// processes or machines): counts and rates summed, percentiles from
+    /// the merged histograms.
+    Merge(MergeArgs),
+    /// Two JSON reports side by side, with the ratio of each figure.
+    Compare(CompareArgs),
+}
+
 /// Flags of `echo-reactor bench`.
 #[derive(Debug, Clone, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    /// `merge` or `compare` reports instead of running a bench.
+    #[command(subcommand)]
+    pub action: Option<BenchAction>,
     /// Target server; without it, `echo-reactor serve` is started as a child process.
     #[arg(long, value_name = "ADDR")]
     pub addr: Option<SocketAddr>,
@@ -112,6 +142,21 @@ pub struct BenchArgs {
     /// Flood scenario: the most each flooder sends (then it holds its connection, silent).
     #[arg(long, value_name = "BYTES", default_value = "4MiB", value_parser = parse_bytes)]
     pub flood_bytes: usize,
+    /// Load-generator processes, each with its own open-file limit and a
+    /// share of --connections (and --rate, --flooders); merged into one report.
+    #[arg(long, value_name = "P", default_value_t = 1)]
+    pub processes: usize,
+    /// Local addresses the connections come from, round-robin (e.g.
+    /// 127.0.0.2,127.0.0.3). Without it: the kernel's choice, or 127.0.0.x
+    /// when one address would run out of ephemeral ports to a loopback target.
+    #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
+    pub source_addrs: Vec<IpAddr>,
+    /// (Internal: a child of --processes) stop at the start gate and wait for the parent.
+    #[arg(long, hide = true)]
+    pub gated: bool,
+    /// (Internal: a child of --processes) the id of its first connection.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub first_connection_id: u32,
 }
 
 fn parse_secs_or_zero(text: &str) -> Result<Duration, String> {
@@ -126,16 +171,25 @@ fn refuse(message: String) -> io::Error {
 }
 
 /// Check the settings before anything runs; raises our fd limit as needed.
-pub fn validate(args: &BenchArgs) -> io::Result<()> {
-    if args.connections == 0 || args.threads == 0 || args.pipeline == 0 {
+/// Returns where the connections will come from.
+pub fn validate(args: &BenchArgs) -> io::Result<Sources> {
+    if args.connections == 0 || args.threads == 0 || args.pipeline == 0 || args.processes == 0 {
         return Err(refuse(
-            "--connections, --threads and --pipeline must be at least 1".into(),
+            "--connections, --threads, --pipeline and --processes must be at least 1".into(),
         ));
     }
     if args.size < HEADER_BYTES {
         return Err(refuse(format!(
             "--size {}: the smallest message is the {HEADER_BYTES}-byte header (connection id + sequence number)",
             args.size
+        )));
+    }
+    // Each process runs --threads threads over its share of the connections.
+    let per_process = args.connections / args.processes; // the smallest share
+    if args.processes > 1 && args.threads > per_process {
+        return Err(refuse(format!(
+            "--connections {} over --processes {} is {per_process} per process, fewer than --threads {}: every thread needs a connection",
+            args.connections, args.processes, args.threads
         )));
     }
     if args.threads > args.connections {
@@ -170,22 +224,68 @@ pub fn validate(args: &BenchArgs) -> io::Result<()> {
         }
         (_, None) => 0,
     };
-    let needed = (args.connections as u64)
-        .saturating_add(flooders as u64)
-        .saturating_add(FD_RESERVE);
+    if flooders > 0 && flooders < args.processes {
+        return Err(refuse(format!(
+            "--flooders {flooders} < --processes {}: every process needs a flooder",
+            args.processes
+        )));
+    }
+    if args.gated && (args.addr.is_none() || args.processes > 1) {
+        return Err(refuse(
+            "--gated is internal to --processes (a child with --addr)".into(),
+        ));
+    }
+    // Descriptors: each process holds its share (the largest one).
     let (soft, hard) = raise_nofile_limit().or_else(|_| crate::fdlimit::nofile_limits())?;
+    let share = |n: usize| n.div_ceil(args.processes) as u64;
+    let needed = share(args.connections)
+        .saturating_add(share(flooders))
+        .saturating_add(FD_RESERVE);
     if needed > soft {
         let asked = if flooders > 0 {
             format!("--connections {} + --flooders {flooders}", args.connections)
         } else {
             format!("--connections {}", args.connections)
         };
+        let remedy = if args.processes > 1 {
+            "use more --processes or raise the limit"
+        } else {
+            "lower them, raise the limit, or spread them over --processes"
+        };
+        let per = if args.processes > 1 {
+            format!(" per process (of {})", args.processes)
+        } else {
+            String::new()
+        };
         return Err(refuse(format!(
-            "{asked} needs about {needed} file descriptors, but the open-file limit is {soft} (hard {hard}); \
-             lower them or raise the limit"
+            "{asked} needs about {needed} file descriptors{per}, but the open-file limit is {soft} (hard {hard}); {remedy}"
         )));
     }
-    Ok(())
+    // The child server is one process whatever --processes says; it
+    // inherits our (raised) limit.
+    let server_needs = (args.connections as u64)
+        .saturating_add(flooders as u64)
+        .saturating_add(FD_RESERVE);
+    if args.addr.is_none() && args.processes > 1 && server_needs > soft {
+        return Err(refuse(format!(
+            "the child server is one process: {} connections need about {server_needs} file descriptors in it, \
+             over its open-file limit {soft}; start a server that can hold them and give --addr",
+            args.connections + flooders
+        )));
+    }
+    let target = args
+        .addr
+        .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |a| a.ip());
+    let sources = sources::plan(
+        &args.source_addrs,
+        target,
+        args.connections,
+        flooders,
+        PortRange::of_this_machine(),
+    )
+    .map_err(refuse)?;
+    sources::check_bindable(&sources.addrs)?;
+    Ok(sources)
 }
 
 /// An `echo-reactor serve` child on an ephemeral port; stopped on drop.
@@ -312,10 +412,23 @@ impl CpuWindow {
     }
 }
 
-/// Run the bench; returns the report (already printed). An `Err` for
-/// settings that cannot work or a run that had errors.
+/// Where the load goes, and how this process takes part in the run.
+struct Target {
+    addr: SocketAddr,
+    server_pid: Option<u32>,
+    sources: Sources,
+    gate: Gate,
+}
+
+/// Run the bench (or `merge` / `compare` reports); prints the report. An
+/// `Err` for settings that cannot work or a run that had errors.
 pub fn run(args: &BenchArgs) -> io::Result<()> {
-    validate(args)?;
+    match &args.action {
+        Some(BenchAction::Merge(merge_args)) => return merge::run_merge(merge_args),
+        Some(BenchAction::Compare(compare_args)) => return compare::run_compare(compare_args),
+        None => {}
+    }
+    let sources = validate(args)?;
     let child = match args.addr {
         Some(_) => None,
         None => Some(ChildServer::start(args.protocol)?),
@@ -324,13 +437,28 @@ pub fn run(args: &BenchArgs) -> io::Result<()> {
         .addr
         .or(child.as_ref().map(|c| c.addr))
         .expect("an address");
-    let server_pid = args.server_pid.or(child.as_ref().map(ChildServer::pid));
+    let target = Target {
+        addr,
+        server_pid: args.server_pid.or(child.as_ref().map(ChildServer::pid)),
+        sources,
+        gate: Gate::new(args.gated),
+    };
     let progress = !args.json && io::IsTerminal::is_terminal(&io::stderr());
 
-    let mut report = match args.scenario {
-        Scenario::Echo | Scenario::Flood => run_echo(args, addr, server_pid, progress),
-        Scenario::Connect => run_connect(args, addr, server_pid),
-        Scenario::Hold => run_hold(args, addr, server_pid),
+    let mut report = if args.processes > 1 {
+        processes::run(
+            args,
+            addr,
+            target.server_pid,
+            &target.sources.addrs,
+            base_report(args, &target),
+        )?
+    } else {
+        match args.scenario {
+            Scenario::Echo | Scenario::Flood => run_echo(args, &target, progress)?,
+            Scenario::Connect => run_connect(args, &target)?,
+            Scenario::Hold => run_hold(args, &target)?,
+        }
     };
     let achieved = report["connections"]["achieved"].as_u64().unwrap_or(0);
     if achieved == 0 && args.scenario != Scenario::Connect {
@@ -355,10 +483,18 @@ pub fn run(args: &BenchArgs) -> io::Result<()> {
         report["server"]["peak_held_bytes"] = json!(stat_value(&line, "peak_held_bytes"));
     }
     if args.json {
-        println!("{report}");
+        let mut out = io::stdout().lock();
+        writeln!(out, "{report}")?;
+        out.flush()?;
     } else {
         print_human(&report);
     }
+    fail_on_errors(&report)
+}
+
+/// A report with errors is a failed run (a non-zero exit code), after it
+/// has been printed.
+fn fail_on_errors(report: &Value) -> io::Result<()> {
     let errors = &report["errors"];
     let total: u64 = ["connect", "mismatch", "reset", "timeout"]
         .iter()
@@ -372,13 +508,15 @@ pub fn run(args: &BenchArgs) -> io::Result<()> {
     Ok(())
 }
 
-fn base_report(args: &BenchArgs, addr: SocketAddr, server_pid: Option<u32>) -> Value {
+fn base_report(args: &BenchArgs, target: &Target) -> Value {
     let (soft, hard) = crate::fdlimit::nofile_limits().unwrap_or((0, 0));
+    let server_pid = target.server_pid;
+    let addrs = |list: &[IpAddr]| list.iter().map(IpAddr::to_string).collect::<Vec<_>>();
     json!({
         "schema": 1,
         "scenario": format!("{:?}", args.scenario).to_lowercase(),
         "settings": {
-            "addr": addr.to_string(),
+            "addr": target.addr.to_string(),
             "connections": args.connections,
             "size": args.size,
             "duration_s": args.duration.as_secs_f64(),
@@ -393,7 +531,12 @@ fn base_report(args: &BenchArgs, addr: SocketAddr, server_pid: Option<u32>) -> V
             "child_server": args.addr.is_none(),
             "flooders": args.flooders,
             "flood_bytes": args.flood_bytes,
+            "processes": args.processes,
+            "source_addrs": addrs(&args.source_addrs),
         },
+        "processes": args.processes,
+        "source_addrs": addrs(&target.sources.addrs),
+        "source_addrs_automatic": target.sources.automatic,
         "environment": {
             "kernel": sysinfo::kernel(),
             "cpus": thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -409,6 +552,8 @@ fn base_report(args: &BenchArgs, addr: SocketAddr, server_pid: Option<u32>) -> V
         "target_rate": args.rate,
         "latency_us": percentiles(&new_histogram()),
         "latency_uncorrected_us": Value::Null,
+        "histogram": encode(&new_histogram()),
+        "histogram_uncorrected": Value::Null,
         "errors": {"connect": 0, "mismatch": 0, "reset": 0, "timeout": 0},
         "client": {"cpu_s": 0.0},
         "server": {
@@ -440,13 +585,17 @@ fn errors_json(errors: &Errors) -> Value {
 }
 
 /// The echo scenario, and the flood scenario (echo beside flooders).
-fn run_echo(args: &BenchArgs, addr: SocketAddr, server_pid: Option<u32>, progress: bool) -> Value {
+fn run_echo(args: &BenchArgs, target: &Target, progress: bool) -> io::Result<Value> {
+    let (addr, server_pid) = (target.addr, target.server_pid);
     let flooders = match args.scenario {
         Scenario::Flood => args.flooders.unwrap_or(0),
         _ => 0,
     };
     let shares = split(args.connections, args.threads);
-    // Load threads, this thread, and the flood thread if any meet once connected.
+    // Load threads and this thread meet once connected; then this thread
+    // passes the gate (the other processes are connected too), and the
+    // load threads, the flood thread if any and this thread start together.
+    let connected = Arc::new(Barrier::new(args.threads + 1));
     let start = Arc::new(Barrier::new(args.threads + 1 + usize::from(flooders > 0)));
     // Watched from before the first connection: the connections are part
     // of what the server holds.
@@ -465,9 +614,14 @@ fn run_echo(args: &BenchArgs, addr: SocketAddr, server_pid: Option<u32>, progres
                 warmup: args.warmup,
                 duration: args.duration,
                 drain: DRAIN,
+                sources: target.sources.addrs.clone(),
             };
-            let (start, ticks) = (start.clone(), tick_tx.clone());
-            thread::spawn(move || driver::run_echo(&load, first, count, &start, ticks))
+            let first = first + args.first_connection_id;
+            let (connected, start) = (connected.clone(), start.clone());
+            let ticks = tick_tx.clone();
+            thread::spawn(move || {
+                driver::run_echo(&load, first, count, (&connected, &start), ticks)
+            })
         })
         .collect();
     drop(tick_tx);
@@ -482,6 +636,8 @@ fn run_echo(args: &BenchArgs, addr: SocketAddr, server_pid: Option<u32>, progres
         let start = start.clone();
         thread::spawn(move || flood::run_flood(&load, &start))
     });
+    connected.wait();
+    target.gate.pass("connected")?;
     start.wait();
     let began = Instant::now();
     let measure_from = began + args.warmup;
@@ -539,14 +695,17 @@ fn run_echo(args: &BenchArgs, addr: SocketAddr, server_pid: Option<u32>, progres
     let flood = flood.map(|handle| handle.join().expect("flood thread panicked"));
     let peaks = watch.finish();
     let secs = args.duration.as_secs_f64();
-    let mut report = base_report(args, addr, server_pid);
+    let mut report = base_report(args, target);
     report["connections"]["achieved"] = json!(total.connected);
     report["messages"] = json!(total.messages);
     report["msgs_per_sec"] = json!(total.messages as f64 / secs);
     report["bytes_per_sec"] = json!((total.messages * args.size as u64) as f64 / secs);
     report["latency_us"] = percentiles(&total.latency);
+    // Serialized once, here at the end: nothing per message.
+    report["histogram"] = json!(encode(&total.latency));
     if args.rate.is_some() {
         report["latency_uncorrected_us"] = percentiles(&total.latency_uncorrected);
+        report["histogram_uncorrected"] = json!(encode(&total.latency_uncorrected));
     }
     report["errors"] = errors_json(&total.errors);
     fill_cpu(&mut report, &cpu_start, &cpu_end, total.messages);
@@ -562,7 +721,7 @@ fn run_echo(args: &BenchArgs, addr: SocketAddr, server_pid: Option<u32>, progres
     if let Some(flood) = flood {
         report["flood"] = flood_json(&flood, args);
     }
-    report
+    Ok(report)
 }
 
 fn flood_json(flood: &Flood, args: &BenchArgs) -> Value {
@@ -578,15 +737,23 @@ fn flood_json(flood: &Flood, args: &BenchArgs) -> Value {
     })
 }
 
-fn run_connect(args: &BenchArgs, addr: SocketAddr, server_pid: Option<u32>) -> Value {
+fn run_connect(args: &BenchArgs, target: &Target) -> io::Result<Value> {
+    let (addr, server_pid) = (target.addr, target.server_pid);
     let start = Arc::new(Barrier::new(args.threads + 1));
     let handles: Vec<_> = split(args.connections, args.threads)
         .into_iter()
-        .map(|(_, concurrency)| {
+        .map(|(first, concurrency)| {
             let (start, duration) = (start.clone(), args.duration);
-            thread::spawn(move || driver::run_connect(addr, concurrency, duration, &start))
+            let sources = target.sources.addrs.clone();
+            let first = first + args.first_connection_id;
+            thread::spawn(move || {
+                driver::run_connect(addr, (&sources, first), concurrency, duration, &start)
+            })
         })
         .collect();
+    // Nothing to connect beforehand: the threads wait at `start` while the
+    // other processes, if any, get ready.
+    target.gate.pass("ready")?;
     let queue_before = sysinfo::listen_queue_counters();
     start.wait();
     let cpu_start = CpuWindow::sample(server_pid);
@@ -599,7 +766,7 @@ fn run_connect(args: &BenchArgs, addr: SocketAddr, server_pid: Option<u32>) -> V
     }
     let cpu_end = CpuWindow::sample(server_pid);
     let queue_after = sysinfo::listen_queue_counters();
-    let mut report = base_report(args, addr, server_pid);
+    let mut report = base_report(args, target);
     let secs = args.duration.as_secs_f64();
     report["connections"]["achieved"] = json!(args.connections);
     report["messages"] = json!(0);
@@ -608,14 +775,16 @@ fn run_connect(args: &BenchArgs, addr: SocketAddr, server_pid: Option<u32>) -> V
         "completed": completed,
         "connections_per_sec": completed as f64 / secs,
         "latency_us": percentiles(&latency),
+        "histogram": encode(&latency),
         "listen_overflows": queue_before.zip(queue_after).map(|(a, b)| b.0.saturating_sub(a.0)),
         "listen_drops": queue_before.zip(queue_after).map(|(a, b)| b.1.saturating_sub(a.1)),
     });
     fill_cpu(&mut report, &cpu_start, &cpu_end, 0);
-    report
+    Ok(report)
 }
 
-fn run_hold(args: &BenchArgs, addr: SocketAddr, server_pid: Option<u32>) -> Value {
+fn run_hold(args: &BenchArgs, target: &Target) -> io::Result<Value> {
+    let (addr, server_pid) = (target.addr, target.server_pid);
     let meet = Arc::new(Barrier::new(args.threads + 1));
     let rss_before = server_pid.and_then(sysinfo::process_rss);
     let handles: Vec<_> = split(args.connections, args.threads)
@@ -629,39 +798,42 @@ fn run_hold(args: &BenchArgs, addr: SocketAddr, server_pid: Option<u32>) -> Valu
                 warmup: Duration::ZERO,
                 duration: args.duration,
                 drain: DRAIN + Duration::from_secs(10),
+                sources: target.sources.addrs.clone(),
             };
+            let first = first + args.first_connection_id;
             let meet = meet.clone();
             thread::spawn(move || driver::run_hold(&load, first, count, &meet))
         })
         .collect();
     meet.wait(); // 1: all connected
+    target.gate.pass("connected")?; // ... in every process
     let cpu_start = CpuWindow::sample(server_pid);
     let rss_idle = server_pid.and_then(sysinfo::process_rss);
     thread::sleep(args.duration); // the hold itself: nobody sends anything
     let cpu_end = CpuWindow::sample(server_pid);
     meet.wait(); // 2: hold over; every connection now answers once
     meet.wait(); // 3: answered
+    target.gate.pass("answered")?; // ... in every process
     let rss_after = server_pid.and_then(sysinfo::process_rss);
     meet.wait(); // 4: let go
-    let mut connected = 0;
-    let mut errors = Errors::default();
-    let mut answered = 0;
+    let mut total = Measured::new(0, 0);
     for handle in handles {
-        let part = handle.join().expect("hold thread panicked");
-        connected += part.connected;
-        answered += part.messages;
-        errors.add(&part.errors);
+        total.merge(&handle.join().expect("hold thread panicked"));
     }
+    let (connected, answered) = (total.connected, total.messages);
     let per_conn = |rss: Option<u64>| match (rss_before, rss, connected) {
         (Some(before), Some(after), n) if n > 0 => {
             json!(after.saturating_sub(before) as f64 / n as f64)
         }
         _ => Value::Null,
     };
-    let mut report = base_report(args, addr, server_pid);
+    let mut report = base_report(args, target);
     report["connections"]["achieved"] = json!(connected);
     report["messages"] = json!(answered);
-    report["errors"] = errors_json(&errors);
+    // The one echo per connection after the hold.
+    report["latency_us"] = percentiles(&total.latency);
+    report["histogram"] = json!(encode(&total.latency));
+    report["errors"] = errors_json(&total.errors);
     report["server"]["rss_bytes"] = json!(rss_after);
     report["hold"] = json!({
         "answered": answered,
@@ -672,7 +844,7 @@ fn run_hold(args: &BenchArgs, addr: SocketAddr, server_pid: Option<u32>) -> Valu
         "rss_per_conn_after_echo_bytes": per_conn(rss_after),
     });
     fill_cpu(&mut report, &cpu_start, &cpu_end, 0);
-    report
+    Ok(report)
 }
 
 fn print_human(r: &Value) {
@@ -690,6 +862,26 @@ fn print_human(r: &Value) {
         s["threads"],
         s["addr"].as_str().unwrap_or("?"),
     );
+    let processes = r["processes"].as_u64().unwrap_or(1);
+    if processes > 1 && r["merged_from"].is_null() {
+        println!("  processes    {processes} load generators, each with its share of the connections, merged");
+    }
+    if let Some(files) = r["merged_from"].as_array() {
+        let names: Vec<&str> = files.iter().filter_map(Value::as_str).collect();
+        println!("  merged from  {}", names.join(", "));
+    }
+    if let Some(addrs) = r["source_addrs"].as_array().filter(|a| !a.is_empty()) {
+        let names: Vec<&str> = addrs.iter().filter_map(Value::as_str).collect();
+        println!(
+            "  sources      {}{}",
+            names.join(", "),
+            if r["source_addrs_automatic"] == true {
+                " (chosen: one address has too few ephemeral ports)"
+            } else {
+                ""
+            }
+        );
+    }
     if r["scenario"] == "echo" || r["scenario"] == "flood" {
         println!(
             "  throughput   {} messages, {:.1} msgs/s achieved, {:.2} MB/s",
