@@ -29,6 +29,7 @@ use crate::protocol::{
 use crate::server::{BoundSocket, Config, Server, DEFAULT_BACKLOG};
 use crate::sockets::somaxconn;
 use crate::supervisor::{self, WorkerSockets, WORKER_ENV};
+use crate::units::{parse_addr, parse_bytes, parse_bytes_or_zero, parse_secs, parse_secs_or_zero};
 
 /// `echo-reactor`: a single-threaded mio echo server.
 #[derive(Debug, Parser)]
@@ -117,10 +118,10 @@ pub fn load_auth_key(file: Option<&std::path::Path>) -> io::Result<Option<AuthKe
 pub struct ServeArgs {
     /// TCP address to listen on, IPv4 or IPv6 (`[::1]:8888`); repeatable; port 0 picks one.
     /// Without --listen, --udp or --unix: 127.0.0.1:8888.
-    #[arg(long = "listen", value_name = "ADDR")]
+    #[arg(long = "listen", value_name = "ADDR", value_parser = parse_addr)]
     pub listen: Vec<SocketAddr>,
     /// UDP address to serve datagrams on (one datagram = one message); repeatable.
-    #[arg(long = "udp", value_name = "ADDR")]
+    #[arg(long = "udp", value_name = "ADDR", value_parser = parse_addr)]
     pub udp: Vec<SocketAddr>,
     /// Unix stream socket path (a stale socket file is replaced; removed on exit).
     #[arg(long, value_name = "PATH")]
@@ -139,7 +140,7 @@ pub struct ServeArgs {
     /// ECHO_REACTOR_AUTH_KEY, if set, holds the key itself.
     #[arg(long, value_name = "PATH")]
     pub auth_key_file: Option<PathBuf>,
-    /// Unsent bytes per connection before reading from it pauses (e.g. 1048576, 64KiB, 1MiB).
+    /// Unsent bytes per connection before reading from it pauses (e.g. 1048576, 64KiB, 1.5MiB; 1MB is 10^6).
     #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_bytes)]
     pub max_buffered: usize,
     /// Longest partial message a line protocol buffers.
@@ -239,77 +240,6 @@ pub fn parse_memory_budget(text: &str) -> Result<usize, String> {
         )),
         bytes => Ok(bytes),
     }
-}
-
-/// [`parse_bytes`], but `0` is allowed (it means "no limit").
-pub fn parse_bytes_or_zero(text: &str) -> Result<usize, String> {
-    if text.trim() == "0" {
-        return Ok(0);
-    }
-    parse_bytes(text)
-}
-
-/// Parse a byte count: a plain number, or one with a `K`/`KiB`/`M`/`MiB`/`G`/`GiB`
-/// suffix (powers of 1024). Zero is refused.
-pub fn parse_bytes(text: &str) -> Result<usize, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let number: usize = digits
-        .parse()
-        .map_err(|_| format!("'{text}' is not a byte count (try 65536 or 64KiB)"))?;
-    let scale: usize = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" | "kb" => 1 << 10,
-        "m" | "mib" | "mb" => 1 << 20,
-        "g" | "gib" | "gb" => 1 << 30,
-        other => {
-            return Err(format!(
-                "unknown unit '{other}' in '{text}' (use KiB, MiB or GiB)"
-            ))
-        }
-    };
-    match number.checked_mul(scale) {
-        Some(0) => Err("must be at least 1 byte".to_string()),
-        Some(bytes) => Ok(bytes),
-        None => Err(format!("'{text}' is too large")),
-    }
-}
-
-/// The shortest timer a flag may ask for. The reactor counts whole
-/// milliseconds, so anything shorter would be rounded: `1e-10` to zero (a
-/// stats line every turn, a busy loop; every connection idle at once).
-pub const MIN_TIMER: Duration = Duration::from_millis(1);
-
-/// Parse a duration in seconds (fractions allowed, e.g. `0.5`); must be at
-/// least [`MIN_TIMER`].
-pub fn parse_secs(text: &str) -> Result<Duration, String> {
-    let secs: f64 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{text}' is not a number of seconds"))?;
-    if secs.is_nan() || secs <= 0.0 || !secs.is_finite() {
-        return Err(format!("'{text}': must be a positive number of seconds"));
-    }
-    let duration =
-        Duration::try_from_secs_f64(secs).map_err(|_| format!("'{text}' is too long"))?;
-    if duration < MIN_TIMER {
-        return Err(format!(
-            "'{text}': must be at least 0.001 seconds (1 ms, the timers' resolution)"
-        ));
-    }
-    Ok(duration)
-}
-
-/// Like [`parse_secs`], but `0` is allowed and means "no time at all"
-/// (`--shutdown-grace 0`: close every connection at once, owed output or not).
-pub fn parse_secs_or_zero(text: &str) -> Result<Duration, String> {
-    if text.trim().parse::<f64>() == Ok(0.0) {
-        return Ok(Duration::ZERO);
-    }
-    parse_secs(text)
 }
 
 /// Run a parsed command line. Errors are meant to be printed as one line.
@@ -491,18 +421,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn byte_counts_take_binary_units() {
-        assert_eq!(parse_bytes("65536"), Ok(65536));
-        assert_eq!(parse_bytes("64KiB"), Ok(64 * 1024));
-        assert_eq!(parse_bytes("1MiB"), Ok(1 << 20));
-        assert_eq!(parse_bytes("2m"), Ok(2 << 20));
-        assert!(parse_bytes("0").is_err());
-        assert!(parse_bytes("ten").is_err());
-        assert!(parse_bytes("5 parsecs").is_err());
-        assert!(parse_bytes("99999999999999999999G").is_err());
-    }
-
-    #[test]
     fn the_auth_key_file_loses_one_trailing_newline_and_an_unreadable_one_is_named() {
         let path = std::env::temp_dir().join(format!("echo-reactor-key-{}", std::process::id()));
         std::fs::write(&path, b"sesame\n").unwrap();
@@ -517,33 +435,45 @@ mod tests {
     }
 
     #[test]
-    fn seconds_take_fractions_and_refuse_zero_and_nonsense() {
-        assert_eq!(parse_secs("1.5"), Ok(Duration::from_millis(1500)));
-        assert!(parse_secs("0").is_err());
-        assert!(parse_secs("-3").is_err());
-        assert!(parse_secs("NaN").is_err());
-        assert!(parse_secs("soon").is_err());
-    }
+    fn every_size_and_duration_flag_takes_the_same_units() {
+        let cli = Cli::try_parse_from([
+            "echo-reactor",
+            "serve",
+            "--max-buffered",
+            "1MB",
+            "--max-line",
+            "1.5KiB",
+            "--max-memory",
+            "1.5GiB",
+            "--stall-timeout",
+            "250ms",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(args.max_buffered, 1_000_000, "MB is decimal, exactly");
+        assert_eq!(args.max_line, 1536);
+        assert_eq!(args.max_memory, 3 << 29);
+        assert_eq!(args.stall_timeout, Duration::from_millis(250));
 
-    #[test]
-    fn seconds_below_the_timers_resolution_are_refused_naming_the_minimum() {
-        assert_eq!(parse_secs("0.001"), Ok(MIN_TIMER));
-        for tiny in ["1e-10", "0.0009", "5e-324"] {
-            let err = parse_secs(tiny).unwrap_err();
-            assert!(
-                err.contains("at least 0.001 seconds (1 ms"),
-                "{tiny}: {err}"
-            );
-        }
-    }
-
-    #[test]
-    fn the_shutdown_grace_may_be_zero_but_not_a_sliver() {
-        assert_eq!(parse_secs_or_zero("0"), Ok(Duration::ZERO));
-        assert_eq!(parse_secs_or_zero("0.0"), Ok(Duration::ZERO));
-        assert_eq!(parse_secs_or_zero("2"), Ok(Duration::from_secs(2)));
-        assert!(parse_secs_or_zero("1e-10").is_err());
-        assert!(parse_secs_or_zero("-0.5").is_err());
+        let cli = Cli::try_parse_from([
+            "echo-reactor",
+            "bench",
+            "--size",
+            "64KiB",
+            "--flood-bytes",
+            "2MB",
+            "--duration",
+            "1.5s",
+        ])
+        .unwrap();
+        let Command::Bench(args) = cli.command else {
+            panic!("bench")
+        };
+        assert_eq!(args.size, 64 * 1024);
+        assert_eq!(args.flood_bytes, 2_000_000);
+        assert_eq!(args.duration, Duration::from_millis(1500));
     }
 
     #[test]

@@ -21,6 +21,7 @@ use clap::Args;
 
 use crate::cli::{load_auth_key, ProtocolName};
 use crate::protocol::CHALLENGE_BYTES;
+use crate::units::parse_addr;
 
 /// How long to wait for a reply before giving up.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,6 +36,7 @@ pub struct ClientArgs {
         long,
         value_name = "ADDR",
         default_value = "127.0.0.1:8888",
+        value_parser = parse_addr,
         conflicts_with = "unix"
     )]
     pub addr: SocketAddr,

@@ -29,6 +29,7 @@
 //! | [`supervisor`] | `--workers N`: binds once, starts, restarts and stops worker processes, sums their stats |
 //! | [`inherit`] | sockets handed over by a parent: systemd's `LISTEN_FDS`, and the supervisor's workers |
 //! | [`sockets`], [`fdlimit`] | binding (backlog, `SO_REUSEADDR`, stale Unix sockets), UDP replies from the address asked, and `RLIMIT_NOFILE` |
+//! | [`units`] | the values flags are made of: addresses, sizes, durations (one parser each, below `cli`, `client` and `bench`) |
 //! | [`udp_budget`] | a per-source budget on UDP reply bytes (no reflection) |
 //!
 //! `protocol` knows nothing of mio or sockets; `connection` knows sockets
@@ -58,6 +59,7 @@ pub mod stream;
 pub mod supervisor;
 pub mod timers;
 pub mod udp_budget;
+pub mod units;
 
 #[cfg(test)]
 mod testing;

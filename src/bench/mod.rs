@@ -43,9 +43,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use crate::cli::{parse_bytes, parse_secs};
 use crate::fdlimit::raise_nofile_limit;
 use crate::stats::{stat_value, syscalls_in_line};
+use crate::units::{parse_addr, parse_bytes, parse_secs, parse_secs_or_zero};
 use compare::CompareArgs;
 use driver::{new_histogram, Errors, Load, Measured};
 use flood::{Flood, FloodLoad};
@@ -100,13 +100,13 @@ pub struct BenchArgs {
     #[command(subcommand)]
     pub action: Option<BenchAction>,
     /// Target server; without it, `echo-reactor serve` is started as a child process.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
     pub addr: Option<SocketAddr>,
     /// Concurrent connections (for `connect`: connects in progress at once).
     #[arg(long, default_value_t = 50)]
     pub connections: usize,
-    /// Message size in bytes (at least the 24-byte header: connection id + sequence).
-    #[arg(long, default_value_t = 64)]
+    /// Message size in bytes, e.g. 64 or 4KiB (at least the 24-byte header: connection id + sequence).
+    #[arg(long, value_name = "BYTES", default_value = "64", value_parser = parse_bytes)]
     pub size: usize,
     /// Measured time.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
@@ -157,13 +157,6 @@ pub struct BenchArgs {
     /// (Internal: a child of --processes) the id of its first connection.
     #[arg(long, hide = true, default_value_t = 0)]
     pub first_connection_id: u32,
-}
-
-fn parse_secs_or_zero(text: &str) -> Result<Duration, String> {
-    if text.trim().parse::<f64>() == Ok(0.0) {
-        return Ok(Duration::ZERO);
-    }
-    parse_secs(text)
 }
 
 fn refuse(message: String) -> io::Error {

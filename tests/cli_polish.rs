@@ -1,0 +1,83 @@
+//! The command line as a newcomer meets it: every refused value names the
+//! flag at fault and says what would be right, with the same rules for
+//! `serve`, `client` and `bench` (issue 17).
+
+use std::io::Read;
+use std::process::{Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long a command that should fail at once may take.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Run `echo-reactor ARGS` (stdin closed, `RUST_LOG=off` unless `env`
+/// says otherwise) to its end; its status and stderr.
+fn run(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_echo-reactor"));
+    cmd.args(args)
+        .env("RUST_LOG", "off")
+        .env_remove("ECHO_REACTOR_AUTH_KEY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?}: still running after {DEADLINE:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    (status, stderr)
+}
+
+/// `args` must be a usage error: exit 2, naming `flag`, saying `says`.
+fn usage_error(args: &[&str], flag: &str, says: &str) {
+    let (status, stderr) = run(args, &[]);
+    assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(
+        stderr.contains(flag),
+        "{args:?} should name {flag}: {stderr}"
+    );
+    assert!(
+        stderr.contains(says),
+        "{args:?} should say {says:?}: {stderr}"
+    );
+}
+
+#[test]
+fn every_command_says_what_is_wrong_with_an_address() {
+    let cases = [
+        (
+            "::1:8888",
+            "IPv6 address needs brackets before the port (try [::1]:8888)",
+        ),
+        ("[::1]", "the port is missing (try [::1]:8888)"),
+        ("127.0.0.1", "the port is missing (try 127.0.0.1:8888)"),
+        (":8888", "the IP address is missing"),
+        ("127.0.0.1:99999", "port 99999 is out of range"),
+        ("localhost:8888", "host names are not resolved"),
+    ];
+    for (addr, says) in cases {
+        usage_error(&["serve", "--listen", addr], "--listen", says);
+        usage_error(&["serve", "--udp", addr], "--udp", says);
+        usage_error(&["client", "--addr", addr, "hi"], "--addr", says);
+        usage_error(&["bench", "--addr", addr], "--addr", says);
+    }
+}
