@@ -20,7 +20,7 @@ use log::{info, warn};
 
 use crate::bench::{self, BenchArgs};
 use crate::client::{self, ClientArgs};
-use crate::fdlimit::{nofile_limits, raise_nofile_limit};
+use crate::fdlimit::{default_max_connections, nofile_limits, raise_nofile_limit};
 use crate::inherit::inherited_sockets;
 use crate::protocol::{
     AuthKey, Authenticated, Echo, Framing, Greet, Json, Prefix, Protocol, Upper, CHALLENGE_BYTES,
@@ -29,7 +29,9 @@ use crate::protocol::{
 use crate::server::{BoundSocket, Config, Server, DEFAULT_BACKLOG};
 use crate::sockets::somaxconn;
 use crate::supervisor::{self, WorkerSockets, WORKER_ENV};
-use crate::units::{parse_addr, parse_bytes, parse_bytes_or_zero, parse_secs, parse_secs_or_zero};
+use crate::units::{
+    parse_addr, parse_bytes, parse_bytes_or_zero, parse_secs, parse_secs_or_zero, usage_error,
+};
 
 /// `echo-reactor`: a single-threaded mio echo server.
 #[derive(Debug, Parser)]
@@ -129,18 +131,21 @@ pub struct ServeArgs {
     /// What the server says.
     #[arg(long, value_enum, default_value_t = ProtocolName::Echo)]
     pub protocol: ProtocolName,
-    /// How `prefix` and `greet` find message boundaries.
-    #[arg(long, value_enum, default_value_t = FramingName::Line)]
-    pub framing: FramingName,
-    /// The prefix of the `prefix` protocol.
-    #[arg(long, default_value = "Echo=>")]
-    pub prefix: String,
+    /// How `prefix` and `greet` find message boundaries [default: line]
+    /// (other protocols ignore it, with a warning).
+    #[arg(long, value_enum)]
+    pub framing: Option<FramingName>,
+    /// The prefix of the `prefix` protocol [default: Echo=>] (other
+    /// protocols ignore it, with a warning).
+    #[arg(long)]
+    pub prefix: Option<String>,
     /// Require the HMAC-SHA256 handshake on stream sockets; the key is this
     /// file's bytes (one trailing newline stripped). Without it,
     /// ECHO_REACTOR_AUTH_KEY, if set, holds the key itself.
     #[arg(long, value_name = "PATH")]
     pub auth_key_file: Option<PathBuf>,
     /// Unsent bytes per connection before reading from it pauses (e.g. 1048576, 64KiB, 1.5MiB; 1MB is 10^6).
+    /// At most --max-memory (a worker's share of it), or the machine's memory without a budget.
     #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_bytes)]
     pub max_buffered: usize,
     /// Longest partial message a line protocol buffers.
@@ -160,7 +165,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_BACKLOG)]
     pub backlog: u32,
     /// Connections served at once; more are accepted and closed at once
-    /// [default: the open-file limit minus a reserve].
+    /// [default: the open-file limit minus a reserve]. Above the hard
+    /// open-file limit minus that reserve it is refused.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: Option<u64>,
     /// Close connections with no traffic for this long (at least 0.001).
@@ -211,6 +217,99 @@ impl ServeArgs {
     }
 }
 
+/// The default `--prefix`.
+pub const DEFAULT_PREFIX: &str = "Echo=>";
+
+/// One warning per flag given that the chosen protocol ignores.
+pub fn ignored_flags(args: &ServeArgs) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let protocol = args
+        .protocol
+        .to_possible_value()
+        .expect("no hidden protocols");
+    if args.prefix.is_some() && args.protocol != ProtocolName::Prefix {
+        warnings.push(format!(
+            "--prefix is ignored: only --protocol prefix uses it (this is {})",
+            protocol.get_name()
+        ));
+    }
+    let framed = matches!(args.protocol, ProtocolName::Prefix | ProtocolName::Greet);
+    if let (Some(framing), false) = (args.framing, framed) {
+        let framing = framing.to_possible_value().expect("no hidden framings");
+        warnings.push(format!(
+            "--framing {} is ignored: only --protocol prefix and greet use it (this is {})",
+            framing.get_name(),
+            protocol.get_name()
+        ));
+    }
+    warnings
+}
+
+/// Refuse limits that cannot work: more connections than the open-file
+/// limit can ever allow, and a per-connection buffer larger than the
+/// memory that could hold it. `hard` is the hard open-file limit: the
+/// server raises its soft limit to it before serving, so that is the
+/// ceiling (and `ulimit -Hn`, `LimitNOFILE=` raise it).
+pub fn check_limits(args: &ServeArgs, config: &Config, hard: u64) -> io::Result<()> {
+    let workers = args.workers.max(1);
+    let listening = config.listen.len() + config.udp.len() + usize::from(config.unix.is_some());
+    if let Some(asked) = args.max_connections {
+        let per_worker = asked.div_ceil(workers as u64);
+        let ceiling = default_max_connections(hard, listening) as u64;
+        if per_worker > ceiling {
+            let each = if workers > 1 {
+                format!(" ({per_worker} per worker)")
+            } else {
+                String::new()
+            };
+            return Err(usage_error(format!(
+                "--max-connections {asked}{each} cannot be reached: the hard open-file limit is {hard},                  and {} descriptors are kept for the server itself, so at most {ceiling};                  raise the limit (ulimit -Hn, LimitNOFILE= in systemd){}",
+                hard.saturating_sub(ceiling),
+                if workers > 1 { " or use more --workers" } else { " or ask for fewer" }
+            )));
+        }
+    }
+    if config.max_memory != 0 {
+        let share = (config.max_memory / workers).max(MIN_MEMORY_BUDGET_BYTES);
+        if config.max_buffered > share {
+            let whose = if workers > 1 {
+                format!(
+                    "a worker's share of --max-memory ({share} bytes of {})",
+                    config.max_memory
+                )
+            } else {
+                format!("--max-memory {share}")
+            };
+            return Err(usage_error(format!(
+                "--max-buffered {} is larger than {whose}: one connection would meet the                  server-wide budget before its own limit; lower it or raise --max-memory",
+                config.max_buffered
+            )));
+        }
+    } else if let Some(memory) = physical_memory_bytes() {
+        if config.max_buffered as u64 > memory {
+            return Err(usage_error(format!(
+                "--max-buffered {} is more than this machine's memory ({memory} bytes): it would never pause a reader",
+                config.max_buffered
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The machine's physical memory, if the system says.
+fn physical_memory_bytes() -> Option<u64> {
+    // SAFETY: sysconf only reads a system setting.
+    let (pages, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let pages = u64::try_from(pages).ok()?;
+    let page = u64::try_from(page).ok()?;
+    pages.checked_mul(page)
+}
+
 /// `--workers`: a count from 1, or `auto` (the number of CPUs).
 pub fn parse_workers(text: &str) -> Result<usize, String> {
     if text == "auto" {
@@ -253,6 +352,14 @@ pub fn run(cli: Cli) -> io::Result<()> {
 
 fn serve(args: &ServeArgs) -> io::Result<()> {
     let mut config = args.to_config();
+    let (_, hard) = nofile_limits()?;
+    check_limits(args, &config, hard)?;
+    if std::env::var_os(WORKER_ENV).is_none() {
+        // Once, by the supervisor or the only process, not by every worker.
+        for warning in ignored_flags(args) {
+            warn!("{warning}");
+        }
+    }
     worker_share(&mut config)?;
     let auth = load_auth_key(args.auth_key_file.as_deref())?;
     if auth.is_some() && !config.udp.is_empty() {
@@ -281,12 +388,13 @@ fn serve(args: &ServeArgs) -> io::Result<()> {
     if args.workers > 1 && std::env::var(WORKER_ENV).is_err() {
         return supervise(args, &config);
     }
-    let framing = Framing::from(args.framing);
+    let framing = Framing::from(args.framing.unwrap_or(FramingName::Line));
     match args.protocol {
         ProtocolName::Echo => serve_guarded(&config, Echo, auth, timeout),
         ProtocolName::Upper => serve_guarded(&config, Upper, auth, timeout),
         ProtocolName::Prefix => {
-            let prefix = Prefix::new(args.prefix.as_bytes(), framing);
+            let prefix = args.prefix.as_deref().unwrap_or(DEFAULT_PREFIX);
+            let prefix = Prefix::new(prefix.as_bytes(), framing);
             serve_guarded(&config, prefix, auth, timeout)
         }
         ProtocolName::Greet => serve_guarded(&config, Greet::new(framing), auth, timeout),
@@ -474,6 +582,90 @@ mod tests {
         assert_eq!(args.size, 64 * 1024);
         assert_eq!(args.flood_bytes, 2_000_000);
         assert_eq!(args.duration, Duration::from_millis(1500));
+    }
+
+    fn serve_args(flags: &[&str]) -> ServeArgs {
+        let cli = Cli::try_parse_from(["echo-reactor", "serve"].iter().chain(flags)).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
+        args
+    }
+
+    #[test]
+    fn flags_the_protocol_ignores_are_named_in_one_warning_each() {
+        assert!(ignored_flags(&serve_args(&["--protocol", "prefix", "--prefix", "> "])).is_empty());
+        assert!(
+            ignored_flags(&serve_args(&["--protocol", "greet", "--framing", "chunk"])).is_empty()
+        );
+        assert!(ignored_flags(&serve_args(&["--protocol", "json"])).is_empty());
+        let warnings = ignored_flags(&serve_args(&["--prefix", "> "]));
+        assert_eq!(
+            warnings,
+            ["--prefix is ignored: only --protocol prefix uses it (this is echo)"]
+        );
+        let warnings = ignored_flags(&serve_args(&["--protocol", "json", "--framing", "chunk"]));
+        assert_eq!(
+            warnings,
+            ["--framing chunk is ignored: only --protocol prefix and greet use it (this is json)"]
+        );
+        assert_eq!(
+            ignored_flags(&serve_args(&[
+                "--protocol",
+                "upper",
+                "--framing",
+                "line",
+                "--prefix",
+                "x"
+            ]))
+            .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn limits_that_cannot_work_are_refused_naming_the_flag_and_the_way_out() {
+        let check = |flags: &[&str], hard: u64| {
+            let args = serve_args(flags);
+            check_limits(&args, &args.to_config(), hard)
+        };
+        // One listener, so 33 descriptors are the server's own.
+        assert!(check(&["--max-connections", "31"], 64).is_ok());
+        let err = check(&["--max-connections", "1000"], 64).unwrap_err();
+        assert!(crate::units::is_usage_error(&err));
+        let text = err.to_string();
+        assert!(
+            text.starts_with("--max-connections 1000 cannot be reached"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hard open-file limit is 64") && text.contains("at most 31"),
+            "{text}"
+        );
+        assert!(text.contains("ulimit -Hn"), "{text}");
+        // Each worker has its own limit.
+        assert!(check(&["--max-connections", "60", "--workers", "2"], 64).is_ok());
+
+        assert!(check(&["--max-buffered", "64MiB"], 64).is_ok());
+        let text = check(&["--max-buffered", "65MiB"], 1 << 20)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.starts_with("--max-buffered 68157440 is larger than --max-memory 67108864"),
+            "{text}"
+        );
+        let text = check(&["--max-buffered", "40MiB", "--workers", "2"], 1 << 20)
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("a worker's share of --max-memory"), "{text}");
+        let text = check(
+            &["--max-buffered", "100000GiB", "--max-memory", "0"],
+            1 << 20,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(text.contains("more than this machine's memory"), "{text}");
+        assert!(check(&["--max-buffered", "64MiB", "--max-memory", "0"], 1 << 20).is_ok());
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! The `echo-reactor` binary: parse the command line, run it, and turn any
-//! error into one line on stderr (exit 1). Bad flags exit 2 through clap.
+//! error into one line on stderr (exit 1). Bad flags exit 2 through clap,
+//! and so do command lines refused after parsing ([`UsageError`](echo_reactor::units::UsageError)).
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use echo_reactor::cli::{self, Cli};
+use echo_reactor::units::is_usage_error;
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -13,7 +15,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("echo-reactor: {e}");
-            ExitCode::FAILURE
+            if is_usage_error(&e) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -20,8 +20,36 @@
 //!   `ms` suffix (`0.5`, `0.5s` and `500ms` are the same), at least
 //!   [`MIN_TIMER`] unless the flag allows `0`.
 
+use std::fmt;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
+
+/// A command line that cannot work, found after clap has parsed it (flags
+/// that contradict each other or the machine). The binary exits 2 for it,
+/// as clap does for a bad flag value; every other error exits 1.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// An [`io::Error`] carrying a [`UsageError`]: one line, naming the flag.
+pub fn usage_error(message: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, UsageError(message.into()))
+}
+
+/// Whether `error` is a [`usage_error`] (exit code 2).
+pub fn is_usage_error(error: &io::Error) -> bool {
+    error
+        .get_ref()
+        .is_some_and(|inner| inner.is::<UsageError>())
+}
 
 /// The shortest timer a flag may ask for. The reactor counts whole
 /// milliseconds, so anything shorter would be rounded: `1e-10` to zero (a

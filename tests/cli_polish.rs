@@ -16,13 +16,19 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_echo-reactor"));
     cmd.args(args)
         .env("RUST_LOG", "off")
-        .env_remove("ECHO_REACTOR_AUTH_KEY")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .env_remove("ECHO_REACTOR_AUTH_KEY");
     for (key, value) in env {
         cmd.env(key, value);
     }
+    finish(cmd, &format!("{args:?}"))
+}
+
+/// Run `cmd` to its end within [`DEADLINE`] (killed and failed after it: a
+/// server that should have refused to start would serve forever).
+fn finish(mut cmd: Command, args: &str) -> (ExitStatus, String) {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     let start = Instant::now();
     let status = loop {
@@ -32,7 +38,7 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
         if start.elapsed() > DEADLINE {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{args:?}: still running after {DEADLINE:?}");
+            panic!("{args}: still running after {DEADLINE:?}");
         }
         thread::sleep(Duration::from_millis(10));
     };
@@ -43,7 +49,7 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
         .unwrap()
         .read_to_string(&mut stderr)
         .unwrap();
-    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{args}: {stderr}");
     (status, stderr)
 }
 
@@ -80,4 +86,99 @@ fn every_command_says_what_is_wrong_with_an_address() {
         usage_error(&["client", "--addr", addr, "hi"], "--addr", says);
         usage_error(&["bench", "--addr", addr], "--addr", says);
     }
+}
+
+#[test]
+fn serve_refuses_more_connections_than_the_hard_open_file_limit_allows() {
+    // `ulimit -n 64` sets the hard limit too: the server cannot raise past it.
+    let script = format!(
+        "ulimit -n 64 && exec '{}' serve --listen 127.0.0.1:0 --max-connections 1000",
+        env!("CARGO_BIN_EXE_echo-reactor")
+    );
+    let (status, stderr) = run_shell(&script);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("--max-connections 1000 cannot be reached"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hard open-file limit is 64"), "{stderr}");
+}
+
+#[test]
+fn serve_refuses_a_max_buffered_no_memory_could_hold() {
+    for args in [
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-buffered",
+            "100000GiB",
+        ][..],
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-buffered",
+            "100000GiB",
+            "--max-memory",
+            "0",
+        ][..],
+    ] {
+        let (status, stderr) = run(args, &[]);
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("--max-buffered 107374182400000 is "),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn serve_warns_once_about_each_flag_its_protocol_ignores() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_echo-reactor"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--protocol", "json"])
+        .args(["--framing", "chunk", "--prefix", "> "])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    while !(seen
+        .iter()
+        .any(|l: &String| l.contains("--prefix is ignored"))
+        && seen
+            .iter()
+            .any(|l| l.contains("--framing chunk is ignored")))
+    {
+        match rx.recv_timeout(DEADLINE) {
+            Ok(line) => seen.push(line),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("no warnings ({e:?}); saw {seen:#?}");
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// `sh -c SCRIPT` to its end: status and stderr.
+fn run_shell(script: &str) -> (ExitStatus, String) {
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", script]).env("RUST_LOG", "off");
+    finish(cmd, script)
 }

@@ -6,7 +6,6 @@ mod support;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -185,21 +184,25 @@ fn out_of_descriptors_the_server_sheds_without_spinning_and_recovers() {
     ]);
     cmd.env("RUST_LOG", "warn")
         .stderr(std::process::Stdio::null());
-    // SAFETY: setrlimit is async-signal-safe; it runs in the child before exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            let limit = libc::rlimit {
-                rlim_cur: 128,
-                rlim_max: 128,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
     let mut server = ServeProcess::spawn_command(cmd, 1);
     let addr = server.addr(0);
+    // Started under our (high) limit, since serve refuses a --max-connections
+    // its limit could never allow; then the limit drops under it, as when an
+    // operator runs `prlimit --nofile=128` on a running server.
+    let limit = libc::rlimit {
+        rlim_cur: 128,
+        rlim_max: 128,
+    };
+    // SAFETY: prlimit on our own child; it only reads `limit`.
+    let lowered = unsafe {
+        libc::prlimit(
+            server.pid(),
+            libc::RLIMIT_NOFILE,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(lowered, 0, "{}", std::io::Error::last_os_error());
 
     // 400 attempts: the kernel completes every handshake (backlog 1024),
     // but the server can hold only ~120 of them.
