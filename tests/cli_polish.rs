@@ -182,3 +182,35 @@ fn run_shell(script: &str) -> (ExitStatus, String) {
     cmd.args(["-c", script]).env("RUST_LOG", "off");
     finish(cmd, script)
 }
+
+#[test]
+fn bench_usage_errors_exit_2_naming_only_the_flag_at_fault() {
+    let flags = [
+        "--connections",
+        "--threads",
+        "--pipeline",
+        "--processes",
+        "--size",
+        "--rate",
+        "--duration",
+    ];
+    for (flag, value) in [
+        ("--rate", "0"),
+        ("--size", "1"),
+        ("--threads", "0"),
+        ("--duration", "0"),
+        ("--connections", "0"),
+        ("--pipeline", "0"),
+        ("--processes", "0"),
+    ] {
+        let (status, stderr) = run(&["bench", flag, value], &[]);
+        assert_eq!(status.code(), Some(2), "{flag} {value}: {stderr}");
+        for other in flags.iter().filter(|&&f| f != flag) {
+            assert!(
+                !stderr.contains(other),
+                "{flag} {value} names {other}: {stderr}"
+            );
+        }
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+    }
+}

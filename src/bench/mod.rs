@@ -45,7 +45,7 @@ use serde_json::{json, Value};
 
 use crate::fdlimit::raise_nofile_limit;
 use crate::stats::{stat_value, syscalls_in_line};
-use crate::units::{parse_addr, parse_bytes, parse_secs, parse_secs_or_zero};
+use crate::units::{parse_addr, parse_bytes, parse_secs, parse_secs_or_zero, usage_error};
 use compare::CompareArgs;
 use driver::{new_histogram, Errors, Load, Measured};
 use flood::{Flood, FloodLoad};
@@ -159,17 +159,23 @@ pub struct BenchArgs {
     pub first_connection_id: u32,
 }
 
+/// Settings that cannot work are usage errors: one line, exit 2.
 fn refuse(message: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, message)
+    usage_error(message)
 }
 
 /// Check the settings before anything runs; raises our fd limit as needed.
 /// Returns where the connections will come from.
 pub fn validate(args: &BenchArgs) -> io::Result<Sources> {
-    if args.connections == 0 || args.threads == 0 || args.pipeline == 0 || args.processes == 0 {
-        return Err(refuse(
-            "--connections, --threads, --pipeline and --processes must be at least 1".into(),
-        ));
+    for (flag, value) in [
+        ("--connections", args.connections),
+        ("--threads", args.threads),
+        ("--pipeline", args.pipeline),
+        ("--processes", args.processes),
+    ] {
+        if value == 0 {
+            return Err(refuse(format!("{flag} 0: must be at least 1")));
+        }
     }
     if args.size < HEADER_BYTES {
         return Err(refuse(format!(
