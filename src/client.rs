@@ -10,6 +10,11 @@
 //! (when stdin is a terminal), or one per line from stdin. For line
 //! protocols each message is sent with `\n` and one reply line is printed;
 //! `--raw` sends it as is and prints one read's worth.
+//!
+//! The handshake is recognised from either side: without a key, a server
+//! that speaks first with 32 bytes (the challenge) is asking for one; with
+//! a key, a server that closes before its first reply refused it. Both are
+//! named instead of printing the challenge as garbage.
 
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -21,12 +26,16 @@ use clap::Args;
 
 use crate::cli::{load_auth_key, ProtocolName};
 use crate::protocol::CHALLENGE_BYTES;
-use crate::units::parse_addr;
+use crate::units::{parse_addr, parse_secs, usage_error};
 
-/// How long to wait for a reply before giving up.
+/// How long to wait for a reply before giving up (`--timeout` overrides).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long to wait for a UDP reply (datagrams can be lost).
+/// How long to wait for a UDP reply (datagrams can be lost; `--timeout` overrides).
 pub const UDP_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Without a key, how long the client waits after connecting for bytes the
+/// server sends unasked: a handshake challenge arrives at once, and no
+/// protocol but `greet` speaks first.
+pub const CHALLENGE_WAIT: Duration = Duration::from_millis(100);
 
 /// Flags of `echo-reactor client`.
 #[derive(Debug, Args)]
@@ -55,7 +64,11 @@ pub struct ClientArgs {
     /// Send messages as given (no `\n` added) and print one read's worth per message.
     #[arg(long)]
     pub raw: bool,
+    /// How long to wait for each reply [default: 30 s for TCP and Unix, 5 s for UDP].
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub timeout: Option<Duration>,
     /// Messages to send; none: read them from stdin (with a prompt on a terminal).
+    /// Without --raw a message may not contain a newline (it would be two).
     pub messages: Vec<String>,
 }
 
@@ -66,6 +79,13 @@ enum Conn {
 }
 
 impl Conn {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Conn::Tcp(s) => s.set_read_timeout(timeout),
+            Conn::Unix(s) => s.set_read_timeout(timeout),
+        }
+    }
+
     fn try_clone(&self) -> io::Result<Conn> {
         Ok(match self {
             Conn::Tcp(s) => Conn::Tcp(s.try_clone()?),
@@ -137,6 +157,14 @@ impl Source {
     fn is_interactive(&self) -> bool {
         matches!(self, Source::Prompt)
     }
+
+    /// Messages from the command line not taken yet.
+    fn left_over(&self) -> usize {
+        match self {
+            Source::Args(args) => args.len(),
+            _ => 0,
+        }
+    }
 }
 
 fn action_error(action: &str, e: io::Error) -> io::Error {
@@ -149,6 +177,17 @@ fn action_error(action: &str, e: io::Error) -> io::Error {
 
 /// Run the client; errors are one line each.
 pub fn run(args: &ClientArgs) -> io::Result<()> {
+    if !args.raw {
+        // A line protocol would take "a\nb" as two messages and answer
+        // twice, and every later reply would be printed one message late.
+        if let Some(i) = args.messages.iter().position(|m| m.contains('\n')) {
+            return Err(usage_error(format!(
+                "message {} contains a newline, which a line protocol takes as two messages: \
+                 give them as two arguments, or use --raw to send it as is",
+                i + 1
+            )));
+        }
+    }
     let key = load_auth_key(args.auth_key_file.as_deref())?;
     if args.udp {
         if key.is_some() {
@@ -159,17 +198,18 @@ pub fn run(args: &ClientArgs) -> io::Result<()> {
         }
         return run_udp(args);
     }
+    let reply_timeout = args.timeout.unwrap_or(REPLY_TIMEOUT);
     let (conn, peer) = match &args.unix {
         Some(path) => {
             let stream = UnixStream::connect(path)
                 .map_err(|e| action_error(&format!("connect unix {}", path.display()), e))?;
-            stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
+            stream.set_read_timeout(Some(reply_timeout))?;
             (Conn::Unix(stream), format!("unix {}", path.display()))
         }
         None => {
             let stream = TcpStream::connect(args.addr)
                 .map_err(|e| action_error(&format!("connect {}", args.addr), e))?;
-            stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
+            stream.set_read_timeout(Some(reply_timeout))?;
             stream.set_nodelay(true)?;
             (Conn::Tcp(stream), args.addr.to_string())
         }
@@ -178,6 +218,7 @@ pub fn run(args: &ClientArgs) -> io::Result<()> {
     let mut reader = BufReader::new(conn);
     let mut stdout = io::stdout().lock();
 
+    let answered = key.is_some();
     if let Some(key) = key {
         let mut challenge = [0u8; CHALLENGE_BYTES];
         reader
@@ -186,9 +227,37 @@ pub fn run(args: &ClientArgs) -> io::Result<()> {
         writer
             .write_all(&key.answer(&challenge))
             .map_err(|e| action_error(&format!("answer the challenge of {peer}"), e))?;
+    } else {
+        // greet speaks first anyway: wait for its first bytes as long as for a reply.
+        let wait = if args.protocol == ProtocolName::Greet {
+            reply_timeout
+        } else {
+            CHALLENGE_WAIT
+        };
+        if looks_like_a_challenge(&mut reader, wait, reply_timeout)? {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{peer}: the server asks for authentication (use --auth-key-file, or set ECHO_REACTOR_AUTH_KEY)"
+                ),
+            ));
+        }
     }
+    // With a key, the server closing before its first reply refused it.
+    let refused = |e: io::Error| {
+        if answered && e.kind() == io::ErrorKind::UnexpectedEof {
+            io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{peer}: authentication refused (the server closed the connection after our answer: is it the server's key?)"),
+            )
+        } else {
+            e
+        }
+    };
+    let mut first = true;
     if args.protocol == ProtocolName::Greet && !args.raw {
-        let welcome = read_reply_line(&mut reader, &peer)?;
+        let welcome = read_reply_line(&mut reader, &peer).map_err(refused)?;
+        first = false;
         writeln!(stdout, "{welcome}")?;
         stdout.flush()?;
     }
@@ -205,17 +274,56 @@ pub fn run(args: &ClientArgs) -> io::Result<()> {
         // `exit` ends the conversation, as in the tutorial client; the greet
         // server answers it by closing, so there is no reply to wait for.
         if message == "exit" && (source.is_interactive() || args.protocol == ProtocolName::Greet) {
+            let left = source.left_over();
+            if left > 0 {
+                eprintln!(
+                    "echo-reactor: warning: {left} message{} after `exit` not sent (the server closes on exit)",
+                    if left == 1 { "" } else { "s" }
+                );
+            }
             break;
         }
         let reply = if args.raw {
-            read_once(&mut reader, &peer)?
+            read_once(&mut reader, &peer)
         } else {
-            read_reply_line(&mut reader, &peer)?
+            read_reply_line(&mut reader, &peer)
         };
+        let reply = if first {
+            reply.map_err(refused)?
+        } else {
+            reply?
+        };
+        first = false;
         writeln!(stdout, "{reply}")?;
         stdout.flush()?;
     }
     Ok(())
+}
+
+/// Whether the server sent, unasked and within `wait`, at least a
+/// challenge's worth of bytes that are not a greet welcome. What arrived
+/// stays in `reader`'s buffer, for the protocol.
+fn looks_like_a_challenge(
+    reader: &mut BufReader<Conn>,
+    wait: Duration,
+    reply_timeout: Duration,
+) -> io::Result<bool> {
+    reader.get_ref().set_read_timeout(Some(wait))?;
+    let unasked = match reader.fill_buf() {
+        Ok(buf) => buf.len() >= CHALLENGE_BYTES && !buf.starts_with(b"Welcome"),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            false
+        }
+        // Reset, or whatever else: the first real read reports it.
+        Err(_) => false,
+    };
+    reader.get_ref().set_read_timeout(Some(reply_timeout))?;
+    Ok(unasked)
 }
 
 /// One reply line, without its line ending.
@@ -258,7 +366,7 @@ fn run_udp(args: &ClientArgs) -> io::Result<()> {
         "0.0.0.0:0".parse().expect("valid")
     };
     let socket = UdpSocket::bind(local).map_err(|e| action_error("bind udp", e))?;
-    socket.set_read_timeout(Some(UDP_REPLY_TIMEOUT))?;
+    socket.set_read_timeout(Some(args.timeout.unwrap_or(UDP_REPLY_TIMEOUT)))?;
     let mut stdout = io::stdout().lock();
     let mut source = Source::new(&args.messages);
     let mut buf = vec![0u8; 65_536];

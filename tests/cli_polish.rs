@@ -2,7 +2,10 @@
 //! flag at fault and says what would be right, with the same rules for
 //! `serve`, `client` and `bench` (issue 17).
 
+mod support;
+
 use std::io::Read;
+use std::net::TcpListener;
 use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -213,4 +216,80 @@ fn bench_usage_errors_exit_2_naming_only_the_flag_at_fault() {
         }
         assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
     }
+}
+
+/// `serve ARGS` with `ECHO_REACTOR_AUTH_KEY=sesame`: the handshake is on.
+fn serve_with_key(args: &[&str]) -> support::ServeProcess {
+    let mut all = vec!["--listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let mut cmd = support::ServeProcess::command(&all);
+    cmd.env("ECHO_REACTOR_AUTH_KEY", "sesame")
+        .env("RUST_LOG", "off");
+    support::ServeProcess::spawn_command(cmd, 1)
+}
+
+#[test]
+fn the_client_names_a_handshake_it_was_not_given_a_key_for_or_that_refused_its_key() {
+    for protocol in ["echo", "greet"] {
+        let server = serve_with_key(&["--protocol", protocol]);
+        let addr = server.addr(0).to_string();
+        let client = ["client", "--addr", &addr, "--protocol", protocol, "hi"];
+        let (status, stderr) = run(&client, &[]);
+        assert_eq!(status.code(), Some(1), "{protocol}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{protocol}: {stderr}");
+        assert!(
+            stderr.contains("the server asks for authentication (use --auth-key-file"),
+            "{protocol}: {stderr}"
+        );
+        let (status, stderr) = run(&client, &[("ECHO_REACTOR_AUTH_KEY", "wrong")]);
+        assert_eq!(status.code(), Some(1), "{protocol}: {stderr}");
+        assert!(
+            stderr.contains("authentication refused"),
+            "{protocol}: {stderr}"
+        );
+        let (status, stderr) = run(&client, &[("ECHO_REACTOR_AUTH_KEY", "sesame")]);
+        assert!(status.success(), "{protocol}: {stderr}");
+    }
+}
+
+#[test]
+fn the_client_waits_for_a_reply_as_long_as_timeout_says() {
+    // Accepts (the kernel completes the handshake) and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let (status, stderr) = run(&["client", "--addr", &addr, "--timeout", "0.2", "hi"], &[]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no reply in time"), "{stderr}");
+    usage_error(&["client", "--timeout", "0", "hi"], "--timeout", "positive");
+}
+
+#[test]
+fn the_client_refuses_a_line_message_with_a_newline_and_warns_of_messages_after_exit() {
+    usage_error(
+        &["client", "--addr", "127.0.0.1:9", "one", "two\nthree"],
+        "message 2 contains a newline",
+        "--raw",
+    );
+    let server =
+        support::ServeProcess::spawn(&["--listen", "127.0.0.1:0", "--protocol", "greet"], 1);
+    let addr = server.addr(0).to_string();
+    let (status, stderr) = run(
+        &[
+            "client",
+            "--addr",
+            &addr,
+            "--protocol",
+            "greet",
+            "Ann",
+            "exit",
+            "Bob",
+            "Cy",
+        ],
+        &[],
+    );
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: 2 messages after `exit` not sent"),
+        "{stderr}"
+    );
 }
