@@ -90,10 +90,14 @@ impl From<FramingName> for Framing {
 pub const AUTH_KEY_ENV: &str = "ECHO_REACTOR_AUTH_KEY";
 
 /// The handshake key: the bytes of `file` (one trailing `\n` stripped), or
-/// else [`AUTH_KEY_ENV`] if set; `None` if neither is given.
+/// else [`AUTH_KEY_ENV`] if set; `None` if neither is given. An unusable
+/// key (empty) is refused naming where it came from.
 pub fn load_auth_key(file: Option<&std::path::Path>) -> io::Result<Option<AuthKey>> {
+    // Where the key came from, so a bad one is named by its source.
+    let source;
     let bytes = match file {
         Some(path) => {
+            source = format!("auth key file {}", path.display());
             let mut bytes = std::fs::read(path).map_err(|e| {
                 io::Error::new(
                     e.kind(),
@@ -106,13 +110,16 @@ pub fn load_auth_key(file: Option<&std::path::Path>) -> io::Result<Option<AuthKe
             bytes
         }
         None => match std::env::var_os(AUTH_KEY_ENV) {
-            Some(value) => value.into_encoded_bytes(),
+            Some(value) => {
+                source = format!("{AUTH_KEY_ENV} (set in the environment)");
+                value.into_encoded_bytes()
+            }
             None => return Ok(None),
         },
     };
     AuthKey::new(&bytes)
         .map(Some)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{source}: {e}")))
 }
 
 /// Flags of `echo-reactor serve`.

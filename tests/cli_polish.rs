@@ -293,3 +293,26 @@ fn the_client_refuses_a_line_message_with_a_newline_and_warns_of_messages_after_
         "{stderr}"
     );
 }
+
+#[test]
+fn an_empty_key_names_the_variable_or_the_file_it_came_from() {
+    for command in [
+        &["serve", "--listen", "127.0.0.1:0"][..],
+        &["client", "hi"][..],
+    ] {
+        let (status, stderr) = run(command, &[("ECHO_REACTOR_AUTH_KEY", "")]);
+        assert_eq!(status.code(), Some(1), "{command:?}: {stderr}");
+        assert!(
+            stderr
+                .contains("ECHO_REACTOR_AUTH_KEY (set in the environment): the auth key is empty"),
+            "{command:?}: {stderr}"
+        );
+    }
+    let empty = std::env::temp_dir().join(format!("echo-reactor-empty-key-{}", std::process::id()));
+    std::fs::write(&empty, b"\n").unwrap();
+    let (status, stderr) = run(&["serve", "--auth-key-file", empty.to_str().unwrap()], &[]);
+    std::fs::remove_file(&empty).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("auth key file /"), "{stderr}");
+    assert!(stderr.contains(": the auth key is empty"), "{stderr}");
+}
