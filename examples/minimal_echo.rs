@@ -4,7 +4,8 @@
 //! what the tutorials skip: edge-triggered reads drained until `WouldBlock`,
 //! partial writes kept for the writable edge, EOF with replies still owed.
 //! (No backpressure, budgets or timers: src/ adds those.)
-//! Run: `cargo run --example minimal_echo [ADDR]`, then `nc 127.0.0.1 9000`.
+//! Run: `cargo run --example minimal_echo [ADDR]`, then
+//! `cargo run -- client --addr 127.0.0.1:9000 hello`.
 
 use std::io::{ErrorKind, Read, Write};
 
@@ -22,8 +23,12 @@ struct Conn {
 
 fn main() -> std::io::Result<()> {
     let mut poll = Poll::new()?;
-    let addr = std::env::args().nth(1).unwrap_or("127.0.0.1:9000".into()); // port 0: any
-    let mut listener = TcpListener::bind(addr.parse().expect("an address like 127.0.0.1:9000"))?;
+    let arg = std::env::args().nth(1).unwrap_or("127.0.0.1:9000".into()); // port 0: any
+    let Ok(addr) = arg.parse() else {
+        eprintln!("usage: minimal_echo [IP:PORT], e.g. 127.0.0.1:9000 (not {arg:?})");
+        std::process::exit(2); // a usage error, like clap's: no panic, no backtrace
+    };
+    let mut listener = TcpListener::bind(addr)?;
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
     let mut conns: Slab<Conn> = Slab::new();

@@ -316,3 +316,25 @@ fn an_empty_key_names_the_variable_or_the_file_it_came_from() {
     assert!(stderr.contains("auth key file /"), "{stderr}");
     assert!(stderr.contains(": the auth key is empty"), "{stderr}");
 }
+
+#[test]
+fn the_minimal_example_answers_a_bad_address_with_a_usage_line_not_a_panic() {
+    // `cargo test` builds the examples next to the test binaries:
+    // target/<profile>/deps/<this test> -> target/<profile>/examples/minimal_echo.
+    let exe = std::env::current_exe().unwrap();
+    let example = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/minimal_echo");
+    let mut cmd = Command::new(example);
+    cmd.arg("garbage");
+    let (status, stderr) = finish(cmd, "minimal_echo garbage");
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("usage: minimal_echo [IP:PORT]"),
+        "{stderr}"
+    );
+}
