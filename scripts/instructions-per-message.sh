@@ -17,7 +17,12 @@ cargo build --release -q
 cargo bench --no-run -q 2>/dev/null
 bin=target/release/echo-reactor
 bench_exe=$(ls -t target/release/deps/echo-* | grep -v '\.d$' | head -n 1)
-cc -O2 -o target/c_epoll_echo ../shared/peers/c_epoll_echo.c 2>/dev/null || true
+c_peer=yes
+if ! command -v cc >/dev/null 2>&1; then
+  c_peer="no C compiler (cc)"
+elif ! cc_err=$(cc -O2 -Wall -o target/c_epoll_echo benches/c_epoll_echo.c 2>&1); then
+  c_peer="cc -O2 benches/c_epoll_echo.c failed: $(printf '%s' "$cc_err" | head -n 1)"
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -50,6 +55,10 @@ run() {
 servers=("$@")
 [ ${#servers[@]} -gt 0 ] || servers=(echo-reactor tokio c-epoll)
 for server in "${servers[@]}"; do
+  if [ "$server" = c-epoll ] && [ "$c_peer" != yes ]; then
+    echo "c-epoll: skipped: $c_peer" >&2
+    continue
+  fi
   read -r i1 m1 < <(run "$server" 3)
   read -r i2 m2 < <(run "$server" 6)
   python3 -c "print(f'$server: {($i2-$i1)/($m2-$m1):.0f} instructions per message  (runs: $m1 msgs / $i1 Ir, $m2 msgs / $i2 Ir)')"

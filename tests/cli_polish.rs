@@ -338,3 +338,54 @@ fn the_minimal_example_answers_a_bad_address_with_a_usage_line_not_a_panic() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_c_peer_the_bench_compares_against_lives_here_builds_and_echoes_every_byte() {
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/c_epoll_echo.c");
+    assert!(source.exists(), "the C peer must be in the repository");
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("c_epoll_echo_test");
+    let built = match Command::new("cc")
+        .args(["-O2", "-Wall", "-Werror", "-o"])
+        .arg(&out)
+        .arg(&source)
+        .output()
+    {
+        Ok(built) => built,
+        Err(e) => {
+            eprintln!("skipped: no C compiler (cc: {e})");
+            return;
+        }
+    };
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(&out)
+        .arg(port.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), format!("listening on tcp 127.0.0.1:{port}"));
+    // 8 MiB, more than the socket buffers hold: partial writes kept in
+    // order; then the half-close: every byte still owed is delivered
+    // before the server closes.
+    let payload = support::pattern(8 << 20, 17);
+    let addr = ([127, 0, 0, 1], port).into();
+    let got = support::round_trip(addr, payload.clone());
+    let _ = child.kill();
+    let _ = child.wait();
+    support::assert_same_bytes(&got, &payload);
+}

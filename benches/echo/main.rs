@@ -6,8 +6,9 @@
 //! - `tokio` — tokio `current_thread`, a task per connection, 4 KiB buffer,
 //!   read then `write_all` (this bench binary re-executed with `--peer tokio`);
 //! - `threads` — std, a thread per connection, same loop (`--peer threads`);
-//! - `c-epoll` — ../shared/peers/c_epoll_echo.c built with `cc -O2`, when a
-//!   C compiler and the file are there: the floor.
+//! - `c-epoll` — benches/c_epoll_echo.c built with `cc -O2` when a C
+//!   compiler is there (else a line on stderr says it is skipped, and why):
+//!   the floor.
 //!
 //! The load is `echo-reactor bench` pinned to core 1, so load generator and
 //! server never share a core. For every matrix point all servers run one

@@ -206,20 +206,37 @@ fn wait_until_accepting(addr: SocketAddr) {
     }
 }
 
+/// Build the C peer from the repository (benches/c_epoll_echo.c) with
+/// `cc -O2`; `None`, after one line on stderr saying why, when it cannot
+/// be (no `cc`, or the build failed): the bench then runs without it.
 pub fn c_peer_binary() -> Option<PathBuf> {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/peers/c_epoll_echo.c");
-    if !source.exists() {
-        return None;
-    }
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/c_epoll_echo");
-    // `target/` is missing when CARGO_TARGET_DIR points elsewhere.
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/c_epoll_echo.c");
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("c_epoll_echo");
     let _ = std::fs::create_dir_all(out.parent()?);
     let built = Command::new("cc")
-        .args(["-O2", "-o"])
+        .args(["-O2", "-Wall", "-o"])
         .arg(&out)
         .arg(&source)
-        .status();
-    matches!(built, Ok(s) if s.success()).then_some(out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output();
+    match built {
+        Ok(output) if output.status.success() => Some(out),
+        Ok(output) => {
+            let why = String::from_utf8_lossy(&output.stderr);
+            let first = why.lines().next().unwrap_or("no message");
+            eprintln!(
+                "c-epoll: skipped: `cc -O2 {}` failed ({}): {first}",
+                source.display(),
+                output.status
+            );
+            None
+        }
+        Err(e) => {
+            eprintln!("c-epoll: skipped: no C compiler (`cc`: {e}); install one (e.g. gcc) to compare against the C floor");
+            None
+        }
+    }
 }
 
 /// Start server `name` on an ephemeral port, pinned to the server core.
