@@ -93,7 +93,22 @@ static void on_ready(struct conn *c) {
         if (c->len - c->off >= HIGH_WATER) return; /* paused until writable */
         ssize_t n = recv(c->fd, buf, sizeof buf, 0);
         if (n > 0) {
-            if (queue(c, buf, (size_t)n) < 0) { conn_close(c); return; }
+            /* Nothing queued: send straight from the shared buffer, and
+             * copy only what the kernel would not take. */
+            size_t sent = 0;
+            if (c->off == c->len) {
+                ssize_t w = send(c->fd, buf, (size_t)n, MSG_NOSIGNAL);
+                if (w > 0) {
+                    sent = (size_t)w;
+                } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                    conn_close(c);
+                    return;
+                }
+            }
+            if (sent < (size_t)n && queue(c, buf + sent, (size_t)n - sent) < 0) {
+                conn_close(c);
+                return;
+            }
         } else if (n == 0) {
             c->peer_done = 1; /* loop once more: flush, then close */
         } else if (errno == EINTR) {
