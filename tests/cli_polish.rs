@@ -389,3 +389,35 @@ fn the_c_peer_the_bench_compares_against_lives_here_builds_and_echoes_every_byte
     let _ = child.wait();
     support::assert_same_bytes(&got, &payload);
 }
+
+#[test]
+fn the_repository_carries_what_a_crate_user_expects() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |name: &str| {
+        std::fs::read_to_string(root.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    // Cargo.toml says `MIT OR Apache-2.0`: both texts must be here.
+    assert!(read("Cargo.toml").contains(r#"license = "MIT OR Apache-2.0""#));
+    assert!(read("LICENSE-MIT").contains("Permission is hereby granted, free of charge"));
+    let apache = read("LICENSE-APACHE");
+    assert!(apache.contains("Apache License") && apache.contains("Version 2.0, January 2004"));
+    assert!(apache.contains("END OF TERMS AND CONDITIONS"));
+    let changelog = read("CHANGELOG.md");
+    assert!(changelog.contains("## [Unreleased]") && changelog.contains("## [0.1.0]"));
+    let contributing = read("CONTRIBUTING.md");
+    for needle in [
+        "cargo test",
+        "cargo bench",
+        "scripts/instructions-per-message.sh",
+        "140",
+    ] {
+        assert!(contributing.contains(needle), "CONTRIBUTING.md: {needle}");
+    }
+    assert!(read("deny.toml").contains("[licenses]"));
+    let ci = read(".ci/run");
+    assert!(ci.contains("cargo deny check licenses bans sources"));
+    assert!(
+        ci.contains("advisories NOT checked"),
+        "say so, never skip silently"
+    );
+}
