@@ -421,3 +421,61 @@ fn the_repository_carries_what_a_crate_user_expects() {
         "say so, never skip silently"
     );
 }
+
+/// Lines from `rx` until one contains `needle` (panics at [`DEADLINE`]).
+fn wait_for_line(rx: &std::sync::mpsc::Receiver<String>, needle: &str) -> Vec<String> {
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(DEADLINE.saturating_sub(start.elapsed())) {
+            Ok(line) => {
+                let found = line.contains(needle);
+                seen.push(line);
+                if found {
+                    return seen;
+                }
+            }
+            Err(e) => panic!("no line with {needle:?} ({e:?}); saw {seen:#?}"),
+        }
+    }
+}
+
+#[test]
+fn connections_over_max_connections_are_logged_rate_limited() {
+    let mut cmd =
+        support::ServeProcess::command(&["--listen", "127.0.0.1:0", "--max-connections", "1"]);
+    cmd.env("RUST_LOG", "info").stderr(Stdio::piped());
+    let mut server = support::ServeProcess::spawn_command(cmd, 1);
+    let stderr = server.follow_stderr();
+    let addr = server.addr(0);
+    let mut held = support::connect(addr);
+    std::io::Write::write_all(&mut held, b"x").unwrap();
+    assert_eq!(support::read_exact(&mut held, 1), b"x");
+    // Three over the cap: one warning now, the next two held back.
+    for _ in 0..3 {
+        let mut turned_away = support::connect(addr);
+        let mut byte = [0u8; 1];
+        let _ = turned_away.read(&mut byte); // EOF or reset: closed at once
+    }
+    let lines = wait_for_line(
+        &stderr,
+        "at --max-connections (1): a new connection was closed at once",
+    );
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .contains("(0 more since the last such warning"),
+        "{lines:#?}"
+    );
+    server.signal(libc::SIGTERM);
+    let rejected = server.wait_exit();
+    assert!(rejected.0.success());
+    assert!(rejected.1.contains("rejected=3"), "{}", rejected.1);
+    // The other two were held back (stderr is closed now: the rest is all).
+    let more: Vec<String> = stderr
+        .iter()
+        .filter(|l| l.contains("a new connection was closed at once"))
+        .collect();
+    assert!(more.is_empty(), "rate-limited to one line: {more:#?}");
+}

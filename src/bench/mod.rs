@@ -943,10 +943,7 @@ fn print_human(r: &Value) {
         );
     }
     if let Some(h) = r.get("hold") {
-        println!(
-            "  hold         {} answered after the hold; server RSS per connection: idle {} B, after one echo each {} B",
-            h["answered"], h["rss_per_conn_idle_bytes"], h["rss_per_conn_after_echo_bytes"]
-        );
+        println!("{}", hold_line(h));
     }
     let e = &r["errors"];
     println!(
@@ -994,6 +991,19 @@ fn print_human(r: &Value) {
 
 /// A byte count for the human summary: KiB below 1 MiB, MiB below 1 GiB,
 /// else GiB ("?" when unknown).
+/// The hold scenario's summary line. Bytes per connection are averages
+/// (the JSON keeps the fraction); printed whole, since `83.968 B` reads
+/// like a thousands separator.
+fn hold_line(h: &Value) -> String {
+    let whole = |v: &Value| v.as_f64().map_or("?".to_string(), |b| format!("{b:.0}"));
+    format!(
+        "  hold         {} answered after the hold; server RSS per connection: idle {} B, after one echo each {} B",
+        h["answered"],
+        whole(&h["rss_per_conn_idle_bytes"]),
+        whole(&h["rss_per_conn_after_echo_bytes"])
+    )
+}
+
 fn bytes_text(bytes: &Value) -> String {
     let Some(v) = bytes.as_u64() else {
         return "?".into();
@@ -1008,6 +1018,20 @@ fn bytes_text(bytes: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_per_connection_print_whole() {
+        let line = hold_line(&json!({
+            "answered": 2000,
+            "rss_per_conn_idle_bytes": 83.968,
+            "rss_per_conn_after_echo_bytes": 1234.4,
+        }));
+        assert!(
+            line.contains("idle 84 B, after one echo each 1234 B"),
+            "{line}"
+        );
+        assert!(hold_line(&json!({"answered": 0})).contains("idle ? B"));
+    }
 
     #[test]
     fn connections_are_split_evenly_over_threads() {

@@ -70,6 +70,8 @@ pub(super) struct Clients<P: Protocol> {
     /// cleanly when the process runs out (see `shed_waiting_connections`).
     pub(super) spare_fd: Option<File>,
     pub(super) accept_warnings: WarnLimiter,
+    /// Connections turned away over `--max-connections`: one line per interval.
+    pub(super) reject_warnings: WarnLimiter,
     /// `--max-memory`: its marks and whether pressure is on.
     pub(super) budget: MemoryBudget,
     /// One limiter each for pressure starting, evictions, pressure ending.

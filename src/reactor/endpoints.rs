@@ -18,6 +18,7 @@ use super::tokens::{endpoint_token, FIRST_RESERVED};
 use crate::connection::Connection;
 use crate::nonblocking::{try_accept, AcceptOutcome};
 use crate::protocol::{Protocol, Reply};
+use crate::ratelimit::CLIENT_WARN_INTERVAL_MS;
 use crate::stream::Stream;
 use crate::timers::{due_after, NEVER};
 
@@ -98,10 +99,16 @@ impl<P: Protocol> Clients<P> {
                         // Accept-and-close tells the client at once, instead of
                         // leaving it to time out in the kernel's queue.
                         self.ws.ctx.counters.rejected += 1;
-                        debug!(
-                            "over --max-connections ({}): closed at once",
-                            self.max_connections
-                        );
+                        let now = self.ws.ctx.now_ms;
+                        if let Some(held_back) =
+                            self.reject_warnings.allow(now, CLIENT_WARN_INTERVAL_MS)
+                        {
+                            warn!(
+                                "at --max-connections ({}): a new connection was closed at once \
+                                 ({held_back} more since the last such warning; counted as rejected)",
+                                self.max_connections
+                            );
+                        }
                         drop(stream);
                     } else {
                         self.open(stream, registry);

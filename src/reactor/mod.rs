@@ -173,6 +173,7 @@ impl<P: Protocol> Reactor<P> {
                 next_serial: 0,
                 spare_fd: File::open("/dev/null").ok(),
                 accept_warnings: WarnLimiter::default(),
+                reject_warnings: WarnLimiter::default(),
                 budget: MemoryBudget::new(settings.max_memory),
                 memory_warnings: Default::default(),
                 udp_reply_budget: (settings.udp_reply_budget > 0).then(|| {

@@ -51,9 +51,18 @@ impl<P: Protocol> Reactor<P> {
         // the next poll, or the loop would sleep until the grace ends.
         self.clients.reap_closed();
         info!(
-            "stopped accepting; {pending} connections have output to flush (grace {} ms)",
+            "stopped accepting; {} (grace {} ms)",
+            output_to_flush(pending),
             self.settings.shutdown_grace_ms
         );
+    }
+}
+
+/// "1 connection has output to flush", "2 connections have ...".
+fn output_to_flush(pending: usize) -> String {
+    match pending {
+        1 => "1 connection has output to flush".to_string(),
+        n => format!("{n} connections have output to flush"),
     }
 }
 
@@ -80,5 +89,17 @@ impl<P: Protocol> Clients<P> {
             }
         }
         self.conns.iter().filter(|(_, c)| !c.closed).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::output_to_flush;
+
+    #[test]
+    fn the_shutdown_line_agrees_in_number() {
+        assert_eq!(output_to_flush(0), "0 connections have output to flush");
+        assert_eq!(output_to_flush(1), "1 connection has output to flush");
+        assert_eq!(output_to_flush(2), "2 connections have output to flush");
     }
 }
