@@ -155,7 +155,8 @@ pub struct ServeArgs {
     /// At most --max-memory (a worker's share of it), or the machine's memory without a budget.
     #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_bytes)]
     pub max_buffered: usize,
-    /// Longest partial message a line protocol buffers.
+    /// Longest message (a line before its newline, a JSON value) a protocol
+    /// accepts, whole or partial; past it the connection closes.
     #[arg(long, value_name = "BYTES", default_value = "64KiB", value_parser = parse_bytes)]
     pub max_line: usize,
     /// Bytes held for all connections together before reads of connections

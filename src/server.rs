@@ -59,7 +59,8 @@ pub struct Config {
     pub backlog: u32,
     /// Unsent bytes per connection before the server stops reading from it.
     pub max_buffered: usize,
-    /// Longest partial message a line protocol may buffer.
+    /// Longest message (a line before its `\n`, a JSON value) a protocol
+    /// accepts, whole or partial; past it the connection closes.
     pub max_line: usize,
     /// Bytes held for all connections together (buffers by capacity)
     /// before reads pause and, at the budget, the worst holders are
@@ -214,7 +215,9 @@ impl<P: Protocol> Server<P> {
         let reactor = Reactor::new(
             poll,
             sockets,
-            protocol,
+            // A complete message past --max-line ends the connection like a
+            // partial one: the same outcome however TCP cut the input.
+            protocol.with_max_line(config.max_line),
             limits,
             settings,
             handle.stop_requested.clone(),

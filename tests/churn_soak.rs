@@ -534,9 +534,8 @@ impl Client {
         let mut expected = WELCOME.to_vec();
         expected.extend_from_slice(&answers);
         // Its end never comes, so the partial line is buffered past
-        // --max-line however the reads fall. (A whole long line inside one
-        // read is answered instead: see the ignored test
-        // `a_line_past_max_line_is_refused_even_when_one_read_holds_it_whole`.)
+        // --max-line however the reads fall. (A whole long line is refused
+        // too: `a_line_past_max_line_is_refused_even_when_one_read_holds_it_whole`.)
         let long = self.rng.between(300, 4 * KIB);
         lines.extend_from_slice(&vec![b'x'; long]);
         expect(&stream, &lines, false, &expected, Ended::Eof)

@@ -624,3 +624,111 @@ fn the_client_speaks_udp_and_unix_and_the_handshake_guards_unix_sockets() {
     assert!(rest.is_empty());
     std::fs::remove_file(&key_file).unwrap();
 }
+
+// ---- --max-line, however the input is cut ----
+
+/// What a client of `protocol` under `--max-line max_line` gets for
+/// `input` cut at `cuts`, driven the way the reactor drives it: the
+/// unconsumed rest is kept and passed again with the next piece, and past
+/// `max_line` it ends the connection (`on_input_too_long`). Returns the
+/// bytes sent and whether the connection ended for a too-long message.
+fn served_with_max_line<P: Protocol>(
+    protocol: P,
+    max_line: usize,
+    input: &[u8],
+    cuts: &[usize],
+) -> (Vec<u8>, bool) {
+    use echo_reactor::protocol::Reply;
+    let protocol = protocol.with_max_line(max_line);
+    let mut sent = Vec::new();
+    let mut session = protocol.on_open(&mut Reply::new(&mut sent));
+    let mut pending = Vec::new();
+    let mut from = 0;
+    for end in cuts.iter().copied().chain([input.len()]) {
+        pending.extend_from_slice(&input[from..end]);
+        from = end;
+        let mut reply = Reply::new(&mut sent);
+        let used = protocol.on_bytes(&mut session, &pending, &mut reply);
+        let closing = reply.wants_close() || reply.refused();
+        pending.drain(..used);
+        if closing {
+            return (sent, false);
+        }
+        if pending.len() > max_line {
+            protocol.on_input_too_long(&mut session, &mut Reply::new(&mut sent));
+            return (sent, true);
+        }
+    }
+    (sent, false)
+}
+
+#[test]
+fn max_line_means_the_same_whether_a_message_comes_whole_or_split_at_any_point() {
+    // SPEC §5: longer than --max-line closes the connection. With
+    // --max-line 16: a 20-byte message closes it, a 16-byte one is
+    // answered, however the bytes arrive.
+    let long_line = [&b"Ann\n"[..], &[b'x'; 20], b"\n"].concat();
+    let fits = [&b"Ann\n"[..], &[b'y'; 16], b"\n"].concat();
+    let long_json = [&b"[1] "[..], b"\"", &[b'x'; 18], b"\" "].concat();
+    let json_fits = [&b"[1] "[..], b"\"", &[b'y'; 14], b"\" "].concat();
+    let cases: [(&str, &[u8], bool); 6] = [
+        ("greet", &long_line, true),
+        ("greet", &fits, false),
+        ("prefix", &long_line, true),
+        ("prefix", &fits, false),
+        ("json", &long_json, true),
+        ("json", &json_fits, false),
+    ];
+    for (name, input, too_long) in cases {
+        let serve = |cuts: &[usize]| match name {
+            "greet" => served_with_max_line(Greet::default(), 16, input, cuts),
+            "prefix" => served_with_max_line(Prefix::new(">", Framing::Line), 16, input, cuts),
+            _ => served_with_max_line(Json, 16, input, cuts),
+        };
+        let whole = serve(&[]);
+        assert_eq!(
+            whole.1,
+            too_long,
+            "{name} {:?}",
+            String::from_utf8_lossy(input)
+        );
+        for cut in 1..input.len() {
+            assert_eq!(serve(&[cut]), whole, "{name}: cut at {cut}");
+        }
+        // And one byte at a time.
+        let every: Vec<usize> = (1..input.len()).collect();
+        assert_eq!(serve(&every), whole, "{name}: byte by byte");
+    }
+}
+
+#[test]
+fn a_whole_line_past_max_line_in_one_write_closes_the_connection() {
+    for (protocol, input, answered) in [
+        (
+            "greet",
+            &b"Ann\nxxxxxxxxxxxxxxxxxxxx\nBob\n"[..],
+            &b"Welcome!\nHello, Ann!\n"[..],
+        ),
+        (
+            "json",
+            &b"[1] \"xxxxxxxxxxxxxxxxxx\" [2] "[..],
+            &b"[1]\n{\"error\":\"value longer than --max-line\"}\n"[..],
+        ),
+    ] {
+        let config = Config {
+            max_line: 16,
+            ..Config::default()
+        };
+        let server = match protocol {
+            "greet" => TestServer::start(config, Greet::default()),
+            _ => TestServer::start(config, Json),
+        };
+        let reply = converse(server.addr, input, false);
+        assert_eq!(
+            String::from_utf8_lossy(&reply),
+            String::from_utf8_lossy(answered),
+            "{protocol}"
+        );
+        server.wait_for("the close", |s| s.closed_by(CloseReason::LineTooLong) == 1);
+    }
+}

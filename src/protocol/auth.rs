@@ -127,6 +127,14 @@ impl<P: Protocol> Protocol for Authenticated<P> {
         AuthSession::Challenged(challenge)
     }
 
+    /// The inner protocol's messages are what `--max-line` limits.
+    fn with_max_line(self, max_line: usize) -> Self {
+        Authenticated {
+            inner: self.inner.with_max_line(max_line),
+            ..self
+        }
+    }
+
     fn on_bytes(&self, session: &mut Self::Session, input: &[u8], reply: &mut Reply<'_>) -> usize {
         let challenge = match session {
             AuthSession::Open(inner) => return self.inner.on_bytes(inner, input, reply),

@@ -36,21 +36,51 @@ pub fn trim_line_end(line: &[u8]) -> &[u8] {
 /// The reactor passes the same unconsumed bytes again, with more appended,
 /// until a line completes. Remembering how far we already searched keeps a
 /// long line that arrives a byte at a time O(n) to scan, not O(n²).
-#[derive(Debug, Default, Clone, Copy)]
+///
+/// A line longer than `max_line` bytes before its `\n` is never handed out:
+/// `split` stops in front of it and leaves it unconsumed, exactly as a
+/// partial line that long would be left (and the reactor closes the
+/// connection for either), so the outcome does not depend on where TCP
+/// cut the input.
+#[derive(Debug, Clone, Copy)]
 pub struct LineCursor {
     /// Leading bytes of the unconsumed input known to hold no `\n`.
     searched: usize,
+    /// The longest line handed out (`--max-line`), without its `\n`.
+    max_line: usize,
+}
+
+impl Default for LineCursor {
+    /// No limit on a line's length.
+    fn default() -> Self {
+        LineCursor::with_max_line(usize::MAX)
+    }
 }
 
 impl LineCursor {
+    /// A cursor that hands out lines of at most `max_line` bytes.
+    pub fn with_max_line(max_line: usize) -> Self {
+        LineCursor {
+            searched: 0,
+            max_line,
+        }
+    }
+
     /// Call `each` with every complete line at the front of `input` (without
-    /// its line ending), until the lines run out or `each` says `Stop`.
+    /// its line ending), until the lines run out, `each` says `Stop`, or a
+    /// line is longer than the cursor's `max_line` (left unconsumed).
     /// Returns the bytes consumed: everything up to the last line handed out.
     pub fn split<'a>(&mut self, input: &'a [u8], mut each: impl FnMut(&'a [u8]) -> Flow) -> usize {
         let mut start = 0;
         let mut from = self.searched.min(input.len());
         while let Some(offset) = input[from..].iter().position(|&b| b == b'\n') {
             let end = from + offset;
+            // Bytes before the `\n`, `\r` included: what a partial line
+            // would hold just before its `\n` arrives.
+            if end - start > self.max_line {
+                self.searched = 0; // the rest was not searched
+                return start;
+            }
             let line = trim_line_end(&input[start..end]);
             start = end + 1;
             from = start;
@@ -112,6 +142,17 @@ mod tests {
             }
         });
         assert_eq!(used, 7);
+    }
+
+    #[test]
+    fn a_line_longer_than_max_line_is_left_unconsumed_with_what_follows() {
+        let mut cursor = LineCursor::with_max_line(4);
+        let (found, used) = lines(&mut cursor, b"abcd\nab\r\nabcde\nz\n");
+        assert_eq!(found, [b"abcd".to_vec(), b"ab".to_vec()]);
+        assert_eq!(used, 9, "stops in front of the 5-byte line");
+        // `abc\r` is 4 bytes before its `\n`, like a partial `abc\r` would be.
+        let (found, _) = lines(&mut LineCursor::with_max_line(3), b"abc\r\n");
+        assert!(found.is_empty());
     }
 
     #[test]

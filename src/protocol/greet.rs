@@ -12,15 +12,27 @@ use super::{Protocol, Reply};
 pub const WELCOME: &[u8] = b"Welcome!\n";
 
 /// The greeting server of the socket tutorials.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct Greet {
     framing: Framing,
+    /// `--max-line`: the longest line answered ([`Protocol::with_max_line`]).
+    max_line: usize,
 }
 
 impl Greet {
     /// A greeting protocol with the given framing.
     pub fn new(framing: Framing) -> Self {
-        Greet { framing }
+        Greet {
+            framing,
+            max_line: usize::MAX,
+        }
+    }
+}
+
+impl Default for Greet {
+    /// Line framing, no limit on a line's length.
+    fn default() -> Self {
+        Greet::new(Framing::Line)
     }
 }
 
@@ -41,7 +53,11 @@ impl Protocol for Greet {
 
     fn on_open(&self, reply: &mut Reply<'_>) -> LineCursor {
         reply.send(WELCOME);
-        LineCursor::default()
+        LineCursor::with_max_line(self.max_line)
+    }
+
+    fn with_max_line(self, max_line: usize) -> Self {
+        Greet { max_line, ..self }
     }
 
     fn on_bytes(&self, cursor: &mut LineCursor, input: &[u8], reply: &mut Reply<'_>) -> usize {

@@ -39,8 +39,28 @@ use serde_json::Value;
 use super::{Protocol, Reply};
 
 /// Re-serializes each JSON value compactly, one per line.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Json;
+///
+/// The value [`Json`](const@Json) is this protocol with no limit of its own;
+/// a server tells it `--max-line` ([`Protocol::with_max_line`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Json {
+    /// `--max-line`: the longest value answered, in bytes.
+    max_value: usize,
+}
+
+/// The `json` protocol, written `Json` as if it were a unit struct (the
+/// type keeps the name in the type namespace, this value in the value
+/// namespace): no limit on a value's length until a server sets `--max-line`.
+#[allow(non_upper_case_globals)]
+pub const Json: Json = Json {
+    max_value: usize::MAX,
+};
+
+impl Default for Json {
+    fn default() -> Self {
+        Json
+    }
+}
 
 /// Open brackets a value may hold: serde_json refuses the 128th
 /// (`RecursionLimitExceeded`), so the scanner refuses it too, at once,
@@ -335,6 +355,14 @@ impl Protocol for Json {
                     if step == Step::EndsHere {
                         pos += 1;
                     } // else: the byte at `pos` is stepped again, as what follows the value
+                    if pos - start > self.max_value {
+                        // Too long, though complete: left unconsumed, as a
+                        // partial value this long would be, so the reactor
+                        // ends the connection the same way whatever the
+                        // segmentation (`on_input_too_long`).
+                        cursor.scanned = 0;
+                        return start;
+                    }
                     match cursor.parse(&input[start..pos]) {
                         Ok(value) => send_value(&value, reply),
                         Err(e) => {
@@ -369,6 +397,12 @@ impl Protocol for Json {
             Err(e) => send_error(&e.to_string(), reply),
         }
         cursor.fail();
+    }
+
+    fn with_max_line(self, max_line: usize) -> Self {
+        Json {
+            max_value: max_line,
+        }
     }
 
     fn on_input_too_long(&self, cursor: &mut JsonCursor, reply: &mut Reply<'_>) {

@@ -80,9 +80,24 @@ pub trait Protocol {
         reply.close();
     }
 
-    /// The unconsumed input (a partial message) grew past `--max-line`. The
-    /// connection will close after whatever is queued here is sent; the
-    /// default sends nothing.
+    /// The protocol, told `--max-line` (the server calls this once, before
+    /// serving). A protocol that cuts the stream into messages must not
+    /// consume a *complete* message longer than `max_line` bytes: it stops
+    /// before it and leaves it unconsumed, so the reactor closes the
+    /// connection as it does for a partial one that long
+    /// ([`Protocol::on_input_too_long`]). Then the limit means the same
+    /// however TCP cut the input. The default (no messages) ignores it.
+    fn with_max_line(self, _max_line: usize) -> Self
+    where
+        Self: Sized,
+    {
+        self
+    }
+
+    /// The unconsumed input grew past `--max-line`: a partial message, or a
+    /// complete one the protocol left unconsumed for being too long
+    /// ([`Protocol::with_max_line`]). The connection will close after
+    /// whatever is queued here is sent; the default sends nothing.
     fn on_input_too_long(&self, _session: &mut Self::Session, _reply: &mut Reply<'_>) {}
 
     /// One UDP datagram arrived; write the reply datagram into `reply`

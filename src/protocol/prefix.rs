@@ -12,6 +12,8 @@ use super::{Protocol, Reply};
 pub struct Prefix {
     prefix: Vec<u8>,
     framing: Framing,
+    /// `--max-line`: the longest line answered ([`Protocol::with_max_line`]).
+    max_line: usize,
 }
 
 impl Prefix {
@@ -20,6 +22,7 @@ impl Prefix {
         Prefix {
             prefix: prefix.into(),
             framing,
+            max_line: usize::MAX,
         }
     }
 
@@ -34,7 +37,11 @@ impl Protocol for Prefix {
     type Session = LineCursor;
 
     fn on_open(&self, _reply: &mut Reply<'_>) -> LineCursor {
-        LineCursor::default()
+        LineCursor::with_max_line(self.max_line)
+    }
+
+    fn with_max_line(self, max_line: usize) -> Self {
+        Prefix { max_line, ..self }
     }
 
     fn on_bytes(&self, cursor: &mut LineCursor, input: &[u8], reply: &mut Reply<'_>) -> usize {
