@@ -271,7 +271,9 @@ pub fn check_limits(args: &ServeArgs, config: &Config, hard: u64) -> io::Result<
                 String::new()
             };
             return Err(usage_error(format!(
-                "--max-connections {asked}{each} cannot be reached: the hard open-file limit is {hard},                  and {} descriptors are kept for the server itself, so at most {ceiling};                  raise the limit (ulimit -Hn, LimitNOFILE= in systemd){}",
+                "--max-connections {asked}{each} cannot be reached: the hard open-file limit is {hard}, \
+                 and {} descriptors are kept for the server itself, so at most {ceiling}; \
+                 raise the limit (ulimit -Hn, LimitNOFILE= in systemd){}",
                 hard.saturating_sub(ceiling),
                 if workers > 1 { " or use more --workers" } else { " or ask for fewer" }
             )));
@@ -289,7 +291,8 @@ pub fn check_limits(args: &ServeArgs, config: &Config, hard: u64) -> io::Result<
                 format!("--max-memory {share}")
             };
             return Err(usage_error(format!(
-                "--max-buffered {} is larger than {whose}: one connection would meet the                  server-wide budget before its own limit; lower it or raise --max-memory",
+                "--max-buffered {} is larger than {whose}: one connection would meet the \
+                 server-wide budget before its own limit; lower it or raise --max-memory",
                 config.max_buffered
             )));
         }

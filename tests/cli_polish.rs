@@ -106,6 +106,7 @@ fn serve_refuses_more_connections_than_the_hard_open_file_limit_allows() {
         "{stderr}"
     );
     assert!(stderr.contains("hard open-file limit is 64"), "{stderr}");
+    assert!(!stderr.contains("  "), "one line, single-spaced: {stderr}");
 }
 
 #[test]
@@ -134,6 +135,7 @@ fn serve_refuses_a_max_buffered_no_memory_could_hold() {
             stderr.contains("--max-buffered 107374182400000 is "),
             "{stderr}"
         );
+        assert!(!stderr.contains("  "), "one line, single-spaced: {stderr}");
     }
 }
 

@@ -155,7 +155,8 @@ impl<P: Protocol> Clients<P> {
         let now = self.ws.ctx.now_ms;
         if let Some(suppressed) = self.accept_warnings.allow(now, EMFILE_WARN_INTERVAL_MS) {
             warn!(
-                "accept: the kernel is out of socket memory (ENOBUFS/ENOMEM) with {} connections                  open; pausing accepts for {ACCEPT_PAUSE_MS} ms ({suppressed} similar warnings suppressed)",
+                "accept: the kernel is out of socket memory (ENOBUFS/ENOMEM) with {} connections \
+                 open; pausing accepts for {ACCEPT_PAUSE_MS} ms ({suppressed} similar warnings suppressed)",
                 self.conns.len()
             );
         }
