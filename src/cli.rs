@@ -374,8 +374,7 @@ fn serve(args: &ServeArgs) -> io::Result<()> {
     worker_share(&mut config)?;
     let auth = load_auth_key(args.auth_key_file.as_deref())?;
     if auth.is_some() && !config.udp.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
+        return Err(usage_error(
             "--udp cannot be combined with the auth handshake (--auth-key-file or ECHO_REACTOR_AUTH_KEY): \
              datagrams cannot be authenticated this way",
         ));
@@ -383,14 +382,11 @@ fn serve(args: &ServeArgs) -> io::Result<()> {
     if auth.is_some() && config.max_line < CHALLENGE_BYTES {
         // A partial answer waits in the input buffer like a partial line;
         // past --max-line the connection would close before it completes.
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "--max-line {} is shorter than the {CHALLENGE_BYTES}-byte handshake answer: \
-                 with an auth key it must be at least {CHALLENGE_BYTES}",
-                config.max_line
-            ),
-        ));
+        return Err(usage_error(format!(
+            "--max-line {} is shorter than the {CHALLENGE_BYTES}-byte handshake answer: \
+             with an auth key it must be at least {CHALLENGE_BYTES}",
+            config.max_line
+        )));
     }
     // The client gets 5 s to answer, or the idle timeout if that is shorter.
     let timeout = config

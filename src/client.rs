@@ -191,9 +191,8 @@ pub fn run(args: &ClientArgs) -> io::Result<()> {
     let key = load_auth_key(args.auth_key_file.as_deref())?;
     if args.udp {
         if key.is_some() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "--udp cannot do the auth handshake",
+            return Err(usage_error(
+                "--udp cannot do the auth handshake (--auth-key-file or ECHO_REACTOR_AUTH_KEY)",
             ));
         }
         return run_udp(args);

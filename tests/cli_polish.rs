@@ -481,3 +481,16 @@ fn connections_over_max_connections_are_logged_rate_limited() {
         .collect();
     assert!(more.is_empty(), "rate-limited to one line: {more:#?}");
 }
+
+#[test]
+fn the_client_refuses_a_key_with_udp_as_a_usage_error() {
+    let (status, stderr) = run(
+        &["client", "--udp", "--addr", "127.0.0.1:9", "hi"],
+        &[("ECHO_REACTOR_AUTH_KEY", "sesame")],
+    );
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--udp cannot do the auth handshake"),
+        "{stderr}"
+    );
+}

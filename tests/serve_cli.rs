@@ -201,17 +201,18 @@ fn serve_with_an_unusable_unix_path_exits_1_with_one_line() {
 }
 
 #[test]
-fn serve_with_an_unreadable_key_file_or_a_key_and_udp_exits_1_with_one_line() {
+fn serve_with_an_unreadable_key_file_exits_1_and_a_key_with_udp_2_with_one_line() {
     let stderr = one_line_failure(&["--auth-key-file", "/nonexistent/key"], &[], 1);
     assert!(
         stderr.contains("read auth key file /nonexistent/key"),
         "{stderr}"
     );
 
+    // Flags that cannot work together: a usage error, exit 2 (as clap's).
     let stderr = one_line_failure(
         &["--udp", "127.0.0.1:0"],
         &[("ECHO_REACTOR_AUTH_KEY", "sesame")],
-        1,
+        2,
     );
     assert!(stderr.contains("--udp cannot be combined"), "{stderr}");
 }
@@ -255,7 +256,7 @@ fn serve_with_an_auth_key_refuses_a_max_line_shorter_than_the_handshake_answer()
     let stderr = one_line_failure(
         &["--listen", "127.0.0.1:0", "--max-line", "16"],
         &[("ECHO_REACTOR_AUTH_KEY", "sesame")],
-        1,
+        2,
     );
     assert!(
         stderr.contains("--max-line 16 is shorter than the 32-byte handshake answer"),
