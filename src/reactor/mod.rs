@@ -14,7 +14,9 @@
 //!    per-turn budget with work possibly left, which no new edge would
 //!    announce;
 //! 5. expire deadlines: protocol timers, idle and stalled connections,
-//!    accept pauses that are over;
+//!    lingering closes, accept pauses that are over; then check the memory
+//!    budget (`memory.rs`; also checked at once when output or input
+//!    crosses its high-water mark);
 //! 6. reap: free the slab slots of connections closed this turn — only now,
 //!    so a key named by a later event of the same batch is never reused
 //!    for a new connection mid-batch;
