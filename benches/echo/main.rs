@@ -527,8 +527,9 @@ fn flood(setup: &Setup) {
     let floods: Vec<(usize, &str)> = std::iter::once((0, ""))
         .chain(m.floods.iter().copied())
         .collect();
-    // Per server, per flood: every round's report and echo-reactor's own peak_held_bytes.
-    let mut runs: Vec<Vec<(Vec<Value>, Vec<f64>)>> =
+    // Per server, per flood: every round's report and echo-reactor's own
+    // counters from its final stats line (none for the peers).
+    let mut runs: Vec<Vec<(Vec<Value>, Vec<OwnCounters>)>> =
         vec![vec![(Vec::new(), Vec::new()); floods.len()]; setup.servers.len()];
     for _ in 0..m.flood_rounds {
         for (which, &name) in setup.servers.iter().enumerate() {
@@ -547,18 +548,20 @@ fn flood(setup: &Setup) {
                     ]));
                 }
                 let report = load(&server, &args);
-                let (reports, held) = &mut runs[which][point];
+                let (reports, counters) = &mut runs[which][point];
                 reports.push(report);
-                held.extend(stat_value(&server.stop(), "peak_held_bytes").map(|b| b as f64));
+                counters.extend(OwnCounters::from_stats(&server.stop()));
             }
         }
     }
     println!(
-        "{:<13} {:>14} {:>9} {:>9} {:>8} {:>9} {:>8} {:>9} {:>8} {:>10} {:>8}  errors",
+        "{:<13} {:>14} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9} {:>8} {:>9} {:>8} {:>10} {:>8}  errors",
         "server",
         "flood",
         "peak RSS",
         "held MiB",
+        "evicted",
+        "pressure",
         "TCP MiB",
         "msgs/s",
         "p50 us",
@@ -574,15 +577,23 @@ fn flood(setup: &Setup) {
     for (point, &(flooders, bytes)) in floods.iter().enumerate() {
         for (which, &name) in setup.servers.iter().enumerate() {
             let alone_p99 = middle(&runs[which][0].0, &|r| f(&r["latency_us"]["p99"]));
-            let (reports, held) = &runs[which][point];
-            let mut held = held.clone();
+            let (reports, counters) = &runs[which][point];
+            let own = |pick: fn(&OwnCounters) -> f64, show: &dyn Fn(f64) -> String| {
+                let mut values: Vec<f64> = counters.iter().map(pick).collect();
+                if values.is_empty() {
+                    "-".to_string()
+                } else {
+                    show(median(&mut values))
+                }
+            };
+            let count = |v: f64| format!("{v:.0}");
             let p99 = middle(reports, &|r| f(&r["latency_us"]["p99"]));
             let sampled = reports
                 .iter()
                 .any(|r| r["server"]["rss_peak_source"] == "sampled");
             let flood_cell = |text: String| if flooders == 0 { "-".into() } else { text };
             println!(
-                "{:<13} {:>14} {:>9} {:>9} {:>8.0} {:>9.0} {:>8.0} {:>9.0} {:>8} {:>10} {:>8}  {}",
+                "{:<13} {:>14} {:>9} {:>9} {:>8} {:>8} {:>8.0} {:>9.0} {:>8.0} {:>9.0} {:>8} {:>10} {:>8}  {}",
                 name,
                 if flooders == 0 {
                     "alone".to_string()
@@ -594,11 +605,9 @@ fn flood(setup: &Setup) {
                     mib(middle(reports, &|r| f(&r["server"]["rss_peak_bytes"]))),
                     if sampled { "*" } else { "" }
                 ),
-                if held.is_empty() {
-                    "-".into()
-                } else {
-                    mib(median(&mut held))
-                },
+                own(|c| c.peak_held_bytes, &mib),
+                own(|c| c.closed_evicted, &count),
+                own(|c| c.memory_pressure_episodes, &count),
                 middle(reports, &|r| f(&r["kernel"]["tcp_mem_peak_bytes"])) / 1048576.0,
                 middle(reports, &|r| f(&r["msgs_per_sec"])),
                 middle(reports, &|r| f(&r["latency_us"]["p50"])),
@@ -613,7 +622,27 @@ fn flood(setup: &Setup) {
             );
         }
     }
-    println!("  peak RSS in MiB: the server's VmHWM over the run (* where it did not rise and 100 ms samples of VmRSS are shown); held: echo-reactor's own peak_held_bytes; TCP: the kernel's TCP socket memory at its peak, machine-wide (every TCP user of the machine counts; buffers are trimmed past net.ipv4.tcp_mem's pressure mark); closed: flooders the server closed");
+    println!("  peak RSS in MiB: the server's VmHWM over the run (* where it did not rise and 100 ms samples of VmRSS are shown); held, evicted, pressure: echo-reactor's own peak_held_bytes, closed_evicted and memory_pressure_episodes (--max-memory, default 64 MiB); TCP: the kernel's TCP socket memory at its peak, machine-wide (every TCP user of the machine counts; buffers are trimmed past net.ipv4.tcp_mem's pressure mark); closed: flooders the server closed");
+}
+
+/// echo-reactor's own memory-budget counters, from its final stats line.
+#[derive(Clone, Copy)]
+struct OwnCounters {
+    peak_held_bytes: f64,
+    closed_evicted: f64,
+    memory_pressure_episodes: f64,
+}
+
+impl OwnCounters {
+    /// `None` for a server that prints no stats line (the peers).
+    fn from_stats(line: &str) -> Option<OwnCounters> {
+        let value = |key| stat_value(line, key).map(|v| v as f64);
+        Some(OwnCounters {
+            peak_held_bytes: value("peak_held_bytes")?,
+            closed_evicted: value("closed_evicted").unwrap_or(0.0),
+            memory_pressure_episodes: value("memory_pressure_episodes").unwrap_or(0.0),
+        })
+    }
 }
 
 /// The per-message cost: instructions and system calls, counted.
