@@ -211,3 +211,63 @@ fn a_socket_handed_over_as_fd_3_is_served_and_nothing_is_bound() {
     let (status, _) = server.wait_exit();
     assert!(status.success());
 }
+
+#[test]
+fn twenty_five_thousand_connections_echo_through_two_workers_from_two_processes_and_two_sources() {
+    // More than one process may hold here (20 000 descriptors each): the
+    // server needs both workers, the client both of its processes.
+    raise_limit_for_children();
+    let (soft, _) = echo_reactor::fdlimit::nofile_limits().unwrap();
+    if soft < 14_000 {
+        // Each process holds about 12 500 (the kernel's hash does not split
+        // exactly evenly): below that this machine cannot run the test.
+        eprintln!("skipped: the open-file limit {soft} is under 14 000 per process");
+        return;
+    }
+    let (server, stderr) = spawn_workers(&["--listen", "127.0.0.1:0", "--workers", "2"]);
+    wait_for_children(server.pid(), 2);
+    let addr = server.addr(0).to_string();
+    let pid = server.pid().to_string();
+    // `hold`: open every connection, keep them all open for a second, then
+    // each echoes one 64 B message, verified; every connection is counted.
+    let out = Command::new(env!("CARGO_BIN_EXE_echo-reactor"))
+        .args(["bench", "--json", "--addr", &addr, "--server-pid", &pid])
+        .args(["--processes", "2", "--source-addrs", "127.0.0.1,127.0.0.2"])
+        .args([
+            "--connections",
+            "25000",
+            "--scenario",
+            "hold",
+            "--duration",
+            "1",
+        ])
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run echo-reactor bench");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}: {said}", out.status);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON report");
+    assert_eq!(report["connections"]["achieved"], 25_000, "{report}");
+    assert_eq!(report["hold"]["answered"], 25_000, "{report}");
+    for kind in ["connect", "mismatch", "reset", "timeout"] {
+        assert_eq!(report["errors"][kind], 0, "{kind}: {report}");
+    }
+    // The server's memory is its workers': the supervisor's pid stands for
+    // the whole tree (RSS is in pages, so only "it grew" is asserted).
+    let per_connection = report["hold"]["rss_per_conn_idle_bytes"].as_f64();
+    assert!(per_connection > Some(0.0), "{report}");
+
+    server.signal(libc::SIGTERM);
+    let (status, stdout) = server.wait_exit();
+    assert!(status.success(), "{status}");
+    let last = stdout.lines().last().unwrap_or_default();
+    assert_eq!(stat_value(last, "accepted"), Some(25_000), "{stdout}");
+    assert_eq!(stat_value(last, "workers"), Some(2), "{stdout}");
+    let per_worker: Vec<u64> = stderr
+        .iter() // until stderr closes: every process has exited
+        .filter(|line| line.contains(" final stats "))
+        .filter_map(|line| stat_value(&line, "accepted"))
+        .collect();
+    assert_eq!(per_worker.len(), 2, "{per_worker:?}");
+    assert!(per_worker.iter().all(|&n| n > 0), "{per_worker:?}");
+}
