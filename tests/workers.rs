@@ -271,3 +271,63 @@ fn twenty_five_thousand_connections_echo_through_two_workers_from_two_processes_
     assert_eq!(per_worker.len(), 2, "{per_worker:?}");
     assert!(per_worker.iter().all(|&n| n > 0), "{per_worker:?}");
 }
+
+/// The state letter of `pid` in /proc/PID/stat (`R`, `S`, `T` stopped, ...).
+fn process_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].chars().next()
+}
+
+#[test]
+fn connections_queued_on_a_killed_worker_s_socket_are_answered_by_its_replacement() {
+    let (server, stderr) = spawn_workers(&["--listen", "127.0.0.1:0", "--workers", "2"]);
+    let victim = wait_for_children(server.pid(), 2)[0];
+    // Stopped, the worker accepts nothing: the connections the kernel
+    // hashes to its socket complete their handshake (the kernel's work)
+    // and wait in that socket's accept queue.
+    // SAFETY: kill sends signals to a worker of the server we started.
+    assert_eq!(unsafe { libc::kill(victim, libc::SIGSTOP) }, 0);
+    let start = Instant::now();
+    while process_state(victim) != Some('T') {
+        assert!(start.elapsed() < DEADLINE, "worker {victim} did not stop");
+        thread::sleep(Duration::from_millis(5));
+    }
+    let addr = server.addr(0);
+    let mut clients: Vec<_> = (0..60)
+        .map(|i| {
+            let mut stream = connect(addr);
+            stream
+                .write_all(format!("queued {i}\n").as_bytes())
+                .unwrap();
+            stream
+        })
+        .collect();
+    assert_eq!(unsafe { libc::kill(victim, libc::SIGKILL) }, 0);
+    wait_for_line(
+        &stderr,
+        &format!("exited (killed by signal {})", libc::SIGKILL),
+    );
+    // The supervisor kept its copy of the dead worker's socket: nothing
+    // queued there was reset, and the replacement answers every one.
+    for (i, stream) in clients.iter_mut().enumerate() {
+        let line = format!("queued {i}\n");
+        assert_eq!(read_exact(stream, line.len()), line.as_bytes());
+    }
+    drop(clients);
+    server.signal(libc::SIGTERM);
+    let (status, stdout) = server.wait_exit();
+    assert!(status.success(), "{status}");
+    let last = stdout.lines().last().unwrap_or_default();
+    assert_eq!(stat_value(last, "accepted"), Some(60), "{stdout}");
+    // The replacement (slot 0 again) started after every connection was
+    // made, so what it accepted had been waiting for it. (All 60 on the
+    // other worker's socket has a chance of 2^-59.)
+    let replacement = stderr
+        .iter()
+        .find(|line| line.contains("worker 0 final stats "))
+        .expect("the replacement's final stats");
+    assert!(
+        stat_value(&replacement, "accepted") > Some(0),
+        "{replacement}"
+    );
+}
