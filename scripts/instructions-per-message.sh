@@ -7,20 +7,26 @@
 # accepting, shutdown) cancel out of
 #     (instructions_long - instructions_short) / (messages_long - messages_short).
 #
-# Usage: scripts/instructions-per-message.sh [echo-reactor|tokio|c-epoll]...
+# echo-reactor-2-workers runs `serve --workers 2` with callgrind following the
+# re-executed workers (--trace-children), and sums every process's count.
+#
+# Usage: scripts/instructions-per-message.sh [echo-reactor|echo-reactor-2-workers|tokio|c-epoll]...
 #        (default: all three; needs valgrind, a release build, `cargo bench --no-run`,
 #        and cc for the C peer). Messages are counted by the load generator
 #        (every reply verified), the same way for every server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+target=${CARGO_TARGET_DIR:-target}
 cargo build --release -q
-cargo bench --no-run -q 2>/dev/null
-bin=target/release/echo-reactor
-bench_exe=$(ls -t target/release/deps/echo-* | grep -v '\.d$' | head -n 1)
+bin=$target/release/echo-reactor
+if [ $# -eq 0 ] || [[ " $* " == *" tokio "* ]]; then  # the tokio peer is a bench binary
+  cargo bench --no-run -q 2>/dev/null
+  bench_exe=$(ls -t "$target"/release/deps/echo-* | grep -v '\.d$' | head -n 1)
+fi
 c_peer=yes
 if ! command -v cc >/dev/null 2>&1; then
   c_peer="no C compiler (cc)"
-elif ! cc_err=$(cc -O2 -Wall -o target/c_epoll_echo benches/c_epoll_echo.c 2>&1); then
+elif ! cc_err=$(cc -O2 -Wall -o "$target"/c_epoll_echo benches/c_epoll_echo.c 2>&1); then
   c_peer="cc -O2 benches/c_epoll_echo.c failed: $(printf '%s' "$cc_err" | head -n 1)"
 fi
 work=$(mktemp -d)
@@ -33,10 +39,11 @@ run() {
   local server=$1 secs=$2 out="$work/cg.$1.$2" port addr pid
   case $server in
     echo-reactor) cmd=("$bin" serve --listen 127.0.0.1:0) ;;
+    echo-reactor-2-workers) cmd=("$bin" serve --listen 127.0.0.1:0 --workers 2) ;;
     tokio) cmd=("$bench_exe" --peer tokio) ;;
-    c-epoll) port=$(free_port); cmd=(target/c_epoll_echo "$port") ;;
+    c-epoll) port=$(free_port); cmd=("$target"/c_epoll_echo "$port") ;;
   esac
-  valgrind --tool=callgrind --callgrind-out-file="$out" "${cmd[@]}" >"$work/stdout" 2>/dev/null &
+  valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$out.%p" "${cmd[@]}" >"$work/stdout" 2>/dev/null &
   pid=$!
   for _ in $(seq 1 300); do
     if [ "$server" = c-epoll ]; then addr=127.0.0.1:$port; python3 -c "import socket; socket.create_connection(('127.0.0.1',$port))" 2>/dev/null && break
@@ -46,9 +53,13 @@ run() {
   local messages
   messages=$(taskset -c 1 "$bin" bench --addr "$addr" --connections 50 --size 64 --duration "$secs" --warmup 0 --json \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["messages"])')
-  kill -TERM "$pid"; sleep 1; kill -KILL "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+  kill -TERM "$pid"
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done  # workers drain first
+  kill -KILL "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
   local instructions
-  instructions=$(grep -E '^(summary|totals):' "$out" | head -n 1 | awk '{print $2}')
+  # One file per process (the supervisor and each worker): their sum.
+  instructions=$(for f in "$out".*; do grep -E '^(summary|totals):' "$f" | head -n 1 | awk '{print $2}'; done \
+    | awk '{s += $1} END {print s}')
   echo "$instructions $messages"
 }
 

@@ -211,3 +211,123 @@ fn a_socket_handed_over_as_fd_3_is_served_and_nothing_is_bound() {
     let (status, _) = server.wait_exit();
     assert!(status.success());
 }
+
+#[test]
+fn twenty_five_thousand_connections_echo_through_two_workers_from_two_processes_and_two_sources() {
+    // More than one process may hold here (20 000 descriptors each): the
+    // server needs both workers, the client both of its processes.
+    raise_limit_for_children();
+    let (soft, _) = echo_reactor::fdlimit::nofile_limits().unwrap();
+    if soft < 14_000 {
+        // Each process holds about 12 500 (the kernel's hash does not split
+        // exactly evenly): below that this machine cannot run the test.
+        eprintln!("skipped: the open-file limit {soft} is under 14 000 per process");
+        return;
+    }
+    let (server, stderr) = spawn_workers(&["--listen", "127.0.0.1:0", "--workers", "2"]);
+    wait_for_children(server.pid(), 2);
+    let addr = server.addr(0).to_string();
+    let pid = server.pid().to_string();
+    // `hold`: open every connection, keep them all open for a second, then
+    // each echoes one 64 B message, verified; every connection is counted.
+    let out = Command::new(env!("CARGO_BIN_EXE_echo-reactor"))
+        .args(["bench", "--json", "--addr", &addr, "--server-pid", &pid])
+        .args(["--processes", "2", "--source-addrs", "127.0.0.1,127.0.0.2"])
+        .args([
+            "--connections",
+            "25000",
+            "--scenario",
+            "hold",
+            "--duration",
+            "1",
+        ])
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run echo-reactor bench");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}: {said}", out.status);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON report");
+    assert_eq!(report["connections"]["achieved"], 25_000, "{report}");
+    assert_eq!(report["hold"]["answered"], 25_000, "{report}");
+    for kind in ["connect", "mismatch", "reset", "timeout"] {
+        assert_eq!(report["errors"][kind], 0, "{kind}: {report}");
+    }
+    // The server's memory is its workers': the supervisor's pid stands for
+    // the whole tree (RSS is in pages, so only "it grew" is asserted).
+    let per_connection = report["hold"]["rss_per_conn_idle_bytes"].as_f64();
+    assert!(per_connection > Some(0.0), "{report}");
+
+    server.signal(libc::SIGTERM);
+    let (status, stdout) = server.wait_exit();
+    assert!(status.success(), "{status}");
+    let last = stdout.lines().last().unwrap_or_default();
+    assert_eq!(stat_value(last, "accepted"), Some(25_000), "{stdout}");
+    assert_eq!(stat_value(last, "workers"), Some(2), "{stdout}");
+    let per_worker: Vec<u64> = stderr
+        .iter() // until stderr closes: every process has exited
+        .filter(|line| line.contains(" final stats "))
+        .filter_map(|line| stat_value(&line, "accepted"))
+        .collect();
+    assert_eq!(per_worker.len(), 2, "{per_worker:?}");
+    assert!(per_worker.iter().all(|&n| n > 0), "{per_worker:?}");
+}
+
+/// The state letter of `pid` in /proc/PID/stat (`R`, `S`, `T` stopped, ...).
+fn process_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].chars().next()
+}
+
+#[test]
+fn connections_queued_on_a_killed_worker_s_socket_are_answered_by_its_replacement() {
+    let (server, stderr) = spawn_workers(&["--listen", "127.0.0.1:0", "--workers", "2"]);
+    let victim = wait_for_children(server.pid(), 2)[0];
+    // Stopped, the worker accepts nothing: the connections the kernel
+    // hashes to its socket complete their handshake (the kernel's work)
+    // and wait in that socket's accept queue.
+    // SAFETY: kill sends signals to a worker of the server we started.
+    assert_eq!(unsafe { libc::kill(victim, libc::SIGSTOP) }, 0);
+    let start = Instant::now();
+    while process_state(victim) != Some('T') {
+        assert!(start.elapsed() < DEADLINE, "worker {victim} did not stop");
+        thread::sleep(Duration::from_millis(5));
+    }
+    let addr = server.addr(0);
+    let mut clients: Vec<_> = (0..60)
+        .map(|i| {
+            let mut stream = connect(addr);
+            stream
+                .write_all(format!("queued {i}\n").as_bytes())
+                .unwrap();
+            stream
+        })
+        .collect();
+    assert_eq!(unsafe { libc::kill(victim, libc::SIGKILL) }, 0);
+    wait_for_line(
+        &stderr,
+        &format!("exited (killed by signal {})", libc::SIGKILL),
+    );
+    // The supervisor kept its copy of the dead worker's socket: nothing
+    // queued there was reset, and the replacement answers every one.
+    for (i, stream) in clients.iter_mut().enumerate() {
+        let line = format!("queued {i}\n");
+        assert_eq!(read_exact(stream, line.len()), line.as_bytes());
+    }
+    drop(clients);
+    server.signal(libc::SIGTERM);
+    let (status, stdout) = server.wait_exit();
+    assert!(status.success(), "{status}");
+    let last = stdout.lines().last().unwrap_or_default();
+    assert_eq!(stat_value(last, "accepted"), Some(60), "{stdout}");
+    // The replacement (slot 0 again) started after every connection was
+    // made, so what it accepted had been waiting for it. (All 60 on the
+    // other worker's socket has a chance of 2^-59.)
+    let replacement = stderr
+        .iter()
+        .find(|line| line.contains("worker 0 final stats "))
+        .expect("the replacement's final stats");
+    assert!(
+        stat_value(&replacement, "accepted") > Some(0),
+        "{replacement}"
+    );
+}

@@ -223,8 +223,19 @@ pub(super) fn connect_streams_from(
     first_id: u32,
     count: usize,
 ) -> (Vec<TcpStream>, u64) {
-    const WAVE: usize = 256;
     const CONNECT_DEADLINE: Duration = Duration::from_secs(15);
+    connect_streams_within(poll, addr, (sources, first_id), count, CONNECT_DEADLINE)
+}
+
+/// [`connect_streams_from`], giving up on what is not connected after `deadline`.
+fn connect_streams_within(
+    poll: &mut Poll,
+    addr: SocketAddr,
+    (sources, first_id): (&[IpAddr], u32),
+    count: usize,
+    deadline: Duration,
+) -> (Vec<TcpStream>, u64) {
+    const WAVE: usize = 256;
     let mut connected: Vec<TcpStream> = Vec::with_capacity(count);
     let mut failures = 0;
     let mut events = Events::with_capacity(1024);
@@ -251,8 +262,11 @@ pub(super) fn connect_streams_from(
             }
             next += 1;
         }
-        if start.elapsed() > CONNECT_DEADLINE {
+        if start.elapsed() > deadline {
+            // Those under way and those never started alike: every
+            // connection asked for is either connected or counted.
             failures += pending.iter().filter(|p| p.is_some()).count() as u64;
+            failures += (count - next) as u64;
             break;
         }
         if poll
@@ -649,6 +663,19 @@ mod tests {
         });
         assert_eq!((total.mismatch, total.reset), (2, 1));
         assert!(total.any());
+    }
+
+    #[test]
+    fn connections_never_started_before_the_deadline_count_as_failed() {
+        // A listener that accepts nothing; its backlog completes a few
+        // handshakes. With no time at all, one wave is under way and the
+        // rest never start: all of them must be counted.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut poll = Poll::new().unwrap();
+        let (connected, failed) =
+            connect_streams_within(&mut poll, addr, (&[], 0), 1000, Duration::ZERO);
+        assert_eq!(connected.len() as u64 + failed, 1000);
     }
 
     #[test]

@@ -5,26 +5,77 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-/// CPU time (user + system) used so far by process `pid`.
+/// CPU time (user + system) used so far by process `pid` and the
+/// processes under it: a server with `--workers` is a supervisor that does
+/// almost nothing and workers that do everything, so its pid alone says
+/// nothing. Each live process counts its own time and that of the
+/// children it has already reaped (a worker that died and was replaced).
 pub fn process_cpu(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces; fields resume after its ')'.
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let mut ticks = own_and_reaped_ticks(pid)?;
+    for descendant in descendants(pid) {
+        // One may exit between the listing and the read: it counts nothing
+        // here, and its time reaches its parent's reaped time instead.
+        ticks += own_and_reaped_ticks(descendant).unwrap_or(0);
+    }
     // SAFETY: sysconf has no preconditions.
     let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     (per_sec > 0).then(|| Duration::from_secs_f64(ticks as f64 / per_sec as f64))
 }
 
-/// Resident memory of process `pid`, in bytes.
+/// `utime + stime + cutime + cstime` of `pid`, in clock ticks.
+fn own_and_reaped_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces; fields resume after its ')'.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
+    let tick = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    Some(tick(11)? + tick(12)? + tick(13)? + tick(14)?)
+}
+
+/// Every process under `pid` (children, their children, ...), from each
+/// thread's `/proc/PID/task/TID/children` (a child is listed under the
+/// thread that started it). Empty where `/proc` cannot tell.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut next = vec![pid];
+    while let Some(parent) = next.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) else {
+            continue;
+        };
+        for task in tasks.filter_map(Result::ok) {
+            let path = task.path().join("children");
+            let Ok(text) = std::fs::read_to_string(path) else {
+                continue;
+            };
+            for child in text.split_whitespace().filter_map(|p| p.parse().ok()) {
+                if !found.contains(&child) {
+                    found.push(child);
+                    next.push(child);
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Resident memory of process `pid` and the processes under it (a
+/// supervisor and its workers), in bytes. Pages two processes share are
+/// counted in each, so compare two readings rather than trust one.
 pub fn process_rss(pid: u32) -> Option<u64> {
-    status_bytes(pid, "VmRSS:")
+    let own = status_bytes(pid, "VmRSS:")?;
+    Some(
+        descendants(pid)
+            .into_iter()
+            .filter_map(|d| status_bytes(d, "VmRSS:"))
+            .sum::<u64>()
+            + own,
+    )
 }
 
 /// The most resident memory process `pid` has had since it started
 /// (`VmHWM`, its high-water mark), in bytes. The kernel raises it before
 /// any page is given back, so unlike a sample of `VmRSS` it cannot miss a
-/// short spike.
+/// short spike. `pid` alone: for a supervisor it does not rise, and
+/// [`Watch`] falls back to its samples of the whole tree.
 pub fn process_rss_hwm(pid: u32) -> Option<u64> {
     status_bytes(pid, "VmHWM:")
 }
@@ -225,6 +276,43 @@ mod tests {
         assert!(own_cpu() > Duration::ZERO);
         assert!(listen_queue_counters().is_some());
         assert!(process_rss_hwm(pid).unwrap() > 0);
+    }
+
+    #[test]
+    fn a_process_s_cpu_and_memory_include_the_processes_under_it() {
+        // A shell that first runs a busy subshell (about 0.2 s of CPU, then
+        // reaped), then waits on a `sleep`: what a supervisor is to a
+        // worker that died and one that lives.
+        let mut shell = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("(i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done); sleep 30 & wait")
+            .spawn()
+            .unwrap();
+        let pid = shell.id();
+        let start = std::time::Instant::now();
+        let sleeper = loop {
+            let under = descendants(pid);
+            let comm = |p: u32| std::fs::read_to_string(format!("/proc/{p}/comm"));
+            if let [only] = under[..] {
+                if comm(only).is_ok_and(|c| c.trim() == "sleep") {
+                    break only;
+                }
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "{under:?}");
+            thread::sleep(Duration::from_millis(10));
+        };
+        let rss = process_rss(pid).unwrap();
+        let own = status_bytes(pid, "VmRSS:").unwrap();
+        let child = status_bytes(sleeper, "VmRSS:").unwrap();
+        // SAFETY: kill sends a signal to the child we started, by pid.
+        unsafe { libc::kill(sleeper as libc::pid_t, libc::SIGKILL) };
+        let cpu = process_cpu(pid).unwrap();
+        let _ = shell.kill();
+        let _ = shell.wait();
+        assert_eq!(rss, own + child, "both idle, so both steady");
+        // The shell itself forked twice and waited: its own time is a few
+        // milliseconds at most; the reaped subshell's is 0.1 s or more.
+        assert!(cpu >= Duration::from_millis(50), "{cpu:?}");
     }
 
     #[test]
