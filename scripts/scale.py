@@ -30,6 +30,7 @@ import json
 import math
 import os
 import re
+import select
 import signal
 import socket
 import statistics
@@ -544,7 +545,6 @@ def cmd_restart(a):
 
 
 def readable(s):
-    import select
     return bool(select.select([s], [], [], 0)[0])
 
 
