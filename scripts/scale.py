@@ -30,6 +30,7 @@ import json
 import math
 import os
 import re
+import select
 import signal
 import socket
 import statistics
@@ -320,7 +321,7 @@ def wait_for_quiet(limit_s=600):
     start, calm_since = time.monotonic(), None
     while time.monotonic() - start < limit_s:
         s = sockstat_tcp()
-        calm = s.get("mem", 0) < low // 20 and s.get("inuse", 0) < 200 and s.get("tw", 0) < 2000
+        calm = s.get("mem", 0) < low // 20 and s.get("inuse", 0) < 200 and s.get("tw", 0) < 10000
         if calm:
             calm_since = calm_since or time.monotonic()
             if time.monotonic() - calm_since >= 3:
@@ -335,7 +336,7 @@ def cmd_scale(a):
     for n in a.connections:
         workers = a.workers or max(1, math.ceil(n / 17000))
         processes = max(1, math.ceil(n / 17000))
-        for scenario in ("hold", "echo"):
+        for scenario in a.scenarios.split(","):
             for attempt in range(1, a.attempts + 1):
                 if not wait_for_quiet():
                     log("the machine did not become quiet; measuring anyway")
@@ -407,8 +408,14 @@ def scale_point(a, n, workers, processes, scenario):
         "tcp_mem_pages_plateau": statistics.median(r["mem_pages"] for r in plateau) if plateau else None,
         "plateau_s": (plateau[-1]["t"] - plateau[0]["t"]) if plateau else 0,
         "min_available_bytes": min((r["available"] for r in watch.samples), default=None),
-        "wall_s": wall, "tripped": watch.tripped,
+        "wall_s": wall, "tripped": watch.tripped, "loadavg_after": os.getloadavg()[0],
     }
+    # Time to connect: from the first 1 % of this run's sockets to 99 %.
+    rising = [r["t"] for r in watch.samples if r["inuse"] - baseline["inuse"] >= 0.01 * 2 * n]
+    full = [r["t"] for r in watch.samples if r["inuse"] - baseline["inuse"] >= 0.99 * 2 * n]
+    if rising and full:
+        result["connect_s"] = full[0] - rising[0]
+        result["connects_per_sec"] = 0.98 * n / max(result["connect_s"], 0.1)
     if sockets > 0:
         result["slab_per_socket_bytes"] = result["slab_delta_bytes"] / sockets
         result["slab_per_connection_bytes"] = result["slab_delta_bytes"] / (sockets / 2)
@@ -538,7 +545,6 @@ def cmd_restart(a):
 
 
 def readable(s):
-    import select
     return bool(select.select([s], [], [], 0)[0])
 
 
@@ -560,6 +566,7 @@ def main():
     s.add_argument("--hold-s", type=float, default=3)
     s.add_argument("--echo-s", type=float, default=5)
     s.add_argument("--attempts", type=int, default=3)
+    s.add_argument("--scenarios", default="hold,echo")
     s.add_argument("connections", type=int, nargs="+")
     s = sub.add_parser("restart")
     s.add_argument("--queued", type=int, default=200)

@@ -17,7 +17,7 @@
 //! Measured here: 25 000 connections to one server from one address (89 %
 //! of its ports) were not all connected after 15 s; from two addresses
 //! (44 % each) they took 1.7 s. So the addresses the bench picks itself
-//! fill at most half of their ports each ([`COMFORTABLE_SHARE`]).
+//! fill at most half of their ports each (`COMFORTABLE_SHARE`).
 //!
 //! With source addresses, connection `i` (counted over all threads and
 //! processes) comes from address `i mod n`: each socket is created with
