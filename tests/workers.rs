@@ -37,6 +37,18 @@ fn wait_for_children(pid: i32, count: usize) -> Vec<i32> {
     }
 }
 
+/// Each of `workers` workers logged a final stats line with connections
+/// accepted. Reads stderr until it closes: call once every process exited.
+fn assert_every_worker_took_a_share(stderr: &Receiver<String>, workers: usize) {
+    let per_worker: Vec<u64> = stderr
+        .iter()
+        .filter(|line| line.contains(" final stats "))
+        .filter_map(|line| stat_value(&line, "accepted"))
+        .collect();
+    assert_eq!(per_worker.len(), workers, "{per_worker:?}");
+    assert!(per_worker.iter().all(|&n| n > 0), "{per_worker:?}");
+}
+
 /// Wait for a stderr line containing `needle`.
 fn wait_for_line(stderr: &Receiver<String>, needle: &str) -> String {
     let start = Instant::now();
@@ -109,13 +121,7 @@ fn two_workers_serve_every_connection_drain_on_sigterm_and_sum_their_stats() {
     assert!(status.success(), "{status}");
     // Both took a share (the kernel hashes each connection to one worker's
     // socket: all 201 on one has a chance of 2^-200).
-    let per_worker: Vec<u64> = stderr
-        .iter() // until stderr closes: every process has exited
-        .filter(|line| line.contains(" final stats "))
-        .filter_map(|line| stat_value(&line, "accepted"))
-        .collect();
-    assert_eq!(per_worker.len(), 2, "{per_worker:?}");
-    assert!(per_worker.iter().all(|&n| n > 0), "{per_worker:?}");
+    assert_every_worker_took_a_share(&stderr, 2);
     let last = stdout.lines().last().unwrap_or_default();
     assert_eq!(stat_value(last, "workers"), Some(2), "{stdout}");
     assert_eq!(stat_value(last, "accepted"), Some(201), "{stdout}");
@@ -263,13 +269,7 @@ fn twenty_five_thousand_connections_echo_through_two_workers_from_two_processes_
     let last = stdout.lines().last().unwrap_or_default();
     assert_eq!(stat_value(last, "accepted"), Some(25_000), "{stdout}");
     assert_eq!(stat_value(last, "workers"), Some(2), "{stdout}");
-    let per_worker: Vec<u64> = stderr
-        .iter() // until stderr closes: every process has exited
-        .filter(|line| line.contains(" final stats "))
-        .filter_map(|line| stat_value(&line, "accepted"))
-        .collect();
-    assert_eq!(per_worker.len(), 2, "{per_worker:?}");
-    assert!(per_worker.iter().all(|&n| n > 0), "{per_worker:?}");
+    assert_every_worker_took_a_share(&stderr, 2);
 }
 
 /// The state letter of `pid` in /proc/PID/stat (`R`, `S`, `T` stopped, ...).
