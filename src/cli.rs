@@ -23,8 +23,8 @@ use crate::client::{self, ClientArgs};
 use crate::fdlimit::{default_max_connections, nofile_limits, raise_nofile_limit};
 use crate::inherit::inherited_sockets;
 use crate::protocol::{
-    AuthKey, Authenticated, Echo, Framing, Greet, Json, Prefix, Protocol, Upper, CHALLENGE_BYTES,
-    HANDSHAKE_TIMEOUT,
+    AuthKey, Authenticated, Echo, Framing, Greet, Json, Prefix, Protocol, ProxyHeaderFirst, Upper,
+    CHALLENGE_BYTES, HANDSHAKE_TIMEOUT, MIN_MAX_LINE_WITH_PROXY_HEADER,
 };
 use crate::server::{BoundSocket, Config, Server, DEFAULT_BACKLOG};
 use crate::sockets::somaxconn;
@@ -151,6 +151,12 @@ pub struct ServeArgs {
     /// ECHO_REACTOR_AUTH_KEY, if set, holds the key itself.
     #[arg(long, value_name = "PATH")]
     pub auth_key_file: Option<PathBuf>,
+    /// Every TCP and Unix stream connection must begin with a PROXY protocol
+    /// header, v1 or v2 (what HAProxy's send-proxy / send-proxy-v2 send):
+    /// its client address is the one logged. No valid header within the
+    /// handshake time (5 s, or --idle-timeout if shorter): closed and counted.
+    #[arg(long)]
+    pub proxy_protocol: bool,
     /// Unsent bytes per connection before reading from it pauses (e.g. 1048576, 64KiB, 1.5MiB; 1MB is 10^6).
     /// At most --max-memory (a worker's share of it), or the machine's memory without a budget.
     #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_bytes)]
@@ -388,7 +394,16 @@ fn serve(args: &ServeArgs) -> io::Result<()> {
             config.max_line
         )));
     }
+    if args.proxy_protocol && config.max_line < MIN_MAX_LINE_WITH_PROXY_HEADER {
+        // A partial header waits in the input buffer like a partial line.
+        return Err(usage_error(format!(
+            "--max-line {} is shorter than the longest PROXY header accepted: with \
+             --proxy-protocol it must be at least {MIN_MAX_LINE_WITH_PROXY_HEADER}",
+            config.max_line
+        )));
+    }
     // The client gets 5 s to answer, or the idle timeout if that is shorter.
+    // The same bound applies to the PROXY header.
     let timeout = config
         .idle_timeout
         .map_or(HANDSHAKE_TIMEOUT, |idle| idle.min(HANDSHAKE_TIMEOUT));
@@ -396,32 +411,46 @@ fn serve(args: &ServeArgs) -> io::Result<()> {
         return supervise(args, &config);
     }
     let framing = Framing::from(args.framing.unwrap_or(FramingName::Line));
+    let proxy = args.proxy_protocol;
     match args.protocol {
-        ProtocolName::Echo => serve_guarded(&config, Echo, auth, timeout),
-        ProtocolName::Upper => serve_guarded(&config, Upper, auth, timeout),
+        ProtocolName::Echo => serve_guarded(&config, Echo, auth, proxy, timeout),
+        ProtocolName::Upper => serve_guarded(&config, Upper, auth, proxy, timeout),
         ProtocolName::Prefix => {
             let prefix = args.prefix.as_deref().unwrap_or(DEFAULT_PREFIX);
             let prefix = Prefix::new(prefix.as_bytes(), framing);
-            serve_guarded(&config, prefix, auth, timeout)
+            serve_guarded(&config, prefix, auth, proxy, timeout)
         }
-        ProtocolName::Greet => serve_guarded(&config, Greet::new(framing), auth, timeout),
-        ProtocolName::Json => serve_guarded(&config, Json, auth, timeout),
+        ProtocolName::Greet => serve_guarded(&config, Greet::new(framing), auth, proxy, timeout),
+        ProtocolName::Json => serve_guarded(&config, Json, auth, proxy, timeout),
     }
 }
 
-/// Serve `protocol`, behind the handshake when a key is given.
+/// Serve `protocol`, behind the handshake when a key is given, and behind
+/// a PROXY header (which comes first on the wire) with `--proxy-protocol`.
+/// Each combination is its own type, so a server without them runs exactly
+/// the protocol's code: neither costs anything when off.
 fn serve_guarded<P: Protocol>(
     config: &Config,
     protocol: P,
     auth: Option<AuthKey>,
+    proxy_header: bool,
     timeout: Duration,
 ) -> io::Result<()> {
-    match auth {
-        Some(key) => {
+    if proxy_header {
+        info!("proxy protocol: connections must begin with a PROXY v1 or v2 header within {timeout:?}");
+    }
+    match (auth, proxy_header) {
+        (Some(key), false) => {
             info!("auth: clients must answer the HMAC-SHA256 challenge within {timeout:?}");
             serve_with(config, Authenticated::new(protocol, key, timeout))
         }
-        None => serve_with(config, protocol),
+        (Some(key), true) => {
+            info!("auth: clients must answer the HMAC-SHA256 challenge within {timeout:?}");
+            let inner = Authenticated::new(protocol, key, timeout);
+            serve_with(config, ProxyHeaderFirst::new(inner, timeout))
+        }
+        (None, true) => serve_with(config, ProxyHeaderFirst::new(protocol, timeout)),
+        (None, false) => serve_with(config, protocol),
     }
 }
 

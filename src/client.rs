@@ -26,6 +26,7 @@ use clap::Args;
 
 use crate::cli::{load_auth_key, ProtocolName};
 use crate::protocol::CHALLENGE_BYTES;
+use crate::proxy_header::{encode, encode_unknown, HeaderVersion};
 use crate::units::{parse_addr, parse_secs, usage_error};
 
 /// How long to wait for a reply before giving up (`--timeout` overrides).
@@ -58,6 +59,11 @@ pub struct ClientArgs {
     /// Answer the server's HMAC challenge with this key file (or ECHO_REACTOR_AUTH_KEY).
     #[arg(long, value_name = "PATH")]
     pub auth_key_file: Option<PathBuf>,
+    /// Begin the connection with a PROXY protocol header (v1 or v2) naming
+    /// this client's own address, as a load balancer would (for a server
+    /// run with --proxy-protocol; over --unix the header names no address).
+    #[arg(long, value_name = "VERSION", value_enum, conflicts_with = "udp")]
+    pub proxy_header: Option<HeaderVersion>,
     /// What the server speaks (`greet`: print the welcome line first).
     #[arg(long, value_enum, default_value_t = ProtocolName::Echo)]
     pub protocol: ProtocolName,
@@ -214,6 +220,17 @@ pub fn run(args: &ClientArgs) -> io::Result<()> {
         }
     };
     let mut writer = conn.try_clone()?;
+    if let Some(version) = args.proxy_header {
+        // First on the wire, before the server says anything (a greeting or
+        // a challenge comes only once the header is in).
+        let header = match &conn {
+            Conn::Tcp(stream) => encode(version, stream.local_addr()?, stream.peer_addr()?),
+            Conn::Unix(_) => encode_unknown(version),
+        };
+        writer
+            .write_all(&header)
+            .map_err(|e| action_error(&format!("send the PROXY header to {peer}"), e))?;
+    }
     let mut reader = BufReader::new(conn);
     let mut stdout = io::stdout().lock();
 

@@ -20,6 +20,7 @@
 //! | [`ratelimit`] | one warning per interval for log lines a client can trigger |
 //! | [`connection`] | one connection's readiness flags and timestamps, and the fill/flush drain loops |
 //! | [`protocol`] | what the server says: the [`Protocol`](protocol::Protocol) trait, `echo`, `upper`, `prefix`, `greet`, `json`, the HMAC handshake, framing |
+//! | [`proxy_header`] | the PROXY protocol header (v1/v2, via `ppp`): reading one from a stream's first bytes, writing one for a client |
 //! | [`timers`] | the once-per-turn clock and the lazy deadline queue |
 //! | [`budget`] | `--max-memory`: the server-wide marks, and who is evicted first |
 //! | [`buffer`] | byte queues that hold memory only while holding bytes |
@@ -50,6 +51,7 @@ pub mod fdlimit;
 pub mod inherit;
 pub mod nonblocking;
 pub mod protocol;
+pub mod proxy_header;
 pub mod ratelimit;
 pub mod reactor;
 pub mod server;

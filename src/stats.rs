@@ -37,11 +37,15 @@ pub enum CloseReason {
     /// Closed to keep the server within `--max-memory` (it held the most
     /// unread output when the budget was reached).
     Evicted,
+    /// `--proxy-protocol`: the connection did not begin with a valid PROXY header.
+    ProxyHeaderInvalid,
+    /// `--proxy-protocol`: no complete PROXY header within the handshake time.
+    ProxyHeaderTimeout,
 }
 
 impl CloseReason {
     /// Every reason, in counter order.
-    pub const ALL: [CloseReason; 10] = [
+    pub const ALL: [CloseReason; 12] = [
         CloseReason::PeerClosed,
         CloseReason::ProtocolClosed,
         CloseReason::Reset,
@@ -52,6 +56,8 @@ impl CloseReason {
         CloseReason::Stalled,
         CloseReason::Shutdown,
         CloseReason::Evicted,
+        CloseReason::ProxyHeaderInvalid,
+        CloseReason::ProxyHeaderTimeout,
     ];
 
     /// The name used in stats lines.
@@ -67,6 +73,8 @@ impl CloseReason {
             CloseReason::Stalled => "stalled",
             CloseReason::Shutdown => "shutdown",
             CloseReason::Evicted => "evicted",
+            CloseReason::ProxyHeaderInvalid => "proxy_header_invalid",
+            CloseReason::ProxyHeaderTimeout => "proxy_header_timeout",
         }
     }
 

@@ -56,7 +56,7 @@ fn serve<P: Protocol>(
         let consumed = protocol.on_bytes(&mut session, &pending, &mut reply);
         let requests = reply.requests();
         assert!(consumed <= pending.len(), "consumed more than it was given");
-        if requests.refuse {
+        if requests.refuse.is_some() {
             return Transcript {
                 sent,
                 closed: false,

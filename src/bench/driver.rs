@@ -24,6 +24,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::message::push_message;
 use super::sources::{source_for, start_connect};
+use crate::proxy_header::{self, HeaderVersion};
 use crate::nonblocking::{try_read, try_write, ReadOutcome, WriteOutcome};
 
 /// Latencies are recorded in microseconds, up to an hour.
@@ -79,6 +80,8 @@ pub struct Load {
     /// Local addresses the connections come from, round-robin by
     /// connection id (empty: the kernel's choice).
     pub sources: Vec<IpAddr>,
+    /// Begin each connection with a PROXY header of this version.
+    pub proxy_header: Option<HeaderVersion>,
 }
 
 /// A per-second progress sample, sent to the main thread.
@@ -176,12 +179,13 @@ fn connect_all(poll: &mut Poll, load: &Load, first_id: u32, count: usize) -> (Ve
         .into_iter()
         .enumerate()
         .map(|(index, stream)| Client {
+            // The header goes out with the first message (flush sends `out`).
+            out: proxy_preamble(load.proxy_header, &stream),
             stream,
             id: first_id + index as u32,
             next_seq: 0,
             in_flight: VecDeque::new(),
             overdue: VecDeque::new(),
-            out: Vec::new(),
             out_sent: 0,
             reply: Vec::new(),
             open: true,
@@ -199,6 +203,18 @@ fn connect_all(poll: &mut Poll, load: &Load, first_id: u32, count: usize) -> (Ve
         }
     }
     (clients, failures)
+}
+
+/// What a connection sends before its first message: a PROXY header
+/// naming this connection's own address as the client and the target as
+/// the destination (`--proxy-header`), or nothing.
+fn proxy_preamble(version: Option<HeaderVersion>, stream: &TcpStream) -> Vec<u8> {
+    match (version, stream.local_addr(), stream.peer_addr()) {
+        (Some(version), Ok(local), Ok(peer)) => proxy_header::encode(version, local, peer),
+        // Connected streams have both addresses; without them, send no
+        // header and let the server's refusal show up as an error.
+        _ => Vec::new(),
+    }
 }
 
 /// Open `count` connections to `addr` from the kernel's choice of source

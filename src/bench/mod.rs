@@ -54,6 +54,8 @@ use message::HEADER_BYTES;
 use processes::Gate;
 use sources::{PortRange, Sources};
 
+use crate::proxy_header::HeaderVersion;
+
 /// Descriptors the bench keeps for itself besides its connections.
 const FD_RESERVE: u64 = 64;
 /// After the measured window, how long replies still in flight may take.
@@ -123,6 +125,11 @@ pub struct BenchArgs {
     /// Load-generator threads.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Begin each measured connection with a PROXY protocol header (v1 or
+    /// v2) naming its own address as the source, as a load balancer would:
+    /// for a server run with --proxy-protocol (the child server gets it too).
+    #[arg(long, value_name = "VERSION", value_enum)]
+    pub proxy_header: Option<HeaderVersion>,
     /// What the server answers.
     #[arg(long, value_enum, default_value_t = BenchProtocol::Echo)]
     pub protocol: BenchProtocol,
@@ -295,7 +302,7 @@ struct ChildServer {
 }
 
 impl ChildServer {
-    fn start(protocol: BenchProtocol) -> io::Result<ChildServer> {
+    fn start(protocol: BenchProtocol, proxy_header: bool) -> io::Result<ChildServer> {
         let protocol = match protocol {
             BenchProtocol::Echo => "echo",
             BenchProtocol::Upper => "upper",
@@ -311,6 +318,7 @@ impl ChildServer {
                 "--shutdown-grace",
                 "2",
             ])
+            .args(proxy_header.then_some("--proxy-protocol"))
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -430,7 +438,7 @@ pub fn run(args: &BenchArgs) -> io::Result<()> {
     let sources = validate(args)?;
     let child = match args.addr {
         Some(_) => None,
-        None => Some(ChildServer::start(args.protocol)?),
+        None => Some(ChildServer::start(args.protocol, args.proxy_header.is_some())?),
     };
     let addr = args
         .addr
@@ -614,6 +622,7 @@ fn run_echo(args: &BenchArgs, target: &Target, progress: bool) -> io::Result<Val
                 duration: args.duration,
                 drain: DRAIN,
                 sources: target.sources.addrs.clone(),
+                proxy_header: args.proxy_header,
             };
             let first = first + args.first_connection_id;
             let (connected, start) = (connected.clone(), start.clone());
@@ -798,6 +807,7 @@ fn run_hold(args: &BenchArgs, target: &Target) -> io::Result<Value> {
                 duration: args.duration,
                 drain: DRAIN + Duration::from_secs(10),
                 sources: target.sources.addrs.clone(),
+                proxy_header: args.proxy_header,
             };
             let first = first + args.first_connection_id;
             let meet = meet.clone();

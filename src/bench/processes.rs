@@ -134,6 +134,9 @@ fn child_args(
         "--scenario".into(),
         name(&|| args.scenario.to_possible_value()),
     ];
+    if let Some(version) = args.proxy_header {
+        a.extend(["--proxy-header".into(), version.to_string()]);
+    }
     if let Some(rate) = args.rate {
         let share = rate * connections as f64 / args.connections as f64;
         a.extend(["--rate".into(), share.to_string()]);

@@ -564,7 +564,7 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
             self.inbuf.consume(consumed, &mut ctx.gauge);
         }
         let mut requests = reply.requests();
-        if !requests.close && !requests.refuse && self.inbuf.len() > ctx.limits.max_line {
+        if !requests.close && requests.refuse.is_none() && self.inbuf.len() > ctx.limits.max_line {
             // A partial message past --max-line: memory must stay bounded,
             // so stop here. The protocol may say why (json sends an error).
             protocol.on_input_too_long(&mut self.session, &mut reply);
@@ -601,8 +601,8 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
         bytes: &[u8],
         ctx: &mut Context,
     ) -> Result<(), CloseReason> {
-        if requests.refuse {
-            return Err(CloseReason::Refused); // nothing more is sent
+        if let Some(reason) = requests.refuse {
+            return Err(reason); // nothing more is sent
         }
         match requests.deadline {
             DeadlineRequest::Unchanged => {}

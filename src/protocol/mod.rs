@@ -17,12 +17,15 @@
 
 use std::time::Duration;
 
+use crate::stats::CloseReason;
+
 mod auth;
 mod echo;
 pub mod framing;
 mod greet;
 mod json;
 mod prefix;
+mod proxied;
 mod upper;
 
 pub use auth::{AuthKey, AuthSession, Authenticated, CHALLENGE_BYTES, HANDSHAKE_TIMEOUT};
@@ -31,6 +34,7 @@ pub use framing::Framing;
 pub use greet::{Greet, WELCOME};
 pub use json::{Json, JsonCursor};
 pub use prefix::Prefix;
+pub use proxied::{ProxiedSession, ProxyHeaderFirst, MIN_MAX_LINE_WITH_PROXY_HEADER};
 pub use upper::Upper;
 
 /// A protocol served over the reactor. One value serves every connection;
@@ -124,7 +128,7 @@ pub enum DeadlineRequest {
 pub struct Reply<'a> {
     bytes: &'a mut Vec<u8>,
     close: bool,
-    refuse: bool,
+    refuse: Option<CloseReason>,
     deadline: DeadlineRequest,
 }
 
@@ -134,7 +138,7 @@ impl<'a> Reply<'a> {
         Reply {
             bytes,
             close: false,
-            refuse: false,
+            refuse: None,
             deadline: DeadlineRequest::Unchanged,
         }
     }
@@ -159,12 +163,18 @@ impl<'a> Reply<'a> {
     /// this reply are dropped): the peer failed a check, e.g. the handshake.
     /// Counted as `closed_refused`.
     pub fn refuse(&mut self) {
-        self.refuse = true;
+        self.refuse_as(CloseReason::Refused);
     }
 
-    /// Whether [`Reply::refuse`] was called.
+    /// [`Reply::refuse`], counted as `reason` (e.g. a bad PROXY header,
+    /// which an operator wants told apart from a failed handshake).
+    pub fn refuse_as(&mut self, reason: CloseReason) {
+        self.refuse = Some(reason);
+    }
+
+    /// Whether [`Reply::refuse`] (or [`Reply::refuse_as`]) was called.
     pub fn refused(&self) -> bool {
-        self.refuse
+        self.refuse.is_some()
     }
 
     /// Call [`Protocol::on_deadline`] `after` from now unless re-armed or cancelled.
@@ -207,8 +217,8 @@ impl<'a> Reply<'a> {
 pub struct Requests {
     /// Close once everything queued is sent ([`Reply::close`]).
     pub close: bool,
-    /// Close at once, sending nothing ([`Reply::refuse`]).
-    pub refuse: bool,
+    /// Close at once, sending nothing, counted as this reason ([`Reply::refuse`]).
+    pub refuse: Option<CloseReason>,
     /// Arm, cancel or keep the deadline.
     pub deadline: DeadlineRequest,
 }
