@@ -39,8 +39,14 @@ pub struct Errors {
     pub connect: u64,
     /// Replies that differ from the message they answer (or arrive unasked).
     pub mismatch: u64,
-    /// Connections reset or closed by the server mid-run.
+    /// Connections reset by the server (or failing otherwise) mid-run.
     pub reset: u64,
+    /// Connections the server closed cleanly (FIN) mid-run — a draining
+    /// server in a rolling restart does this once its owed replies are
+    /// sent. Told apart from resets and mismatches: every reply that came
+    /// was verified; the messages still in flight were never read by the
+    /// server and are not counted as timeouts.
+    pub server_closed: u64,
     /// Messages still unanswered when the run's drain window ended.
     pub timeout: u64,
 }
@@ -51,12 +57,13 @@ impl Errors {
         self.connect += other.connect;
         self.mismatch += other.mismatch;
         self.reset += other.reset;
+        self.server_closed += other.server_closed;
         self.timeout += other.timeout;
     }
 
     /// Any error at all.
     pub fn any(&self) -> bool {
-        self.connect + self.mismatch + self.reset + self.timeout > 0
+        self.connect + self.mismatch + self.reset + self.server_closed + self.timeout > 0
     }
 }
 
@@ -380,7 +387,16 @@ impl Client {
                     }
                 }
                 ReadOutcome::WouldBlock => break,
-                ReadOutcome::Closed | ReadOutcome::Reset | ReadOutcome::Failed(_) => {
+                ReadOutcome::Closed => {
+                    // The server ended the connection after its last reply
+                    // (e.g. it is draining): not a reset, not a mismatch.
+                    // Close our side too, so its lingering close ends now.
+                    tally.measured.errors.server_closed += 1;
+                    self.in_flight.clear();
+                    self.open = false;
+                    let _ = self.stream.shutdown(std::net::Shutdown::Both);
+                }
+                ReadOutcome::Reset | ReadOutcome::Failed(_) => {
                     tally.measured.errors.reset += 1;
                     self.open = false;
                 }

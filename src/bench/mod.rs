@@ -503,7 +503,7 @@ pub fn run(args: &BenchArgs) -> io::Result<()> {
 /// has been printed.
 fn fail_on_errors(report: &Value) -> io::Result<()> {
     let errors = &report["errors"];
-    let total: u64 = ["connect", "mismatch", "reset", "timeout"]
+    let total: u64 = ["connect", "mismatch", "reset", "server_closed", "timeout"]
         .iter()
         .map(|k| errors[k].as_u64().unwrap_or(0))
         .sum();
@@ -588,7 +588,8 @@ fn fill_cpu(report: &mut Value, start: &CpuWindow, end: &CpuWindow, messages: u6
 }
 
 fn errors_json(errors: &Errors) -> Value {
-    json!({"connect": errors.connect, "mismatch": errors.mismatch, "reset": errors.reset, "timeout": errors.timeout})
+    json!({"connect": errors.connect, "mismatch": errors.mismatch, "reset": errors.reset,
+           "server_closed": errors.server_closed, "timeout": errors.timeout})
 }
 
 /// The echo scenario, and the flood scenario (echo beside flooders).
@@ -957,8 +958,8 @@ fn print_human(r: &Value) {
     }
     let e = &r["errors"];
     println!(
-        "  errors       connect {}  mismatch {}  reset {}  timeout {}",
-        e["connect"], e["mismatch"], e["reset"], e["timeout"]
+        "  errors       connect {}  mismatch {}  reset {}  server_closed {}  timeout {}",
+        e["connect"], e["mismatch"], e["reset"], e["server_closed"], e["timeout"]
     );
     println!(
         "  client       cpu {:.3} s{}",
