@@ -132,13 +132,17 @@ fn parse_v2(window: &[u8]) -> HeaderOutcome {
         },
         // The 16 fixed bytes are in and declare the rest's length: refuse
         // a header we would not hold, before waiting for it.
-        Err(v2::ParseError::Partial(_, declared)) if V2_FIXED_BYTES + declared > MAX_HEADER_BYTES => {
+        Err(v2::ParseError::Partial(_, declared))
+            if V2_FIXED_BYTES + declared > MAX_HEADER_BYTES =>
+        {
             HeaderOutcome::Invalid(format!(
                 "v2 header of {} bytes, more than the {MAX_HEADER_BYTES} accepted",
                 V2_FIXED_BYTES + declared
             ))
         }
-        Err(v2::ParseError::Incomplete(_) | v2::ParseError::Partial(..)) => HeaderOutcome::Incomplete,
+        Err(v2::ParseError::Incomplete(_) | v2::ParseError::Partial(..)) => {
+            HeaderOutcome::Incomplete
+        }
         Err(e) => HeaderOutcome::Invalid(format!("v2 header: {e}")),
     }
 }
@@ -321,11 +325,17 @@ mod tests {
 
     #[test]
     fn garbage_is_invalid_as_soon_as_it_cannot_become_a_header() {
-        assert!(matches!(parse(b"GET / HTTP/1.1\r\n"), HeaderOutcome::Invalid(_)));
+        assert!(matches!(
+            parse(b"GET / HTTP/1.1\r\n"),
+            HeaderOutcome::Invalid(_)
+        ));
         assert!(matches!(parse(b"hello"), HeaderOutcome::Invalid(_)));
         assert!(matches!(parse(b"PROXY TCP5 "), HeaderOutcome::Invalid(_)));
         // A line that ends before the header does.
-        assert!(matches!(parse(b"PROXY TCP4 1.2.3.4\n"), HeaderOutcome::Invalid(_)));
+        assert!(matches!(
+            parse(b"PROXY TCP4 1.2.3.4\n"),
+            HeaderOutcome::Invalid(_)
+        ));
         assert!(matches!(
             parse(b"PROXY TCP4 1.2.3.4 5.6.7.8 99999 80\r\n"),
             HeaderOutcome::Invalid(_)
@@ -349,7 +359,11 @@ mod tests {
         let header = encode(HeaderVersion::V2, source, destination);
         assert_eq!(header.len(), 16 + 12);
         for cut in 0..header.len() {
-            assert_eq!(parse(&header[..cut]), HeaderOutcome::Incomplete, "cut at {cut}");
+            assert_eq!(
+                parse(&header[..cut]),
+                HeaderOutcome::Incomplete,
+                "cut at {cut}"
+            );
         }
         let mut input = header.clone();
         input.extend_from_slice(b"data");
@@ -366,8 +380,8 @@ mod tests {
     #[test]
     fn v2_local_is_the_proxys_own_connection() {
         let header = v2::Builder::new(
-            (v2::Version::Two | v2::Command::Local).into(),
-            (v2::AddressFamily::Unspecified | v2::Protocol::Unspecified).into(),
+            v2::Version::Two | v2::Command::Local,
+            v2::AddressFamily::Unspecified | v2::Protocol::Unspecified,
         )
         .build()
         .unwrap();

@@ -19,7 +19,10 @@ use support::{connect, read_exact, ServeProcess, TestServer, DEADLINE};
 const HEADER_TIMEOUT: Duration = Duration::from_millis(300);
 
 fn proxied_echo() -> TestServer {
-    TestServer::start(Config::default(), ProxyHeaderFirst::new(Echo, HEADER_TIMEOUT))
+    TestServer::start(
+        Config::default(),
+        ProxyHeaderFirst::new(Echo, HEADER_TIMEOUT),
+    )
 }
 
 fn client_addr() -> SocketAddr {
@@ -71,7 +74,11 @@ fn a_header_split_at_every_byte_is_consumed_and_the_data_in_its_last_segment_is_
         }
     }
     let stats = server.stop();
-    assert_eq!(stats.closed_by(CloseReason::ProxyHeaderInvalid), 0, "{stats}");
+    assert_eq!(
+        stats.closed_by(CloseReason::ProxyHeaderInvalid),
+        0,
+        "{stats}"
+    );
 }
 
 #[test]
@@ -90,12 +97,22 @@ fn a_whole_header_and_data_in_one_segment_are_answered_too() {
 fn a_garbage_header_closes_the_connection_and_is_counted() {
     let server = proxied_echo();
     let mut stream = connect(server.addr);
-    stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    assert_eq!(read_to_close(&mut stream), b"", "nothing is echoed to a refused client");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(
+        read_to_close(&mut stream),
+        b"",
+        "nothing is echoed to a refused client"
+    );
     let stats = server.wait_for("the refusal to be counted", |s| {
         s.closed_by(CloseReason::ProxyHeaderInvalid) == 1
     });
-    assert_eq!(stats.closed_by(CloseReason::ProxyHeaderTimeout), 0, "{stats}");
+    assert_eq!(
+        stats.closed_by(CloseReason::ProxyHeaderTimeout),
+        0,
+        "{stats}"
+    );
     // Other clients are served as usual.
     let mut good = connect(server.addr);
     let mut segment = header_for(HeaderVersion::V2, server.addr);
@@ -110,7 +127,9 @@ fn no_header_within_the_handshake_time_closes_the_connection_and_is_counted() {
     let mut silent = connect(server.addr);
     // And one that sends a valid beginning but never finishes it.
     let mut partial = connect(server.addr);
-    partial.write_all(&header_for(HeaderVersion::V1, server.addr)[..10]).unwrap();
+    partial
+        .write_all(&header_for(HeaderVersion::V1, server.addr)[..10])
+        .unwrap();
     let started = Instant::now();
     assert_eq!(read_to_close(&mut silent), b"");
     assert_eq!(read_to_close(&mut partial), b"");
@@ -122,7 +141,11 @@ fn no_header_within_the_handshake_time_closes_the_connection_and_is_counted() {
     let stats = server.wait_for("both timeouts to be counted", |s| {
         s.closed_by(CloseReason::ProxyHeaderTimeout) == 2
     });
-    assert_eq!(stats.closed_by(CloseReason::ProxyHeaderInvalid), 0, "{stats}");
+    assert_eq!(
+        stats.closed_by(CloseReason::ProxyHeaderInvalid),
+        0,
+        "{stats}"
+    );
 }
 
 #[test]
@@ -180,7 +203,10 @@ fn the_logged_client_address_is_the_one_the_header_names() {
         }
         // The proxy's own address (the socket's peer, 127.0.0.1) is not
         // the one logged for this client.
-        assert!(!seen.iter().any(|l| l.contains("header: client 127.0.0.1")), "{seen:#?}");
+        assert!(
+            !seen.iter().any(|l| l.contains("header: client 127.0.0.1")),
+            "{seen:#?}"
+        );
     }
     server.signal(libc::SIGTERM);
     let (status, stdout) = server.wait_exit();
@@ -195,10 +221,21 @@ fn the_client_and_the_bench_send_the_header_the_server_wants() {
     let exe = env!("CARGO_BIN_EXE_echo-reactor");
     for version in ["v1", "v2"] {
         let out = std::process::Command::new(exe)
-            .args(["client", "--addr", &addr, "--proxy-header", version, "hello"])
+            .args([
+                "client",
+                "--addr",
+                &addr,
+                "--proxy-header",
+                version,
+                "hello",
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
     }
     // Without the header, this server refuses the client.
@@ -208,11 +245,23 @@ fn the_client_and_the_bench_send_the_header_the_server_wants() {
         .unwrap();
     assert!(!out.status.success());
     let out = std::process::Command::new(exe)
-        .args(["bench", "--addr", &addr, "--proxy-header", "v2", "--connections", "4"])
+        .args([
+            "bench",
+            "--addr",
+            &addr,
+            "--proxy-header",
+            "v2",
+            "--connections",
+            "4",
+        ])
         .args(["--duration", "0.5", "--warmup", "0", "--json"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["messages"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(report["connections"]["achieved"], 4, "{report}");

@@ -24,8 +24,8 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::message::push_message;
 use super::sources::{source_for, start_connect};
-use crate::proxy_header::{self, HeaderVersion};
 use crate::nonblocking::{try_read, try_write, ReadOutcome, WriteOutcome};
+use crate::proxy_header::{self, HeaderVersion};
 
 /// Latencies are recorded in microseconds, up to an hour.
 pub fn new_histogram() -> Histogram<u64> {

@@ -438,7 +438,10 @@ pub fn run(args: &BenchArgs) -> io::Result<()> {
     let sources = validate(args)?;
     let child = match args.addr {
         Some(_) => None,
-        None => Some(ChildServer::start(args.protocol, args.proxy_header.is_some())?),
+        None => Some(ChildServer::start(
+            args.protocol,
+            args.proxy_header.is_some(),
+        )?),
     };
     let addr = args
         .addr

@@ -71,7 +71,12 @@ impl<P> ProxyHeaderFirst<P> {
     }
 
     /// Refuse a connection whose first bytes cannot be a header.
-    fn refuse_invalid(&self, session: &mut ProxiedSession<impl Sized>, why: &str, reply: &mut Reply<'_>) {
+    fn refuse_invalid(
+        &self,
+        session: &mut ProxiedSession<impl Sized>,
+        why: &str,
+        reply: &mut Reply<'_>,
+    ) {
         if let Some(held_back) = self.invalid_warnings.allow() {
             warn!(
                 "PROXY header invalid: {}; connection closed \
@@ -243,7 +248,10 @@ mod tests {
         let mut input = header(HeaderVersion::V2);
         input.extend_from_slice(b"Ann\n");
         let mut reply = Reply::new(&mut out);
-        assert_eq!(proto.on_bytes(&mut session, &input, &mut reply), input.len());
+        assert_eq!(
+            proto.on_bytes(&mut session, &input, &mut reply),
+            input.len()
+        );
         assert_eq!(reply.deadline(), DeadlineRequest::Cancel);
         assert_eq!(out, b"Welcome!\nHello, Ann!\n");
     }
@@ -263,7 +271,10 @@ mod tests {
         let mut session = proto.on_open(&mut Reply::new(&mut out));
         let mut reply = Reply::new(&mut out);
         proto.on_deadline(&mut session, &mut reply);
-        assert_eq!(reply.requests().refuse, Some(CloseReason::ProxyHeaderTimeout));
+        assert_eq!(
+            reply.requests().refuse,
+            Some(CloseReason::ProxyHeaderTimeout)
+        );
     }
 
     #[test]
@@ -273,6 +284,9 @@ mod tests {
         let mut session = proto.on_open(&mut Reply::new(&mut out));
         let mut reply = Reply::new(&mut out);
         proto.on_peer_closed(&mut session, b"PROXY TCP4", &mut reply);
-        assert_eq!(reply.requests().refuse, Some(CloseReason::ProxyHeaderInvalid));
+        assert_eq!(
+            reply.requests().refuse,
+            Some(CloseReason::ProxyHeaderInvalid)
+        );
     }
 }
