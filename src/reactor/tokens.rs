@@ -58,12 +58,11 @@ mod tests {
         assert_eq!(endpoint_index(SIGNALS), None);
         assert_eq!(endpoint_index(Token(0)), None);
         assert_eq!(endpoint_index(Token(1_000_000)), None);
-        assert_eq!(
-            endpoint_index(Token(FIRST_RESERVED)),
-            Some(MAX_ENDPOINTS - 1)
-        );
-        assert_eq!(endpoint_index(Token(FIRST_RESERVED - 1)), None);
+        // Below the last listening socket: the metrics listener, then its
+        // connections, the last of which is the lowest reserved token.
         assert_eq!(endpoint_index(METRICS_LISTENER), None);
+        assert_eq!(METRICS_LISTENER.0 + 1, endpoint_token(MAX_ENDPOINTS - 1).0);
+        assert_eq!(endpoint_index(Token(FIRST_RESERVED)), None);
         assert_eq!(metrics_conn_index(METRICS_LISTENER), None);
         let last = metrics_conn_token(MAX_METRICS_CONNECTIONS - 1);
         assert_eq!(metrics_conn_index(last), Some(MAX_METRICS_CONNECTIONS - 1));
