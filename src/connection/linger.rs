@@ -19,10 +19,15 @@
 //! 2. keep reading and discarding until the peer closes too, or
 //!    [`LINGER_MS`] passes (counted in `linger_timeouts`). Then close.
 //!
-//! One shortcut, for shutdown only: a connection with nothing queued to
-//! read whose peer has acknowledged everything we sent (`SIOCOUTQ` is 0) —
-//! an idle client — is closed at once, so a server full of idle clients
-//! does not wait 5 s for each to notice. For the closes a *client* causes
+//! One shortcut, for shutdown only: a connection silent for at least
+//! [`QUIET_BEFORE_SHUTDOWN_MS`], with nothing queued to read, whose peer
+//! has acknowledged everything we sent (`SIOCOUTQ` is 0) — an idle client —
+//! is closed at once, so a server full of idle clients does not wait 5 s
+//! for each to notice. A client in the middle of a conversation (it spoke
+//! within that time) lingers like any other: its next message may be on
+//! the wire already — "nothing queued" is only what the last poll saw —
+//! and a `close()` that finds it unread resets the connection, where a
+//! draining server (a rolling restart) owes it a clean FIN. For the closes a *client* causes
 //! (greet's `exit`, a JSON error, `--max-line`) there is no shortcut: "the
 //! queue is empty right now" does not mean the client has stopped sending,
 //! and its next segment would draw the reset we are avoiding.
@@ -45,13 +50,23 @@ use crate::timers::due_after;
 /// ample and bounds how long a descriptor can be held.
 pub const LINGER_MS: u64 = 5_000;
 
+/// At shutdown, a connection silent for this long counts as idle and is
+/// closed without a linger (see the module docs). A second: far longer
+/// than a request/response client's gap between messages, far shorter
+/// than a long-lived idle connection's silence.
+pub const QUIET_BEFORE_SHUTDOWN_MS: u64 = 1_000;
+
 impl<S: Read + Write + Linger, Session> Connection<S, Session> {
     /// We are ending the connection for `reason` and the peer has not
     /// closed its side: drop its input as it comes, and once our output
     /// is empty shut down writing and linger (see the module docs).
     pub(super) fn end_gracefully(&mut self, reason: CloseReason, ws: &mut Workspace) -> Next {
         if self.outbuf.is_empty() && !self.state.contains(State::LINGERING) {
-            let quiet = !self.state.contains(State::READ_READY);
+            let quiet = !self.state.contains(State::READ_READY)
+                && ws.ctx.now_ms
+                    >= self
+                        .last_activity_ms
+                        .saturating_add(QUIET_BEFORE_SHUTDOWN_MS);
             if reason == CloseReason::Shutdown && quiet && self.socket.unacknowledged() == Some(0) {
                 return Next::Close(reason); // an idle client: nothing to lose
             }

@@ -423,6 +423,7 @@ fn a_linger_that_outlasts_its_deadline_closes_and_is_counted() {
 #[test]
 fn shutdown_lingers_only_where_replies_are_still_unacknowledged() {
     let mut ws = closing_workspace();
+    ws.ctx.now_ms = QUIET_BEFORE_SHUTDOWN_MS; // silent since it opened at 0
     let mut quiet = fresh(ScriptedStream::new().unacked(Some(0)));
     assert_eq!(
         quiet.stop_reading(&mut ws),
@@ -431,6 +432,18 @@ fn shutdown_lingers_only_where_replies_are_still_unacknowledged() {
     let mut busy = fresh(ScriptedStream::new().unacked(Some(100)));
     assert_eq!(busy.stop_reading(&mut ws), Next::Wait);
     assert!(busy.socket.write_shut());
+}
+
+#[test]
+fn shutdown_lingers_on_a_client_that_spoke_within_the_quiet_time() {
+    // Everything acknowledged and nothing seen queued, but it spoke just
+    // now: its next message may already be on the wire, and closing over it
+    // would send a reset instead of FIN (tests/bench_server_close.rs).
+    let mut ws = closing_workspace();
+    ws.ctx.now_ms = QUIET_BEFORE_SHUTDOWN_MS - 1;
+    let mut talking = fresh(ScriptedStream::new().unacked(Some(0)));
+    assert_eq!(talking.stop_reading(&mut ws), Next::Wait);
+    assert!(talking.socket.write_shut(), "FIN sent, lingering");
 }
 
 // ---- protocols that break the contract ----
