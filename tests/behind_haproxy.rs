@@ -128,8 +128,14 @@ impl Haproxy {
             .env("ECHO_FRONTEND", frontend.to_string())
             .env("ECHO_R1", servers[0].addr.to_string())
             .env("ECHO_R2", servers[1].addr.to_string())
-            .env("ECHO_R1_METRICS_PORT", servers[0].metrics.port().to_string())
-            .env("ECHO_R2_METRICS_PORT", servers[1].metrics.port().to_string())
+            .env(
+                "ECHO_R1_METRICS_PORT",
+                servers[0].metrics.port().to_string(),
+            )
+            .env(
+                "ECHO_R2_METRICS_PORT",
+                servers[1].metrics.port().to_string(),
+            )
             .env("ECHO_HAPROXY_ADMIN", &admin)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -162,8 +168,13 @@ impl Haproxy {
         let mut csv = String::new();
         let _ = sock.read_to_string(&mut csv);
         let header: Vec<&str> = csv.lines().next().unwrap_or("").split(',').collect();
-        let col = |name: &str| header.iter().position(|h| h.trim_start_matches("# ") == name);
-        let (Some(sv), Some(status), Some(check)) = (col("svname"), col("status"), col("check_status"))
+        let col = |name: &str| {
+            header
+                .iter()
+                .position(|h| h.trim_start_matches("# ") == name)
+        };
+        let (Some(sv), Some(status), Some(check)) =
+            (col("svname"), col("status"), col("check_status"))
         else {
             return Vec::new();
         };
@@ -171,7 +182,13 @@ impl Haproxy {
             .skip(1)
             .map(|l| l.split(',').collect::<Vec<_>>())
             .filter(|f| f.len() > check && f[sv].starts_with('r'))
-            .map(|f| (f[sv].to_string(), f[status].to_string(), f[check].to_string()))
+            .map(|f| {
+                (
+                    f[sv].to_string(),
+                    f[status].to_string(),
+                    f[check].to_string(),
+                )
+            })
             .collect()
     }
 
@@ -199,7 +216,13 @@ impl Drop for Haproxy {
 /// `echo-reactor bench` through `addr` from `source`, as a child.
 fn bench(addr: SocketAddr, source: &str, connections: usize, secs: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_echo-reactor"))
-        .args(["bench", "--addr", &addr.to_string(), "--source-addrs", source])
+        .args([
+            "bench",
+            "--addr",
+            &addr.to_string(),
+            "--source-addrs",
+            source,
+        ])
         .args(["--connections", &connections.to_string()])
         .args(["--duration", secs, "--warmup", "0", "--json"])
         .stdout(Stdio::piped())
@@ -235,7 +258,9 @@ fn a_rolling_restart_behind_haproxy_loses_no_reply_and_logs_the_real_clients() {
             std::env::var_os("CI").is_none(),
             "haproxy is not installed, and CI is set: .ci/run should have installed it"
         );
-        eprintln!("SKIPPED: haproxy is not installed (apt-get install haproxy); CI would fail here");
+        eprintln!(
+            "SKIPPED: haproxy is not installed (apt-get install haproxy); CI would fail here"
+        );
         return;
     };
     support::raise_limit_for_children();
@@ -248,7 +273,10 @@ fn a_rolling_restart_behind_haproxy_loses_no_reply_and_logs_the_real_clients() {
     // Both instances pass their /healthz checks (L7OK: HTTP 200).
     wait_until("both servers UP with a passing /healthz check", || {
         let servers = haproxy.servers();
-        servers.len() == 2 && servers.iter().all(|(_, up, check)| up == "UP" && check == "L7OK")
+        servers.len() == 2
+            && servers
+                .iter()
+                .all(|(_, up, check)| up == "UP" && check == "L7OK")
     });
 
     // 1. A bench through HAProxy, long-lived connections, every reply verified.
@@ -273,14 +301,21 @@ fn a_rolling_restart_behind_haproxy_loses_no_reply_and_logs_the_real_clients() {
     // keeps it draining (lingering) a few seconds, long enough for HAProxy
     // to see /healthz answer 503 rather than a closed port.
     let mut talker = TcpStream::connect(r1.addr).unwrap();
-    let mut hello = encode(HeaderVersion::V2, "127.0.0.9:4242".parse().unwrap(), r1.addr);
+    let mut hello = encode(
+        HeaderVersion::V2,
+        "127.0.0.9:4242".parse().unwrap(),
+        r1.addr,
+    );
     hello.extend_from_slice(b"ping");
     talker.write_all(&hello).unwrap();
     assert_eq!(read_exact(&mut talker, 4), b"ping");
     r1.process.signal(libc::SIGTERM);
     let mut haproxy_said = Vec::new();
     let down = haproxy.wait_for_line("Server echo_reactors/r1 is DOWN", &mut haproxy_said);
-    assert!(down.contains("503"), "r1 went down for another reason: {down}");
+    assert!(
+        down.contains("503"),
+        "r1 went down for another reason: {down}"
+    );
     drop(talker);
 
     // 3. Connections opened now all succeed, and all reach r2.

@@ -10,7 +10,7 @@ use std::os::unix::net::UnixStream;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use echo_reactor::protocol::{Echo, ProxyHeaderFirst};
+use echo_reactor::protocol::{Echo, ProxyHeaderFirst, Upper};
 use echo_reactor::proxy_header::{encode, HeaderVersion};
 use echo_reactor::{CloseReason, Config};
 use support::{connect, read_exact, ServeProcess, TestServer, DEADLINE};
@@ -90,7 +90,25 @@ fn a_whole_header_and_data_in_one_segment_are_answered_too() {
         segment.extend_from_slice(b"one segment\n");
         stream.write_all(&segment).unwrap();
         assert_eq!(read_exact(&mut stream, 12), b"one segment\n", "{version}");
+        // Later reads take the reactor's byte-for-byte shortcut.
+        stream.write_all(b"and later").unwrap();
+        assert_eq!(read_exact(&mut stream, 9), b"and later", "{version}");
     }
+}
+
+#[test]
+fn a_transforming_protocol_behind_the_header_transforms_every_byte_after_it() {
+    let server = TestServer::start(
+        Config::default(),
+        ProxyHeaderFirst::new(Upper, HEADER_TIMEOUT),
+    );
+    let mut stream = connect(server.addr);
+    let mut segment = header_for(HeaderVersion::V1, server.addr);
+    segment.extend_from_slice(b"first ");
+    stream.write_all(&segment).unwrap();
+    assert_eq!(read_exact(&mut stream, 6), b"FIRST ");
+    stream.write_all(b"then more").unwrap();
+    assert_eq!(read_exact(&mut stream, 9), b"THEN MORE");
 }
 
 #[test]

@@ -479,7 +479,10 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
                 ReadOutcome::Data(n) => {
                     ctx.counters.bytes_in += n as u64;
                     self.last_activity_ms = ctx.now_ms;
-                    if P::BYTE_FOR_BYTE {
+                    // (`in_preamble` is a constant `false` for every protocol
+                    // but the PROXY-header wrapper, which is byte-for-byte
+                    // only once its header is in.)
+                    if P::BYTE_FOR_BYTE && !protocol.in_preamble(&self.session) {
                         // Shortest path (echo, upper): the reply is the read
                         // bytes transformed where they lie; send them as is.
                         protocol.transform_in_place(&mut scratch[..n]);

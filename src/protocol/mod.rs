@@ -58,6 +58,15 @@ pub trait Protocol {
     /// `on_bytes`.
     fn transform_in_place(&self, _bytes: &mut [u8]) {}
 
+    /// For a [`Protocol::BYTE_FOR_BYTE`] protocol with an opening phase of
+    /// its own (a PROXY header, `proxied.rs`): `true` while this session is
+    /// still in it, so input goes through `on_bytes` until the phase ends,
+    /// and the shortcut applies from then on. The default, a constant
+    /// `false`, folds away: protocols without such a phase pay nothing.
+    fn in_preamble(&self, _session: &Self::Session) -> bool {
+        false
+    }
+
     /// A stream connection opened. May queue a greeting or arm a deadline.
     fn on_open(&self, reply: &mut Reply<'_>) -> Self::Session;
 

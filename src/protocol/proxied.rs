@@ -15,8 +15,11 @@
 //!   refuses any input that reaches [`MAX_HEADER_BYTES`] without a header,
 //!   so at most that much is held (the CLI makes `--max-line` at least as
 //!   long, or the line limit would cut the header first).
-//! - The header phase is a session state left once: afterwards each call
-//!   is one `match` on the session, then the inner protocol.
+//! - The header phase is a session state left once. Afterwards, for a
+//!   byte-for-byte inner protocol (`echo`, `upper`) the reactor's shortcut
+//!   applies again (read bytes written straight back, `on_bytes` skipped):
+//!   [`Protocol::in_preamble`] tells it when the header is in; for the
+//!   others each call is one `match` on the session, then the inner protocol.
 //! - Refusals close at once with nothing sent and are counted apart from
 //!   other refusals: a header that cannot be valid → `proxy_header_invalid`;
 //!   none complete within the handshake time (5 s, or `--idle-timeout` if
@@ -91,6 +94,18 @@ impl<P> ProxyHeaderFirst<P> {
 
 impl<P: Protocol> Protocol for ProxyHeaderFirst<P> {
     type Session = ProxiedSession<P::Session>;
+
+    /// As byte-for-byte as the inner protocol, once the header is in.
+    const BYTE_FOR_BYTE: bool = P::BYTE_FOR_BYTE;
+
+    fn transform_in_place(&self, bytes: &mut [u8]) {
+        self.inner.transform_in_place(bytes);
+    }
+
+    #[inline(always)] // once per read, on the reactor's shortest path
+    fn in_preamble(&self, session: &Self::Session) -> bool {
+        !matches!(session, ProxiedSession::Open(_))
+    }
 
     fn on_open(&self, reply: &mut Reply<'_>) -> Self::Session {
         reply.set_deadline(self.timeout);
@@ -254,6 +269,21 @@ mod tests {
         );
         assert_eq!(reply.deadline(), DeadlineRequest::Cancel);
         assert_eq!(out, b"Welcome!\nHello, Ann!\n");
+    }
+
+    #[test]
+    fn the_byte_for_byte_shortcut_waits_for_the_header() {
+        assert!(<ProxyHeaderFirst<Echo> as Protocol>::BYTE_FOR_BYTE);
+        assert!(!<ProxyHeaderFirst<Greet> as Protocol>::BYTE_FOR_BYTE);
+        let proto = ProxyHeaderFirst::new(Echo, TIMEOUT);
+        let mut out = Vec::new();
+        let mut session = proto.on_open(&mut Reply::new(&mut out));
+        assert!(proto.in_preamble(&session));
+        let header = header(HeaderVersion::V1);
+        proto.on_bytes(&mut session, &header[..5], &mut Reply::new(&mut out));
+        assert!(proto.in_preamble(&session), "a partial header");
+        proto.on_bytes(&mut session, &header, &mut Reply::new(&mut out));
+        assert!(!proto.in_preamble(&session));
     }
 
     #[test]
