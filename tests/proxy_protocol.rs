@@ -284,3 +284,25 @@ fn the_client_and_the_bench_send_the_header_the_server_wants() {
     assert!(report["messages"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(report["connections"]["achieved"], 4, "{report}");
 }
+
+#[test]
+fn a_max_line_too_short_for_a_header_is_refused_before_serving() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_echo-reactor"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--proxy-protocol",
+            "--max-line",
+            "100",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--max-line 100") && stderr.contains("536"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}

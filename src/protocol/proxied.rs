@@ -273,8 +273,8 @@ mod tests {
 
     #[test]
     fn the_byte_for_byte_shortcut_waits_for_the_header() {
-        assert!(<ProxyHeaderFirst<Echo> as Protocol>::BYTE_FOR_BYTE);
-        assert!(!<ProxyHeaderFirst<Greet> as Protocol>::BYTE_FOR_BYTE);
+        const _: () = assert!(<ProxyHeaderFirst<Echo> as Protocol>::BYTE_FOR_BYTE);
+        const _: () = assert!(!<ProxyHeaderFirst<Greet> as Protocol>::BYTE_FOR_BYTE);
         let proto = ProxyHeaderFirst::new(Echo, TIMEOUT);
         let mut out = Vec::new();
         let mut session = proto.on_open(&mut Reply::new(&mut out));
