@@ -9,8 +9,11 @@
 #
 # echo-reactor-2-workers runs `serve --workers 2` with callgrind following the
 # re-executed workers (--trace-children), and sums every process's count.
+# echo-reactor-metrics and echo-reactor-2-workers-metrics are the same with
+# `--metrics 127.0.0.1:0` (the endpoint on, not scraped: its cost on the
+# per-message path).
 #
-# Usage: scripts/instructions-per-message.sh [echo-reactor|echo-reactor-2-workers|tokio|c-epoll]...
+# Usage: scripts/instructions-per-message.sh [echo-reactor|echo-reactor-metrics|echo-reactor-2-workers|echo-reactor-2-workers-metrics|tokio|c-epoll]...
 #        (default: all three; needs valgrind, a release build, `cargo bench --no-run`,
 #        and cc for the C peer). Messages are counted by the load generator
 #        (every reply verified), the same way for every server.
@@ -40,6 +43,8 @@ run() {
   case $server in
     echo-reactor) cmd=("$bin" serve --listen 127.0.0.1:0) ;;
     echo-reactor-2-workers) cmd=("$bin" serve --listen 127.0.0.1:0 --workers 2) ;;
+    echo-reactor-metrics) cmd=("$bin" serve --listen 127.0.0.1:0 --metrics 127.0.0.1:0) ;;
+    echo-reactor-2-workers-metrics) cmd=("$bin" serve --listen 127.0.0.1:0 --workers 2 --metrics 127.0.0.1:0) ;;
     tokio) cmd=("$bench_exe" --peer tokio) ;;
     c-epoll) port=$(free_port); cmd=("$target"/c_epoll_echo "$port") ;;
   esac

@@ -320,7 +320,8 @@ fn free_port() -> u16 {
 fn prometheus_get(addr: SocketAddr, path_and_query: &str) -> Option<String> {
     let mut stream = TcpStream::connect(addr).ok()?;
     stream.set_read_timeout(Some(DEADLINE)).ok()?;
-    let head = format!("GET {path_and_query} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let head =
+        format!("GET {path_and_query} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     stream.write_all(head.as_bytes()).ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
@@ -352,8 +353,15 @@ fn a_real_prometheus_scraping_the_contrib_config_sees_every_connection() {
     }
     // The committed example, with this test's target and a 1 s interval.
     let template = include_str!("../contrib/prometheus/prometheus.yml");
-    for placeholder in ["\"127.0.0.1:9898\"", "scrape_interval: 15s", "scrape_timeout: 5s"] {
-        assert!(template.contains(placeholder), "the example lost {placeholder}");
+    for placeholder in [
+        "\"127.0.0.1:9898\"",
+        "scrape_interval: 15s",
+        "scrape_timeout: 5s",
+    ] {
+        assert!(
+            template.contains(placeholder),
+            "the example lost {placeholder}"
+        );
     }
     let config = template
         .replace("\"127.0.0.1:9898\"", &format!("\"{metrics}\""))
@@ -366,7 +374,10 @@ fn a_real_prometheus_scraping_the_contrib_config_sees_every_connection() {
     let web: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let child = std::process::Command::new(prometheus)
         .arg(format!("--config.file={}", config_file.display()))
-        .arg(format!("--storage.tsdb.path={}", data.join("tsdb").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            data.join("tsdb").display()
+        ))
         .arg(format!("--web.listen-address={web}"))
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(data.join("prometheus.log")).unwrap())
@@ -382,7 +393,8 @@ fn a_real_prometheus_scraping_the_contrib_config_sees_every_connection() {
         }
         let exited = server.child.try_wait().unwrap();
         if start.elapsed() > deadline || exited.is_some() {
-            let log = std::fs::read_to_string(server.data.join("prometheus.log")).unwrap_or_default();
+            let log =
+                std::fs::read_to_string(server.data.join("prometheus.log")).unwrap_or_default();
             panic!("Prometheus ({exited:?}) saw {seen:?}, not {CONNECTIONS}; its log:\n{log}");
         }
         thread::sleep(Duration::from_millis(250));
