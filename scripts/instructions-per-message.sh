@@ -55,6 +55,21 @@ run() {
     else addr=$(sed -n 's/^listening on tcp //p' "$work/stdout"); [ -n "$addr" ] && break; fi
     sleep 0.1
   done
+  # Under valgrind, workers start long after the supervisor prints its
+  # address: wait until one answers, so the short run is not spent starting.
+  python3 - "$addr" <<'PY' || true
+import socket, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+deadline = time.time() + 60
+while time.time() < deadline:
+    try:
+        with socket.create_connection((host, int(port)), timeout=2) as s:
+            s.settimeout(2); s.sendall(b"x")
+            if s.recv(1) == b"x":
+                break
+    except OSError:
+        time.sleep(0.2)
+PY
   local messages
   messages=$(taskset -c 1 "$bin" bench --addr "$addr" --connections 50 --size 64 --duration "$secs" --warmup 0 --json \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["messages"])')
