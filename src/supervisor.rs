@@ -24,7 +24,7 @@
 //!
 //! Nothing here runs per message: workers make no calls to each other or
 //! to the supervisor. With `--metrics` they share one region of memory,
-//! each publishing its numbers into its own slot once per loop turn, and a
+//! each publishing its numbers into its own slot at most every 10 ms, and a
 //! listener any of them answers a scrape on with every slot summed
 //! (`worker_stats.rs`).
 

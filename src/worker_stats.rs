@@ -5,12 +5,13 @@
 //! The supervisor creates the region (a `memfd`, one [`WorkerSlot`] per
 //! worker) before starting any worker and hands its descriptor to each one
 //! beside the listening sockets (`supervisor.rs`); each worker maps it
-//! `MAP_SHARED` for the rest of its life. A worker writes its slot once per
-//! loop turn (the same relaxed stores that publish `stats.rs`'s
-//! `SharedStats` to other threads — never per message) and reads the
-//! others' only when answering `/metrics`. Relaxed is enough: each number
-//! is independent, and a scrape is a moment's picture, at most one loop
-//! turn old per worker.
+//! `MAP_SHARED` for the rest of its life. A worker writes its slot at the end of
+//! a loop turn, at most every 10 ms (the same relaxed stores that publish
+//! `stats.rs`'s `SharedStats` to other threads — never per message; a turn
+//! that skips it makes the loop wake by the due time even if idle), and
+//! reads the others' only when answering `/metrics`. Relaxed is enough:
+//! each number is independent, and a scrape is a moment's picture, at most
+//! about 10 ms old per worker.
 //!
 //! Every process mapping the region is the same binary (the supervisor
 //! re-executes itself), so the slot layout agrees; a fresh `memfd` is
@@ -45,7 +46,7 @@ impl WorkerSlot {
         self.pid.store(u64::from(std::process::id()), Relaxed);
     }
 
-    /// Copy the loop's numbers in (once per loop turn).
+    /// Copy the loop's numbers in (at most every 10 ms).
     pub fn publish(&self, counters: &Counters, gauge: &BufferGauge, active: usize) {
         self.stats.publish(counters, gauge, active);
     }

@@ -293,3 +293,112 @@ fn one_scrape_counts_every_workers_connections() {
         assert_eq!(scrape_value(metrics, name), CONNECTIONS);
     }
 }
+
+/// Ends the Prometheus server we started (by pid) and removes its data.
+struct PrometheusServer {
+    child: std::process::Child,
+    data: std::path::PathBuf,
+}
+
+impl Drop for PrometheusServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET` on Prometheus' HTTP API; `None` until it answers 200.
+fn prometheus_get(addr: SocketAddr, path_and_query: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(DEADLINE)).ok()?;
+    let head =
+        format!("GET {path_and_query} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    if !response.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    Some(response.split_once("\r\n\r\n")?.1.to_string())
+}
+
+/// The value of an instant query's single sample, if it has one yet.
+fn query_value(prometheus: SocketAddr, query: &str) -> Option<u64> {
+    let body = prometheus_get(prometheus, &format!("/api/v1/query?query={query}"))?;
+    // The body may be chunked; the JSON object is between the outer braces.
+    let json = &body[body.find('{')?..=body.rfind('}')?];
+    let reply: serde_json::Value = serde_json::from_str(json).ok()?;
+    let value = reply["data"]["result"][0]["value"][1].as_str()?;
+    value.parse::<f64>().ok().map(|v| v as u64)
+}
+
+#[test]
+fn a_real_prometheus_scraping_the_contrib_config_sees_every_connection() {
+    let Some(prometheus) = required_tool("prometheus") else {
+        return;
+    };
+    let (_server, echo, metrics) = serve_with_metrics(&[]);
+    const CONNECTIONS: u64 = 7;
+    for id in 0..CONNECTIONS {
+        assert_eq!(round_trip(echo, pattern(32, id)), pattern(32, id));
+    }
+    // The committed example, with this test's target and a 1 s interval.
+    let template = include_str!("../contrib/prometheus/prometheus.yml");
+    for placeholder in [
+        "\"127.0.0.1:9898\"",
+        "scrape_interval: 15s",
+        "scrape_timeout: 5s",
+    ] {
+        assert!(
+            template.contains(placeholder),
+            "the example lost {placeholder}"
+        );
+    }
+    let config = template
+        .replace("\"127.0.0.1:9898\"", &format!("\"{metrics}\""))
+        .replace("scrape_interval: 15s", "scrape_interval: 1s")
+        .replace("scrape_timeout: 5s", "scrape_timeout: 1s");
+    let data = std::env::temp_dir().join(format!("echo-reactor-prometheus-{}", std::process::id()));
+    std::fs::create_dir_all(&data).unwrap();
+    let config_file = data.join("prometheus.yml");
+    std::fs::write(&config_file, config).unwrap();
+    let web: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let child = std::process::Command::new(prometheus)
+        .arg(format!("--config.file={}", config_file.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            data.join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address={web}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(data.join("prometheus.log")).unwrap())
+        .spawn()
+        .expect("start prometheus");
+    let mut server = PrometheusServer { child, data };
+    let start = Instant::now();
+    let deadline = Duration::from_secs(90); // Prometheus starts in seconds on a busy machine
+    loop {
+        let seen = query_value(web, "echo_reactor_connections_accepted_total");
+        if seen == Some(CONNECTIONS) {
+            break;
+        }
+        let exited = server.child.try_wait().unwrap();
+        if start.elapsed() > deadline || exited.is_some() {
+            let log =
+                std::fs::read_to_string(server.data.join("prometheus.log")).unwrap_or_default();
+            panic!("Prometheus ({exited:?}) saw {seen:?}, not {CONNECTIONS}; its log:\n{log}");
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
+    // The scrape itself succeeded: `up` is 1 for our job.
+    assert_eq!(query_value(web, "up{job=\"echo-reactor\"}"), Some(1));
+}

@@ -44,6 +44,12 @@ use crate::worker_stats::WorkerSlots;
 /// response within this long of being accepted.
 pub const METRICS_DEADLINE_MS: u64 = 3_000;
 
+/// Under `--workers`, a worker copies its numbers into its shared slot at
+/// most this often (a scrape sees them at most this much older than its
+/// own): a cheap timer, not every loop turn, so a busy worker's turns pay
+/// one comparison instead of the copy.
+pub const SLOT_PUBLISH_INTERVAL_MS: u64 = 10;
+
 /// Where a worker publishes its numbers, and where the others' are.
 #[derive(Debug)]
 pub struct SharedSlots {
@@ -78,6 +84,11 @@ pub struct MetricsEndpoint {
     conns: Slab<MetricsConn>,
     counters: HttpCounters,
     shared: Option<SharedSlots>,
+    /// The next time the shared slot may be written.
+    slot_due_ms: u64,
+    /// A turn passed without writing the slot: the numbers there may be
+    /// stale, so the loop must wake by `slot_due_ms` even if idle.
+    slot_stale: bool,
 }
 
 impl MetricsEndpoint {
@@ -98,23 +109,45 @@ impl MetricsEndpoint {
             conns: Slab::with_capacity(MAX_METRICS_CONNECTIONS),
             counters: HttpCounters::default(),
             shared,
+            slot_due_ms: 0,
+            slot_stale: false,
         })
     }
 
-    /// The nearest connection deadline, if any connection is open.
+    /// The nearest connection deadline, or the time the shared slot is
+    /// due while it is stale.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.conns.iter().map(|(_, c)| c.deadline_ms).min()
+        let slot = self.slot_stale.then_some(self.slot_due_ms);
+        self.conns
+            .iter()
+            .map(|(_, c)| c.deadline_ms)
+            .chain(slot)
+            .min()
     }
 
-    /// Copy the loop's numbers into this worker's shared slot (once per
-    /// turn; nothing without `--workers`).
+    /// Copy the loop's numbers into this worker's shared slot, at most
+    /// every [`SLOT_PUBLISH_INTERVAL_MS`] (called once per turn; nothing
+    /// without `--workers`).
     #[inline]
-    pub fn publish(&self, counters: &Counters, gauge: &BufferGauge, active: usize) {
-        if let Some(shared) = &self.shared {
-            if let Some(slot) = shared.slots.slot(shared.index) {
-                slot.publish(counters, gauge, active);
-            }
+    pub fn publish(
+        &mut self,
+        now_ms: u64,
+        counters: &Counters,
+        gauge: &BufferGauge,
+        active: usize,
+    ) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        if now_ms < self.slot_due_ms {
+            self.slot_stale = true;
+            return;
         }
+        if let Some(slot) = shared.slots.slot(shared.index) {
+            slot.publish(counters, gauge, active);
+        }
+        self.slot_due_ms = due_after(now_ms, SLOT_PUBLISH_INTERVAL_MS);
+        self.slot_stale = false;
     }
 
     /// An event for the listener or a connection. `stats` is this
@@ -328,5 +361,44 @@ impl MetricsConn {
         // FIN after the response: the client reads to the end of the stream.
         let _ = self.stream.shutdown(Shutdown::Write);
         Progress::Finished
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepted(counters: u64) -> Counters {
+        Counters {
+            accepted: counters,
+            ..Counters::default()
+        }
+    }
+
+    #[test]
+    fn a_skipped_slot_copy_makes_the_loop_wake_when_it_is_due() {
+        let poll = mio::Poll::new().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let slots = WorkerSlots::create(1).unwrap();
+        let shared = SharedSlots { slots, index: 0 };
+        let mut endpoint = MetricsEndpoint::new(listener, Some(shared), poll.registry()).unwrap();
+        let gauge = BufferGauge::default();
+        let seen = |endpoint: &MetricsEndpoint| {
+            let shared = endpoint.shared.as_ref().unwrap();
+            shared.slots.total().stats.accepted
+        };
+        endpoint.publish(100, &accepted(1), &gauge, 1);
+        assert_eq!(seen(&endpoint), 1);
+        assert_eq!(endpoint.next_deadline(), None, "nothing stale, nothing due");
+        // Within the interval: not copied, but the loop must come back.
+        endpoint.publish(105, &accepted(2), &gauge, 1);
+        assert_eq!(seen(&endpoint), 1);
+        assert_eq!(
+            endpoint.next_deadline(),
+            Some(100 + SLOT_PUBLISH_INTERVAL_MS)
+        );
+        endpoint.publish(100 + SLOT_PUBLISH_INTERVAL_MS, &accepted(2), &gauge, 1);
+        assert_eq!(seen(&endpoint), 2);
+        assert_eq!(endpoint.next_deadline(), None);
     }
 }

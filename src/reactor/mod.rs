@@ -21,7 +21,8 @@
 //!    so a key named by a later event of the same batch is never reused
 //!    for a new connection mid-batch;
 //! 7. publish the counters for other threads (and, under `--workers`
-//!    with `--metrics`, into this worker's shared slot).
+//!    with `--metrics`, into this worker's shared slot, at most every
+//!    10 ms).
 //!
 //! With `--metrics`, one more listener and its HTTP connections take
 //! tokens of their own and are served in step 3, their deadlines expired
@@ -345,8 +346,9 @@ impl<P: Protocol> Reactor<P> {
         let ws = &self.clients.ws;
         self.stats
             .publish(&ws.ctx.counters, &ws.ctx.gauge, self.clients.conns.len());
-        if let Some(metrics) = &self.metrics {
-            metrics.publish(&ws.ctx.counters, &ws.ctx.gauge, self.clients.conns.len());
+        if let Some(metrics) = &mut self.metrics {
+            let active = self.clients.conns.len();
+            metrics.publish(ws.ctx.now_ms, &ws.ctx.counters, &ws.ctx.gauge, active);
         }
         if let Some(interval) = self.settings.stats_interval_ms {
             if ws.ctx.now_ms >= self.next_stats_ms {
