@@ -20,6 +20,10 @@
 //!   its own open-file limit, merged into one report ([`processes`]);
 //!   connections come from several source addresses when one would run
 //!   out of ephemeral ports ([`sources`]).
+//! - `--sweep` runs the echo scenario at a series of open-loop rates and
+//!   finds the knee ([`sweep`]); `--plot` draws the run or the sweep as an
+//!   SVG chart ([`plot`]); `--histogram-log` writes HdrHistogram's interval
+//!   log, one interval per second ([`timeline`]).
 //! - Settings that cannot work are refused before anything runs.
 
 pub mod compare;
@@ -27,12 +31,16 @@ pub mod driver;
 pub mod flood;
 pub mod merge;
 pub mod message;
+pub mod plot;
 pub mod processes;
 pub mod sources;
+pub mod sweep;
 pub mod sysinfo;
+pub mod timeline;
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
@@ -53,6 +61,8 @@ use merge::{encode, MergeArgs};
 use message::HEADER_BYTES;
 use processes::Gate;
 use sources::{PortRange, Sources};
+use sweep::SweepRates;
+use timeline::Timeline;
 
 /// Descriptors the bench keeps for itself besides its connections.
 const FD_RESERVE: u64 = 64;
@@ -108,8 +118,9 @@ pub struct BenchArgs {
     /// Message size in bytes, e.g. 64 or 4KiB (at least the 24-byte header: connection id + sequence).
     #[arg(long, value_name = "BYTES", default_value = "64", value_parser = parse_bytes)]
     pub size: usize,
-    /// Measured time.
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    /// Measured time (of each step, with --sweep: 5 s unless given).
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs,
+          default_value_if("sweep", clap::builder::ArgPredicate::IsPresent, "5"))]
     pub duration: Duration,
     /// Time before measuring starts (0 for none).
     #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs_or_zero)]
@@ -151,6 +162,21 @@ pub struct BenchArgs {
     /// when one address would run out of ephemeral ports to a loopback target.
     #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
     pub source_addrs: Vec<IpAddr>,
+    /// Open-loop steps at these total rates (msgs/s, e.g. 10000,20000,40000), each
+    /// --duration long; `auto`: 8 steps from a tenth of the closed-loop capacity
+    /// (a short probe) to past it. Reports each step and the knee.
+    #[arg(long, value_name = "RATES|auto", value_parser = sweep::parse_rates)]
+    pub sweep: Option<SweepRates>,
+    /// The knee of a sweep: the highest step whose corrected p99 is within this, with no errors.
+    #[arg(long, value_name = "MICROS", default_value_t = 1000)]
+    pub slo_p99_us: u64,
+    /// Draw the run as an SVG chart: a sweep's percentiles against achieved
+    /// msgs/s, or a run's percentile spectrum and msgs/s and p99 per second.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// Write the latency as an HdrHistogram interval log, one interval per second.
+    #[arg(long, value_name = "FILE")]
+    pub histogram_log: Option<PathBuf>,
     /// (Internal: a child of --processes) stop at the start gate and wait for the parent.
     #[arg(long, hide = true)]
     pub gated: bool,
@@ -229,6 +255,7 @@ pub fn validate(args: &BenchArgs) -> io::Result<Sources> {
             args.processes
         )));
     }
+    sweep::validate(args).map_err(refuse)?;
     if args.gated && (args.addr.is_none() || args.processes > 1) {
         return Err(refuse(
             "--gated is internal to --processes (a child with --addr)".into(),
@@ -443,8 +470,15 @@ pub fn run(args: &BenchArgs) -> io::Result<()> {
         gate: Gate::new(args.gated),
     };
     let progress = !args.json && io::IsTerminal::is_terminal(&io::stderr());
+    // Created before the run, so a path that cannot be written is refused first.
+    let mut log = match &args.histogram_log {
+        Some(path) => Some(timeline::LogFile::create(path, plot::describe_args(args))?),
+        None => None,
+    };
 
-    let mut report = if args.processes > 1 {
+    let mut report = if args.sweep.is_some() {
+        sweep::run(args, &target, progress, log.as_mut())?
+    } else if args.processes > 1 {
         processes::run(
             args,
             addr,
@@ -454,7 +488,13 @@ pub fn run(args: &BenchArgs) -> io::Result<()> {
         )?
     } else {
         match args.scenario {
-            Scenario::Echo | Scenario::Flood => run_echo(args, &target, progress)?,
+            Scenario::Echo | Scenario::Flood => {
+                let (report, mut seconds) = run_echo(args, &target, progress)?;
+                if let Some(log) = log.as_mut() {
+                    seconds.write_intervals(log, None)?;
+                }
+                report
+            }
             Scenario::Connect => run_connect(args, &target)?,
             Scenario::Hold => run_hold(args, &target)?,
         }
@@ -485,8 +525,16 @@ pub fn run(args: &BenchArgs) -> io::Result<()> {
         let mut out = io::stdout().lock();
         writeln!(out, "{report}")?;
         out.flush()?;
+    } else if report.get("steps").is_some() {
+        sweep::print_table(&report);
     } else {
         print_human(&report);
+    }
+    if let Some(log) = log {
+        log.finish()?;
+    }
+    if let Some(path) = &args.plot {
+        plot::chart_of_report(&report, path)?;
     }
     fail_on_errors(&report)
 }
@@ -532,6 +580,10 @@ fn base_report(args: &BenchArgs, target: &Target) -> Value {
             "flood_bytes": args.flood_bytes,
             "processes": args.processes,
             "source_addrs": addrs(&args.source_addrs),
+            "sweep": args.sweep.as_ref().map(SweepRates::to_string),
+            "slo_p99_us": args.slo_p99_us,
+            "plot": args.plot.as_ref().map(|p| p.display().to_string()),
+            "histogram_log": args.histogram_log.as_ref().map(|p| p.display().to_string()),
         },
         "processes": args.processes,
         "source_addrs": addrs(&target.sources.addrs),
@@ -584,7 +636,7 @@ fn errors_json(errors: &Errors) -> Value {
 }
 
 /// The echo scenario, and the flood scenario (echo beside flooders).
-fn run_echo(args: &BenchArgs, target: &Target, progress: bool) -> io::Result<Value> {
+fn run_echo(args: &BenchArgs, target: &Target, progress: bool) -> io::Result<(Value, Timeline)> {
     let (addr, server_pid) = (target.addr, target.server_pid);
     let flooders = match args.scenario {
         Scenario::Flood => args.flooders.unwrap_or(0),
@@ -639,6 +691,7 @@ fn run_echo(args: &BenchArgs, target: &Target, progress: bool) -> io::Result<Val
     target.gate.pass("connected")?;
     start.wait();
     let began = Instant::now();
+    let mut timeline = Timeline::new(began, args.warmup, args.duration);
     let measure_from = began + args.warmup;
     let measure_until = measure_from + args.duration;
     let mut cpu_start = None;
@@ -665,6 +718,7 @@ fn run_echo(args: &BenchArgs, target: &Target, progress: bool) -> io::Result<Val
                 second_msgs += tick.messages;
                 second_open += tick.open;
                 let _ = so_far.add(&tick.latency);
+                timeline.add(&tick);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break, // every thread is done
@@ -720,7 +774,8 @@ fn run_echo(args: &BenchArgs, target: &Target, progress: bool) -> io::Result<Val
     if let Some(flood) = flood {
         report["flood"] = flood_json(&flood, args);
     }
-    Ok(report)
+    report["seconds"] = timeline.to_json();
+    Ok((report, timeline))
 }
 
 fn flood_json(flood: &Flood, args: &BenchArgs) -> Value {
