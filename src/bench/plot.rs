@@ -70,8 +70,13 @@ pub fn describe_report(r: &Value) -> String {
         format!("server at {}", s["addr"].as_str().unwrap_or("?"))
     };
     let env = &r["environment"];
+    let per = if r.get("steps").is_some() {
+        "step"
+    } else {
+        "run"
+    };
     format!(
-        "{server} · {} connections · {} B · pipeline {} · {} load thread(s) · {} s per run · Linux {} · {} CPUs",
+        "{server} · {} connections · {} B · pipeline {} · {} load thread(s) · {} s per {per} · Linux {} · {} CPU(s)",
         r["connections"]["requested"],
         s["size"],
         s["pipeline"],
@@ -104,8 +109,10 @@ fn log_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
     if hi <= 0.0 {
         return 1.0..1000.0;
     }
-    let lo = 10f64.powf(lo.log10().floor()).max(1.0);
-    let hi = 10f64.powf(hi.log10().ceil()).max(lo * 10.0);
+    // A little room past the extremes, so a line at a power of ten (the
+    // SLO, say) does not lie on the frame.
+    let lo = 10f64.powf((lo * 0.8).log10().floor()).max(1.0);
+    let hi = 10f64.powf((hi * 1.25).log10().ceil()).max(lo * 10.0);
     lo..hi
 }
 
@@ -441,7 +448,7 @@ pub fn run_chart(report: &Value, subtitle: &str, path: &Path) -> io::Result<()> 
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(SeriesLabelPosition::LowerRight)
         .label_font((FONT, 15))
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
