@@ -152,7 +152,7 @@ fn a_sweep_finds_the_knee_of_a_rate_limited_server_and_draws_it() {
         "--warmup",
         "0.3",
         "--slo-p99-us",
-        "20000",
+        "50000",
         "--plot",
         svg.to_str().unwrap(),
     ]);
@@ -171,10 +171,19 @@ fn a_sweep_finds_the_knee_of_a_rate_limited_server_and_draws_it() {
         }
     }
     // The knee: the highest step within the SLO, within 20 % of R.
+    let summary: Vec<String> = steps
+        .iter()
+        .map(|s| {
+            format!(
+                "{} -> {} p99 {} errors {}",
+                s["target_rate"], s["msgs_per_sec"], s["latency_us"]["p99"], s["errors"]
+            )
+        })
+        .collect();
     let knee = r["knee"]["msgs_per_sec"].as_f64().expect("a knee");
     assert!(
         (knee - R).abs() <= 0.2 * R,
-        "knee {knee} msgs/s, server limited to {R}"
+        "knee {knee} msgs/s, server limited to {R}: {summary:#?}"
     );
     // Above R the queue grows all step long: the corrected p99 (from the
     // intended send time) grows with the overload, while the uncorrected
@@ -203,7 +212,7 @@ fn a_sweep_finds_the_knee_of_a_rate_limited_server_and_draws_it() {
         "p50",
         "p99",
         "p99.9",
-        "SLO: p99 ≤ 20 ms",
+        "SLO: p99 ≤ 50 ms",
         "knee:",
         "achieved throughput (messages per second)",
         "latency (log scale)",
@@ -229,7 +238,7 @@ fn an_auto_sweep_steps_from_a_tenth_of_capacity_to_past_it() {
         "--warmup",
         "0.2",
         "--slo-p99-us",
-        "20000",
+        "50000",
     ]);
     let r = json_of(&out);
     let capacity = r["sweep"]["probe"]["msgs_per_sec"]
