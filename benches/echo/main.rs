@@ -774,6 +774,8 @@ fn sweep(setup: &Setup) {
                 1,
             )
         };
+        // The report too, so the charts can be redrawn or compared later.
+        let _ = std::fs::write(dir.join(format!("sweep-{name}.json")), r.to_string());
         let own_chart = dir.join(format!("sweep-{name}.svg"));
         echo_reactor::bench::plot::sweep_chart(&r, &about(&r), &own_chart).expect("draw the chart");
         let knee = &r["knee"];

@@ -250,7 +250,7 @@ pub fn sweep_chart(report: &Value, subtitle: &str, path: &Path) -> io::Result<()
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(SeriesLabelPosition::LowerRight) // overloaded points go up, not there
         .label_font((FONT, 16))
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
@@ -343,7 +343,7 @@ pub fn servers_chart(reports: &[(String, Value)], subtitle: &str, path: &Path) -
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], SLO_COLOUR.stroke_width(2)));
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(SeriesLabelPosition::LowerRight) // overloaded points go up, not there
         .label_font((FONT, 16))
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
