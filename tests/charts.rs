@@ -406,6 +406,10 @@ fn chart_and_log_settings_that_cannot_work_are_refused() {
         (vec!["--sweep", "auto", "--rate", "100"], "leave out --rate"),
         (vec!["--sweep", "100,50"], "rise"),
         (
+            vec!["--scenario", "connect", "--plot", "x.svg"],
+            "not the connect scenario",
+        ),
+        (
             vec!["--sweep", "auto", "--scenario", "hold"],
             "echo scenario only",
         ),

@@ -78,6 +78,9 @@ pub fn parse_rates(text: &str) -> Result<SweepRates, String> {
 
 /// Settings a sweep cannot work with (one line each).
 pub fn validate(args: &BenchArgs) -> Result<(), String> {
+    if args.plot.is_some() && args.scenario == Scenario::Connect {
+        return Err("--plot draws message latency: not the connect scenario".into());
+    }
     if args.sweep.is_none() {
         return match (&args.histogram_log, args.scenario, args.processes) {
             (Some(_), Scenario::Connect | Scenario::Hold, _) => {
