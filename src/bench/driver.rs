@@ -12,9 +12,9 @@
 //! Every reply is compared byte for byte with the message it answers.
 
 use std::collections::VecDeque;
-use std::io::ErrorKind;
+use std::io::{self, ErrorKind};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::mpsc::Sender;
+use std::sync::atomic::Ordering;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,10 @@ use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
+use super::failures::ConnectFailures;
+use super::interrupt;
 use super::message::push_message;
+use super::progress::Counters;
 use super::sources::{source_for, start_connect};
 use crate::nonblocking::{try_read, try_write, ReadOutcome, WriteOutcome};
 
@@ -31,16 +34,25 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
-/// What can go wrong, counted.
+/// What can go wrong, counted once per connection: a connection's first
+/// failure is its error, and the connection is closed (a reset after
+/// messages went unanswered is one reset, not a reset and a timeout).
+/// Precedence, for the one connection: never up (`connect`), else its
+/// first failure in time (`mismatch` or `reset`), else, still open with
+/// messages unanswered when the drain window ended, `timeout`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Errors {
-    /// Connections that could not be established.
+    /// Connections that could not be established (`connect_reasons.total()`).
     pub connect: u64,
-    /// Replies that differ from the message they answer (or arrive unasked).
+    /// Why, by class.
+    pub connect_reasons: ConnectFailures,
+    /// Connections closed on a reply that differs from the message it
+    /// answers (or arrives unasked).
     pub mismatch: u64,
     /// Connections reset or closed by the server mid-run.
     pub reset: u64,
-    /// Messages still unanswered when the run's drain window ended.
+    /// Connections with messages still unanswered when the run's drain
+    /// window ended.
     pub timeout: u64,
 }
 
@@ -48,6 +60,7 @@ impl Errors {
     /// Add another thread's counts.
     pub fn add(&mut self, other: &Errors) {
         self.connect += other.connect;
+        self.connect_reasons.add(&other.connect_reasons);
         self.mismatch += other.mismatch;
         self.reset += other.reset;
         self.timeout += other.timeout;
@@ -81,17 +94,6 @@ pub struct Load {
     pub sources: Vec<IpAddr>,
 }
 
-/// A per-second progress sample, sent to the main thread.
-#[derive(Debug)]
-pub struct Tick {
-    /// Verified replies in this interval (measured ones only).
-    pub messages: u64,
-    /// Their latencies (corrected), for a running p99.
-    pub latency: Histogram<u64>,
-    /// Connections open now in this thread.
-    pub open: usize,
-}
-
 /// What one thread measured.
 #[derive(Debug)]
 pub struct Measured {
@@ -109,14 +111,15 @@ pub struct Measured {
 
 impl Measured {
     /// Nothing measured yet, on `connected` connections (`failed` did not connect).
-    pub fn new(connected: usize, failed: u64) -> Self {
+    pub fn new(connected: usize, failed: ConnectFailures) -> Self {
         Measured {
             connected,
             messages: 0,
             latency: new_histogram(),
             latency_uncorrected: new_histogram(),
             errors: Errors {
-                connect: failed,
+                connect: failed.total(),
+                connect_reasons: failed,
                 ..Errors::default()
             },
         }
@@ -129,16 +132,6 @@ impl Measured {
         let _ = self.latency.add(&other.latency);
         let _ = self.latency_uncorrected.add(&other.latency_uncorrected);
         self.errors.add(&other.errors);
-    }
-}
-
-impl Tick {
-    fn new() -> Self {
-        Tick {
-            messages: 0,
-            latency: new_histogram(),
-            open: 0,
-        }
     }
 }
 
@@ -168,10 +161,16 @@ struct Client {
 
 /// Open `count` connections starting at id `first_id` (see
 /// [`connect_streams_from`]), register each for reading and writing under
-/// its index, and return the clients and the failures.
-fn connect_all(poll: &mut Poll, load: &Load, first_id: u32, count: usize) -> (Vec<Client>, u64) {
+/// its index, and return the clients and the failures. `progress` learns
+/// how many are up as they come, and when this thread is done.
+fn connect_all(
+    poll: &mut Poll,
+    load: &Load,
+    (first_id, count): (u32, usize),
+    progress: &Counters,
+) -> (Vec<Client>, ConnectFailures) {
     let (streams, mut failures) =
-        connect_streams_from(poll, load.addr, &load.sources, first_id, count);
+        connect_streams_from(poll, load.addr, (&load.sources, first_id), count, progress);
     let mut clients: Vec<Client> = streams
         .into_iter()
         .enumerate()
@@ -187,17 +186,29 @@ fn connect_all(poll: &mut Poll, load: &Load, first_id: u32, count: usize) -> (Ve
             open: true,
         })
         .collect();
+    // A connection that cannot be registered never carries a message: it
+    // counts as not up (and is dropped, so achieved = clients.len()).
+    clients.retain_mut(|client| {
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        let registered = poll
+            .registry()
+            .register(&mut client.stream, Token(0), interest);
+        if let Err(e) = &registered {
+            failures.count(e);
+        }
+        registered.is_ok()
+    });
+    // Tokens are indices into `clients`, so they are given once it is final.
     for (index, client) in clients.iter_mut().enumerate() {
         let interest = Interest::READABLE | Interest::WRITABLE;
-        if poll
+        let _ = poll
             .registry()
-            .register(&mut client.stream, Token(index), interest)
-            .is_err()
-        {
-            client.open = false;
-            failures += 1;
-        }
+            .reregister(&mut client.stream, Token(index), interest);
     }
+    progress.up.store(clients.len() as u64, Ordering::Relaxed);
+    progress.failed.store(failures.total(), Ordering::Relaxed);
+    progress.open.store(clients.len() as u64, Ordering::Relaxed);
+    progress.connected.store(true, Ordering::Release);
     (clients, failures)
 }
 
@@ -207,24 +218,33 @@ pub(super) fn connect_streams(
     poll: &mut Poll,
     addr: SocketAddr,
     count: usize,
-) -> (Vec<TcpStream>, u64) {
-    connect_streams_from(poll, addr, &[], 0, count)
+) -> (Vec<TcpStream>, ConnectFailures) {
+    connect_streams_from(poll, addr, (&[], 0), count, &Counters::default())
 }
 
 /// Open `count` connections to `addr`, at most a wave of them in progress
 /// at a time (so the server's listen queue is not flooded), each with
 /// `TCP_NODELAY`; attempt `i` comes from source address `first_id + i`
 /// round-robin. Returns the connected streams, in the order they
-/// connected and registered with nothing, and how many failed.
+/// connected and registered with nothing, and why the others failed;
+/// `progress.up` and `.failed` follow along.
 pub(super) fn connect_streams_from(
     poll: &mut Poll,
     addr: SocketAddr,
-    sources: &[IpAddr],
-    first_id: u32,
+    (sources, first_id): (&[IpAddr], u32),
     count: usize,
-) -> (Vec<TcpStream>, u64) {
+    progress: &Counters,
+) -> (Vec<TcpStream>, ConnectFailures) {
+    // Past this, what is not up counts as `gave_up`: a server that
+    // completes handshakes this slowly is itself the finding.
     const CONNECT_DEADLINE: Duration = Duration::from_secs(15);
-    connect_streams_within(poll, addr, (sources, first_id), count, CONNECT_DEADLINE)
+    connect_streams_within(
+        poll,
+        addr,
+        (sources, first_id),
+        count,
+        (CONNECT_DEADLINE, progress),
+    )
 }
 
 /// [`connect_streams_from`], giving up on what is not connected after `deadline`.
@@ -233,11 +253,11 @@ fn connect_streams_within(
     addr: SocketAddr,
     (sources, first_id): (&[IpAddr], u32),
     count: usize,
-    deadline: Duration,
-) -> (Vec<TcpStream>, u64) {
+    (deadline, progress): (Duration, &Counters),
+) -> (Vec<TcpStream>, ConnectFailures) {
     const WAVE: usize = 256;
     let mut connected: Vec<TcpStream> = Vec::with_capacity(count);
-    let mut failures = 0;
+    let mut failures = ConnectFailures::default();
     let mut events = Events::with_capacity(1024);
     let start = Instant::now();
     let mut pending: Vec<Option<TcpStream>> = Vec::new();
@@ -248,25 +268,28 @@ fn connect_streams_within(
             match start_connect(addr, source) {
                 Ok(mut stream) => {
                     let token = Token(pending.len());
-                    if poll
+                    match poll
                         .registry()
                         .register(&mut stream, token, Interest::WRITABLE)
-                        .is_ok()
                     {
-                        pending.push(Some(stream));
-                    } else {
-                        failures += 1;
+                        Ok(()) => pending.push(Some(stream)),
+                        Err(e) => failures.count(&e),
                     }
                 }
-                Err(_) => failures += 1,
+                Err(e) => failures.count(&e),
             }
             next += 1;
         }
-        if start.elapsed() > deadline {
+        let stopped = interrupt::requested();
+        if start.elapsed() > deadline || stopped {
             // Those under way and those never started alike: every
             // connection asked for is either connected or counted.
-            failures += pending.iter().filter(|p| p.is_some()).count() as u64;
-            failures += (count - next) as u64;
+            let left = pending.iter().filter(|p| p.is_some()).count() + (count - next);
+            if stopped {
+                failures.stopped += left as u64;
+            } else {
+                failures.gave_up += left as u64;
+            }
             break;
         }
         if poll
@@ -280,17 +303,29 @@ fn connect_streams_within(
                 continue;
             };
             // Writable after a non-blocking connect: connected, or failed.
-            let ok = matches!(stream.take_error(), Ok(None)) && stream.peer_addr().is_ok();
             let _ = poll.registry().deregister(&mut stream);
-            if ok {
-                let _ = stream.set_nodelay(true);
-                connected.push(stream);
-            } else {
-                failures += 1;
+            match connect_outcome(&stream) {
+                Ok(()) => {
+                    let _ = stream.set_nodelay(true);
+                    connected.push(stream);
+                }
+                Err(e) => failures.count(&e),
             }
         }
+        progress.up.store(connected.len() as u64, Ordering::Relaxed);
+        progress.failed.store(failures.total(), Ordering::Relaxed);
     }
     (connected, failures)
+}
+
+/// How a non-blocking connect ended, once its socket reported writable:
+/// `SO_ERROR` holds the reason it failed (`ECONNREFUSED`, `ETIMEDOUT`, ...);
+/// without one, a peer address means it is up.
+fn connect_outcome(stream: &TcpStream) -> io::Result<()> {
+    match stream.take_error() {
+        Ok(Some(e)) | Err(e) => Err(e),
+        Ok(None) => stream.peer_addr().map(drop),
+    }
 }
 
 /// Per-thread buffers and tallies used while handling events.
@@ -300,7 +335,36 @@ struct Tally {
     measure_from: Instant,
     measure_until: Instant,
     measured: Measured,
-    tick: Tick,
+    /// Verified replies, warm-up and drain included (for the progress lines).
+    replies: u64,
+    /// Measured latencies since the last merge into the progress counters.
+    latency_since_tick: Histogram<u64>,
+}
+
+impl Tally {
+    fn new(
+        size: usize,
+        (measure_from, measure_until): (Instant, Instant),
+        measured: Measured,
+    ) -> Tally {
+        Tally {
+            scratch: vec![0; 64 * 1024],
+            expected: Vec::with_capacity(size),
+            measure_from,
+            measure_until,
+            measured,
+            replies: 0,
+            latency_since_tick: new_histogram(),
+        }
+    }
+
+    /// Publish the running totals for the main thread's progress lines.
+    fn publish(&self, progress: &Counters) {
+        progress.replies.store(self.replies, Ordering::Relaxed);
+        progress
+            .measured
+            .store(self.measured.messages, Ordering::Relaxed);
+    }
 }
 
 impl Client {
@@ -353,6 +417,9 @@ impl Client {
                             self.check_reply(size, tally);
                             self.reply.clear();
                             completed += 1;
+                            if !self.open {
+                                break; // a mismatch: the rest cannot be verified
+                            }
                         }
                     }
                     // The server's short-read rule, here too: a short read
@@ -377,15 +444,20 @@ impl Client {
     fn check_reply(&mut self, size: usize, tally: &mut Tally) {
         let now = Instant::now();
         let Some(sent) = self.in_flight.pop_front() else {
-            tally.measured.errors.mismatch += 1; // a reply nobody asked for
+            // A reply nobody asked for: the stream is out of step, so
+            // nothing more from it can be verified.
+            tally.measured.errors.mismatch += 1;
+            self.open = false;
             return;
         };
         tally.expected.clear();
         push_message(&mut tally.expected, self.id, sent.seq, size);
         if self.reply != tally.expected {
             tally.measured.errors.mismatch += 1;
+            self.open = false; // counted once; see `Errors`
             return;
         }
+        tally.replies += 1;
         if sent.sent >= tally.measure_from && now <= tally.measure_until {
             let corrected = micros(now - sent.intended);
             tally.measured.messages += 1;
@@ -394,8 +466,7 @@ impl Client {
                 .measured
                 .latency_uncorrected
                 .saturating_record(micros(now - sent.sent));
-            tally.tick.messages += 1;
-            tally.tick.latency.saturating_record(corrected);
+            tally.latency_since_tick.saturating_record(corrected);
         }
     }
 }
@@ -408,26 +479,22 @@ fn micros(d: Duration) -> u64 {
 /// All threads and the main thread meet at `connected` once connected;
 /// then at `start` (with the flood thread, if any), when the main thread
 /// says the run begins (after the other processes are connected too).
+/// The running totals go to `progress`; a stop asked for by a signal ends
+/// the run early (what is in flight then is neither measured nor an error).
 pub fn run_echo(
     load: &Load,
     first_id: u32,
     count: usize,
     (connected, start): (&Barrier, &Barrier),
-    ticks: Sender<Tick>,
+    progress: &Counters,
 ) -> Measured {
     let mut poll = Poll::new().expect("epoll_create");
-    let (mut clients, failures) = connect_all(&mut poll, load, first_id, count);
+    let (mut clients, failures) = connect_all(&mut poll, load, (first_id, count), progress);
     connected.wait();
     start.wait();
     let began = Instant::now();
-    let mut tally = Tally {
-        scratch: vec![0; 64 * 1024],
-        expected: Vec::with_capacity(load.size),
-        measure_from: began + load.warmup,
-        measure_until: began + load.warmup + load.duration,
-        measured: Measured::new(clients.len(), failures),
-        tick: Tick::new(),
-    };
+    let window = (began + load.warmup, began + load.warmup + load.duration);
+    let mut tally = Tally::new(load.size, window, Measured::new(clients.len(), failures));
     let stop_sending = tally.measure_until;
     let give_up = stop_sending + load.drain;
     let mut next_tick = began + Duration::from_secs(1);
@@ -452,6 +519,9 @@ pub fn run_echo(
         if (!sending && drained()) || now >= give_up || clients.is_empty() {
             break;
         }
+        if interrupt::requested() {
+            break;
+        }
         // Open loop: hand out every message whose time has come.
         if let (Some(interval), true) = (interval, sending) {
             loop {
@@ -472,10 +542,12 @@ pub fn run_echo(
                 }
             }
         }
+        tally.publish(progress);
         if now >= next_tick {
-            tally.tick.open = clients.iter().filter(|c| c.open).count();
-            let tick = std::mem::replace(&mut tally.tick, Tick::new());
-            let _ = ticks.send(tick);
+            let open = clients.iter().filter(|c| c.open).count();
+            progress.open.store(open as u64, Ordering::Relaxed);
+            progress.add_latency(&tally.latency_since_tick);
+            tally.latency_since_tick.reset();
             next_tick += Duration::from_secs(1);
         }
         let mut wake = next_tick.min(if sending { stop_sending } else { give_up });
@@ -483,6 +555,7 @@ pub fn run_echo(
             wake = wake.min(began + interval.mul_f64(scheduled as f64));
         }
         let timeout = wake.saturating_duration_since(Instant::now());
+        let timeout = timeout.min(interrupt::CHECK_EVERY);
         if let Err(e) = poll.poll(&mut events, Some(timeout)) {
             if e.kind() == ErrorKind::Interrupted {
                 continue;
@@ -518,37 +591,52 @@ pub fn run_echo(
             }
         }
     }
-    tally.measured.errors.timeout += clients
-        .iter()
-        .map(|c| c.in_flight.len() as u64)
-        .sum::<u64>();
+    tally.measured.errors.timeout += unanswered(&clients);
+    tally.publish(progress);
+    progress.add_latency(&tally.latency_since_tick);
     tally.measured
+}
+
+/// Connections still open with messages unanswered: the `timeout` errors.
+/// One that closed already was counted as a reset or mismatch; after a
+/// signal, nothing in flight is an error (the run was cut short).
+fn unanswered(clients: &[Client]) -> u64 {
+    if interrupt::requested() {
+        return 0;
+    }
+    clients
+        .iter()
+        .filter(|c| c.open && !c.in_flight.is_empty())
+        .count() as u64
 }
 
 /// Hold scenario: connect, meet the main thread (which measures memory),
 /// stay idle until it says so, then have every connection answer once.
 /// Barrier meetings: connected, hold over, answered (the main thread
-/// measures memory again), released.
-pub fn run_hold(load: &Load, first_id: u32, count: usize, meet: &Barrier) -> Measured {
+/// measures memory again), released. After a signal, nobody is asked
+/// to answer.
+pub fn run_hold(
+    load: &Load,
+    (first_id, count): (u32, usize),
+    meet: &Barrier,
+    progress: &Counters,
+) -> Measured {
     let mut poll = Poll::new().expect("epoll_create");
-    let (mut clients, failures) = connect_all(&mut poll, load, first_id, count);
+    let (mut clients, failures) = connect_all(&mut poll, load, (first_id, count), progress);
     let mut measured = Measured::new(clients.len(), failures);
     meet.wait(); // 1: all connected
     meet.wait(); // 2: the hold is over
     let began = Instant::now();
-    let mut tally = Tally {
-        scratch: vec![0; 64 * 1024],
-        expected: Vec::with_capacity(load.size),
-        measure_from: began,
-        measure_until: began + load.drain,
-        measured,
-        tick: Tick::new(),
-    };
-    for client in &mut clients {
-        client.send_next(load.size, began, began, &mut tally.measured.errors);
+    let mut tally = Tally::new(load.size, (began, began + load.drain), measured);
+    if !interrupt::requested() {
+        for client in &mut clients {
+            client.send_next(load.size, began, began, &mut tally.measured.errors);
+        }
     }
     let mut events = Events::with_capacity(1024);
-    while clients.iter().any(|c| c.open && !c.in_flight.is_empty()) && began.elapsed() < load.drain
+    while clients.iter().any(|c| c.open && !c.in_flight.is_empty())
+        && began.elapsed() < load.drain
+        && !interrupt::requested()
     {
         let _ = poll.poll(&mut events, Some(Duration::from_millis(100)));
         for event in events.iter() {
@@ -563,10 +651,7 @@ pub fn run_hold(load: &Load, first_id: u32, count: usize, meet: &Barrier) -> Mea
         }
     }
     measured = tally.measured;
-    measured.errors.timeout += clients
-        .iter()
-        .map(|c| c.in_flight.len() as u64)
-        .sum::<u64>();
+    measured.errors.timeout += unanswered(&clients);
     meet.wait(); // 3: every connection answered (or not)
     meet.wait(); // 4: memory measured; now close
     measured
@@ -579,8 +664,11 @@ pub struct Connects {
     pub completed: u64,
     /// Time from `connect` to established, microseconds.
     pub latency: Histogram<u64>,
-    /// Attempts that failed.
-    pub failed: u64,
+    /// Attempts that failed, by class.
+    pub failed: ConnectFailures,
+    /// Slots (of `concurrency`) that completed at least one connection:
+    /// the concurrency actually achieved.
+    pub slots_up: usize,
 }
 
 /// Connect scenario: keep `concurrency` connects in progress; close each
@@ -599,12 +687,14 @@ pub fn run_connect(
     let mut result = Connects {
         completed: 0,
         latency: new_histogram(),
-        failed: 0,
+        failed: ConnectFailures::default(),
+        slots_up: 0,
     };
+    let mut ever_up = vec![false; concurrency];
     let mut events = Events::with_capacity(1024);
     start.wait();
     let end = Instant::now() + duration;
-    while Instant::now() < end {
+    while Instant::now() < end && !interrupt::requested() {
         for (index, slot) in slots.iter_mut().enumerate() {
             if slot.is_none() {
                 let source = source_for(sources, first_slot as usize + index);
@@ -613,17 +703,17 @@ pub fn run_connect(
                         let registered =
                             poll.registry()
                                 .register(&mut stream, Token(index), Interest::WRITABLE);
-                        if registered.is_ok() {
-                            *slot = Some((stream, Instant::now()));
-                        } else {
-                            result.failed += 1;
+                        match registered {
+                            Ok(()) => *slot = Some((stream, Instant::now())),
+                            Err(e) => result.failed.count(&e),
                         }
                     }
-                    Err(_) => result.failed += 1,
+                    Err(e) => result.failed.count(&e),
                 }
             }
         }
         let timeout = end.saturating_duration_since(Instant::now());
+        let timeout = timeout.min(interrupt::CHECK_EVERY);
         if poll.poll(&mut events, Some(timeout)).is_err() {
             continue;
         }
@@ -632,11 +722,16 @@ pub fn run_connect(
             else {
                 continue;
             };
-            if matches!(stream.take_error(), Ok(None)) && stream.peer_addr().is_ok() {
+            let index = event.token().0;
+            if let Err(e) = connect_outcome(&stream) {
+                result.failed.count(&e);
+            } else {
                 result.completed += 1;
                 result.latency.saturating_record(micros(began.elapsed()));
-            } else {
-                result.failed += 1;
+                if !ever_up[index] {
+                    ever_up[index] = true;
+                    result.slots_up += 1;
+                }
             }
             let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
             drop(stream);
@@ -673,9 +768,13 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let mut poll = Poll::new().unwrap();
+        let progress = Counters::default();
         let (connected, failed) =
-            connect_streams_within(&mut poll, addr, (&[], 0), 1000, Duration::ZERO);
-        assert_eq!(connected.len() as u64 + failed, 1000);
+            connect_streams_within(&mut poll, addr, (&[], 0), 1000, (Duration::ZERO, &progress));
+        assert_eq!(connected.len() as u64 + failed.total(), 1000);
+        // ... and each of them as given up on, the reason the summary names.
+        assert_eq!(failed.gave_up, failed.total());
+        assert_eq!(progress.failed.load(Ordering::Relaxed), failed.total());
     }
 
     #[test]

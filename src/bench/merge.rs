@@ -145,10 +145,7 @@ pub fn merge(runs: &[Run]) -> Result<Value, String> {
     let mut errors = serde_json::Map::new();
     for run in runs {
         if let Some(each) = run.report["errors"].as_object() {
-            for (kind, count) in each {
-                let total = errors.get(kind).and_then(Value::as_u64).unwrap_or(0);
-                errors.insert(kind.clone(), json!(total + count.as_u64().unwrap_or(0)));
-            }
+            add_counts(&mut errors, each);
         }
     }
     m["errors"] = Value::Object(errors);
@@ -199,6 +196,10 @@ pub fn merge(runs: &[Run]) -> Result<Value, String> {
             let path = format!("/hold/{key}");
             set(&mut m, &path, json!(max_u64(runs, &path)));
         }
+        let fresh = runs
+            .iter()
+            .all(|r| r.report["hold"]["rss_fresh_server"] == true);
+        m["hold"]["rss_fresh_server"] = json!(fresh);
         hold_per_connection(&mut m);
     }
     if first.report.get("connect").is_some() {
@@ -328,23 +329,79 @@ fn merged_server(runs: &[Run], messages: u64) -> Value {
     server
 }
 
+/// Sum `more`'s counts into `into`, key by key; nested objects (the
+/// connect failures by class) likewise; text (an OS reason) is kept from
+/// the first run that has it.
+fn add_counts(into: &mut serde_json::Map<String, Value>, more: &serde_json::Map<String, Value>) {
+    for (key, value) in more {
+        match value {
+            Value::Object(inner) => {
+                let slot = into
+                    .entry(key.clone())
+                    .or_insert_with(|| Value::Object(serde_json::Map::new()));
+                if let Value::Object(slot) = slot {
+                    add_counts(slot, inner);
+                }
+            }
+            Value::String(_) => {
+                into.entry(key.clone()).or_insert_with(|| value.clone());
+            }
+            _ => {
+                let total = into.get(key).and_then(Value::as_u64).unwrap_or(0);
+                into.insert(key.clone(), json!(total + value.as_u64().unwrap_or(0)));
+            }
+        }
+    }
+}
+
 /// Recompute the hold scenario's server memory per connection from its
 /// (merged) before / idle / after figures and the achieved connections.
+///
+/// What it measures: the growth of the server's resident memory (its
+/// user-space memory, `VmRSS`; socket buffers are kernel memory and not in
+/// it) from before the first connection to after, divided by the
+/// connections held. It is only a figure per connection for a server that
+/// starts from nothing: one that ran before reuses memory it freed (the
+/// allocator keeps it), so its RSS need not grow at all. So the figure is
+/// given only for a server the bench started itself (`rss_fresh_server`),
+/// whose RSS grew; otherwise it is `null`, and `rss_per_conn_unknown`
+/// says why.
 pub(super) fn hold_per_connection(report: &mut Value) {
     let connected = report["connections"]["achieved"].as_u64().unwrap_or(0);
     let before = report["hold"]["rss_before_bytes"].as_u64();
+    let fresh = report["hold"]["rss_fresh_server"]
+        .as_bool()
+        .unwrap_or(false);
+    let idle = report["hold"]["rss_idle_bytes"].as_u64();
+    let unknown = match (before, idle) {
+        _ if report["server"]["pid"].is_null() => {
+            Some("no server pid (give --server-pid, or let the bench start the server)".to_string())
+        }
+        (None, _) | (_, None) => Some("the server's memory could not be read".to_string()),
+        _ if connected == 0 => Some("no connection was held".to_string()),
+        _ if !fresh => Some(
+            "the server was not started by this bench: memory it freed earlier (say, in an \
+             earlier run) is reused, so its growth understates; run without --addr for this figure"
+                .to_string(),
+        ),
+        (Some(before), Some(idle)) if idle <= before => Some(format!(
+            "the server's RSS did not grow ({before} -> {idle} bytes): it reused memory it held before"
+        )),
+        _ => None,
+    };
     for (figure, per_conn) in [
         ("rss_idle_bytes", "rss_per_conn_idle_bytes"),
         ("rss_after_echo_bytes", "rss_per_conn_after_echo_bytes"),
     ] {
-        let value = match (before, report["hold"][figure].as_u64()) {
-            (Some(before), Some(after)) if connected > 0 => {
+        let value = match (before, report["hold"][figure].as_u64(), &unknown) {
+            (Some(before), Some(after), None) => {
                 json!(after.saturating_sub(before) as f64 / connected as f64)
             }
             _ => Value::Null,
         };
         report["hold"][per_conn] = value;
     }
+    report["hold"]["rss_per_conn_unknown"] = json!(unknown);
 }
 
 fn set(report: &mut Value, path: &str, value: Value) {

@@ -36,7 +36,7 @@ use clap::ValueEnum;
 use serde_json::{json, Value};
 
 use super::merge::{hold_per_connection, merge, Run};
-use super::{split, sysinfo, BenchArgs, Scenario};
+use super::{interrupt, split, sysinfo, BenchArgs, Scenario};
 
 /// A child's side of the start gate (see the module header): a no-op
 /// unless the bench runs as a child (`--gated`).
@@ -179,7 +179,11 @@ pub(super) fn run(
     let (said, hear) = mpsc::channel();
     let mut generators: Vec<Generator> = Vec::with_capacity(p);
     for (index, (&share, &flood_share)) in shares.iter().zip(&flooders).enumerate() {
-        let mut child = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        // Each dies with this process; a Ctrl-C reaches this one only, which
+        // passes it on (below), so each child reports what it measured.
+        interrupt::die_with_parent(&mut command);
+        let mut child = command
             .args(child_args(
                 args,
                 addr,
@@ -219,9 +223,20 @@ pub(super) fn run(
     }
     drop(said);
 
-    let (mut at_gate, mut closed) = (0, 0);
+    let (mut at_gate, mut closed, mut passed_on) = (0, 0, false);
     while closed < p {
-        let Ok(event) = hear.recv() else { break };
+        if interrupt::requested() && !passed_on {
+            passed_on = true;
+            for generator in &generators {
+                // SAFETY: signals only a child we started and have not waited for.
+                unsafe { libc::kill(generator.child.id() as libc::pid_t, libc::SIGINT) };
+            }
+        }
+        let event = match hear.recv_timeout(interrupt::CHECK_EVERY) {
+            Ok(event) => event,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         match event {
             Said::Line(_, line) if line.starts_with("gate ") => {
                 at_gate += 1;
@@ -277,6 +292,9 @@ pub(super) fn run(
     report["connections"]["requested"] = json!(args.connections);
     if report.get("hold").is_some() {
         report["hold"]["rss_before_bytes"] = json!(rss_before);
+        // The children ran with --addr; the server is fresh if this
+        // process started it.
+        report["hold"]["rss_fresh_server"] = json!(args.addr.is_none());
         hold_per_connection(&mut report);
     }
     Ok(report)
