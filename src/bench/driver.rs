@@ -25,7 +25,7 @@ use mio::{Events, Interest, Poll, Token};
 use super::failures::ConnectFailures;
 use super::interrupt;
 use super::message::push_message;
-use super::progress::Counters;
+use super::progress::{Counters, LATENCY_EVERY};
 use super::sources::{source_for, start_connect};
 use crate::nonblocking::{try_read, try_write, ReadOutcome, WriteOutcome};
 
@@ -315,6 +315,8 @@ fn connect_streams_within(
         progress.up.store(connected.len() as u64, Ordering::Relaxed);
         progress.failed.store(failures.total(), Ordering::Relaxed);
     }
+    progress.up.store(connected.len() as u64, Ordering::Relaxed);
+    progress.failed.store(failures.total(), Ordering::Relaxed);
     (connected, failures)
 }
 
@@ -497,7 +499,7 @@ pub fn run_echo(
     let mut tally = Tally::new(load.size, window, Measured::new(clients.len(), failures));
     let stop_sending = tally.measure_until;
     let give_up = stop_sending + load.drain;
-    let mut next_tick = began + Duration::from_secs(1);
+    let mut next_tick = began + LATENCY_EVERY;
     let mut events = Events::with_capacity(1024);
     // Open loop: message m of this thread is due at began + m / rate.
     let interval = load.rate.map(|rate| Duration::from_secs_f64(1.0 / rate));
@@ -548,7 +550,7 @@ pub fn run_echo(
             progress.open.store(open as u64, Ordering::Relaxed);
             progress.add_latency(&tally.latency_since_tick);
             tally.latency_since_tick.reset();
-            next_tick += Duration::from_secs(1);
+            next_tick += LATENCY_EVERY;
         }
         let mut wake = next_tick.min(if sending { stop_sending } else { give_up });
         if let (Some(interval), true) = (interval, sending) {

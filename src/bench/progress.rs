@@ -22,6 +22,10 @@ use hdrhistogram::Histogram;
 use super::driver::new_histogram;
 use super::interrupt;
 
+/// How often a load thread merges its latencies into [`Counters::latency`]
+/// (a histogram merge: too costly per message, cheap a few times a second).
+pub const LATENCY_EVERY: Duration = Duration::from_millis(250);
+
 /// One load thread's running totals, written by it and read by the main thread.
 #[derive(Debug)]
 pub struct Counters {
@@ -37,7 +41,7 @@ pub struct Counters {
     pub measured: AtomicU64,
     /// Connections open now.
     pub open: AtomicU64,
-    /// Measured latencies, merged in by the thread about once a second.
+    /// Measured latencies, merged in by the thread every [`LATENCY_EVERY`].
     pub latency: Mutex<Histogram<u64>>,
 }
 
@@ -207,7 +211,13 @@ impl Printer {
             ));
         }
         self.last_replies = replies;
-        self.last_measured = measured;
+        // A warm-up line leaves the measured count alone: replies a load
+        // thread counted as measured a moment before this clock's warm-up
+        // ended (each thread keeps its own start) go on the first
+        // measuring line, so the measuring lines still add up.
+        if measuring {
+            self.last_measured = measured;
+        }
     }
 
     /// After the threads are done: the measured replies not yet on a line,
