@@ -227,9 +227,13 @@ pub(super) fn run(
     while closed < p {
         if interrupt::requested() && !passed_on {
             passed_on = true;
-            for generator in &generators {
+            for generator in &mut generators {
                 // SAFETY: signals only a child we started and have not waited for.
                 unsafe { libc::kill(generator.child.id() as libc::pid_t, libc::SIGINT) };
+                // Those waiting at a gate for the others go on now.
+                if let Some(stdin) = generator.stdin.as_mut() {
+                    let _ = writeln!(stdin, "go").and_then(|()| stdin.flush());
+                }
             }
         }
         let event = match hear.recv_timeout(interrupt::CHECK_EVERY) {
@@ -238,6 +242,13 @@ pub(super) fn run(
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
         match event {
+            // Once stopping, nobody waits for the others: a child at a gate
+            // goes on at once, finds the stop asked for, and reports.
+            Said::Line(index, line) if line.starts_with("gate ") && passed_on => {
+                if let Some(stdin) = generators[index].stdin.as_mut() {
+                    let _ = writeln!(stdin, "go").and_then(|()| stdin.flush());
+                }
+            }
             Said::Line(_, line) if line.starts_with("gate ") => {
                 at_gate += 1;
                 if at_gate == p {
