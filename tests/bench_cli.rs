@@ -294,6 +294,41 @@ fn hold_says_when_memory_per_connection_cannot_be_trusted() {
 }
 
 #[test]
+fn hold_against_a_server_that_already_ran_says_unknown_not_a_smaller_figure() {
+    support::raise_limit_for_children();
+    let server = support::ServeProcess::spawn(&["--listen", "127.0.0.1:0"], 1);
+    let (addr, pid) = (server.addr(0).to_string(), server.child.id().to_string());
+    let hold = || {
+        let out = bench(&[
+            "--json",
+            "--scenario",
+            "hold",
+            "--addr",
+            &addr,
+            "--server-pid",
+            &pid,
+            "--server-fresh",
+            "--connections",
+            "1000",
+            "--duration",
+            "0.2",
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        report(&out)["hold"].clone()
+    };
+    let first = hold();
+    assert!(
+        first["rss_per_conn_idle_bytes"].as_f64().unwrap() > 0.0,
+        "a fresh server: {first}"
+    );
+    // The same server again: it reuses what the first run left it.
+    let second = hold();
+    assert!(second["rss_per_conn_idle_bytes"].is_null(), "{second}");
+    let why = second["rss_per_conn_unknown"].as_str().unwrap();
+    assert!(why.contains("before"), "{why}");
+}
+
+#[test]
 fn connections_that_never_came_up_are_each_explained_by_their_os_reason() {
     let port = closed_port();
     for scenario in ["echo", "hold", "connect"] {

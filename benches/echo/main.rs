@@ -459,6 +459,8 @@ fn memory(setup: &Setup) {
             &strings(&[
                 "--scenario",
                 "hold",
+                // Each server here is started for this run: its growth is per connection.
+                "--server-fresh",
                 "--connections",
                 &hold_arg,
                 "--duration",

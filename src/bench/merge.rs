@@ -196,6 +196,11 @@ pub fn merge(runs: &[Run]) -> Result<Value, String> {
             let path = format!("/hold/{key}");
             set(&mut m, &path, json!(max_u64(runs, &path)));
         }
+        set(
+            &mut m,
+            "/hold/rss_peak_before_bytes",
+            json!(max_u64(runs, "/hold/rss_peak_before_bytes")),
+        );
         let fresh = runs
             .iter()
             .all(|r| r.report["hold"]["rss_fresh_server"] == true);
@@ -363,16 +368,21 @@ fn add_counts(into: &mut serde_json::Map<String, Value>, more: &serde_json::Map<
 /// connections held. It is only a figure per connection for a server that
 /// starts from nothing: one that ran before reuses memory it freed (the
 /// allocator keeps it), so its RSS need not grow at all. So the figure is
-/// given only for a server the bench started itself (`rss_fresh_server`),
-/// whose RSS grew; otherwise it is `null`, and `rss_per_conn_unknown`
-/// says why.
+/// given only for a server started for this run (`rss_fresh_server`: the
+/// bench's child, or `--server-fresh`), whose peak RSS before the run was
+/// its RSS (else it ran already) and whose RSS grew; otherwise it is
+/// `null`, and `rss_per_conn_unknown` says why.
 pub(super) fn hold_per_connection(report: &mut Value) {
+    // A fresh server's peak RSS is its RSS, give or take start-up
+    // allocations freed; past this, it held more before (a run's worth).
+    const RAN_BEFORE_SLACK_BYTES: u64 = 256 * 1024;
     let connected = report["connections"]["achieved"].as_u64().unwrap_or(0);
     let before = report["hold"]["rss_before_bytes"].as_u64();
     let fresh = report["hold"]["rss_fresh_server"]
         .as_bool()
         .unwrap_or(false);
     let idle = report["hold"]["rss_idle_bytes"].as_u64();
+    let peak_before = report["hold"]["rss_peak_before_bytes"].as_u64();
     let unknown = match (before, idle) {
         _ if report["server"]["pid"].is_null() => {
             Some("no server pid (give --server-pid, or let the bench start the server)".to_string())
@@ -381,9 +391,19 @@ pub(super) fn hold_per_connection(report: &mut Value) {
         _ if connected == 0 => Some("no connection was held".to_string()),
         _ if !fresh => Some(
             "the server was not started by this bench: memory it freed earlier (say, in an \
-             earlier run) is reused, so its growth understates; run without --addr for this figure"
+             earlier run) is reused, so its growth understates; run without --addr, or start \
+             a server for the run and say so with --server-fresh"
                 .to_string(),
         ),
+        (Some(before), _)
+            if peak_before.is_some_and(|peak| peak > before + RAN_BEFORE_SLACK_BYTES) =>
+        {
+            Some(format!(
+                "the server held more memory before this run (peak {} bytes, now {before}): \
+                 it ran already, and reuses memory it freed",
+                peak_before.unwrap_or(0)
+            ))
+        }
         (Some(before), Some(idle)) if idle <= before => Some(format!(
             "the server's RSS did not grow ({before} -> {idle} bytes): it reused memory it held before"
         )),
@@ -481,6 +501,38 @@ pub fn run_merge(args: &MergeArgs) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hold_memory_per_connection_is_given_only_when_it_can_be_trusted() {
+        let hold = |fresh: bool, peak_before: u64, idle: u64| {
+            let mut r = json!({
+                "connections": {"achieved": 100},
+                "server": {"pid": 42},
+                "hold": {
+                    "rss_before_bytes": 4_000_000, "rss_peak_before_bytes": peak_before,
+                    "rss_idle_bytes": idle, "rss_after_echo_bytes": idle,
+                    "rss_fresh_server": fresh,
+                },
+            });
+            hold_per_connection(&mut r);
+            r["hold"].clone()
+        };
+        let trusted = hold(true, 4_000_000, 4_010_000);
+        assert_eq!(trusted["rss_per_conn_idle_bytes"], 100.0);
+        assert!(trusted["rss_per_conn_unknown"].is_null());
+        for (h, why) in [
+            (
+                hold(false, 4_000_000, 4_010_000),
+                "not started by this bench",
+            ),
+            (hold(true, 9_000_000, 4_010_000), "held more memory before"),
+            (hold(true, 4_000_000, 4_000_000), "did not grow"),
+        ] {
+            assert!(h["rss_per_conn_idle_bytes"].is_null(), "{h}");
+            let text = h["rss_per_conn_unknown"].as_str().unwrap();
+            assert!(text.contains(why), "{text}");
+        }
+    }
     use crate::bench::driver::new_histogram;
 
     fn report(samples: &[u64], scenario: &str) -> Value {

@@ -151,6 +151,11 @@ pub struct BenchArgs {
     /// The server's pid, for its CPU time and memory (known anyway for the child server).
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
+    /// The server of --server-pid was started for this run and has served
+    /// nothing yet, so `hold` may give its memory growth per connection
+    /// (a harness that starts a server per run says so; see README).
+    #[arg(long, requires = "server_pid")]
+    pub server_fresh: bool,
     /// Flood scenario: connections that send continuously and never read,
     /// beside the `--connections` measured ones.
     #[arg(long, value_name = "N")]
@@ -440,8 +445,9 @@ struct Target {
     server_pid: Option<u32>,
     sources: Sources,
     gate: Gate,
-    /// The server is the bench's own child, started fresh for this run.
-    child_server: bool,
+    /// The server was started for this run: the bench's own child, or
+    /// one given with --server-pid --server-fresh.
+    fresh_server: bool,
 }
 
 /// Run the bench (or `merge` / `compare` reports); prints the report. An
@@ -473,7 +479,7 @@ pub fn run(args: &BenchArgs) -> io::Result<()> {
         server_pid: args.server_pid.or(child.as_ref().map(ChildServer::pid)),
         sources,
         gate: Gate::new(args.gated),
-        child_server: child.is_some(),
+        fresh_server: child.is_some() || args.server_fresh,
     };
     let progress = args.progress || (!args.json && io::IsTerminal::is_terminal(&io::stderr()));
 
@@ -610,6 +616,7 @@ fn base_report(args: &BenchArgs, target: &Target) -> Value {
             "scenario": format!("{:?}", args.scenario).to_lowercase(),
             "json": args.json,
             "server_pid": args.server_pid,
+            "server_fresh": args.server_fresh,
             "child_server": args.addr.is_none(),
             "flooders": args.flooders,
             "flood_bytes": args.flood_bytes,
@@ -873,6 +880,8 @@ fn run_hold(args: &BenchArgs, target: &Target, progress: bool) -> io::Result<Val
     let (addr, server_pid) = (target.addr, target.server_pid);
     let meet = Arc::new(Barrier::new(args.threads + 1));
     let rss_before = server_pid.and_then(sysinfo::process_rss);
+    // Above the RSS, it says the server held more before: it ran already.
+    let peak_before = server_pid.and_then(sysinfo::process_rss_hwm);
     let shares = split(args.connections, args.threads);
     let counters: Vec<Arc<Counters>> = shares.iter().map(|_| Counters::shared()).collect();
     let handles: Vec<_> = shares
@@ -933,7 +942,8 @@ fn run_hold(args: &BenchArgs, target: &Target, progress: bool) -> io::Result<Val
         "rss_before_bytes": rss_before,
         "rss_idle_bytes": rss_idle,
         "rss_after_echo_bytes": rss_after,
-        "rss_fresh_server": target.child_server,
+        "rss_fresh_server": target.fresh_server,
+        "rss_peak_before_bytes": peak_before,
     });
     merge::hold_per_connection(&mut report);
     fill_cpu(&mut report, &cpu_start, &cpu_end, 0);

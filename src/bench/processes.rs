@@ -175,6 +175,7 @@ pub(super) fn run(
     // The server before any child connects (a child's own "before" may
     // include another child's connections).
     let rss_before = server_pid.and_then(sysinfo::process_rss);
+    let peak_before = server_pid.and_then(sysinfo::process_rss_hwm);
     let exe = std::env::current_exe()?;
     let (said, hear) = mpsc::channel();
     let mut generators: Vec<Generator> = Vec::with_capacity(p);
@@ -303,9 +304,10 @@ pub(super) fn run(
     report["connections"]["requested"] = json!(args.connections);
     if report.get("hold").is_some() {
         report["hold"]["rss_before_bytes"] = json!(rss_before);
+        report["hold"]["rss_peak_before_bytes"] = json!(peak_before);
         // The children ran with --addr; the server is fresh if this
-        // process started it.
-        report["hold"]["rss_fresh_server"] = json!(args.addr.is_none());
+        // process started it, or was said to be.
+        report["hold"]["rss_fresh_server"] = json!(args.addr.is_none() || args.server_fresh);
         hold_per_connection(&mut report);
     }
     Ok(report)
