@@ -9,7 +9,11 @@
 //! cannot hide its queueing by slowing the generator down (no coordinated
 //! omission). The uncorrected latency, from the actual send, is kept too.
 //!
-//! Every reply is compared byte for byte with the message it answers.
+//! Every reply is compared byte for byte with the message it answers. A
+//! connection's first failure is its one error ([`Errors`]); connections
+//! that never came up are counted by their OS reason ([`ConnectFailures`]).
+//! Each thread publishes running totals for the progress lines
+//! ([`Counters`]) and stops early when a signal asks ([`interrupt`]).
 
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind};

@@ -1020,7 +1020,7 @@ fn print_human(r: &Value) {
         );
         let counter = |v: &Value| v.as_u64().map_or("n/a".to_string(), |n| n.to_string());
         println!(
-            "  listen queue overflows {} drops {} over the run, counted for the whole network namespace (every listener on this machine's namespace, not only the target; a remote target's are not seen){}",
+            "  listen queue overflows {} drops {} over the run, counted for the whole network namespace (every listener in it, not only the target; a remote target's are not seen){}",
             counter(&c["listen_overflows"]),
             counter(&c["listen_drops"]),
             if c["listen_overflows"].is_null() { " (n/a: /proc/net/netstat unreadable)" } else { "" },
