@@ -192,23 +192,24 @@ fn connect_all(
         .collect();
     // A connection that cannot be registered never carries a message: it
     // counts as not up (and is dropped, so achieved = clients.len()).
+    // `retain_mut` keeps the order, so each token is its final index.
+    let mut token = 0;
     clients.retain_mut(|client| {
         let interest = Interest::READABLE | Interest::WRITABLE;
-        let registered = poll
+        match poll
             .registry()
-            .register(&mut client.stream, Token(0), interest);
-        if let Err(e) = &registered {
-            failures.count(e);
+            .register(&mut client.stream, Token(token), interest)
+        {
+            Ok(()) => {
+                token += 1;
+                true
+            }
+            Err(e) => {
+                failures.count(&e);
+                false
+            }
         }
-        registered.is_ok()
     });
-    // Tokens are indices into `clients`, so they are given once it is final.
-    for (index, client) in clients.iter_mut().enumerate() {
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        let _ = poll
-            .registry()
-            .reregister(&mut client.stream, Token(index), interest);
-    }
     progress.up.store(clients.len() as u64, Ordering::Relaxed);
     progress.failed.store(failures.total(), Ordering::Relaxed);
     progress.open.store(clients.len() as u64, Ordering::Relaxed);
