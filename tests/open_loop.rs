@@ -173,7 +173,21 @@ fn what_cannot_be_scheduled_or_held_is_refused_up_front_with_the_reason() {
             "GiB of buffers",
         ),
     ] {
-        let out = bench(args);
+        // Against a port where nothing listens, and bounded: a bench that
+        // does not refuse fails to connect, or is stopped (today's grew to
+        // gigabytes on these settings and ran on).
+        let args = [args, &["--addr", "127.0.0.1:1"]].concat();
+        let mut child = bench_command(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let give_up = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() && Instant::now() < give_up {
+            thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let stderr = String::from_utf8(out.stderr).unwrap();
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
