@@ -1,13 +1,25 @@
 //! One load-generator thread: its own `mio::Poll` driving many connections.
 //!
 //! Closed loop: each connection keeps `pipeline` messages in flight and
-//! sends the next as soon as a reply arrives. Open loop: the thread's share
-//! of `--rate` is a fixed schedule (message `m` is due at `start + m /
-//! rate`, round-robin over the thread's connections); a message whose time
-//! has come waits if its connection already has `pipeline` in flight, and
-//! its latency is measured from its *intended* time, so a slow server
-//! cannot hide its queueing by slowing the generator down (no coordinated
-//! omission). The uncorrected latency, from the actual send, is kept too.
+//! sends the next as soon as a reply arrives; each send is stamped with its
+//! own clock reading, not the time `poll` returned for the whole batch.
+//!
+//! Open loop: each connection follows a fixed timetable ([`Schedule`], in
+//! integer nanoseconds); a message whose time has come waits if its
+//! connection already has `pipeline` in flight, and its latency is
+//! measured from its *intended* time, so a slow server cannot hide its
+//! queueing by slowing the generator down (no coordinated omission). The
+//! uncorrected latency, from the actual send, is kept too. A
+//! [`DeadlineTimer`] wakes the thread at each message's nanosecond
+//! deadline; how late the generator itself sends is measured
+//! (`send_lateness`), so its error can be told from the server's.
+//!
+//! Every intended message is accounted for: the corrected histogram holds
+//! every message intended in the measured window — answered (in the window
+//! or in the drain after it), or never sent, at its lower bound (end −
+//! intended) — except those lost to an error (a timeout, a mismatch, a
+//! reset), which are counted as errors. The backlog of a connection that
+//! falls behind is a count, not a queue: memory does not grow with the rate.
 //!
 //! Every reply is compared byte for byte with the message it answers. A
 //! connection's first failure is its one error ([`Errors`]); connections
@@ -24,18 +36,27 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
+use super::deadline::DeadlineTimer;
 use super::failures::ConnectFailures;
 use super::interrupt;
 use super::message::push_message;
 use super::progress::{Counters, LATENCY_EVERY};
+use super::schedule::Schedule;
 use super::sources::{source_for, start_connect};
 use crate::nonblocking::{try_read, try_write, ReadOutcome, WriteOutcome};
 
 /// Latencies are recorded in microseconds, up to an hour.
 pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// The generator's own send lateness is recorded in nanoseconds (it is
+/// often below a microsecond), up to an hour.
+pub fn new_histogram_ns() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid histogram bounds")
 }
 
 /// What can go wrong, counted once per connection: a connection's first
@@ -85,8 +106,8 @@ pub struct Load {
     pub size: usize,
     /// Messages in flight per connection.
     pub pipeline: usize,
-    /// Open loop: this thread's messages per second; `None` is closed loop.
-    pub rate: Option<f64>,
+    /// Open loop: the timetable's settings; `None` is closed loop.
+    pub pacing: Option<Pacing>,
     /// Time before measuring starts.
     pub warmup: Duration,
     /// Measured time.
@@ -96,6 +117,18 @@ pub struct Load {
     /// Local addresses the connections come from, round-robin by
     /// connection id (empty: the kernel's choice).
     pub sources: Vec<IpAddr>,
+}
+
+/// The open loop's settings, the same for every thread of a process.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing {
+    /// Each connection's period, picoseconds (`--connections / --rate`;
+    /// see [`check_rate`](super::schedule::check_rate)).
+    pub period_ps: u64,
+    /// Connections in this process: the turns the period is shared into.
+    pub connections: usize,
+    /// Id of this process's first connection (thread shares are offsets from it).
+    pub first_id: u32,
 }
 
 /// What one thread measured.
@@ -111,6 +144,14 @@ pub struct Measured {
     pub latency_uncorrected: Histogram<u64>,
     /// Errors counted.
     pub errors: Errors,
+    /// Open loop: messages intended in the measured window.
+    pub intended: u64,
+    /// Open loop: of those, never sent (recorded in `latency` at end − intended).
+    pub unsent: u64,
+    /// Open loop: actual − intended send time, nanoseconds, of the messages
+    /// sent when their time came (not those that waited for a reply to free
+    /// a pipeline slot: that wait is the server's).
+    pub send_lateness: Histogram<u64>,
 }
 
 impl Measured {
@@ -126,6 +167,9 @@ impl Measured {
                 connect_reasons: failed,
                 ..Errors::default()
             },
+            intended: 0,
+            unsent: 0,
+            send_lateness: new_histogram_ns(),
         }
     }
 
@@ -136,6 +180,9 @@ impl Measured {
         let _ = self.latency.add(&other.latency);
         let _ = self.latency_uncorrected.add(&other.latency_uncorrected);
         self.errors.add(&other.errors);
+        self.intended += other.intended;
+        self.unsent += other.unsent;
+        let _ = self.send_lateness.add(&other.send_lateness);
     }
 }
 
@@ -153,8 +200,9 @@ struct Client {
     id: u32,
     next_seq: u64,
     in_flight: VecDeque<InFlight>,
-    /// Open loop: messages whose time came while `pipeline` were in flight.
-    overdue: VecDeque<Instant>,
+    /// Open loop: how many of its scheduled messages were sent; those due
+    /// beyond it are its backlog (a count: see [`Schedule`]).
+    sent_on_schedule: u64,
     /// Bytes not yet taken by the kernel.
     out: Vec<u8>,
     out_sent: usize,
@@ -183,7 +231,7 @@ fn connect_all(
             id: first_id + index as u32,
             next_seq: 0,
             in_flight: VecDeque::new(),
-            overdue: VecDeque::new(),
+            sent_on_schedule: 0,
             out: Vec::new(),
             out_sent: 0,
             reply: Vec::new(),
@@ -341,6 +389,9 @@ struct Tally {
     expected: Vec<u8>,
     measure_from: Instant,
     measure_until: Instant,
+    /// Open loop: latencies are those of the messages intended in the
+    /// window, whenever answered; closed loop: of those sent and answered in it.
+    open_loop: bool,
     measured: Measured,
     /// Verified replies, warm-up and drain included (for the progress lines).
     replies: u64,
@@ -352,6 +403,7 @@ impl Tally {
     fn new(
         size: usize,
         (measure_from, measure_until): (Instant, Instant),
+        open_loop: bool,
         measured: Measured,
     ) -> Tally {
         Tally {
@@ -359,6 +411,7 @@ impl Tally {
             expected: Vec::with_capacity(size),
             measure_from,
             measure_until,
+            open_loop,
             measured,
             replies: 0,
             latency_since_tick: new_histogram(),
@@ -375,17 +428,58 @@ impl Tally {
 }
 
 impl Client {
-    /// Queue message `next_seq` (intended at `intended`) and try to send it.
-    fn send_next(&mut self, size: usize, intended: Instant, now: Instant, errors: &mut Errors) {
+    /// Queue message `next_seq` and try to send it, stamped with the clock
+    /// read now (closed loop: also its intended time). Returns the stamp.
+    fn send_next(
+        &mut self,
+        size: usize,
+        intended: Option<Instant>,
+        errors: &mut Errors,
+    ) -> Instant {
+        // One clock read per send (a vDSO call, about 20 ns): a stamp
+        // shared by a whole batch of events would charge the time spent on
+        // the earlier events to the later messages' latency.
+        let sent = Instant::now();
         let seq = self.next_seq;
         self.next_seq += 1;
         push_message(&mut self.out, self.id, seq, size);
         self.in_flight.push_back(InFlight {
             seq,
-            intended,
-            sent: now,
+            intended: intended.unwrap_or(sent),
+            sent,
         });
         self.flush(errors);
+        sent
+    }
+
+    /// Open loop: send what is due on this connection (the thread's
+    /// connection `index`) by `now_ns`, as far as its pipeline allows.
+    /// `on_time` says the sends happen because their time came (the
+    /// schedule's wake-up), not because a reply freed a slot: only those
+    /// measure the generator's own lateness.
+    fn send_due(
+        &mut self,
+        (index, now_ns): (usize, u64),
+        plan: &Plan,
+        on_time: bool,
+        tally: &mut Tally,
+    ) {
+        let due = plan.schedule.due_count(index, now_ns);
+        while self.open && self.in_flight.len() < plan.pipeline && self.sent_on_schedule < due {
+            let intended_ns = plan.schedule.intended_ns(index, self.sent_on_schedule);
+            self.sent_on_schedule += 1;
+            let intended = plan.began + Duration::from_nanos(intended_ns);
+            let sent = self.send_next(plan.size, Some(intended), &mut tally.measured.errors);
+            if on_time && plan.schedule.in_window(intended_ns) {
+                let late = u64::try_from((sent - intended).as_nanos()).unwrap_or(u64::MAX);
+                tally.measured.send_lateness.saturating_record(late.max(1));
+            }
+        }
+    }
+
+    /// Whether a due message could be sent now (a free pipeline slot).
+    fn can_send(&self, pipeline: usize) -> bool {
+        self.open && self.in_flight.len() < pipeline
     }
 
     /// Write pending bytes until done or the kernel says wait.
@@ -465,21 +559,48 @@ impl Client {
             return;
         }
         tally.replies += 1;
-        if sent.sent >= tally.measure_from && now <= tally.measure_until {
-            let corrected = micros(now - sent.intended);
+        let corrected = micros(now - sent.intended);
+        let in_window = sent.sent >= tally.measure_from && now <= tally.measure_until;
+        if in_window {
+            tally.latency_since_tick.saturating_record(corrected);
             tally.measured.messages += 1;
+        }
+        // Open loop: every message intended in the window has its latency
+        // recorded, even when its reply comes in the drain after it —
+        // otherwise past saturation only the early window would count.
+        let accounted = if tally.open_loop {
+            sent.intended >= tally.measure_from && sent.intended < tally.measure_until
+        } else {
+            in_window
+        };
+        if accounted {
             tally.measured.latency.saturating_record(corrected);
             tally
                 .measured
                 .latency_uncorrected
                 .saturating_record(micros(now - sent.sent));
-            tally.latency_since_tick.saturating_record(corrected);
         }
     }
 }
 
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+}
+
+/// The open loop's plan for one thread: its timetable and what a send needs.
+struct Plan {
+    schedule: Schedule,
+    began: Instant,
+    pipeline: usize,
+    size: usize,
+}
+
+/// The poll's wake-up token for the schedule's [`DeadlineTimer`] (client
+/// tokens are indices into the thread's connections).
+const SCHEDULE_TIMER: Token = Token(usize::MAX);
+
+fn nanos_since(began: Instant, now: Instant) -> u64 {
+    u64::try_from(now.saturating_duration_since(began).as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Run the echo scenario on this thread's connections `[first_id, first_id + count)`.
@@ -497,23 +618,54 @@ pub fn run_echo(
 ) -> Measured {
     let mut poll = Poll::new().expect("epoll_create");
     let (mut clients, failures) = connect_all(&mut poll, load, (first_id, count), progress);
+    let mut timer = None;
+    if load.pacing.is_some() {
+        let made = DeadlineTimer::new().and_then(|t| {
+            poll.registry()
+                .register(&mut SourceFd(&t.fd()), SCHEDULE_TIMER, Interest::READABLE)
+                .map(|()| t)
+        });
+        timer = Some(made.expect("timerfd_create"));
+    }
     connected.wait();
     start.wait();
     let began = Instant::now();
     let window = (began + load.warmup, began + load.warmup + load.duration);
-    let mut tally = Tally::new(load.size, window, Measured::new(clients.len(), failures));
+    let open_loop = load.pacing.is_some();
+    let measured = Measured::new(clients.len(), failures);
+    let mut tally = Tally::new(load.size, window, open_loop, measured);
     let stop_sending = tally.measure_until;
     let give_up = stop_sending + load.drain;
     let mut next_tick = began + LATENCY_EVERY;
     let mut events = Events::with_capacity(1024);
-    // Open loop: message m of this thread is due at began + m / rate.
-    let interval = load.rate.map(|rate| Duration::from_secs_f64(1.0 / rate));
-    let mut scheduled: u64 = 0;
+    let plan = load.pacing.map(|pacing| Plan {
+        schedule: Schedule::new(
+            pacing.period_ps,
+            (
+                pacing.connections,
+                first_id.saturating_sub(pacing.first_id) as usize,
+                clients.len(),
+            ),
+            (
+                nanos_since(began, tally.measure_from),
+                nanos_since(began, stop_sending),
+            ),
+        ),
+        began,
+        pipeline: load.pipeline,
+        size: load.size,
+    });
+    // Open loop: the next slot (see `Schedule`) not yet visited, the
+    // deadline the timer is armed for, and how many connections have a
+    // free pipeline slot (none: nothing to wake up for but replies).
+    let mut cursor: u64 = 0;
+    let mut armed_ns: Option<u64> = None;
+    let mut free = clients.len();
 
-    if interval.is_none() {
+    if plan.is_none() {
         for client in &mut clients {
             for _ in 0..load.pipeline {
-                client.send_next(load.size, began, began, &mut tally.measured.errors);
+                client.send_next(load.size, None, &mut tally.measured.errors);
             }
         }
     }
@@ -529,24 +681,29 @@ pub fn run_echo(
         if interrupt::requested() {
             break;
         }
-        // Open loop: hand out every message whose time has come.
-        if let (Some(interval), true) = (interval, sending) {
-            loop {
-                let due = began + interval.mul_f64(scheduled as f64);
-                if due > now {
-                    break;
-                }
-                let index = (scheduled % clients.len() as u64) as usize;
+        // Open loop: visit every slot whose time has come. At most one
+        // round of slots one by one; further behind than that, every
+        // connection is due anyway: offer each one its backlog and jump the
+        // cursor — the work per wake-up is bounded whatever the rate.
+        if let (Some(plan), true) = (&plan, sending) {
+            let now_ns = nanos_since(began, now);
+            let mut visited = 0;
+            while plan.schedule.slot_due_ns(cursor) <= now_ns && visited < clients.len() {
+                let (index, _) = plan.schedule.slot(cursor);
                 let client = &mut clients[index];
-                scheduled += 1;
-                if !client.open {
-                    continue;
+                let could = client.can_send(plan.pipeline);
+                client.send_due((index, now_ns), plan, true, &mut tally);
+                free -= usize::from(could && !client.can_send(plan.pipeline));
+                cursor += 1;
+                visited += 1;
+            }
+            if plan.schedule.slot_due_ns(cursor) <= now_ns {
+                for (index, client) in clients.iter_mut().enumerate() {
+                    let could = client.can_send(plan.pipeline);
+                    client.send_due((index, now_ns), plan, true, &mut tally);
+                    free -= usize::from(could && !client.can_send(plan.pipeline));
                 }
-                if client.in_flight.len() < load.pipeline {
-                    client.send_next(load.size, due, now, &mut tally.measured.errors);
-                } else {
-                    client.overdue.push_back(due);
-                }
+                cursor = cursor.max(plan.schedule.slots_due(now_ns));
             }
         }
         tally.publish(progress);
@@ -557,11 +714,24 @@ pub fn run_echo(
             tally.latency_since_tick.reset();
             next_tick += LATENCY_EVERY;
         }
-        let mut wake = next_tick.min(if sending { stop_sending } else { give_up });
-        if let (Some(interval), true) = (interval, sending) {
-            wake = wake.min(began + interval.mul_f64(scheduled as f64));
+        let wake = next_tick.min(if sending { stop_sending } else { give_up });
+        let mut timeout = wake.saturating_duration_since(Instant::now());
+        // The schedule's own deadline, to the nanosecond, by the timer
+        // (poll's timeout is in whole milliseconds, rounded up). Only
+        // while some connection could send: one whose pipeline is full
+        // sends when a reply frees it, and a reply wakes the poll anyway.
+        if let (Some(plan), Some(timer), true) = (&plan, &mut timer, sending && free > 0) {
+            let due_ns = plan.schedule.slot_due_ns(cursor);
+            let now_ns = nanos_since(began, Instant::now());
+            if due_ns <= now_ns {
+                timeout = Duration::ZERO;
+            } else if armed_ns != Some(due_ns) {
+                timer
+                    .arm_after(Duration::from_nanos(due_ns - now_ns))
+                    .expect("timerfd_settime");
+                armed_ns = Some(due_ns);
+            }
         }
-        let timeout = wake.saturating_duration_since(Instant::now());
         let timeout = timeout.min(interrupt::CHECK_EVERY);
         if let Err(e) = poll.poll(&mut events, Some(timeout)) {
             if e.kind() == ErrorKind::Interrupted {
@@ -569,33 +739,61 @@ pub fn run_echo(
             }
             panic!("epoll_wait: {e}");
         }
-        let now = Instant::now();
+        let polled = Instant::now();
+        let sending = polled < stop_sending;
         for event in events.iter() {
+            if event.token() == SCHEDULE_TIMER {
+                continue; // the slots are visited at the top of the loop
+            }
             let client = &mut clients[event.token().0];
             if !client.open {
                 continue;
             }
+            let could = client.can_send(load.pipeline);
             if event.is_writable() {
                 client.flush(&mut tally.measured.errors);
             }
             if event.is_readable() || event.is_read_closed() || event.is_error() {
                 let hung_up = event.is_read_closed() || event.is_error();
                 let completed = client.on_readable(load.size, hung_up, &mut tally);
-                if now >= stop_sending || !client.open {
-                    continue;
-                }
-                for _ in 0..completed {
-                    match (interval, client.overdue.pop_front()) {
-                        (None, _) => {
-                            client.send_next(load.size, now, now, &mut tally.measured.errors)
+                if sending && client.open {
+                    match &plan {
+                        None => {
+                            for _ in 0..completed {
+                                client.send_next(load.size, None, &mut tally.measured.errors);
+                            }
                         }
-                        (Some(_), Some(due)) => {
-                            client.send_next(load.size, due, now, &mut tally.measured.errors)
-                        }
-                        (Some(_), None) => break,
+                        // Messages that waited for this slot: their wait
+                        // is the server's, not the generator's lateness.
+                        Some(plan) => client.send_due(
+                            (event.token().0, nanos_since(began, Instant::now())),
+                            plan,
+                            false,
+                            &mut tally,
+                        ),
                     }
                 }
             }
+            match (could, client.can_send(load.pipeline)) {
+                (false, true) => free += 1,
+                (true, false) => free -= 1,
+                _ => {}
+            }
+        }
+    }
+    if let Some(plan) = &plan {
+        // Every message intended in the window and never sent is
+        // accounted at its lower bound: sending stopped at the window's
+        // end, and it had not gone out by then.
+        let end_ns = plan.schedule.until_ns();
+        for (index, client) in clients.iter().enumerate() {
+            tally.measured.intended += plan.schedule.intended_in_window(index);
+            tally.measured.unsent += plan.schedule.record_unsent(
+                index,
+                (client.sent_on_schedule, u64::MAX),
+                end_ns,
+                &mut tally.measured.latency,
+            );
         }
     }
     tally.measured.errors.timeout += unanswered(&clients);
@@ -634,10 +832,10 @@ pub fn run_hold(
     meet.wait(); // 1: all connected
     meet.wait(); // 2: the hold is over
     let began = Instant::now();
-    let mut tally = Tally::new(load.size, (began, began + load.drain), measured);
+    let mut tally = Tally::new(load.size, (began, began + load.drain), false, measured);
     if !interrupt::requested() {
         for client in &mut clients {
-            client.send_next(load.size, began, began, &mut tally.measured.errors);
+            client.send_next(load.size, None, &mut tally.measured.errors);
         }
     }
     let mut events = Events::with_capacity(1024);
@@ -782,6 +980,34 @@ mod tests {
         // ... and each of them as given up on, the reason the summary names.
         assert_eq!(failed.gave_up, failed.total());
         assert_eq!(progress.failed.load(Ordering::Relaxed), failed.total());
+    }
+
+    #[test]
+    fn a_closed_loop_send_is_stamped_when_it_is_made_not_when_poll_returned() {
+        // The batch's clock reading, then time spent on earlier events of
+        // the batch (a bounded spin on the monotonic clock), then the send:
+        // its stamp, sent and intended alike, must be the send's own.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let mut client = Client {
+            stream: TcpStream::from_std(stream),
+            id: 0,
+            next_seq: 0,
+            in_flight: VecDeque::new(),
+            sent_on_schedule: 0,
+            out: Vec::new(),
+            out_sent: 0,
+            reply: Vec::new(),
+            open: true,
+        };
+        let polled = Instant::now();
+        while polled.elapsed() < Duration::from_millis(2) {}
+        let mut errors = Errors::default();
+        client.send_next(64, None, &mut errors);
+        let sent = client.in_flight.back().copied().unwrap();
+        assert!(sent.sent - polled >= Duration::from_millis(2), "{sent:?}");
+        assert_eq!(sent.intended, sent.sent);
+        assert_eq!(errors, Errors::default());
     }
 
     #[test]

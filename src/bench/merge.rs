@@ -15,7 +15,9 @@
 //!   summed, and so are rates (`msgs_per_sec`, `bytes_per_sec`,
 //!   `target_rate`): the rate of concurrent runs is the sum of their rates;
 //!   `duration_s` is the longest run's;
-//! - latency percentiles come from the merged histograms;
+//! - latency percentiles come from the merged histograms (the open loop's
+//!   send lateness too: key `histogram_send_lateness`), and `saturated`
+//!   from the summed rates;
 //! - what every run saw of one shared thing (the server's CPU time and
 //!   memory, when the runs name the same server pid; machine-wide kernel
 //!   figures) is the largest any run saw, not a sum: each watched the same
@@ -141,6 +143,18 @@ pub fn merge(runs: &[Run]) -> Result<Value, String> {
             m["histogram_uncorrected"] = Value::Null;
             m["latency_uncorrected_us"] = Value::Null;
         }
+    }
+    if first.report.get("open_loop").is_some() {
+        for key in ["intended", "unsent"] {
+            let path = format!("/open_loop/{key}");
+            set(&mut m, &path, json!(sum_u64(runs, &path)));
+        }
+        // Achieved against requested from the summed rates; the
+        // generators' send lateness from their merged histograms (ns).
+        let lateness = merged_histogram(runs, "/histogram_send_lateness")?;
+        let lateness = lateness.unwrap_or_else(crate::bench::driver::new_histogram_ns);
+        m["histogram_send_lateness"] = json!(encode(&lateness));
+        super::fill_open_loop(&mut m, &lateness);
     }
     let mut errors = serde_json::Map::new();
     for run in runs {

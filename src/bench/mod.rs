@@ -29,14 +29,17 @@
 //!   by their OS reason ([`failures`]).
 
 pub mod compare;
+pub mod deadline;
 pub mod driver;
 pub mod failures;
 pub mod flood;
 pub mod interrupt;
+pub mod limits;
 pub mod merge;
 pub mod message;
 pub mod processes;
 pub mod progress;
+pub mod schedule;
 pub mod serverpid;
 pub mod sources;
 pub mod sysinfo;
@@ -56,7 +59,7 @@ use crate::fdlimit::raise_nofile_limit;
 use crate::stats::{stat_value, syscalls_in_line};
 use crate::units::{parse_addr, parse_bytes, parse_secs, parse_secs_or_zero, usage_error};
 use compare::CompareArgs;
-use driver::{new_histogram, Errors, Load, Measured};
+use driver::{new_histogram, Errors, Load, Measured, Pacing};
 use failures::describe;
 use flood::{Flood, FloodLoad};
 use interrupt::Interrupted;
@@ -70,6 +73,11 @@ use sources::{PortRange, Sources};
 const FD_RESERVE: u64 = 64;
 /// After the measured window, how long replies still in flight may take.
 const DRAIN: Duration = Duration::from_secs(5);
+/// An open loop achieving less than this fraction of its `--rate` is
+/// "saturated": the server (or the generator: see its send lateness) could
+/// not keep up. Under 1 by a margin, so the rounding at the window's edges
+/// (replies in flight at its end) never trips it.
+const SATURATED_BELOW: f64 = 0.95;
 
 /// What the bench does (`--scenario`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -204,6 +212,20 @@ pub fn validate(args: &BenchArgs) -> io::Result<Sources> {
             args.size
         )));
     }
+    if args.scenario != Scenario::Connect {
+        let pipeline = if args.scenario == Scenario::Hold {
+            1
+        } else {
+            args.pipeline
+        };
+        let settings = (
+            args.connections,
+            pipeline,
+            args.size,
+            args.threads * args.processes,
+        );
+        limits::check_buffers(settings, limits::buffer_cap_bytes()).map_err(refuse)?;
+    }
     // Each process runs --threads threads over its share of the connections.
     let per_process = args.connections / args.processes; // the smallest share
     if args.processes > 1 && args.threads > per_process {
@@ -219,11 +241,7 @@ pub fn validate(args: &BenchArgs) -> io::Result<Sources> {
         )));
     }
     if let Some(rate) = args.rate {
-        if !(rate.is_finite() && rate > 0.0) {
-            return Err(refuse(format!(
-                "--rate {rate}: must be a positive number of messages per second"
-            )));
-        }
+        schedule::check_rate(rate, args.connections).map_err(refuse)?;
         if !matches!(args.scenario, Scenario::Echo | Scenario::Flood) {
             return Err(refuse(
                 "--rate applies to the echo and flood scenarios only".into(),
@@ -704,9 +722,12 @@ fn run_echo(args: &BenchArgs, target: &Target, progress: bool) -> io::Result<Val
                 addr,
                 size: args.size,
                 pipeline: args.pipeline,
-                rate: args
-                    .rate
-                    .map(|r| r * count as f64 / args.connections as f64),
+                pacing: args.rate.map(|rate| Pacing {
+                    period_ps: schedule::check_rate(rate, args.connections)
+                        .expect("checked by validate"),
+                    connections: args.connections,
+                    first_id: args.first_connection_id,
+                }),
                 warmup: args.warmup,
                 duration: args.duration,
                 drain: DRAIN,
@@ -791,6 +812,9 @@ fn run_echo(args: &BenchArgs, target: &Target, progress: bool) -> io::Result<Val
     if args.rate.is_some() {
         report["latency_uncorrected_us"] = percentiles(&total.latency_uncorrected);
         report["histogram_uncorrected"] = json!(encode(&total.latency_uncorrected));
+        report["open_loop"] = json!({"intended": total.intended, "unsent": total.unsent});
+        report["histogram_send_lateness"] = json!(encode(&total.send_lateness));
+        fill_open_loop(&mut report, &total.send_lateness);
     }
     report["errors"] = errors_json(&total.errors);
     fill_cpu(&mut report, &cpu_start, &cpu_end, total.messages);
@@ -807,6 +831,26 @@ fn run_echo(args: &BenchArgs, target: &Target, progress: bool) -> io::Result<Val
         report["flood"] = flood_json(&flood, args);
     }
     Ok(report)
+}
+
+/// Open loop: achieved against requested, `saturated`, and the
+/// generator's own send lateness (from its histogram, in ns), from the
+/// report's other figures — so a merged report gets them the same way.
+pub(crate) fn fill_open_loop(report: &mut Value, send_lateness: &Histogram<u64>) {
+    let Some(requested) = report["target_rate"].as_f64() else {
+        return;
+    };
+    let achieved = report["msgs_per_sec"].as_f64().unwrap_or(0.0);
+    let ratio = achieved / requested;
+    report["achieved_ratio"] = json!(ratio);
+    report["saturated"] = json!(ratio < SATURATED_BELOW);
+    let us = |q: f64| send_lateness.value_at_quantile(q) as f64 / 1e3;
+    report["send_lateness_us"] = if send_lateness.is_empty() {
+        json!({"p50": null, "p99": null, "max": null, "sends": 0})
+    } else {
+        json!({"p50": us(0.5), "p99": us(0.99), "max": send_lateness.max() as f64 / 1e3,
+               "sends": send_lateness.len()})
+    };
 }
 
 fn flood_json(flood: &Flood, args: &BenchArgs) -> Value {
@@ -892,7 +936,7 @@ fn run_hold(args: &BenchArgs, target: &Target, progress: bool) -> io::Result<Val
                 addr,
                 size: args.size,
                 pipeline: 1,
-                rate: None,
+                pacing: None,
                 warmup: Duration::ZERO,
                 duration: args.duration,
                 drain: DRAIN + Duration::from_secs(10),
@@ -1002,6 +1046,9 @@ fn print_human(r: &Value) {
                 percentiles_text(u)
             );
         }
+        if let Some(line) = open_loop_lines(r) {
+            println!("{line}");
+        }
     }
     if let Some(c) = r.get("connect") {
         let l = &c["latency_us"];
@@ -1087,6 +1134,40 @@ fn print_human(r: &Value) {
                 .unwrap_or_default(),
         );
     }
+}
+
+/// The open loop's lines of the human summary: achieved against requested
+/// (and "SATURATED"), what was never sent, and the generator's lateness.
+fn open_loop_lines(r: &Value) -> Option<String> {
+    let ratio = r["achieved_ratio"].as_f64()?;
+    let o = &r["open_loop"];
+    let mut text = format!(
+        "  rate         {:.1} of {} msgs/s requested achieved ({:.1} %){}",
+        r["msgs_per_sec"].as_f64().unwrap_or(0.0),
+        r["target_rate"],
+        ratio * 100.0,
+        if r["saturated"] == true {
+            ": SATURATED"
+        } else {
+            ""
+        }
+    );
+    if o["unsent"].as_u64().unwrap_or(0) > 0 {
+        text += &format!(
+            "\n  unsent       {} of {} intended messages never sent (in the latency above at end - intended time, a lower bound)",
+            o["unsent"], o["intended"]
+        );
+    }
+    let l = &r["send_lateness_us"];
+    let us = |v: &Value| v.as_f64().map_or("?".to_string(), |v| format!("{v:.1}"));
+    text += &format!(
+        "\n  generator    sends late by p50 {} us  p99 {} us  max {} us  ({} sends on schedule; actual - intended send time: the generator's own error)",
+        us(&l["p50"]),
+        us(&l["p99"]),
+        us(&l["max"]),
+        l["sends"]
+    );
+    Some(text)
 }
 
 /// The summary's first line: what ran. Message settings only where
