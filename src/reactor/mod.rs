@@ -20,7 +20,13 @@
 //! 6. reap: free the slab slots of connections closed this turn — only now,
 //!    so a key named by a later event of the same batch is never reused
 //!    for a new connection mid-batch;
-//! 7. publish the counters for other threads.
+//! 7. publish the counters for other threads (and, under `--workers`
+//!    with `--metrics`, into this worker's shared slot, at most every
+//!    10 ms).
+//!
+//! With `--metrics`, one more listener and its HTTP connections take
+//! tokens of their own and are served in step 3, their deadlines expired
+//! in step 5 (`metrics_listener.rs`).
 //!
 //! Tokens: a client's token is its slab key. Other sources take reserved
 //! tokens counted down from `usize::MAX` ([`WAKER`], [`SIGNALS`], then the
@@ -34,6 +40,7 @@
 mod clients;
 mod endpoints;
 mod memory;
+mod metrics_listener;
 mod shutdown;
 mod tokens;
 mod udp;
@@ -54,6 +61,7 @@ use slab::Slab;
 use crate::budget::MemoryBudget;
 use crate::connection::{Limits, Workspace};
 use crate::fdlimit::{open_fds_for_stats, REACTOR_BASE_FDS};
+use crate::http::Health;
 use crate::protocol::Protocol;
 use crate::ratelimit::WarnLimiter;
 use crate::stats::{CloseReason, SharedStats, StatsSnapshot};
@@ -63,6 +71,8 @@ use crate::udp_budget::ReplyBudget;
 use clients::Clients;
 use endpoints::Endpoint;
 pub use endpoints::{Listening, ACCEPT_BUDGET, ACCEPT_PAUSE_MS, EMFILE_WARN_INTERVAL_MS};
+use metrics_listener::MetricsEndpoint;
+pub use metrics_listener::{SharedSlots, MAX_METRICS_CONNECTIONS, METRICS_DEADLINE_MS};
 use tokens::{endpoint_index, endpoint_token, FIRST_RESERVED};
 pub use tokens::{MAX_ENDPOINTS, SIGNALS, WAKER};
 pub use udp::DATAGRAM_BUDGET;
@@ -112,6 +122,8 @@ pub struct Reactor<P: Protocol> {
     /// The Unix socket files we listen on: a second signal exits at once,
     /// skipping the destructors that would remove them, so it does.
     unix_paths: Vec<std::path::PathBuf>,
+    /// `--metrics`: the HTTP listener and its connections (`metrics_listener.rs`).
+    metrics: Option<MetricsEndpoint>,
 }
 
 impl<P: Protocol> Reactor<P> {
@@ -192,7 +204,21 @@ impl<P: Protocol> Reactor<P> {
             settings,
             shutdown_deadline_ms: None,
             unix_paths,
+            metrics: None,
         })
+    }
+
+    /// Serve `/metrics` and `/healthz` on `listener` (bound, non-blocking),
+    /// on this loop; with `shared`, publish into a worker's slot and sum
+    /// every worker's in a scrape.
+    pub fn serve_metrics(
+        &mut self,
+        listener: mio::net::TcpListener,
+        shared: Option<SharedSlots>,
+    ) -> io::Result<()> {
+        let endpoint = MetricsEndpoint::new(listener, shared, self.poll.registry())?;
+        self.metrics = Some(endpoint);
+        Ok(())
     }
 
     /// Run until a stop is requested and the shutdown finishes: stop
@@ -233,6 +259,9 @@ impl<P: Protocol> Reactor<P> {
         self.clients.serve_ready_queue(self.poll.registry()); // 4. budget leftovers
         self.clients.expire_deadlines(self.poll.registry()); // 5. timers
         self.clients.enforce_budget(); //                        memory: pressure, eviction
+        if let Some(metrics) = &mut self.metrics {
+            metrics.expire(self.clients.ws.ctx.now_ms, self.poll.registry()); // slow scrapers
+        }
         self.clients.reap_closed(); // 6. free slab slots only now
         self.publish_stats(); // 7. counters out to other threads
         Ok(())
@@ -246,6 +275,11 @@ impl<P: Protocol> Reactor<P> {
         let nearest = resume
             .chain(self.clients.deadlines.next_due())
             .chain(self.shutdown_deadline_ms)
+            .chain(
+                self.metrics
+                    .as_ref()
+                    .and_then(MetricsEndpoint::next_deadline),
+            )
             .chain([self.next_stats_ms])
             .min()
             .unwrap_or(NEVER);
@@ -288,6 +322,17 @@ impl<P: Protocol> Reactor<P> {
                 token => {
                     if let Some(index) = endpoint_index(token) {
                         self.clients.on_endpoint_ready(index, registry);
+                    } else if let Some(metrics) = &mut self.metrics {
+                        let health = if self.shutdown_deadline_ms.is_some()
+                            || self.stop_requested.load(Ordering::Acquire)
+                        {
+                            Health::ShuttingDown
+                        } else {
+                            Health::Accepting
+                        };
+                        let now = self.clients.ws.ctx.now_ms;
+                        let stats = || self.stats.snapshot();
+                        metrics.on_event(token, now, health, stats, registry);
                     }
                 }
             }
@@ -301,6 +346,10 @@ impl<P: Protocol> Reactor<P> {
         let ws = &self.clients.ws;
         self.stats
             .publish(&ws.ctx.counters, &ws.ctx.gauge, self.clients.conns.len());
+        if let Some(metrics) = &mut self.metrics {
+            let active = self.clients.conns.len();
+            metrics.publish(ws.ctx.now_ms, &ws.ctx.counters, &ws.ctx.gauge, active);
+        }
         if let Some(interval) = self.settings.stats_interval_ms {
             if ws.ctx.now_ms >= self.next_stats_ms {
                 self.next_stats_ms = due_after(ws.ctx.now_ms, interval);
