@@ -496,7 +496,8 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
                 ReadOutcome::Data(n) => {
                     ctx.counters.bytes_in += n as u64;
                     self.last_activity_ms = ctx.now_ms;
-                    let sent_before = ctx.counters.bytes_out; // for the trace only
+                    let (sent_before, writes_before) =
+                        (ctx.counters.bytes_out, ctx.counters.write_calls); // trace only
                     if TRACE {
                         trace!("read {n}");
                     }
@@ -517,7 +518,12 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
                         }
                     }
                     if TRACE {
-                        trace_sent(ctx.counters.bytes_out - sent_before, self.outbuf.len());
+                        let writes = ctx.counters.write_calls - writes_before;
+                        trace_sent(
+                            ctx.counters.bytes_out - sent_before,
+                            writes,
+                            self.outbuf.len(),
+                        );
                     }
                     // Only output the kernel refused can pass the mark, so
                     // the common case (nothing queued) is one test.
@@ -726,9 +732,12 @@ mod tests;
 
 /// The trace line for a reply: what the kernel took, and what was kept.
 #[cold]
-fn trace_sent(sent: u64, unsent: usize) {
+fn trace_sent(sent: u64, writes: u64, unsent: usize) {
     if unsent == 0 && sent > 0 {
         trace!("wrote {sent}");
+    } else if writes == 0 && unsent > 0 {
+        // No write tried: the last one said WouldBlock, no writable edge since.
+        trace!("queued behind unsent output: {unsent} unsent");
     } else if unsent > 0 {
         trace!("wrote {sent}, write would block: {unsent} unsent");
     }

@@ -230,11 +230,11 @@ impl<P: Protocol> Reactor<P> {
         let timeout = self.next_timeout(); // 1. zero if work is queued, else nearest deadline
         self.poll_events(timeout)?; // 2. epoll_wait; EINTR counts as "no events"
         self.clients.ws.ctx.now_ms = self.clock.now_ms(); //    the clock, once per turn
-        let carried = self.clients.ready.len(); //              queued before this turn's events
+        let carried = self.clients.ready.len(); //              queued before this turn
         self.dispatch_events(); // 3. accept / receive / read / write per event
-        self.clients
-            .serve_ready_queue(self.poll.registry(), carried); // 4. budget leftovers
-        self.clients.expire_deadlines(self.poll.registry()); // 5. timers
+        let registry = self.poll.registry();
+        self.clients.serve_ready_queue(registry, carried); //    4. budget leftovers
+        self.clients.expire_deadlines(registry); //             5. timers
         self.clients.enforce_budget(); //                        memory: pressure, eviction
         self.clients.reap_closed(); // 6. free slab slots only now
         self.publish_stats(); // 7. counters out to other threads
