@@ -298,6 +298,8 @@ impl<P: Protocol> Reactor<P> {
         }
     }
 
+    /// Step 3 itself, with trace lines per event and outcome when `TRACE`:
+    /// each event goes to what its token names.
     // A function of its own (not folded into `run`), so the per-event path
     // that `Connection::drive` is inlined into keeps its values in registers
     // instead of in `run`'s large frame (docs/BENCHMARKS.md).
