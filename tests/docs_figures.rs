@@ -87,7 +87,7 @@ fn figures(paragraph: &str) -> Vec<String> {
             found.push(format!("{} instructions", clean(word)));
         } else if idle_bytes {
             // "under 100 bytes": a bound the measured figure must keep.
-            let bound = i > 0 && words[i - 1] == "under";
+            let bound = i > 0 && words[i - 1].trim_start_matches('(') == "under";
             let under = if bound { "under " } else { "" };
             found.push(format!("{under}{} B per idle connection", clean(word)));
         }
