@@ -51,7 +51,9 @@ pub struct Limits {
     pub max_buffered: usize,
     /// Close a connection whose unparsed input (a partial message) exceeds this.
     pub max_line: usize,
-    /// Bytes one connection may read per loop turn before others get a go.
+    /// Bytes one connection may read per loop turn before others get a go
+    /// (`drive` returns [`Next::Requeue`] once they are read; the reactor
+    /// reads it again in the next turn).
     pub read_budget_bytes: usize,
     /// Close a connection with no traffic either way for this long (ms).
     pub idle_timeout_ms: Option<u64>,
@@ -209,6 +211,9 @@ pub struct Connection<S, Session> {
     ending: Option<CloseReason>,
     /// On the reactor's ready queue (so it is queued at most once).
     pub queued: bool,
+    /// On the ready queue, and an event spent this turn's read budget: the
+    /// queue passes over its entry this turn (one budget per turn).
+    pub budget_spent: bool,
     /// Closed and waiting for the end of the loop turn to leave the slab.
     pub closed: bool,
 }
@@ -230,6 +235,7 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
             state: State::WRITE_READY | State::NEEDS_REACTOR,
             ending: None,
             queued: false,
+            budget_spent: false,
             closed: false,
         }
     }

@@ -115,9 +115,9 @@ fn readiness(event: &Event) -> String {
 
 impl<P: Protocol> Clients<P> {
     /// A readiness event for connection `key` (step 3): record what it says,
-    /// then drive the connection — unless it is on the ready queue, which
-    /// drives it in step 4. `TRACE`: log the event and each outcome (chosen
-    /// once per turn, so the untraced copy of this path has no trace code).
+    /// then drive the connection. `TRACE`: log the event and each outcome
+    /// (chosen once per turn, so the untraced copy of this path has no trace
+    /// code).
     pub(super) fn on_connection_event<const TRACE: bool>(&mut self, key: usize, event: &Event) {
         let Some(conn) = self.conns.get_mut(key) else {
             return; // cannot happen: slots are freed only between batches
@@ -125,17 +125,8 @@ impl<P: Protocol> Clients<P> {
         if TRACE {
             trace!("conn {key} {}", readiness(event));
         }
-        // One test for the two rare cases (`|`, not `||`: both flags are
-        // read at once, and the per-message path pays for one branch).
-        if conn.closed | conn.queued {
-            // Closed earlier in this batch: the event is stale. On the ready
-            // queue (its budget ran out, this turn or the last): record the
-            // event, and step 4 drives it once — driving it here as well
-            // would let it read two budgets in one turn (tests/read_budget.rs).
-            if !conn.closed {
-                record(conn, event);
-            }
-            return;
+        if conn.closed {
+            return; // closed earlier in this batch; the event is stale
         }
         record(conn, event);
         // Drive it now, on the connection already in hand (one slab lookup).
@@ -181,6 +172,12 @@ impl<P: Protocol> Clients<P> {
                 if !conn.queued {
                     conn.queued = true;
                     self.ready.push_back(Token(key));
+                } else {
+                    // Already queued from an earlier turn, and an event drove
+                    // it meanwhile: that was this turn's budget. Its entry is
+                    // passed over in step 4 and served next turn (checked
+                    // here, off the per-message path; tests/read_budget.rs).
+                    conn.budget_spent = true;
                 }
             }
             Next::Close(reason) => return self.close(key, reason),
@@ -236,9 +233,10 @@ impl<P: Protocol> Clients<P> {
     /// Step 4: serve the first `carried` entries of the ready queue — those
     /// queued before this turn's events were dispatched. An entry queued
     /// during this turn (its budget ran out in step 3) waits for the next
-    /// turn, as does one that re-queues itself now: the read budget is per
-    /// connection *per turn*, and a zero-timeout poll lets fresh events in
-    /// before anyone gets another.
+    /// turn, as does one that re-queues itself now, and one whose event
+    /// already spent this turn's budget (`budget_spent`): the read budget is
+    /// per connection *per turn*, and a zero-timeout poll lets fresh events
+    /// in before anyone gets another.
     pub(super) fn serve_ready_queue(&mut self, registry: &Registry, carried: usize) {
         for _ in 0..carried.min(self.ready.len()) {
             let Some(token) = self.ready.pop_front() else {
@@ -254,6 +252,16 @@ impl<P: Protocol> Clients<P> {
             let Some(conn) = self.conns.get_mut(token.0) else {
                 continue;
             };
+            if conn.budget_spent {
+                // Its event spent this turn's budget: next turn, then.
+                trace!(
+                    "conn {} passed over: its budget is spent this turn",
+                    token.0
+                );
+                conn.budget_spent = false;
+                self.ready.push_back(token);
+                continue;
+            }
             conn.queued = false;
             if !conn.closed {
                 self.drive_queued(token.0);

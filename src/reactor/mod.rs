@@ -12,7 +12,8 @@
 //!    drive a connection, handle a signal;
 //! 4. serve the ready queue: connections and sockets that stopped on their
 //!    per-turn budget with work possibly left, which no new edge would
-//!    announce;
+//!    announce — only those queued before step 3, and not one whose event
+//!    in step 3 already spent this turn's budget: one budget per turn each;
 //! 5. expire deadlines: protocol timers, idle and stalled connections,
 //!    lingering closes, accept pauses that are over; then check the memory
 //!    budget (`memory.rs`; also checked at once when output or input
@@ -70,7 +71,10 @@ pub use udp::DATAGRAM_BUDGET;
 /// Every read lands here first: one buffer for the whole server. It also
 /// holds any UDP datagram whole (the largest is 65 507 bytes).
 pub const SCRATCH_BYTES: usize = 64 * 1024;
-/// Bytes one connection may read per loop turn before the others get a go.
+/// Bytes one connection may read in one loop turn. Once it is spent the
+/// connection goes on the ready queue and is read again in the *next* turn,
+/// after an `epoll_wait` (zero timeout) has let the others' events in: at
+/// most one budget per connection per turn (`tests/read_budget.rs`).
 pub const READ_BUDGET_BYTES: usize = 256 * 1024;
 /// epoll events fetched per `epoll_wait`.
 pub const EVENTS_PER_POLL: usize = 1024;
