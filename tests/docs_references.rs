@@ -150,7 +150,7 @@ fn definitions(source: &str, name: &str) -> Vec<usize> {
             let before_ok = source[..*at]
                 .chars()
                 .next_back()
-                .is_none_or(|c| !c.is_alphanumeric() && c != '_');
+                .map_or(true, |c| !c.is_alphanumeric() && c != '_');
             let after = source[at + needle.len()..].chars().next();
             before_ok && matches!(after, Some('(') | Some('<'))
         })
@@ -200,7 +200,7 @@ fn calls(body: &str, name: &str) -> bool {
         let before_ok = body[..at]
             .chars()
             .next_back()
-            .is_none_or(|c| !c.is_alphanumeric() && c != '_');
+            .map_or(true, |c| !c.is_alphanumeric() && c != '_');
         let rest = &body[at + name.len()..];
         before_ok && (rest.starts_with('(') || rest.starts_with("::<"))
     })
