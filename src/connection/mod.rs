@@ -178,6 +178,11 @@ bitflags! {
         /// has shown it reads its replies. Memory eviction takes such a
         /// connection only after every one that never did (`budget.rs`).
         const OUTPUT_DRAINED = 1 << 6;
+        /// On the ready queue, and an event drove it until its read budget
+        /// ran out: this turn's budget is spent, so the reactor's ready
+        /// queue passes over it until the next turn (a bit here, not a
+        /// field: a new field would grow every connection's slab entry).
+        const BUDGET_SPENT = 1 << 7;
     }
 }
 
@@ -211,9 +216,6 @@ pub struct Connection<S, Session> {
     ending: Option<CloseReason>,
     /// On the reactor's ready queue (so it is queued at most once).
     pub queued: bool,
-    /// On the ready queue, and an event spent this turn's read budget: the
-    /// queue passes over its entry this turn (one budget per turn).
-    pub budget_spent: bool,
     /// Closed and waiting for the end of the loop turn to leave the slab.
     pub closed: bool,
 }
@@ -235,7 +237,6 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
             state: State::WRITE_READY | State::NEEDS_REACTOR,
             ending: None,
             queued: false,
-            budget_spent: false,
             closed: false,
         }
     }
@@ -297,6 +298,20 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
     /// Whether the reactor must look at this connection (see [`State::NEEDS_REACTOR`]).
     pub fn needs_reactor(&self) -> bool {
         self.state.contains(State::NEEDS_REACTOR)
+    }
+
+    /// Note that this turn's read budget is spent while the connection is on
+    /// the ready queue (see [`State::BUDGET_SPENT`]).
+    pub fn mark_budget_spent(&mut self) {
+        self.state.insert(State::BUDGET_SPENT);
+    }
+
+    /// Whether this turn's read budget was spent while queued (and reset
+    /// that: next turn, the queue serves it).
+    pub fn take_budget_spent(&mut self) -> bool {
+        let spent = self.state.contains(State::BUDGET_SPENT);
+        self.state.remove(State::BUDGET_SPENT);
+        spent
     }
 
     /// Whether the reactor must look (and reset that).

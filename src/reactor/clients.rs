@@ -177,7 +177,7 @@ impl<P: Protocol> Clients<P> {
                     // it meanwhile: that was this turn's budget. Its entry is
                     // passed over in step 4 and served next turn (checked
                     // here, off the per-message path; tests/read_budget.rs).
-                    conn.budget_spent = true;
+                    conn.mark_budget_spent();
                 }
             }
             Next::Close(reason) => return self.close(key, reason),
@@ -234,7 +234,7 @@ impl<P: Protocol> Clients<P> {
     /// queued before this turn's events were dispatched. An entry queued
     /// during this turn (its budget ran out in step 3) waits for the next
     /// turn, as does one that re-queues itself now, and one whose event
-    /// already spent this turn's budget (`budget_spent`): the read budget is
+    /// already spent this turn's budget (`BUDGET_SPENT`): the read budget is
     /// per connection *per turn*, and a zero-timeout poll lets fresh events
     /// in before anyone gets another.
     pub(super) fn serve_ready_queue(&mut self, registry: &Registry, carried: usize) {
@@ -252,13 +252,12 @@ impl<P: Protocol> Clients<P> {
             let Some(conn) = self.conns.get_mut(token.0) else {
                 continue;
             };
-            if conn.budget_spent {
+            if conn.take_budget_spent() {
                 // Its event spent this turn's budget: next turn, then.
                 trace!(
                     "conn {} passed over: its budget is spent this turn",
                     token.0
                 );
-                conn.budget_spent = false;
                 self.ready.push_back(token);
                 continue;
             }
