@@ -9,8 +9,11 @@
 #
 # echo-reactor-2-workers runs `serve --workers 2` with callgrind following the
 # re-executed workers (--trace-children), and sums every process's count.
+# echo-reactor-metrics and echo-reactor-2-workers-metrics are the same with
+# `--metrics 127.0.0.1:0` (the endpoint on, not scraped: its cost on the
+# per-message path).
 #
-# Usage: scripts/instructions-per-message.sh [echo-reactor|echo-reactor-2-workers|tokio|c-epoll]...
+# Usage: scripts/instructions-per-message.sh [echo-reactor|echo-reactor-metrics|echo-reactor-2-workers|echo-reactor-2-workers-metrics|tokio|c-epoll]...
 #        (default: all three; needs valgrind, a release build, `cargo bench --no-run`,
 #        and cc for the C peer). Messages are counted by the load generator
 #        (every reply verified), the same way for every server.
@@ -40,6 +43,8 @@ run() {
   case $server in
     echo-reactor) cmd=("$bin" serve --listen 127.0.0.1:0) ;;
     echo-reactor-2-workers) cmd=("$bin" serve --listen 127.0.0.1:0 --workers 2) ;;
+    echo-reactor-metrics) cmd=("$bin" serve --listen 127.0.0.1:0 --metrics 127.0.0.1:0) ;;
+    echo-reactor-2-workers-metrics) cmd=("$bin" serve --listen 127.0.0.1:0 --workers 2 --metrics 127.0.0.1:0) ;;
     tokio) cmd=("$bench_exe" --peer tokio) ;;
     c-epoll) port=$(free_port); cmd=("$target"/c_epoll_echo "$port") ;;
   esac
@@ -50,6 +55,21 @@ run() {
     else addr=$(sed -n 's/^listening on tcp //p' "$work/stdout"); [ -n "$addr" ] && break; fi
     sleep 0.1
   done
+  # Under valgrind, workers start long after the supervisor prints its
+  # address: wait until one answers, so the short run is not spent starting.
+  python3 - "$addr" <<'PY' || true
+import socket, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+deadline = time.time() + 60
+while time.time() < deadline:
+    try:
+        with socket.create_connection((host, int(port)), timeout=2) as s:
+            s.settimeout(2); s.sendall(b"x")
+            if s.recv(1) == b"x":
+                break
+    except OSError:
+        time.sleep(0.2)
+PY
   local messages
   messages=$(taskset -c 1 "$bin" bench --addr "$addr" --connections 50 --size 64 --duration "$secs" --warmup 0 --json \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["messages"])')

@@ -26,12 +26,14 @@ use crate::protocol::{
     AuthKey, Authenticated, Echo, Framing, Greet, Json, Prefix, Protocol, Upper, CHALLENGE_BYTES,
     HANDSHAKE_TIMEOUT,
 };
+use crate::reactor::SharedSlots;
 use crate::server::{BoundSocket, Config, Server, DEFAULT_BACKLOG};
 use crate::sockets::somaxconn;
 use crate::supervisor::{self, WorkerSockets, WORKER_ENV};
 use crate::units::{
     parse_addr, parse_bytes, parse_bytes_or_zero, parse_secs, parse_secs_or_zero, usage_error,
 };
+use crate::worker_stats::inherited_metrics;
 
 /// `echo-reactor`: a single-threaded mio echo server.
 #[derive(Debug, Parser)]
@@ -190,6 +192,11 @@ pub struct ServeArgs {
     /// of --max-memory and its own open-file limit; `auto` = one per CPU.
     #[arg(long, value_name = "N|auto", default_value = "1", value_parser = parse_workers)]
     pub workers: usize,
+    /// Serve Prometheus metrics (`/metrics`) and a health check (`/healthz`:
+    /// 200 while accepting, 503 once shutdown begins) over HTTP on this TCP
+    /// address, on the same loop (docs/OPERATIONS.md).
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    pub metrics: Option<SocketAddr>,
     /// On SIGINT/SIGTERM, flush pending output for at most this long (0: close at once).
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs_or_zero)]
     pub shutdown_grace: Duration,
@@ -220,6 +227,7 @@ impl ServeArgs {
             stall_timeout: Some(self.stall_timeout),
             stats_interval: self.stats_interval,
             shutdown_grace: self.shutdown_grace,
+            metrics: self.metrics,
             handle_signals: true,
         }
     }
@@ -308,7 +316,7 @@ pub fn check_limits(args: &ServeArgs, config: &Config, hard: u64) -> io::Result<
 }
 
 /// The machine's physical memory, if the system says.
-fn physical_memory_bytes() -> Option<u64> {
+pub(crate) fn physical_memory_bytes() -> Option<u64> {
     // SAFETY: sysconf only reads a system setting.
     let (pages, page) = unsafe {
         (
@@ -433,7 +441,17 @@ fn serve_with<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
         nofile_limits()
     })?;
     let worker = std::env::var(WORKER_ENV).is_ok();
-    let server = match inherited_sockets()? {
+    let mut config = config.clone();
+    // A worker serves the metrics listener its supervisor bound, not its own.
+    let worker_metrics = match worker_index() {
+        Some((index, count)) if config.metrics.is_some() => {
+            config.metrics = None;
+            inherited_metrics(index, count)?.map(|(listener, slots)| (listener, slots, index))
+        }
+        _ => None,
+    };
+    let config = &config;
+    let mut server = match inherited_sockets()? {
         // Socket activation, or a worker of ours: serve what we were handed.
         Some(sockets) => Server::adopt(config, protocol, sockets)?,
         None if worker => {
@@ -444,8 +462,12 @@ fn serve_with<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
         }
         None => Server::bind(config, protocol)?,
     };
+    if let Some((listener, slots, index)) = worker_metrics {
+        let listener = mio::net::TcpListener::from_std(listener);
+        server.serve_metrics(listener, Some(SharedSlots { slots, index }))?;
+    }
     if !worker {
-        print_listening(server.bound());
+        print_listening(server.bound(), server.metrics_addr());
     }
     let effective_backlog = somaxconn().map_or(config.backlog, |cap| config.backlog.min(cap));
     info!(
@@ -466,12 +488,15 @@ fn serve_with<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
     Ok(())
 }
 
-/// The `listening on ...` lines, one per socket.
-fn print_listening(bound: &[BoundSocket]) {
-    let listening: String = bound
+/// The `listening on ...` lines, one per socket, and the metrics endpoint's.
+fn print_listening(bound: &[BoundSocket], metrics: Option<SocketAddr>) {
+    let mut listening: String = bound
         .iter()
         .map(|socket| format!("listening on {socket}\n"))
         .collect();
+    if let Some(addr) = metrics {
+        listening.push_str(&format!("listening on metrics http://{addr}/metrics\n"));
+    }
     if let Err(e) = print_report(&listening) {
         warn!("stdout: cannot print the listening lines ({e}); serving anyway");
     }
@@ -480,11 +505,15 @@ fn print_listening(bound: &[BoundSocket]) {
 /// `serve --workers N` (N > 1): bind (or take over) every socket, print the
 /// `listening on` lines once, and supervise the workers (`supervisor.rs`).
 fn supervise(args: &ServeArgs, config: &Config) -> io::Result<()> {
-    let sockets = match inherited_sockets()? {
+    let mut sockets = match inherited_sockets()? {
         Some(inherited) => WorkerSockets::inherited(inherited, args.workers),
         None => WorkerSockets::bind(config, args.workers)?,
     };
-    print_listening(&sockets.bound);
+    let metrics = match config.metrics {
+        Some(addr) => Some(sockets.serve_metrics(addr, args.workers)?),
+        None => None,
+    };
+    print_listening(&sockets.bound, metrics);
     info!(
         "supervising {} workers, each with a {} byte share of --max-memory",
         args.workers,
@@ -495,6 +524,13 @@ fn supervise(args: &ServeArgs, config: &Config) -> io::Result<()> {
         std::process::exit(code);
     }
     Ok(())
+}
+
+/// `(index, count)` from [`WORKER_ENV`] in a worker, else `None`.
+fn worker_index() -> Option<(usize, usize)> {
+    let value = std::env::var(WORKER_ENV).ok()?;
+    let (index, count) = value.split_once('/')?;
+    Some((index.parse().ok()?, count.parse().ok()?))
 }
 
 /// A worker's share of the server-wide settings: `--max-memory` and

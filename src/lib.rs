@@ -31,6 +31,8 @@
 //! | [`sockets`], [`fdlimit`] | binding (backlog, `SO_REUSEADDR`, stale Unix sockets), UDP replies from the address asked, and `RLIMIT_NOFILE` |
 //! | [`units`] | the values flags are made of: addresses, sizes, durations (one parser each, below `cli`, `client` and `bench`) |
 //! | [`udp_budget`] | a per-source budget on UDP reply bytes (no reflection) |
+//! | [`http`], [`metrics`] | `--metrics`: an HTTP request head framed by `httparse`, routed, answered; the Prometheus exposition (`prometheus-client`) |
+//! | [`worker_stats`] | `--workers` with `--metrics`: each worker's numbers in a shared memory slot, summed by a scrape |
 //!
 //! `protocol` knows nothing of mio or sockets; `connection` knows sockets
 //! only as `Read + Write`; only `reactor` (and `bench`) touch `Poll`.
@@ -47,7 +49,9 @@ pub mod cli;
 pub mod client;
 pub mod connection;
 pub mod fdlimit;
+pub mod http;
 pub mod inherit;
+pub mod metrics;
 pub mod nonblocking;
 pub mod protocol;
 pub mod ratelimit;
@@ -60,6 +64,7 @@ pub mod supervisor;
 pub mod timers;
 pub mod udp_budget;
 pub mod units;
+pub mod worker_stats;
 
 #[cfg(test)]
 mod testing;

@@ -30,7 +30,7 @@ use crate::budget::{Marks, DEFAULT_MAX_MEMORY_BYTES};
 use crate::connection::Limits;
 use crate::fdlimit::{default_max_connections, nofile_limits};
 use crate::protocol::Protocol;
-use crate::reactor::{Listening, Reactor, ReactorSettings, READ_BUDGET_BYTES, WAKER};
+use crate::reactor::{Listening, Reactor, ReactorSettings, SharedSlots, READ_BUDGET_BYTES, WAKER};
 use crate::sockets::{bind_tcp, bind_udp, bind_unix};
 use crate::stats::{SharedStats, StatsSnapshot};
 use crate::timers::millis;
@@ -43,6 +43,8 @@ pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
 pub const DEFAULT_BACKLOG: u32 = 1024;
 /// `--stall-timeout`'s default.
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// The metrics listener's backlog: scrapes and health checks are few.
+pub const METRICS_BACKLOG: u32 = 64;
 /// `--shutdown-grace`'s default.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -79,6 +81,9 @@ pub struct Config {
     pub stats_interval: Option<Duration>,
     /// After a stop request, flush pending output for at most this long.
     pub shutdown_grace: Duration,
+    /// `--metrics`: serve `/metrics` and `/healthz` over HTTP on this TCP
+    /// address, on the same loop (`reactor/metrics_listener.rs`).
+    pub metrics: Option<SocketAddr>,
     /// Shut down on SIGINT/SIGTERM (the binary sets this; embedders usually
     /// keep their own signal handling and call [`ServerHandle::stop`]).
     pub handle_signals: bool,
@@ -100,6 +105,7 @@ impl Default for Config {
             stall_timeout: Some(DEFAULT_STALL_TIMEOUT),
             stats_interval: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            metrics: None,
             handle_signals: false,
         }
     }
@@ -142,6 +148,8 @@ pub struct Server<P: Protocol> {
     bound: Vec<BoundSocket>,
     max_connections: usize,
     handle: ServerHandle,
+    /// Where `/metrics` is served, if anywhere.
+    metrics_addr: Option<SocketAddr>,
     /// Removes the Unix socket file when the server goes away.
     unix_guard: Option<UnixPathGuard>,
 }
@@ -223,13 +231,37 @@ impl<P: Protocol> Server<P> {
             handle.stop_requested.clone(),
             handle.stats.clone(),
         )?;
-        Ok(Server {
+        let mut server = Server {
             reactor,
             bound,
             max_connections,
             handle,
+            metrics_addr: None,
             unix_guard: None,
-        })
+        };
+        if let Some(addr) = config.metrics {
+            let listener = bind_tcp(addr, METRICS_BACKLOG)
+                .map_err(|e| io::Error::new(e.kind(), format!("--metrics: {e}")))?;
+            server.serve_metrics(listener, None)?;
+        }
+        Ok(server)
+    }
+
+    /// Serve `/metrics` and `/healthz` on `listener` (bound elsewhere: a
+    /// worker is handed its supervisor's), publishing into and summing the
+    /// workers' `shared` slots when given.
+    pub fn serve_metrics(
+        &mut self,
+        listener: mio::net::TcpListener,
+        shared: Option<SharedSlots>,
+    ) -> io::Result<()> {
+        self.metrics_addr = Some(listener.local_addr()?);
+        self.reactor.serve_metrics(listener, shared)
+    }
+
+    /// The address `/metrics` is served on (the real port when 0 was asked).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Every socket served, in order: TCP listeners, UDP sockets, the Unix listener.

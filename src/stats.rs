@@ -149,6 +149,23 @@ macro_rules! counters {
             }
         }
 
+        impl StatsSnapshot {
+            /// Add another reactor's numbers, field by field (workers'
+            /// totals: gauges add up as each is a worker's share; peaks
+            /// summed are an upper bound on the server's peak).
+            pub fn add(&mut self, other: &StatsSnapshot) {
+                self.active += other.active;
+                for (sum, n) in self.closed.iter_mut().zip(&other.closed) {
+                    *sum += n;
+                }
+                self.held_bytes += other.held_bytes;
+                self.held_capacity += other.held_capacity;
+                self.peak_held_bytes += other.peak_held_bytes;
+                self.peak_held_capacity += other.peak_held_capacity;
+                $(self.$name += other.$name;)*
+            }
+        }
+
         /// `stats active=.. accepted=.. ... closed_reset=.. ...`: one line of `key=value` pairs.
         impl fmt::Display for StatsSnapshot {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -22,13 +22,17 @@
 //!   signal makes them, and it, exit at once), and prints one final
 //!   `stats` line: every worker's final line summed, plus `workers=N`.
 //!
-//! Nothing here runs per message: workers share no memory and make no
-//! calls to each other or to the supervisor.
+//! Nothing here runs per message: workers make no calls to each other or
+//! to the supervisor. With `--metrics` they share one region of memory,
+//! each publishing its numbers into its own slot at most every 10 ms, and a
+//! listener any of them answers a scrape on with every slot summed
+//! (`worker_stats.rs`).
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::{self, BufRead, BufReader};
-use std::os::fd::RawFd;
+use std::net::SocketAddr;
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -42,8 +46,10 @@ use signal_hook::iterator::Signals;
 
 use crate::inherit::{listening_fd, pass_sockets};
 use crate::reactor::Listening;
+use crate::server::METRICS_BACKLOG;
 use crate::server::{BoundSocket, Config};
-use crate::sockets::{bind_tcp_group, bind_udp_group, bind_unix};
+use crate::sockets::{bind_tcp, bind_tcp_group, bind_udp_group, bind_unix};
+use crate::worker_stats::{WorkerSlots, WorkersMetrics, METRICS_FDS_ENV};
 
 /// Set in a worker's environment to `INDEX/COUNT`: "you are a worker".
 pub const WORKER_ENV: &str = "ECHO_REACTOR_WORKER";
@@ -68,6 +74,9 @@ pub struct WorkerSockets {
     shared: Vec<Listening>,
     /// The Unix socket file this process created, removed at exit.
     unix_file: Option<PathBuf>,
+    /// `--metrics`: the listener every worker shares, and the slots where
+    /// each publishes its numbers (`worker_stats.rs`).
+    metrics: Option<WorkersMetrics>,
 }
 
 impl WorkerSockets {
@@ -101,6 +110,7 @@ impl WorkerSockets {
             own,
             shared,
             unix_file,
+            metrics: None,
         })
     }
 
@@ -112,7 +122,21 @@ impl WorkerSockets {
             own: (0..workers).map(|_| Vec::new()).collect(),
             shared,
             unix_file: None,
+            metrics: None,
         }
+    }
+
+    /// `--metrics ADDR`: bind it once and create the shared slots, for
+    /// `workers` workers. Returns the address bound.
+    pub fn serve_metrics(&mut self, addr: SocketAddr, workers: usize) -> io::Result<SocketAddr> {
+        let listener = bind_tcp(addr, METRICS_BACKLOG)
+            .map_err(|e| io::Error::new(e.kind(), format!("--metrics: {e}")))?;
+        let bound = listener.local_addr()?;
+        // Back to std: it crosses to the workers as a plain descriptor.
+        let listener = std::net::TcpListener::from(OwnedFd::from(listener));
+        let slots = WorkerSlots::create(workers)?;
+        self.metrics = Some(WorkersMetrics { listener, slots });
+        Ok(bound)
     }
 
     /// Worker `index`'s descriptors, in the order it will list them.
@@ -264,7 +288,18 @@ fn start(
         // Its own process group: a terminal's Ctrl-C reaches the supervisor
         // alone, which forwards exactly one signal.
         .process_group(0);
-    let _copies = pass_sockets(&mut command, &sockets.fds_for(slot.index))?;
+    let mut fds = sockets.fds_for(slot.index);
+    let listening = fds.len();
+    if let Some(metrics) = &sockets.metrics {
+        // After the sockets, outside LISTEN_FDS: named by their own variable.
+        fds.extend(metrics.fds());
+        command.env(
+            METRICS_FDS_ENV,
+            WorkersMetrics::env_value(3 + listening as RawFd),
+        );
+    }
+    let _copies = pass_sockets(&mut command, &fds)?;
+    command.env("LISTEN_FDS", listening.to_string());
     #[cfg(any(target_os = "linux", target_os = "android"))]
     // SAFETY: prctl is async-signal-safe. If the supervisor dies, its
     // workers are told to drain and exit rather than serve on unsupervised.

@@ -471,6 +471,8 @@ fn memory(setup: &Setup) {
             &strings(&[
                 "--scenario",
                 "hold",
+                // Each server here is started for this run: its growth is per connection.
+                "--server-fresh",
                 "--connections",
                 &hold_arg,
                 "--duration",

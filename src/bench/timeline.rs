@@ -3,12 +3,14 @@
 //! and the `--histogram-log` file (HdrHistogram's interval log, one
 //! interval per second).
 //!
-//! The load threads each send a [`Tick`] at every whole second after the
-//! start (and a last one when they finish). A tick sent at second `k`
-//! covers `[k-1, k)`; the main thread files it by its arrival time rounded
-//! to the nearest second, so a tick that is a little late still lands in
-//! its own second (one later than half a second lands in the next: the
-//! count is kept either way, only its second is approximate).
+//! The main thread's progress clock ([`progress`](super::progress)) ends
+//! an [`Interval`] at every whole second after the start (and at the end
+//! of the warm-up and of the measured window); an interval that ends at
+//! second `k` covers `[k-1, k)` and is filed by its end rounded to the
+//! nearest second. Message counts are exact per second; latencies are
+//! those the load threads had merged in by then (every
+//! [`LATENCY_EVERY`](super::progress::LATENCY_EVERY)), so a sample may
+//! land in the second after its reply — every sample is kept.
 //!
 //! Memory stays bounded however long the run: only the two newest seconds
 //! keep a live histogram; older ones are kept compressed (HdrHistogram's
@@ -25,8 +27,9 @@ use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use super::driver::{new_histogram, Tick};
+use super::driver::new_histogram;
 use super::merge::{decode, encode};
+use super::progress::Interval;
 
 /// One second of the run, as filed so far.
 struct Slot {
@@ -74,14 +77,14 @@ impl Timeline {
         }
     }
 
-    /// File a tick that arrived now.
-    pub fn add(&mut self, tick: &Tick) {
-        if tick.messages == 0 {
-            return; // warmup, drain, or an idle second: nothing to file
+    /// File an interval that ended at `ended`.
+    pub fn add(&mut self, ended: Instant, tick: &Interval) {
+        if tick.messages == 0 && tick.latency.is_empty() {
+            return; // an idle second: nothing to file
         }
-        let arrived = self.began.elapsed().as_secs_f64();
-        // Tick k is sent at second k and covers [k-1, k).
-        let index = (arrived.round() as usize).saturating_sub(1);
+        let at = ended.saturating_duration_since(self.began).as_secs_f64();
+        // An interval ending at second k covers [k-1, k).
+        let index = (at.round() as usize).saturating_sub(1);
         while self.slots.len() <= index {
             self.slots.push(Slot {
                 messages: 0,
@@ -233,26 +236,25 @@ mod tests {
     use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
     use hdrhistogram::serialization::Deserializer;
 
-    fn tick(samples: &[u64]) -> Tick {
+    fn tick(samples: &[u64]) -> Interval {
         let mut latency = new_histogram();
         for &s in samples {
             latency.record(s).unwrap();
         }
-        Tick {
+        Interval {
             messages: samples.len() as u64,
             latency,
-            open: 1,
         }
     }
 
     #[test]
     fn the_interval_log_reads_back_with_every_sample() {
         let mut timeline = Timeline::new(Instant::now(), Duration::ZERO, Duration::from_secs(3));
-        timeline.add(&tick(&[10, 20, 30]));
-        timeline.add(&tick(&[40]));
-        // Pretend a second has passed: file into slot 1 directly.
-        timeline.began -= Duration::from_secs(2);
-        timeline.add(&tick(&[5000, 6000]));
+        let second = |k| timeline.began + Duration::from_secs(k);
+        let (one, two) = (second(1), second(2));
+        timeline.add(one, &tick(&[10, 20, 30]));
+        timeline.add(one, &tick(&[40]));
+        timeline.add(two, &tick(&[5000, 6000]));
         let json = timeline.to_json();
         let filed: u64 = json
             .as_array()
@@ -285,10 +287,10 @@ mod tests {
     #[test]
     fn old_seconds_are_kept_compressed() {
         let mut timeline = Timeline::new(Instant::now(), Duration::ZERO, Duration::from_secs(9));
-        for _ in 0..5 {
-            // Tick k comes at second k.
-            timeline.began -= Duration::from_secs(1);
-            timeline.add(&tick(&[7]));
+        for k in 1..=5 {
+            // Interval k ends at second k.
+            let ended = timeline.began + Duration::from_secs(k);
+            timeline.add(ended, &tick(&[7]));
         }
         let live = timeline.slots.iter().filter(|s| s.live.is_some()).count();
         assert!(live <= 2, "{live} live histograms");

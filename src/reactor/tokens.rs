@@ -1,8 +1,9 @@
 //! Tokens: how an event names its source.
 //!
 //! A client's token is its slab key. Every other source takes a reserved
-//! token counted down from `usize::MAX` ([`WAKER`], [`SIGNALS`], then the
-//! listening sockets by index), far above any key a slab can reach, so one
+//! token counted down from `usize::MAX` ([`WAKER`], [`SIGNALS`], the
+//! listening sockets by index, then the `--metrics` listener and its
+//! connections), far above any key a slab can reach, so one
 //! comparison tells a client event from the rest.
 
 use mio::Token;
@@ -15,9 +16,17 @@ pub const SIGNALS: Token = Token(usize::MAX - 1);
 pub(super) const FIRST_ENDPOINT: usize = usize::MAX - 2;
 /// At most this many listening sockets (their tokens must stay reserved).
 pub const MAX_ENDPOINTS: usize = 256;
+/// The `--metrics` listener, just below the listening sockets' range.
+pub(super) const METRICS_LISTENER: Token = Token(FIRST_ENDPOINT - MAX_ENDPOINTS);
+/// Metrics connection `i` has token `FIRST_METRICS_CONN - i`.
+const FIRST_METRICS_CONN: usize = FIRST_ENDPOINT - MAX_ENDPOINTS - 1;
+/// At most this many metrics connections at once (more are closed at once).
+pub const MAX_METRICS_CONNECTIONS: usize = 16;
 /// Tokens from here up are reserved; below are client slab keys.
-pub(super) const FIRST_RESERVED: usize = FIRST_ENDPOINT - MAX_ENDPOINTS + 1;
+pub(super) const FIRST_RESERVED: usize = FIRST_METRICS_CONN - MAX_METRICS_CONNECTIONS + 1;
 
+/// The reserved token of listening socket `index` (counted down from
+/// `usize::MAX`, below [`WAKER`] and [`SIGNALS`]).
 pub(super) fn endpoint_token(index: usize) -> Token {
     Token(FIRST_ENDPOINT - index)
 }
@@ -25,6 +34,15 @@ pub(super) fn endpoint_token(index: usize) -> Token {
 pub(super) fn endpoint_index(token: Token) -> Option<usize> {
     let index = FIRST_ENDPOINT.checked_sub(token.0)?;
     (index < MAX_ENDPOINTS).then_some(index)
+}
+
+pub(super) fn metrics_conn_token(index: usize) -> Token {
+    Token(FIRST_METRICS_CONN - index)
+}
+
+pub(super) fn metrics_conn_index(token: Token) -> Option<usize> {
+    let index = FIRST_METRICS_CONN.checked_sub(token.0)?;
+    (index < MAX_METRICS_CONNECTIONS).then_some(index)
 }
 
 #[cfg(test)]
@@ -42,10 +60,16 @@ mod tests {
         assert_eq!(endpoint_index(SIGNALS), None);
         assert_eq!(endpoint_index(Token(0)), None);
         assert_eq!(endpoint_index(Token(1_000_000)), None);
-        assert_eq!(
-            endpoint_index(Token(FIRST_RESERVED)),
-            Some(MAX_ENDPOINTS - 1)
-        );
-        assert_eq!(endpoint_index(Token(FIRST_RESERVED - 1)), None);
+        // Below the last listening socket: the metrics listener, then its
+        // connections, the last of which is the lowest reserved token.
+        assert_eq!(endpoint_index(METRICS_LISTENER), None);
+        assert_eq!(METRICS_LISTENER.0 + 1, endpoint_token(MAX_ENDPOINTS - 1).0);
+        assert_eq!(endpoint_index(Token(FIRST_RESERVED)), None);
+        assert_eq!(metrics_conn_index(METRICS_LISTENER), None);
+        let last = metrics_conn_token(MAX_METRICS_CONNECTIONS - 1);
+        assert_eq!(metrics_conn_index(last), Some(MAX_METRICS_CONNECTIONS - 1));
+        assert_eq!(last, Token(FIRST_RESERVED));
+        assert_eq!(metrics_conn_index(Token(FIRST_RESERVED - 1)), None);
+        assert_eq!(metrics_conn_index(endpoint_token(0)), None);
     }
 }

@@ -1,0 +1,404 @@
+//! `--metrics`: the HTTP listener and its connections, on the same loop as
+//! the clients. This file only moves bytes — accept, read into a bounded
+//! buffer, write the response, close; what a request means and what the
+//! answer says are `http.rs` and `metrics.rs`, which know nothing of mio.
+//!
+//! Limits (a scraper gets the same distrust as a client):
+//! - at most [`MAX_METRICS_CONNECTIONS`] open at once; more are accepted
+//!   and closed at once, counted `busy`;
+//! - the request head is read into a buffer of at most
+//!   [`MAX_REQUEST_HEAD_BYTES`]; past it, 431 and close;
+//! - the whole exchange (request in, response out) must finish within
+//!   [`METRICS_DEADLINE_MS`] of the accept, or the connection is closed
+//!   (`timeout`): a client sending one byte a second holds a slot for
+//!   3 s, not forever;
+//! - one request per connection: the response says `Connection: close`
+//!   and the server closes once it is sent (bytes pipelined after the
+//!   first request are never read; closing with them unread makes the
+//!   kernel send RST instead of FIN, which such a client sees as a reset).
+//!
+//! Nothing here runs on the clients' per-message path: its events have
+//! tokens of their own (`tokens.rs`) and its per-turn cost is one check of
+//! an empty table.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+
+use log::debug;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry, Token};
+use slab::Slab;
+
+pub use super::tokens::MAX_METRICS_CONNECTIONS;
+use super::tokens::{metrics_conn_index, metrics_conn_token, METRICS_LISTENER};
+use crate::buffer::BufferGauge;
+use crate::http::{
+    parse_request_head, route, Health, RequestHead, Response, MAX_REQUEST_HEAD_BYTES,
+};
+use crate::metrics::{encode_text, Exposition, HttpCounters, HttpRefusal, ProcessFigures};
+use crate::stats::{Counters, StatsSnapshot};
+use crate::timers::due_after;
+use crate::worker_stats::WorkerSlots;
+
+/// A metrics connection must have sent its request and received the whole
+/// response within this long of being accepted.
+pub const METRICS_DEADLINE_MS: u64 = 3_000;
+
+/// Under `--workers`, a worker copies its numbers into its shared slot at
+/// most this often (a scrape sees them at most this much older than its
+/// own): a cheap timer, not every loop turn, so a busy worker's turns pay
+/// one comparison instead of the copy.
+pub const SLOT_PUBLISH_INTERVAL_MS: u64 = 10;
+
+/// Where a worker publishes its numbers, and where the others' are.
+#[derive(Debug)]
+pub struct SharedSlots {
+    /// Every worker's slot.
+    pub slots: WorkerSlots,
+    /// This worker's index among them.
+    pub index: usize,
+}
+
+/// One metrics connection.
+struct MetricsConn {
+    stream: TcpStream,
+    /// The request head so far (at most `MAX_REQUEST_HEAD_BYTES`).
+    received: Vec<u8>,
+    /// The response, once the request is complete; `sent` of it written.
+    response: Option<Vec<u8>>,
+    sent: usize,
+    deadline_ms: u64,
+}
+
+/// What a connection's event came to.
+enum Progress {
+    /// Waiting for more of the request, or for room to write.
+    Waiting,
+    /// Done (answered, refused, or the client went away): close it.
+    Finished,
+}
+
+/// The metrics listener, its connections and its tallies.
+pub struct MetricsEndpoint {
+    listener: TcpListener,
+    conns: Slab<MetricsConn>,
+    counters: HttpCounters,
+    shared: Option<SharedSlots>,
+    /// The next time the shared slot may be written.
+    slot_due_ms: u64,
+    /// A turn passed without writing the slot: the numbers there may be
+    /// stale, so the loop must wake by `slot_due_ms` even if idle.
+    slot_stale: bool,
+}
+
+impl MetricsEndpoint {
+    /// Register `listener` (already bound, non-blocking) with the loop.
+    pub fn new(
+        mut listener: TcpListener,
+        shared: Option<SharedSlots>,
+        registry: &Registry,
+    ) -> io::Result<Self> {
+        registry.register(&mut listener, METRICS_LISTENER, Interest::READABLE)?;
+        if let Some(shared) = &shared {
+            if let Some(slot) = shared.slots.slot(shared.index) {
+                slot.claim();
+            }
+        }
+        Ok(MetricsEndpoint {
+            listener,
+            conns: Slab::with_capacity(MAX_METRICS_CONNECTIONS),
+            counters: HttpCounters::default(),
+            shared,
+            slot_due_ms: 0,
+            slot_stale: false,
+        })
+    }
+
+    /// The nearest connection deadline, or the time the shared slot is
+    /// due while it is stale.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let slot = self.slot_stale.then_some(self.slot_due_ms);
+        self.conns
+            .iter()
+            .map(|(_, c)| c.deadline_ms)
+            .chain(slot)
+            .min()
+    }
+
+    /// Copy the loop's numbers into this worker's shared slot, at most
+    /// every [`SLOT_PUBLISH_INTERVAL_MS`] (called once per turn; nothing
+    /// without `--workers`).
+    #[inline]
+    pub fn publish(
+        &mut self,
+        now_ms: u64,
+        counters: &Counters,
+        gauge: &BufferGauge,
+        active: usize,
+    ) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        if now_ms < self.slot_due_ms {
+            self.slot_stale = true;
+            return;
+        }
+        if let Some(slot) = shared.slots.slot(shared.index) {
+            slot.publish(counters, gauge, active);
+        }
+        self.slot_due_ms = due_after(now_ms, SLOT_PUBLISH_INTERVAL_MS);
+        self.slot_stale = false;
+    }
+
+    /// An event for the listener or a connection. `stats` is this
+    /// reactor's latest snapshot; `health` what `/healthz` says.
+    pub fn on_event(
+        &mut self,
+        token: Token,
+        now_ms: u64,
+        health: Health,
+        stats: impl Fn() -> StatsSnapshot,
+        registry: &Registry,
+    ) {
+        if token == METRICS_LISTENER {
+            self.accept_all(now_ms, registry);
+            return;
+        }
+        let Some(index) = metrics_conn_index(token) else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(index) else {
+            return; // closed earlier in this batch
+        };
+        let progress = conn.advance(health, &mut self.counters, |counters| {
+            exposition(counters, health, &stats, self.shared.as_ref())
+        });
+        if let Progress::Finished = progress {
+            self.close(index, registry);
+        }
+        self.publish_http();
+    }
+
+    /// Close connections past their deadline (they were too slow).
+    pub fn expire(&mut self, now_ms: u64, registry: &Registry) {
+        if self.conns.is_empty() {
+            return;
+        }
+        let late: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| now_ms >= c.deadline_ms)
+            .map(|(index, _)| index)
+            .collect();
+        for index in late {
+            debug!("metrics connection {index}: not done within {METRICS_DEADLINE_MS} ms; closed");
+            self.counters.refused[HttpRefusal::Timeout.index()] += 1;
+            self.close(index, registry);
+        }
+        self.publish_http();
+    }
+
+    /// Accept until the queue is empty. Bounded by the listen backlog: each
+    /// one is either served or closed at once.
+    fn accept_all(&mut self, now_ms: u64, registry: &Registry) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, _)) => {
+                    if self.conns.len() >= MAX_METRICS_CONNECTIONS {
+                        self.counters.refused[HttpRefusal::Busy.index()] += 1;
+                        continue; // dropping `stream` closes it
+                    }
+                    let entry = self.conns.vacant_entry();
+                    let token = metrics_conn_token(entry.key());
+                    let interest = Interest::READABLE | Interest::WRITABLE;
+                    if let Err(e) = registry.register(&mut stream, token, interest) {
+                        debug!("register metrics connection: {e}");
+                        continue;
+                    }
+                    entry.insert(MetricsConn {
+                        stream,
+                        received: Vec::new(),
+                        response: None,
+                        sent: 0,
+                        deadline_ms: due_after(now_ms, METRICS_DEADLINE_MS),
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // EMFILE and the like: the next connection's edge retries.
+                Err(e) => {
+                    debug!("accept metrics connection: {e}");
+                    break;
+                }
+            }
+        }
+        self.publish_http();
+    }
+
+    fn close(&mut self, index: usize, registry: &Registry) {
+        if let Some(mut conn) = self.conns.try_remove(index) {
+            let _ = registry.deregister(&mut conn.stream);
+        }
+    }
+
+    fn publish_http(&self) {
+        if let Some(shared) = &self.shared {
+            if let Some(slot) = shared.slots.slot(shared.index) {
+                slot.publish_http(&self.counters);
+            }
+        }
+    }
+}
+
+/// What a scrape shows: this reactor's numbers, or every worker's summed.
+fn exposition(
+    counters: &HttpCounters,
+    health: Health,
+    stats: &impl Fn() -> StatsSnapshot,
+    shared: Option<&SharedSlots>,
+) -> Exposition {
+    let shutting_down = health == Health::ShuttingDown;
+    match shared {
+        Some(shared) => {
+            let total = shared.slots.total();
+            Exposition {
+                stats: total.stats,
+                http: total.http,
+                process: total.process,
+                shutting_down,
+                workers: total.workers,
+            }
+        }
+        None => Exposition {
+            stats: stats(),
+            http: *counters,
+            process: ProcessFigures::read(None),
+            shutting_down,
+            workers: 1,
+        },
+    }
+}
+
+impl MetricsConn {
+    /// Read the request (until complete, refused or the peer is gone),
+    /// then write the response; `answer` builds a scrape's figures.
+    fn advance(
+        &mut self,
+        health: Health,
+        counters: &mut HttpCounters,
+        answer: impl FnOnce(&HttpCounters) -> Exposition,
+    ) -> Progress {
+        if self.response.is_none() {
+            match self.read_request() {
+                Ok(Some(head)) => {
+                    let response = match Response::for_refused(&head) {
+                        Some(refusal) => {
+                            let why = if head == RequestHead::TooLarge {
+                                HttpRefusal::TooLarge
+                            } else {
+                                HttpRefusal::Invalid
+                            };
+                            counters.refused[why.index()] += 1;
+                            refusal.to_bytes(false)
+                        }
+                        None => {
+                            let RequestHead::Complete { method, path } = head else {
+                                return Progress::Finished;
+                            };
+                            counters.answered += 1;
+                            // Built only for /metrics: a health check
+                            // costs no /proc reads and no encoding.
+                            route(&method, &path, health, || encode_text(&answer(counters)))
+                                .to_bytes(method == "HEAD")
+                        }
+                    };
+                    self.response = Some(response);
+                }
+                Ok(None) => return Progress::Waiting,
+                Err(()) => return Progress::Finished,
+            }
+        }
+        self.write_response()
+    }
+
+    /// `Ok(Some(head))` once the head is complete or refused, `Ok(None)` to
+    /// wait for more, `Err(())` when the peer is gone.
+    fn read_request(&mut self) -> Result<Option<RequestHead>, ()> {
+        let mut chunk = [0u8; 4096];
+        loop {
+            // Never more than the cap: a 1 MiB request line costs 8 KiB.
+            let room = MAX_REQUEST_HEAD_BYTES - self.received.len();
+            let want = room.min(chunk.len());
+            match self.stream.read(&mut chunk[..want]) {
+                Ok(0) => return Err(()), // closed before a whole request
+                Ok(n) => {
+                    self.received.extend_from_slice(&chunk[..n]);
+                    match parse_request_head(&self.received) {
+                        RequestHead::Partial => continue,
+                        head => return Ok(Some(head)),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Err(()),
+            }
+        }
+    }
+
+    fn write_response(&mut self) -> Progress {
+        let Some(response) = &self.response else {
+            return Progress::Waiting;
+        };
+        while self.sent < response.len() {
+            match self.stream.write(&response[self.sent..]) {
+                Ok(0) => return Progress::Finished,
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::Waiting,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Progress::Finished,
+            }
+        }
+        // FIN after the response: the client reads to the end of the stream.
+        let _ = self.stream.shutdown(Shutdown::Write);
+        Progress::Finished
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepted(counters: u64) -> Counters {
+        Counters {
+            accepted: counters,
+            ..Counters::default()
+        }
+    }
+
+    #[test]
+    fn a_skipped_slot_copy_makes_the_loop_wake_when_it_is_due() {
+        let poll = mio::Poll::new().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let slots = WorkerSlots::create(1).unwrap();
+        let shared = SharedSlots { slots, index: 0 };
+        let mut endpoint = MetricsEndpoint::new(listener, Some(shared), poll.registry()).unwrap();
+        let gauge = BufferGauge::default();
+        let seen = |endpoint: &MetricsEndpoint| {
+            let shared = endpoint.shared.as_ref().unwrap();
+            shared.slots.total().stats.accepted
+        };
+        endpoint.publish(100, &accepted(1), &gauge, 1);
+        assert_eq!(seen(&endpoint), 1);
+        assert_eq!(endpoint.next_deadline(), None, "nothing stale, nothing due");
+        // Within the interval: not copied, but the loop must come back.
+        endpoint.publish(105, &accepted(2), &gauge, 1);
+        assert_eq!(seen(&endpoint), 1);
+        assert_eq!(
+            endpoint.next_deadline(),
+            Some(100 + SLOT_PUBLISH_INTERVAL_MS)
+        );
+        endpoint.publish(100 + SLOT_PUBLISH_INTERVAL_MS, &accepted(2), &gauge, 1);
+        assert_eq!(seen(&endpoint), 2);
+        assert_eq!(endpoint.next_deadline(), None);
+    }
+}

@@ -1,0 +1,404 @@
+//! `serve --metrics ADDR`: `/metrics` and `/healthz` over HTTP on the same
+//! loop, checked with real clients, `promtool`, SIGTERM, and clients that
+//! misbehave (too slow, too large) while echo clients are served.
+
+mod support;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::{connect, pattern, round_trip, ServeProcess, DEADLINE};
+
+/// `echo-reactor serve --listen 127.0.0.1:0 --metrics 127.0.0.1:0 EXTRA...`
+/// and the two addresses it printed (echo, metrics).
+fn serve_with_metrics(extra: &[&str]) -> (ServeProcess, SocketAddr, SocketAddr) {
+    let mut args = vec!["--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let server = ServeProcess::spawn(&args, 2);
+    let echo = server.addr(0);
+    let metrics = metrics_addr(&server.sockets[1]);
+    (server, echo, metrics)
+}
+
+/// `metrics http://127.0.0.1:PORT/metrics` -> the address.
+fn metrics_addr(line: &str) -> SocketAddr {
+    line.strip_prefix("metrics http://")
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("not a metrics line: {line:?}"))
+        .parse()
+        .unwrap()
+}
+
+/// One `GET`, read to the end (the server closes): (status, body).
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    request(addr, &format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n"))
+}
+
+fn request(addr: SocketAddr, head: &str) -> (u16, String) {
+    let mut stream = connect(addr);
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, body)| body)
+        .to_string();
+    (status, body)
+}
+
+/// A sample's value in a scrape (`NAME VALUE`, `NAME{labels} VALUE`).
+fn sample(scrape: &str, name: &str) -> Option<u64> {
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn scrape_value(metrics: SocketAddr, name: &str) -> u64 {
+    let (status, body) = get(metrics, "/metrics");
+    assert_eq!(status, 200, "{body}");
+    sample(&body, name).unwrap_or_else(|| panic!("{name} not in the scrape:\n{body}"))
+}
+
+/// Poll `scrape_value` until `done` says so, with a deadline.
+fn wait_for_value(metrics: SocketAddr, name: &str, done: impl Fn(u64) -> bool) -> u64 {
+    let start = Instant::now();
+    loop {
+        let value = scrape_value(metrics, name);
+        if done(value) {
+            return value;
+        }
+        assert!(start.elapsed() < DEADLINE, "{name} stayed at {value}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The path to a tool from the `prometheus` package, or `None` (a printed
+/// reason to skip) when it is not installed — except under CI, where its
+/// absence is a failure (`.ci/run` installs it).
+pub fn required_tool(name: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|path| path.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{name} is not installed, and CI is set: .ci/run should have installed \
+             the prometheus package"
+        );
+        eprintln!("SKIPPED: {name} is not installed (apt-get install prometheus)");
+    }
+    found
+}
+
+#[test]
+fn metrics_counts_what_clients_did_and_healthz_says_ok() {
+    let (_server, echo, metrics) = serve_with_metrics(&[]);
+    for id in 0..3 {
+        assert_eq!(round_trip(echo, pattern(100, id)), pattern(100, id));
+    }
+    // Each round trip's connection is counted when accepted (published at
+    // the end of that loop turn); bytes_received once its data is read.
+    let accepted = wait_for_value(metrics, "echo_reactor_connections_accepted_total", |n| {
+        n >= 3
+    });
+    assert_eq!(accepted, 3);
+    let received = wait_for_value(metrics, "echo_reactor_bytes_received_total", |n| n >= 300);
+    assert_eq!(received, 300);
+    let closed = "echo_reactor_connections_closed_total{reason=\"peer_closed\"}";
+    assert_eq!(wait_for_value(metrics, closed, |n| n >= 3), 3);
+    assert!(scrape_value(metrics, "process_open_fds") >= 3);
+    assert!(scrape_value(metrics, "process_resident_memory_bytes") > 0);
+    assert_eq!(get(metrics, "/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(get(metrics, "/nothing-here").0, 404);
+    assert_eq!(request(metrics, "POST /metrics HTTP/1.1\r\n\r\n").0, 405);
+    assert_eq!(request(metrics, "\x16\x03\x01 not http\r\n\r\n").0, 400);
+    // The metrics clients are not echo clients.
+    assert_eq!(
+        scrape_value(metrics, "echo_reactor_connections_accepted_total"),
+        3
+    );
+    let invalid = "echo_reactor_metrics_requests_refused_total{reason=\"invalid\"}";
+    assert_eq!(scrape_value(metrics, invalid), 1);
+}
+
+#[test]
+fn promtool_accepts_the_scrape() {
+    let Some(promtool) = required_tool("promtool") else {
+        return;
+    };
+    let (_server, echo, metrics) = serve_with_metrics(&[]);
+    assert_eq!(round_trip(echo, pattern(10, 1)), pattern(10, 1));
+    let (status, body) = get(metrics, "/metrics");
+    assert_eq!(status, 200);
+    let mut check = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {said}\n{body}"
+    );
+    assert_eq!(said.trim(), "", "promtool found problems:\n{body}");
+}
+
+#[test]
+fn healthz_turns_503_when_sigterm_arrives_while_replies_are_still_owed() {
+    let (mut server, echo, metrics) =
+        serve_with_metrics(&["--max-buffered", "64KiB", "--shutdown-grace", "60"]);
+    assert_eq!(get(metrics, "/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(scrape_value(metrics, "echo_reactor_shutting_down"), 0);
+    // A client that never reads: its echoes pile up in the server.
+    let mut hoarder = connect(echo);
+    hoarder.set_nonblocking(true).unwrap();
+    let chunk = pattern(64 * 1024, 2);
+    let start = Instant::now();
+    while scrape_value(metrics, "echo_reactor_held_bytes") == 0 {
+        match hoarder.write(&chunk) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => thread::sleep(Duration::from_millis(5)),
+            Err(e) => panic!("write: {e}"),
+        }
+        assert!(start.elapsed() < DEADLINE, "the server never held output");
+    }
+    server.signal(libc::SIGTERM);
+    let start = Instant::now();
+    loop {
+        let (status, body) = get(metrics, "/healthz");
+        if status == 503 {
+            break;
+        }
+        assert_eq!((status, body.as_str()), (200, "ok\n"));
+        assert!(start.elapsed() < DEADLINE, "/healthz never said 503");
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(scrape_value(metrics, "echo_reactor_shutting_down"), 1);
+    assert!(server.is_running(), "still flushing for the hoarder");
+    assert!(
+        TcpStream::connect(echo).is_err(),
+        "the echo listener closed when shutdown began"
+    );
+    drop(hoarder); // reset: nothing left to flush, the server exits
+    let (status, _) = server.wait_exit();
+    assert!(status.success(), "{status}");
+}
+
+/// Bytes of a request trickled one per interval: the server must close the
+/// connection within its deadline, never answer it.
+#[test]
+fn slow_and_huge_metrics_clients_are_closed_while_echo_clients_are_served() {
+    let (_server, echo, metrics) = serve_with_metrics(&[]);
+    let slow = thread::spawn(move || {
+        let mut stream = connect(metrics);
+        let request = b"GET /metrics HTTP/1.1\r\nHost: slow\r\n\r\n";
+        let start = Instant::now();
+        for &byte in request.iter() {
+            if stream.write_all(&[byte]).is_err() {
+                break; // closed under us: what we wait for
+            }
+            if support::peer_hung_up(&stream, Duration::from_secs(1)) {
+                break;
+            }
+        }
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest); // EOF or reset
+        (start.elapsed(), rest)
+    });
+    let huge = thread::spawn(move || {
+        let mut stream = connect(metrics);
+        let mut line = b"GET /".to_vec();
+        line.resize(1024 * 1024, b'a');
+        // The server stops reading at its cap and closes: the write fails
+        // (reset) or completes into the kernel's buffers; either way the
+        // connection ends, with a 431 if it arrived before the reset.
+        let wrote_all = stream.write_all(&line).is_ok();
+        let mut rest = Vec::new();
+        let ended = match stream.read_to_end(&mut rest) {
+            Ok(_) => true,
+            Err(e) => e.kind() == ErrorKind::ConnectionReset,
+        };
+        (wrote_all, ended, rest)
+    });
+    // Meanwhile an echo client keeps getting its replies.
+    let mut client = connect(echo);
+    let mut rounds = 0;
+    while !(slow.is_finished() && huge.is_finished()) {
+        let message = pattern(64, rounds);
+        client.write_all(&message).unwrap();
+        assert_eq!(support::read_exact(&mut client, 64), message);
+        rounds += 1;
+        thread::sleep(Duration::from_millis(10));
+        assert!(
+            rounds < 3_000,
+            "a misbehaving metrics client was never closed"
+        );
+    }
+    let (slow_took, slow_rest) = slow.join().unwrap();
+    assert!(
+        slow_rest.is_empty(),
+        "a request that never completed got an answer"
+    );
+    assert!(slow_took < Duration::from_secs(20), "{slow_took:?}");
+    let (_wrote_all, ended, huge_rest) = huge.join().unwrap();
+    assert!(ended);
+    let huge_rest = String::from_utf8_lossy(&huge_rest);
+    assert!(
+        huge_rest.is_empty() || huge_rest.starts_with("HTTP/1.1 431 "),
+        "{huge_rest}"
+    );
+    assert!(rounds > 10, "echo client served only {rounds} rounds");
+    let timeouts = "echo_reactor_metrics_requests_refused_total{reason=\"timeout\"}";
+    assert_eq!(scrape_value(metrics, timeouts), 1);
+    let too_large = "echo_reactor_metrics_requests_refused_total{reason=\"too_large\"}";
+    assert_eq!(scrape_value(metrics, too_large), 1);
+}
+
+#[test]
+fn one_scrape_counts_every_workers_connections() {
+    support::raise_limit_for_children();
+    let (_server, echo, metrics) = serve_with_metrics(&["--workers", "2"]);
+    const CONNECTIONS: u64 = 40;
+    for id in 0..CONNECTIONS {
+        assert_eq!(round_trip(echo, pattern(10, id)), pattern(10, id));
+    }
+    let name = "echo_reactor_connections_accepted_total";
+    let accepted = wait_for_value(metrics, name, |n| n >= CONNECTIONS);
+    assert_eq!(accepted, CONNECTIONS);
+    assert_eq!(scrape_value(metrics, "echo_reactor_workers"), 2);
+    // Whichever worker answers, the sum is the same.
+    for _ in 0..10 {
+        assert_eq!(scrape_value(metrics, name), CONNECTIONS);
+    }
+}
+
+/// Ends the Prometheus server we started (by pid) and removes its data.
+struct PrometheusServer {
+    child: std::process::Child,
+    data: std::path::PathBuf,
+}
+
+impl Drop for PrometheusServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET` on Prometheus' HTTP API; `None` until it answers 200.
+fn prometheus_get(addr: SocketAddr, path_and_query: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(DEADLINE)).ok()?;
+    let head =
+        format!("GET {path_and_query} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    if !response.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    Some(response.split_once("\r\n\r\n")?.1.to_string())
+}
+
+/// The value of an instant query's single sample, if it has one yet.
+fn query_value(prometheus: SocketAddr, query: &str) -> Option<u64> {
+    let body = prometheus_get(prometheus, &format!("/api/v1/query?query={query}"))?;
+    // The body may be chunked; the JSON object is between the outer braces.
+    let json = &body[body.find('{')?..=body.rfind('}')?];
+    let reply: serde_json::Value = serde_json::from_str(json).ok()?;
+    let value = reply["data"]["result"][0]["value"][1].as_str()?;
+    value.parse::<f64>().ok().map(|v| v as u64)
+}
+
+#[test]
+fn a_real_prometheus_scraping_the_contrib_config_sees_every_connection() {
+    let Some(prometheus) = required_tool("prometheus") else {
+        return;
+    };
+    let (_server, echo, metrics) = serve_with_metrics(&[]);
+    const CONNECTIONS: u64 = 7;
+    for id in 0..CONNECTIONS {
+        assert_eq!(round_trip(echo, pattern(32, id)), pattern(32, id));
+    }
+    // The committed example, with this test's target and a 1 s interval.
+    let template = include_str!("../contrib/prometheus/prometheus.yml");
+    for placeholder in [
+        "\"127.0.0.1:9898\"",
+        "scrape_interval: 15s",
+        "scrape_timeout: 5s",
+    ] {
+        assert!(
+            template.contains(placeholder),
+            "the example lost {placeholder}"
+        );
+    }
+    let config = template
+        .replace("\"127.0.0.1:9898\"", &format!("\"{metrics}\""))
+        .replace("scrape_interval: 15s", "scrape_interval: 1s")
+        .replace("scrape_timeout: 5s", "scrape_timeout: 1s");
+    let data = std::env::temp_dir().join(format!("echo-reactor-prometheus-{}", std::process::id()));
+    std::fs::create_dir_all(&data).unwrap();
+    let config_file = data.join("prometheus.yml");
+    std::fs::write(&config_file, config).unwrap();
+    let web: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let child = std::process::Command::new(prometheus)
+        .arg(format!("--config.file={}", config_file.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            data.join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address={web}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(data.join("prometheus.log")).unwrap())
+        .spawn()
+        .expect("start prometheus");
+    let mut server = PrometheusServer { child, data };
+    let start = Instant::now();
+    let deadline = Duration::from_secs(90); // Prometheus starts in seconds on a busy machine
+    loop {
+        let seen = query_value(web, "echo_reactor_connections_accepted_total");
+        if seen == Some(CONNECTIONS) {
+            break;
+        }
+        let exited = server.child.try_wait().unwrap();
+        if start.elapsed() > deadline || exited.is_some() {
+            let log =
+                std::fs::read_to_string(server.data.join("prometheus.log")).unwrap_or_default();
+            panic!("Prometheus ({exited:?}) saw {seen:?}, not {CONNECTIONS}; its log:\n{log}");
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
+    // The scrape itself succeeded: `up` is 1 for our job.
+    assert_eq!(query_value(web, "up{job=\"echo-reactor\"}"), Some(1));
+}
