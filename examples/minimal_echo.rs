@@ -2,11 +2,13 @@
 //!
 //! One `Poll`, a listener, a `Slab` of connections keyed by their tokens, and
 //! what the tutorials skip: edge-triggered reads drained until `WouldBlock`,
-//! partial writes kept for the writable edge, EOF with replies still owed.
-//! (No backpressure, budgets or timers: src/ adds those.)
+//! partial writes kept for the writable edge, EOF with replies still owed,
+//! and running out of descriptors. (No backpressure, budgets or timers: src/
+//! adds those.) Its Python twin, line for line: examples/minimal_echo.py.
 //! Run: `cargo run --example minimal_echo [ADDR]`, then
 //! `cargo run -- client --addr 127.0.0.1:9000 hello`.
 
+use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 
 use mio::net::{TcpListener, TcpStream};
@@ -34,6 +36,7 @@ fn main() -> std::io::Result<()> {
     let mut conns: Slab<Conn> = Slab::new();
     let mut events = Events::with_capacity(1024);
     let mut buf = [0u8; 64 * 1024];
+    let mut spare = File::open("/dev/null").ok(); // a descriptor kept for EMFILE
     println!("listening on tcp {}", listener.local_addr()?);
 
     loop {
@@ -60,8 +63,13 @@ fn main() -> std::io::Result<()> {
                         }
                         Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                         Err(e) => {
-                            eprintln!("accept: {e}"); // e.g. out of descriptors
-                            break;
+                            // Out of descriptors (EMFILE): the client stays queued and no new
+                            // edge will say so. Refuse it cleanly with the spare descriptor.
+                            eprintln!("accept: {e}");
+                            drop(spare.take()); // frees one descriptor (if we hold it)
+                            let refused = listener.accept().map(drop); // closed at once
+                            spare = File::open("/dev/null").ok();
+                            let Ok(_) = refused else { break }; // not EMFILE: stop, no spin
                         }
                     }
                 }
@@ -71,10 +79,8 @@ fn main() -> std::io::Result<()> {
             let Some(conn) = conns.get_mut(key) else {
                 continue;
             };
-            let mut done = false;
-            if event.is_writable() {
-                done = flush(conn); // finish what a partial write left behind
-            }
+            // Writable: finish what a partial write left behind.
+            let mut done = event.is_writable() && flush(conn);
             if event.is_readable() && !done && !conn.peer_done {
                 // Edge-triggered: this event will not repeat for bytes we
                 // leave unread, so read until the kernel says WouldBlock.

@@ -264,7 +264,7 @@ def cmd_spread(a):
             server = Server(a.bin, 2, a.server_cpus)
             report = finish(bench(a.bin, server, a.bench_cpus, [
                 "--connections", str(n), "--processes", str(max(1, math.ceil(n / 18000))),
-                "--scenario", "hold", "--duration", "1"]))
+                "--scenario", "hold", "--server-fresh", "--duration", "1"]))
             final, per_worker = server.stop()
             accepted = [per_worker[i][-1]["accepted"] for i in sorted(per_worker)]
             even = n / 2
@@ -379,7 +379,8 @@ def scale_point(a, n, workers, processes, scenario):
     server = holder["server"] = Server(a.bin, workers, a.server_cpus)
     args = ["--connections", str(n), "--processes", str(processes), "--scenario", scenario]
     if scenario == "hold":
-        args += ["--duration", str(a.hold_s)]
+        # A server started for this run: its memory growth is per connection.
+        args += ["--server-fresh", "--duration", str(a.hold_s)]
     else:
         args += ["--duration", str(a.echo_s), "--warmup", "1"]
     proc = holder["bench"] = bench(a.bin, server, a.bench_cpus, args)

@@ -322,7 +322,7 @@ pub fn check_limits(args: &ServeArgs, config: &Config, hard: u64) -> io::Result<
 }
 
 /// The machine's physical memory, if the system says.
-fn physical_memory_bytes() -> Option<u64> {
+pub(crate) fn physical_memory_bytes() -> Option<u64> {
     // SAFETY: sysconf only reads a system setting.
     let (pages, page) = unsafe {
         (

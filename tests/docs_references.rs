@@ -1,5 +1,9 @@
 //! The docs name code as `src/file.rs:function` (or `src/file.rs` alone).
-//! Every such reference must exist, so the docs cannot quietly go stale.
+//! Every such reference must exist, so the docs cannot quietly go stale;
+//! every function the tour and the architecture name has a doc comment, so
+//! rustdoc alone answers what they answer; and where the docs write a path
+//! as `` `a` → `b` ``, `a`'s body calls `b` — the path described is the path
+//! the code takes (a name that exists but is off the path is caught too).
 
 use std::path::Path;
 
@@ -135,4 +139,252 @@ fn the_reference_pattern_finds_files_and_functions() {
             ("src/timers.rs".to_string(), None)
         ]
     );
+}
+
+/// Where `fn name` is defined in `source`: the byte offsets of each definition.
+fn definitions(source: &str, name: &str) -> Vec<usize> {
+    let needle = format!("fn {name}");
+    source
+        .match_indices(&needle)
+        .filter(|(at, _)| {
+            let before_ok = source[..*at]
+                .chars()
+                .next_back()
+                .map_or(true, |c| !c.is_alphanumeric() && c != '_');
+            let after = source[at + needle.len()..].chars().next();
+            before_ok && matches!(after, Some('(') | Some('<'))
+        })
+        .map(|(at, _)| at)
+        .collect()
+}
+
+/// Whether the definition at `at` has a `///` doc comment above it
+/// (attributes and plain `//` comments may sit in between).
+fn is_documented(source: &str, at: usize) -> bool {
+    for line in source[..at].lines().rev().skip(1) {
+        let line = line.trim();
+        if line.starts_with("///") {
+            return true;
+        }
+        if line.starts_with("#[") || line.starts_with("//") {
+            continue;
+        }
+        return false;
+    }
+    false
+}
+
+/// The body of the function defined at `at`: from its first `{` to the
+/// matching `}` (braces in strings are rare enough in this code base).
+fn body_at(source: &str, at: usize) -> &str {
+    let open = at + source[at..].find('{').expect("a function body");
+    let mut depth = 0;
+    for (i, c) in source[open..].char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return &source[open..open + i + 1];
+                }
+            }
+            _ => {}
+        }
+    }
+    &source[open..]
+}
+
+/// Whether `body` calls `name` (`name(`, `.name(`, `name::<`).
+fn calls(body: &str, name: &str) -> bool {
+    body.match_indices(name).any(|(at, _)| {
+        let before_ok = body[..at]
+            .chars()
+            .next_back()
+            .map_or(true, |c| !c.is_alphanumeric() && c != '_');
+        let rest = &body[at + name.len()..];
+        before_ok && (rest.starts_with('(') || rest.starts_with("::<"))
+    })
+}
+
+/// `` `a` → `b` `` pairs of file:function references written in `text`.
+fn arrows(text: &str) -> Vec<((String, String), (String, String))> {
+    let spans: Vec<&str> = text.split('`').collect();
+    let mut found = Vec::new();
+    // spans[odd] are backticked; the even span between two of them is the gap.
+    let mut i = 1;
+    while i + 2 < spans.len() {
+        let gap = spans[i + 1].trim();
+        if gap == "→" {
+            let one = references(&format!("`{}`", spans[i]));
+            let two = references(&format!("`{}`", spans[i + 2]));
+            if let ([(fa, Some(a))], [(fb, Some(b))]) = (&one[..], &two[..]) {
+                found.push(((fa.clone(), a.clone()), (fb.clone(), b.clone())));
+            }
+        }
+        i += 2;
+    }
+    found
+}
+
+#[test]
+fn every_arrow_between_two_functions_in_the_docs_is_a_call() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for doc in [
+        "docs/TOUR.md",
+        "docs/ARCHITECTURE.md",
+        "docs/PYTHON.md",
+        "README.md",
+    ] {
+        let text = std::fs::read_to_string(root.join(doc)).unwrap();
+        for ((file, caller), (_, callee)) in arrows(&text) {
+            checked += 1;
+            let source = std::fs::read_to_string(root.join(&file)).unwrap_or_default();
+            let bodies: Vec<&str> = definitions(&source, &caller)
+                .into_iter()
+                .map(|at| body_at(&source, at))
+                .collect();
+            if !bodies.iter().any(|body| calls(body, &callee)) {
+                wrong.push(format!(
+                    "{doc}: `{file}:{caller}` → `{callee}`, but {caller} does not call {callee}"
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "paths the code does not take:\n{}",
+        wrong.join("\n")
+    );
+    assert!(
+        checked >= 6,
+        "only {checked} arrows found: is the pattern still matching?"
+    );
+}
+
+#[test]
+fn the_arrow_check_catches_a_function_off_the_path() {
+    // The mistake this check was written for: the tour said a spent budget
+    // goes through `after`, which the per-message path no longer calls.
+    let found = arrows(
+        "and `src/reactor/clients.rs:on_connection_event` → `src/reactor/clients.rs:after` puts",
+    );
+    assert_eq!(found.len(), 1);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let source = std::fs::read_to_string(root.join("src/reactor/clients.rs")).unwrap();
+    let at = definitions(&source, "on_connection_event")[0];
+    assert!(!calls(body_at(&source, at), "after"));
+    assert!(calls(body_at(&source, at), "act_on"));
+}
+
+/// `impl ... Type` / `trait Type` blocks in `source`: (type, fn name, documented).
+fn methods(source: &str) -> Vec<(String, String, bool)> {
+    let mut found = Vec::new();
+    let mut current: Option<String> = None;
+    for (offset, line) in source.lines().scan(0, |pos, line| {
+        let at = *pos;
+        *pos += line.len() + 1;
+        Some((at, line))
+    }) {
+        if line.starts_with("impl") || line.starts_with("pub trait ") || line.starts_with("trait ")
+        {
+            current = block_type(line);
+        } else if line.starts_with('}') {
+            current = None;
+        } else if let Some(ty) = &current {
+            let trimmed = line.trim_start();
+            if line.len() - trimmed.len() == 4 {
+                if let Some(at) = trimmed.find("fn ") {
+                    let name: String = trimmed[at + 3..]
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                    let def = offset + (line.len() - trimmed.len()) + at;
+                    found.push((ty.clone(), name, is_documented(source, def)));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The type an `impl` or `trait` line is about: `impl<P: Protocol> Clients<P> {` -> Clients.
+fn block_type(line: &str) -> Option<String> {
+    let mut rest = line
+        .trim_start_matches("pub ")
+        .trim_start_matches("impl")
+        .trim_start_matches("trait ");
+    if rest.starts_with('<') {
+        let mut depth = 0;
+        for (i, c) in rest.char_indices() {
+            match c {
+                '<' => depth += 1,
+                '>' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        rest = &rest[i + 1..];
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    if let Some((_, after)) = rest.split_once(" for ") {
+        rest = after;
+    }
+    let name: String = rest
+        .trim()
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
+    (!name.is_empty()).then_some(name)
+}
+
+#[test]
+fn every_function_the_tour_and_the_architecture_name_has_a_doc_comment() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut all_methods = Vec::new();
+    let mut dirs = vec![root.join("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                all_methods.extend(methods(&std::fs::read_to_string(path).unwrap()));
+            }
+        }
+    }
+    let mut checked = 0;
+    let mut bare = Vec::new();
+    for doc in ["docs/TOUR.md", "docs/ARCHITECTURE.md"] {
+        let text = std::fs::read_to_string(root.join(doc)).unwrap();
+        for (file, function) in references(&text) {
+            let Some(function) = function else { continue };
+            let source = std::fs::read_to_string(root.join(&file)).unwrap_or_default();
+            let defs = definitions(&source, &function);
+            checked += 1;
+            if !defs.is_empty() && !defs.iter().any(|&at| is_documented(&source, at)) {
+                bare.push(format!("{doc}: {file}:{function}"));
+            }
+        }
+        for (ty, method) in method_references(&text) {
+            let defs: Vec<_> = all_methods
+                .iter()
+                .filter(|(t, m, _)| *t == ty && *m == method)
+                .collect();
+            checked += 1;
+            if !defs.is_empty() && !defs.iter().any(|(_, _, documented)| *documented) {
+                bare.push(format!("{doc}: {ty}::{method}"));
+            }
+        }
+    }
+    assert!(
+        bare.is_empty(),
+        "named in the docs, no doc comment:\n{}",
+        bare.join("\n")
+    );
+    assert!(checked >= 60, "only {checked} functions checked");
 }

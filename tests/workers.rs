@@ -238,6 +238,7 @@ fn twenty_five_thousand_connections_echo_through_two_workers_from_two_processes_
     // each echoes one 64 B message, verified; every connection is counted.
     let out = Command::new(env!("CARGO_BIN_EXE_echo-reactor"))
         .args(["bench", "--json", "--addr", &addr, "--server-pid", &pid])
+        .arg("--server-fresh") // started above for this run: its growth is per connection
         .args(["--processes", "2", "--source-addrs", "127.0.0.1,127.0.0.2"])
         .args([
             "--connections",

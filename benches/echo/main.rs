@@ -18,8 +18,11 @@
 //! Sections, in order: the matrix; scale (1000 vs 19 000 connections);
 //! the load generator's own efficiency; memory per idle connection;
 //! fairness beside a hog; flood (peak memory and latency beside clients
-//! that send and never read); and the per-message cost (instructions and
-//! system calls, counted by callgrind and strace when they are installed).
+//! that send and never read); the per-message cost (instructions and
+//! system calls, counted by callgrind and strace when they are installed);
+//! and the sweep (the same open-loop rate sweep against every server,
+//! drawn as one latency–throughput chart, beside each server's own sweep
+//! and single-run charts, all under `target/bench-charts/`).
 //!
 //! Modes: `cargo bench` runs every section short, as a smoke run (about two
 //! minutes); `ECHO_BENCH=full cargo bench` runs the full matrix of
@@ -71,6 +74,9 @@ struct Mode {
     floods: Vec<(usize, &'static str)>,
     flood_duration: &'static str,
     flood_rounds: usize,
+    /// Sweep section: seconds per step (+ warmup) and of the single runs.
+    sweep_duration: &'static str,
+    sweep_warmup: &'static str,
 }
 
 fn mode() -> Mode {
@@ -99,6 +105,8 @@ fn mode() -> Mode {
             floods: vec![(2000, "4MiB"), (200, "16MiB")],
             flood_duration: "5",
             flood_rounds: 3,
+            sweep_duration: "5",
+            sweep_warmup: "1",
         }
     } else {
         Mode {
@@ -116,6 +124,9 @@ fn mode() -> Mode {
             floods: vec![(200, "4MiB"), (100, "16MiB")],
             flood_duration: "2",
             flood_rounds: 1,
+            // Whole seconds: the per-second record lines up with the window.
+            sweep_duration: "1",
+            sweep_warmup: "1",
         }
     }
 }
@@ -271,7 +282,7 @@ fn main() {
         .map(String::as_str)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let sections: [(&str, Section); 7] = [
+    let sections: [(&str, Section); 8] = [
         ("matrix", matrix),
         ("scale", scale),
         ("loadgen", load_generator),
@@ -279,6 +290,7 @@ fn main() {
         ("fairness", fairness),
         ("flood", flood),
         ("cost", per_message_cost),
+        ("sweep", sweep),
     ];
     for (name, section) in sections {
         if chosen.is_empty() || chosen.contains(&name) {
@@ -459,6 +471,8 @@ fn memory(setup: &Setup) {
             &strings(&[
                 "--scenario",
                 "hold",
+                // Each server here is started for this run: its growth is per connection.
+                "--server-fresh",
                 "--connections",
                 &hold_arg,
                 "--duration",
@@ -715,4 +729,106 @@ fn median(values: &mut [f64]) -> f64 {
     } else {
         (values[n / 2 - 1] + values[n / 2]) / 2.0
     }
+}
+
+/// Where the sweep section writes its charts: `target/bench-charts/`.
+fn charts_dir() -> std::path::PathBuf {
+    let tmp = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let dir = tmp.parent().unwrap_or(tmp).join("bench-charts");
+    std::fs::create_dir_all(&dir).expect("create target/bench-charts");
+    dir
+}
+
+/// The sweep: every server through the same open-loop rates (50 x 64 B,
+/// pipeline 1). The rates come from short closed-loop probes of every
+/// server: from a tenth of the largest capacity to past it, so every
+/// server meets the same offered loads and the weaker ones show their
+/// knee first. One chart holds every server's p99 against its achieved
+/// msgs/s; each server also gets its own sweep chart (p50/p99/p99.9) and a
+/// single-run chart at half the largest capacity.
+fn sweep(setup: &Setup) {
+    let (duration, warmup) = (setup.mode.sweep_duration, setup.mode.sweep_warmup);
+    let dir = charts_dir();
+    let mut capacity: f64 = 0.0;
+    for &name in &setup.servers {
+        let server = start(name, setup.c_binary.as_deref());
+        let r = load(&server, &echo_args(50, 64, "2", "0.5"));
+        capacity = capacity.max(f(&r["msgs_per_sec"]));
+    }
+    let rates = echo_reactor::bench::sweep::auto_rates(capacity);
+    let list: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
+    println!(
+        "\nsweep: 50 x 64 B, pipeline 1, open loop; {} steps of {duration} s (+{warmup} s warmup) at {} msgs/s (a tenth to 1.15 x the largest closed-loop capacity, {capacity:.0} msgs/s); SLO p99 1 ms",
+        rates.len(),
+        list.join(", ")
+    );
+    let mut reports = Vec::new();
+    for &name in &setup.servers {
+        let server = start(name, setup.c_binary.as_deref());
+        let mut args = echo_args(50, 64, duration, warmup);
+        args.extend(strings(&["--sweep", &list.join(",")]));
+        let r = load(&server, &args);
+        // Drawn here rather than with --plot: the subtitle names the server.
+        let about = |r: &Value| {
+            echo_reactor::bench::plot::describe_report(r).replacen(
+                &format!("server at {}", server.addr),
+                name,
+                1,
+            )
+        };
+        // The report too, so the charts can be redrawn or compared later.
+        let _ = std::fs::write(dir.join(format!("sweep-{name}.json")), r.to_string());
+        let own_chart = dir.join(format!("sweep-{name}.svg"));
+        echo_reactor::bench::plot::sweep_chart(&r, &about(&r), &own_chart).expect("draw the chart");
+        let knee = &r["knee"];
+        println!(
+            "  {name:<13} knee {}  (steps: {})",
+            if knee.is_null() {
+                "none".to_string()
+            } else {
+                format!(
+                    "{:.0} msgs/s at p99 {} us",
+                    f(&knee["msgs_per_sec"]),
+                    knee["p99_us"]
+                )
+            },
+            r["steps"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| format!(
+                    "{:.0}/s p99 {} us",
+                    f(&s["msgs_per_sec"]),
+                    s["latency_us"]["p99"]
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        // A single run at half the largest capacity, for its spectrum.
+        let run_chart = dir.join(format!("run-{name}.svg"));
+        let mut args = echo_args(50, 64, duration, warmup);
+        let half = format!("{:.0}", capacity / 2.0);
+        args.extend(strings(&["--rate", &half]));
+        let single = load(&server, &args);
+        echo_reactor::bench::plot::run_chart(&single, &about(&single), &run_chart)
+            .expect("draw the chart");
+        reports.push((name.to_string(), r));
+    }
+    let chart = dir.join("sweep-servers.svg");
+    let subtitle = format!(
+        "servers on core {SERVER_CORE}, echo-reactor bench (1 thread) on core {LOAD_CORE} · 50 connections · 64 B · pipeline 1 · {} steps of {duration} s · {}",
+        rates.len(),
+        reports
+            .first()
+            .map(|(_, r)| format!(
+                "Linux {}",
+                r["environment"]["kernel"].as_str().unwrap_or("?")
+            ))
+            .unwrap_or_default()
+    );
+    echo_reactor::bench::plot::servers_chart(&reports, &subtitle, &chart).expect("draw the chart");
+    println!(
+        "  charts: {} (and sweep-*.svg, run-*.svg beside it)",
+        chart.display()
+    );
 }

@@ -32,6 +32,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use super::driver::connect_streams;
+use super::interrupt;
 use crate::nonblocking::{try_write, WriteOutcome};
 
 /// What the flooders send, over and over: short lines, so a line-framed
@@ -154,7 +155,7 @@ pub fn run_flood(load: &FloodLoad, start: &Barrier) -> Flood {
     let mut poll = Poll::new().expect("epoll_create");
     let (streams, connect_failed) = connect_streams(&mut poll, load.addr, load.connections);
     let mut tally = Flood {
-        connect_failed,
+        connect_failed: connect_failed.total(),
         ..Flood::default()
     };
     let mut flooders: Vec<Option<Flooder>> = Vec::with_capacity(streams.len());
@@ -196,10 +197,11 @@ pub fn run_flood(load: &FloodLoad, start: &Barrier) -> Flood {
     let mut events = Events::with_capacity(1024);
     loop {
         let now = Instant::now();
-        if now >= flood_until || flooders.iter().all(Option::is_none) {
+        if now >= flood_until || flooders.iter().all(Option::is_none) || interrupt::requested() {
             break;
         }
-        if let Err(e) = poll.poll(&mut events, Some(flood_until - now)) {
+        let timeout = (flood_until - now).min(interrupt::CHECK_EVERY);
+        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
             if e.kind() == ErrorKind::Interrupted {
                 continue;
             }

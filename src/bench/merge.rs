@@ -15,7 +15,9 @@
 //!   summed, and so are rates (`msgs_per_sec`, `bytes_per_sec`,
 //!   `target_rate`): the rate of concurrent runs is the sum of their rates;
 //!   `duration_s` is the longest run's;
-//! - latency percentiles come from the merged histograms;
+//! - latency percentiles come from the merged histograms (the open loop's
+//!   send lateness too: key `histogram_send_lateness`), and `saturated`
+//!   from the summed rates;
 //! - what every run saw of one shared thing (the server's CPU time and
 //!   memory, when the runs name the same server pid; machine-wide kernel
 //!   figures) is the largest any run saw, not a sum: each watched the same
@@ -142,13 +144,22 @@ pub fn merge(runs: &[Run]) -> Result<Value, String> {
             m["latency_uncorrected_us"] = Value::Null;
         }
     }
+    if first.report.get("open_loop").is_some() {
+        for key in ["intended", "unsent"] {
+            let path = format!("/open_loop/{key}");
+            set(&mut m, &path, json!(sum_u64(runs, &path)));
+        }
+        // Achieved against requested from the summed rates; the
+        // generators' send lateness from their merged histograms (ns).
+        let lateness = merged_histogram(runs, "/histogram_send_lateness")?;
+        let lateness = lateness.unwrap_or_else(crate::bench::driver::new_histogram_ns);
+        m["histogram_send_lateness"] = json!(encode(&lateness));
+        super::fill_open_loop(&mut m, &lateness);
+    }
     let mut errors = serde_json::Map::new();
     for run in runs {
         if let Some(each) = run.report["errors"].as_object() {
-            for (kind, count) in each {
-                let total = errors.get(kind).and_then(Value::as_u64).unwrap_or(0);
-                errors.insert(kind.clone(), json!(total + count.as_u64().unwrap_or(0)));
-            }
+            add_counts(&mut errors, each);
         }
     }
     m["errors"] = Value::Object(errors);
@@ -199,6 +210,15 @@ pub fn merge(runs: &[Run]) -> Result<Value, String> {
             let path = format!("/hold/{key}");
             set(&mut m, &path, json!(max_u64(runs, &path)));
         }
+        set(
+            &mut m,
+            "/hold/rss_peak_before_bytes",
+            json!(max_u64(runs, "/hold/rss_peak_before_bytes")),
+        );
+        let fresh = runs
+            .iter()
+            .all(|r| r.report["hold"]["rss_fresh_server"] == true);
+        m["hold"]["rss_fresh_server"] = json!(fresh);
         hold_per_connection(&mut m);
     }
     if first.report.get("connect").is_some() {
@@ -328,23 +348,94 @@ fn merged_server(runs: &[Run], messages: u64) -> Value {
     server
 }
 
+/// Sum `more`'s counts into `into`, key by key; nested objects (the
+/// connect failures by class) likewise; text (an OS reason) is kept from
+/// the first run that has it.
+fn add_counts(into: &mut serde_json::Map<String, Value>, more: &serde_json::Map<String, Value>) {
+    for (key, value) in more {
+        match value {
+            Value::Object(inner) => {
+                let slot = into
+                    .entry(key.clone())
+                    .or_insert_with(|| Value::Object(serde_json::Map::new()));
+                if let Value::Object(slot) = slot {
+                    add_counts(slot, inner);
+                }
+            }
+            Value::String(_) => {
+                into.entry(key.clone()).or_insert_with(|| value.clone());
+            }
+            _ => {
+                let total = into.get(key).and_then(Value::as_u64).unwrap_or(0);
+                into.insert(key.clone(), json!(total + value.as_u64().unwrap_or(0)));
+            }
+        }
+    }
+}
+
 /// Recompute the hold scenario's server memory per connection from its
 /// (merged) before / idle / after figures and the achieved connections.
+///
+/// What it measures: the growth of the server's resident memory (its
+/// user-space memory, `VmRSS`; socket buffers are kernel memory and not in
+/// it) from before the first connection to after, divided by the
+/// connections held. It is only a figure per connection for a server that
+/// starts from nothing: one that ran before reuses memory it freed (the
+/// allocator keeps it), so its RSS need not grow at all. So the figure is
+/// given only for a server started for this run (`rss_fresh_server`: the
+/// bench's child, or `--server-fresh`), whose peak RSS before the run was
+/// its RSS (else it ran already) and whose RSS grew; otherwise it is
+/// `null`, and `rss_per_conn_unknown` says why.
 pub(super) fn hold_per_connection(report: &mut Value) {
+    // A fresh server's peak RSS is its RSS, give or take start-up
+    // allocations freed; past this, it held more before (a run's worth).
+    const RAN_BEFORE_SLACK_BYTES: u64 = 256 * 1024;
     let connected = report["connections"]["achieved"].as_u64().unwrap_or(0);
     let before = report["hold"]["rss_before_bytes"].as_u64();
+    let fresh = report["hold"]["rss_fresh_server"]
+        .as_bool()
+        .unwrap_or(false);
+    let idle = report["hold"]["rss_idle_bytes"].as_u64();
+    let peak_before = report["hold"]["rss_peak_before_bytes"].as_u64();
+    let unknown = match (before, idle) {
+        _ if report["server"]["pid"].is_null() => {
+            Some("no server pid (give --server-pid, or let the bench start the server)".to_string())
+        }
+        (None, _) | (_, None) => Some("the server's memory could not be read".to_string()),
+        _ if connected == 0 => Some("no connection was held".to_string()),
+        _ if !fresh => Some(
+            "the server was not started by this bench: memory it freed earlier (say, in an \
+             earlier run) is reused, so its growth understates; run without --addr, or start \
+             a server for the run and say so with --server-fresh"
+                .to_string(),
+        ),
+        (Some(before), _)
+            if peak_before.is_some_and(|peak| peak > before + RAN_BEFORE_SLACK_BYTES) =>
+        {
+            Some(format!(
+                "the server held more memory before this run (peak {} bytes, now {before}): \
+                 it ran already, and reuses memory it freed",
+                peak_before.unwrap_or(0)
+            ))
+        }
+        (Some(before), Some(idle)) if idle <= before => Some(format!(
+            "the server's RSS did not grow ({before} -> {idle} bytes): it reused memory it held before"
+        )),
+        _ => None,
+    };
     for (figure, per_conn) in [
         ("rss_idle_bytes", "rss_per_conn_idle_bytes"),
         ("rss_after_echo_bytes", "rss_per_conn_after_echo_bytes"),
     ] {
-        let value = match (before, report["hold"][figure].as_u64()) {
-            (Some(before), Some(after)) if connected > 0 => {
+        let value = match (before, report["hold"][figure].as_u64(), &unknown) {
+            (Some(before), Some(after), None) => {
                 json!(after.saturating_sub(before) as f64 / connected as f64)
             }
             _ => Value::Null,
         };
         report["hold"][per_conn] = value;
     }
+    report["hold"]["rss_per_conn_unknown"] = json!(unknown);
 }
 
 fn set(report: &mut Value, path: &str, value: Value) {
@@ -424,6 +515,38 @@ pub fn run_merge(args: &MergeArgs) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hold_memory_per_connection_is_given_only_when_it_can_be_trusted() {
+        let hold = |fresh: bool, peak_before: u64, idle: u64| {
+            let mut r = json!({
+                "connections": {"achieved": 100},
+                "server": {"pid": 42},
+                "hold": {
+                    "rss_before_bytes": 4_000_000, "rss_peak_before_bytes": peak_before,
+                    "rss_idle_bytes": idle, "rss_after_echo_bytes": idle,
+                    "rss_fresh_server": fresh,
+                },
+            });
+            hold_per_connection(&mut r);
+            r["hold"].clone()
+        };
+        let trusted = hold(true, 4_000_000, 4_010_000);
+        assert_eq!(trusted["rss_per_conn_idle_bytes"], 100.0);
+        assert!(trusted["rss_per_conn_unknown"].is_null());
+        for (h, why) in [
+            (
+                hold(false, 4_000_000, 4_010_000),
+                "not started by this bench",
+            ),
+            (hold(true, 9_000_000, 4_010_000), "held more memory before"),
+            (hold(true, 4_000_000, 4_000_000), "did not grow"),
+        ] {
+            assert!(h["rss_per_conn_idle_bytes"].is_null(), "{h}");
+            let text = h["rss_per_conn_unknown"].as_str().unwrap();
+            assert!(text.contains(why), "{text}");
+        }
+    }
     use crate::bench::driver::new_histogram;
 
     fn report(samples: &[u64], scenario: &str) -> Value {

@@ -20,21 +20,41 @@
 //!   its own open-file limit, merged into one report ([`processes`]);
 //!   connections come from several source addresses when one would run
 //!   out of ephemeral ports ([`sources`]).
+//! - `--sweep` runs the echo scenario at a series of open-loop rates and
+//!   finds the knee ([`sweep`]); `--plot` draws the run or the sweep as an
+//!   SVG chart ([`plot`]); `--histogram-log` writes HdrHistogram's interval
+//!   log, one interval per second ([`timeline`]).
 //! - Settings that cannot work are refused before anything runs.
+//! - Ctrl-C (or `SIGTERM`) stops the run in order: the partial summary is
+//!   printed, then the bench exits 130 ([`interrupt`]); whatever ends the
+//!   bench, its child server ends with it.
+//! - Progress lines come from one clock, phase by phase, and add up to the
+//!   summary ([`progress`]); connections that never came up are counted
+//!   by their OS reason ([`failures`]).
 
 pub mod compare;
+pub mod deadline;
 pub mod driver;
+pub mod failures;
 pub mod flood;
+pub mod interrupt;
+pub mod limits;
 pub mod merge;
 pub mod message;
+pub mod plot;
 pub mod processes;
+pub mod progress;
+pub mod schedule;
+pub mod serverpid;
 pub mod sources;
+pub mod sweep;
 pub mod sysinfo;
+pub mod timeline;
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -47,12 +67,17 @@ use crate::fdlimit::raise_nofile_limit;
 use crate::stats::{stat_value, syscalls_in_line};
 use crate::units::{parse_addr, parse_bytes, parse_secs, parse_secs_or_zero, usage_error};
 use compare::CompareArgs;
-use driver::{new_histogram, Errors, Load, Measured};
+use driver::{new_histogram, Errors, Load, Measured, Pacing};
+use failures::describe;
 use flood::{Flood, FloodLoad};
+use interrupt::Interrupted;
 use merge::{encode, MergeArgs};
 use message::HEADER_BYTES;
 use processes::Gate;
+use progress::{Counters, LineClock, Printer};
 use sources::{PortRange, Sources};
+use sweep::SweepRates;
+use timeline::Timeline;
 
 use crate::proxy_header::HeaderVersion;
 
@@ -60,6 +85,11 @@ use crate::proxy_header::HeaderVersion;
 const FD_RESERVE: u64 = 64;
 /// After the measured window, how long replies still in flight may take.
 const DRAIN: Duration = Duration::from_secs(5);
+/// An open loop achieving less than this fraction of its `--rate` is
+/// "saturated": the server (or the generator: see its send lateness) could
+/// not keep up. Under 1 by a margin, so the rounding at the window's edges
+/// (replies in flight at its end) never trips it.
+const SATURATED_BELOW: f64 = 0.95;
 
 /// What the bench does (`--scenario`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -110,8 +140,9 @@ pub struct BenchArgs {
     /// Message size in bytes, e.g. 64 or 4KiB (at least the 24-byte header: connection id + sequence).
     #[arg(long, value_name = "BYTES", default_value = "64", value_parser = parse_bytes)]
     pub size: usize,
-    /// Measured time.
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    /// Measured time (of each step, with --sweep: 5 s unless given).
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs,
+          default_value_if("sweep", clap::builder::ArgPredicate::IsPresent, "5"))]
     pub duration: Duration,
     /// Time before measuring starts (0 for none).
     #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs_or_zero)]
@@ -139,9 +170,18 @@ pub struct BenchArgs {
     /// Print the summary as one JSON object on stdout (and no progress lines).
     #[arg(long)]
     pub json: bool,
+    /// Print the progress lines on stderr even when it is not a terminal
+    /// (or with --json); by default only on a terminal, without --json.
+    #[arg(long)]
+    pub progress: bool,
     /// The server's pid, for its CPU time and memory (known anyway for the child server).
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
+    /// The server of --server-pid was started for this run and has served
+    /// nothing yet, so `hold` may give its memory growth per connection
+    /// (a harness that starts a server per run says so; see README).
+    #[arg(long, requires = "server_pid")]
+    pub server_fresh: bool,
     /// Flood scenario: connections that send continuously and never read,
     /// beside the `--connections` measured ones.
     #[arg(long, value_name = "N")]
@@ -158,6 +198,21 @@ pub struct BenchArgs {
     /// when one address would run out of ephemeral ports to a loopback target.
     #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
     pub source_addrs: Vec<IpAddr>,
+    /// Open-loop steps at these total rates (msgs/s, e.g. 10000,20000,40000), each
+    /// --duration long; `auto`: 8 steps from a tenth of the closed-loop capacity
+    /// (a short probe) to past it. Reports each step and the knee.
+    #[arg(long, value_name = "RATES|auto", value_parser = sweep::parse_rates)]
+    pub sweep: Option<SweepRates>,
+    /// The knee of a sweep: the highest step whose corrected p99 is within this, with no errors.
+    #[arg(long, value_name = "MICROS", default_value_t = 1000)]
+    pub slo_p99_us: u64,
+    /// Draw the run as an SVG chart: a sweep's percentiles against achieved
+    /// msgs/s, or a run's percentile spectrum and msgs/s and p99 per second.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// Write the latency as an HdrHistogram interval log, one interval per second.
+    #[arg(long, value_name = "FILE")]
+    pub histogram_log: Option<PathBuf>,
     /// (Internal: a child of --processes) stop at the start gate and wait for the parent.
     #[arg(long, hide = true)]
     pub gated: bool,
@@ -190,6 +245,20 @@ pub fn validate(args: &BenchArgs) -> io::Result<Sources> {
             args.size
         )));
     }
+    if args.scenario != Scenario::Connect {
+        let pipeline = if args.scenario == Scenario::Hold {
+            1
+        } else {
+            args.pipeline
+        };
+        let settings = (
+            args.connections,
+            pipeline,
+            args.size,
+            args.threads * args.processes,
+        );
+        limits::check_buffers(settings, limits::buffer_cap_bytes()).map_err(refuse)?;
+    }
     // Each process runs --threads threads over its share of the connections.
     let per_process = args.connections / args.processes; // the smallest share
     if args.processes > 1 && args.threads > per_process {
@@ -205,11 +274,7 @@ pub fn validate(args: &BenchArgs) -> io::Result<Sources> {
         )));
     }
     if let Some(rate) = args.rate {
-        if !(rate.is_finite() && rate > 0.0) {
-            return Err(refuse(format!(
-                "--rate {rate}: must be a positive number of messages per second"
-            )));
-        }
+        schedule::check_rate(rate, args.connections).map_err(refuse)?;
         if !matches!(args.scenario, Scenario::Echo | Scenario::Flood) {
             return Err(refuse(
                 "--rate applies to the echo and flood scenarios only".into(),
@@ -236,6 +301,7 @@ pub fn validate(args: &BenchArgs) -> io::Result<Sources> {
             args.processes
         )));
     }
+    sweep::validate(args).map_err(refuse)?;
     if args.gated && (args.addr.is_none() || args.processes > 1) {
         return Err(refuse(
             "--gated is internal to --processes (a child with --addr)".into(),
@@ -308,7 +374,11 @@ impl ChildServer {
             BenchProtocol::Upper => "upper",
         };
         let exe = std::env::current_exe()?;
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        // It dies with us, and Ctrl-C at the terminal reaches only us (we
+        // then stop it in order, below).
+        interrupt::die_with_parent(&mut command);
+        let mut child = command
             .args([
                 "serve",
                 "--listen",
@@ -320,6 +390,9 @@ impl ChildServer {
             ])
             .args(proxy_header.then_some("--proxy-protocol"))
             .env("RUST_LOG", "warn")
+            // The bench does no auth handshake: a key in our environment
+            // would make every connection fail it.
+            .env_remove(crate::cli::AUTH_KEY_ENV)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -425,10 +498,14 @@ struct Target {
     server_pid: Option<u32>,
     sources: Sources,
     gate: Gate,
+    /// The server was started for this run: the bench's own child, or
+    /// one given with --server-pid --server-fresh.
+    fresh_server: bool,
 }
 
 /// Run the bench (or `merge` / `compare` reports); prints the report. An
-/// `Err` for settings that cannot work or a run that had errors.
+/// `Err` for settings that cannot work, a run that had errors, or one
+/// stopped by a signal (after its partial summary: [`Interrupted`]).
 pub fn run(args: &BenchArgs) -> io::Result<()> {
     match &args.action {
         Some(BenchAction::Merge(merge_args)) => return merge::run_merge(merge_args),
@@ -436,6 +513,7 @@ pub fn run(args: &BenchArgs) -> io::Result<()> {
         None => {}
     }
     let sources = validate(args)?;
+    interrupt::install()?;
     let child = match args.addr {
         Some(_) => None,
         None => Some(ChildServer::start(
@@ -447,15 +525,28 @@ pub fn run(args: &BenchArgs) -> io::Result<()> {
         .addr
         .or(child.as_ref().map(|c| c.addr))
         .expect("an address");
+    if let (Some(pid), Some(_)) = (args.server_pid, args.addr) {
+        if let Some(warning) = serverpid::check(pid, addr) {
+            eprintln!("echo-reactor: warning: {warning}");
+        }
+    }
     let target = Target {
         addr,
         server_pid: args.server_pid.or(child.as_ref().map(ChildServer::pid)),
         sources,
         gate: Gate::new(args.gated),
+        fresh_server: child.is_some() || args.server_fresh,
     };
-    let progress = !args.json && io::IsTerminal::is_terminal(&io::stderr());
+    let progress = args.progress || (!args.json && io::IsTerminal::is_terminal(&io::stderr()));
+    // Created before the run, so a path that cannot be written is refused first.
+    let mut log = match &args.histogram_log {
+        Some(path) => Some(timeline::LogFile::create(path, plot::describe_args(args))?),
+        None => None,
+    };
 
-    let mut report = if args.processes > 1 {
+    let mut report = if args.sweep.is_some() {
+        sweep::run(args, &target, progress, log.as_mut())?
+    } else if args.processes > 1 {
         processes::run(
             args,
             addr,
@@ -465,20 +556,43 @@ pub fn run(args: &BenchArgs) -> io::Result<()> {
         )?
     } else {
         match args.scenario {
-            Scenario::Echo | Scenario::Flood => run_echo(args, &target, progress)?,
+            Scenario::Echo | Scenario::Flood => {
+                let (report, mut seconds) = run_echo(args, &target, progress)?;
+                if let Some(log) = log.as_mut() {
+                    seconds.write_intervals(log, None)?;
+                }
+                report
+            }
             Scenario::Connect => run_connect(args, &target)?,
-            Scenario::Hold => run_hold(args, &target)?,
+            Scenario::Hold => run_hold(args, &target, progress)?,
         }
     };
+    let interrupted = Interrupted::now();
+    if let Some(stop) = interrupted {
+        report["interrupted"] = json!(true);
+        report["interrupted_by"] = json!(stop.signal_name());
+    }
     let achieved = report["connections"]["achieved"].as_u64().unwrap_or(0);
-    if achieved == 0 && args.scenario != Scenario::Connect {
-        return Err(io::Error::new(
-            io::ErrorKind::ConnectionRefused,
-            format!(
-                "bench: no connection to {addr} could be established (0 of {})",
-                args.connections
-            ),
-        ));
+    if achieved == 0 && interrupted.is_none() {
+        // Nothing could be measured: one line saying why, and with --json
+        // the report too, carrying the same line as `error`.
+        let reasons = describe(&report["errors"]["connect_reasons"]);
+        let error = format!(
+            "bench: no connection to {addr} could be established (0 of {}){}",
+            args.connections,
+            if reasons.is_empty() {
+                String::new()
+            } else {
+                format!(": {reasons}")
+            }
+        );
+        if args.json {
+            report["error"] = json!(error);
+            let mut out = io::stdout().lock();
+            writeln!(out, "{report}")?;
+            out.flush()?;
+        }
+        return Err(io::Error::new(io::ErrorKind::ConnectionRefused, error));
     }
     if let Some(line) = child.and_then(ChildServer::stop) {
         let calls = syscalls_in_line(&line).unwrap_or(0);
@@ -496,8 +610,19 @@ pub fn run(args: &BenchArgs) -> io::Result<()> {
         let mut out = io::stdout().lock();
         writeln!(out, "{report}")?;
         out.flush()?;
+    } else if report.get("steps").is_some() {
+        sweep::print_table(&report);
     } else {
         print_human(&report);
+    }
+    if let Some(log) = log {
+        log.finish()?;
+    }
+    if let Some(path) = &args.plot {
+        plot::chart_of_report(&report, path)?;
+    }
+    if let Some(stop) = interrupted {
+        return Err(stop.into_error());
     }
     fail_on_errors(&report)
 }
@@ -506,16 +631,50 @@ pub fn run(args: &BenchArgs) -> io::Result<()> {
 /// has been printed.
 fn fail_on_errors(report: &Value) -> io::Result<()> {
     let errors = &report["errors"];
+    let count = |k: &str| errors[k].as_u64().unwrap_or(0);
     let total: u64 = ["connect", "mismatch", "reset", "server_closed", "timeout"]
         .iter()
-        .map(|k| errors[k].as_u64().unwrap_or(0))
+        .map(|k| count(k))
         .sum();
     if total > 0 {
         return Err(io::Error::other(format!(
-            "bench: {total} errors ({errors})"
+            "bench: {total} connections failed: {}",
+            errors_text(errors)
         )));
     }
     Ok(())
+}
+
+/// The errors in words (no JSON): `connect 2 (2 refused (...)), reset 1`.
+fn errors_text(errors: &Value) -> String {
+    let count = |k: &str| errors[k].as_u64().unwrap_or(0);
+    let mut parts = Vec::new();
+    if count("connect") > 0 {
+        let reasons = describe(&errors["connect_reasons"]);
+        parts.push(if reasons.is_empty() {
+            format!("connect {}", count("connect"))
+        } else {
+            format!("connect {} ({reasons})", count("connect"))
+        });
+    }
+    for (key, words) in [
+        ("mismatch", "mismatch (a wrong reply)"),
+        ("reset", "reset (closed by the server)"),
+        (
+            "server_closed",
+            "server_closed (closed cleanly by the server mid-run, e.g. draining)",
+        ),
+        ("timeout", "timeout (replies missing at the end)"),
+    ] {
+        if count(key) > 0 {
+            parts.push(format!("{words} {}", count(key)));
+        }
+    }
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 fn base_report(args: &BenchArgs, target: &Target) -> Value {
@@ -538,11 +697,16 @@ fn base_report(args: &BenchArgs, target: &Target) -> Value {
             "scenario": format!("{:?}", args.scenario).to_lowercase(),
             "json": args.json,
             "server_pid": args.server_pid,
+            "server_fresh": args.server_fresh,
             "child_server": args.addr.is_none(),
             "flooders": args.flooders,
             "flood_bytes": args.flood_bytes,
             "processes": args.processes,
             "source_addrs": addrs(&args.source_addrs),
+            "sweep": args.sweep.as_ref().map(SweepRates::to_string),
+            "slo_p99_us": args.slo_p99_us,
+            "plot": args.plot.as_ref().map(|p| p.display().to_string()),
+            "histogram_log": args.histogram_log.as_ref().map(|p| p.display().to_string()),
         },
         "processes": args.processes,
         "source_addrs": addrs(&target.sources.addrs),
@@ -564,7 +728,7 @@ fn base_report(args: &BenchArgs, target: &Target) -> Value {
         "latency_uncorrected_us": Value::Null,
         "histogram": encode(&new_histogram()),
         "histogram_uncorrected": Value::Null,
-        "errors": {"connect": 0, "mismatch": 0, "reset": 0, "timeout": 0},
+        "errors": errors_json(&Errors::default()),
         "client": {"cpu_s": 0.0},
         "server": {
             "pid": server_pid,
@@ -591,12 +755,18 @@ fn fill_cpu(report: &mut Value, start: &CpuWindow, end: &CpuWindow, messages: u6
 }
 
 fn errors_json(errors: &Errors) -> Value {
-    json!({"connect": errors.connect, "mismatch": errors.mismatch, "reset": errors.reset,
-           "server_closed": errors.server_closed, "timeout": errors.timeout})
+    json!({
+        "connect": errors.connect,
+        "connect_reasons": errors.connect_reasons.to_json(),
+        "mismatch": errors.mismatch,
+        "reset": errors.reset,
+        "server_closed": errors.server_closed,
+        "timeout": errors.timeout,
+    })
 }
 
 /// The echo scenario, and the flood scenario (echo beside flooders).
-fn run_echo(args: &BenchArgs, target: &Target, progress: bool) -> io::Result<Value> {
+fn run_echo(args: &BenchArgs, target: &Target, progress: bool) -> io::Result<(Value, Timeline)> {
     let (addr, server_pid) = (target.addr, target.server_pid);
     let flooders = match args.scenario {
         Scenario::Flood => args.flooders.unwrap_or(0),
@@ -611,17 +781,21 @@ fn run_echo(args: &BenchArgs, target: &Target, progress: bool) -> io::Result<Val
     // Watched from before the first connection: the connections are part
     // of what the server holds.
     let watch = sysinfo::Watch::start(server_pid);
-    let (tick_tx, tick_rx) = mpsc::channel();
+    let counters: Vec<Arc<Counters>> = shares.iter().map(|_| Counters::shared()).collect();
     let handles: Vec<_> = shares
         .iter()
-        .map(|&(first, count)| {
+        .enumerate()
+        .map(|(index, &(first, count))| {
             let load = Load {
                 addr,
                 size: args.size,
                 pipeline: args.pipeline,
-                rate: args
-                    .rate
-                    .map(|r| r * count as f64 / args.connections as f64),
+                pacing: args.rate.map(|rate| Pacing {
+                    period_ps: schedule::check_rate(rate, args.connections)
+                        .expect("checked by validate"),
+                    connections: args.connections,
+                    first_id: args.first_connection_id,
+                }),
                 warmup: args.warmup,
                 duration: args.duration,
                 drain: DRAIN,
@@ -630,13 +804,12 @@ fn run_echo(args: &BenchArgs, target: &Target, progress: bool) -> io::Result<Val
             };
             let first = first + args.first_connection_id;
             let (connected, start) = (connected.clone(), start.clone());
-            let ticks = tick_tx.clone();
+            let progress = counters[index].clone();
             thread::spawn(move || {
-                driver::run_echo(&load, first, count, (&connected, &start), ticks)
+                driver::run_echo(&load, first, count, (&connected, &start), &progress)
             })
         })
         .collect();
-    drop(tick_tx);
     let flood = (flooders > 0).then(|| {
         let load = FloodLoad {
             addr,
@@ -648,76 +821,74 @@ fn run_echo(args: &BenchArgs, target: &Target, progress: bool) -> io::Result<Val
         let start = start.clone();
         thread::spawn(move || flood::run_flood(&load, &start))
     });
+    let mut printer = Printer::new(progress, counters);
+    printer.connecting(args.connections);
     connected.wait();
     target.gate.pass("connected")?;
     start.wait();
     let began = Instant::now();
+    let mut timeline = Timeline::new(began, args.warmup, args.duration);
+    printer.load_starts();
     let measure_from = began + args.warmup;
     let measure_until = measure_from + args.duration;
     let mut cpu_start = None;
     let mut cpu_end = None;
-    let mut so_far = new_histogram();
-    let (mut second_msgs, mut second_open, mut next_print) =
-        (0u64, 0usize, began + Duration::from_secs(1));
-    loop {
+    // This thread's clock alone decides when the lines fall.
+    let mut lines = LineClock::new(began, args.warmup, args.duration);
+    let mut stopped_at = None;
+    while !handles.iter().all(thread::JoinHandle::is_finished) {
+        thread::sleep(Duration::from_millis(20));
         let now = Instant::now();
+        if stopped_at.is_none() && interrupt::requested() {
+            stopped_at = Some(now);
+        }
         if cpu_start.is_none() && now >= measure_from {
             cpu_start = Some(CpuWindow::sample(server_pid));
         }
-        if cpu_end.is_none() && now >= measure_until {
+        if cpu_end.is_none() && (now >= measure_until || stopped_at.is_some()) {
             cpu_end = Some(CpuWindow::sample(server_pid));
         }
-        let mut wake = next_print;
-        if cpu_start.is_none() {
-            wake = wake.min(measure_from);
-        } else if cpu_end.is_none() {
-            wake = wake.min(measure_until);
-        }
-        match tick_rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
-            Ok(tick) => {
-                second_msgs += tick.messages;
-                second_open += tick.open;
-                let _ = so_far.add(&tick.latency);
+        if let (Some(measuring), None) = (lines.due(now), stopped_at) {
+            if let Some(second) = printer.tick(measuring) {
+                timeline.add(now, &second);
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break, // every thread is done
-        }
-        if progress && Instant::now() >= next_print {
-            let p99 = if so_far.is_empty() {
-                0
-            } else {
-                so_far.value_at_quantile(0.99)
-            };
-            eprintln!(
-                "[{:>4.0}s] {second_msgs:>9} msgs/s  p99 so far {p99} us  open connections {second_open}",
-                began.elapsed().as_secs_f64()
-            );
-            (second_msgs, second_open) = (0, 0);
-        }
-        while next_print <= Instant::now() {
-            next_print += Duration::from_secs(1);
         }
     }
+    let (_, last) = printer.finish();
+    // The last, partial second ends with the measured window at the latest.
+    timeline.add(Instant::now().min(measure_until), &last);
     let cpu_end = cpu_end.unwrap_or_else(|| CpuWindow::sample(server_pid));
     let cpu_start = cpu_start.unwrap_or_else(|| CpuWindow::sample(server_pid));
-    let mut total = Measured::new(0, 0);
+    let mut total = Measured::new(0, Default::default());
     for handle in handles {
         total.merge(&handle.join().expect("load thread panicked"));
     }
     let flood = flood.map(|handle| handle.join().expect("flood thread panicked"));
     let peaks = watch.finish();
-    let secs = args.duration.as_secs_f64();
+    // Cut short by a signal: the rates are over the part measured.
+    let secs = match stopped_at {
+        Some(at) => at
+            .min(measure_until)
+            .saturating_duration_since(measure_from),
+        None => args.duration,
+    }
+    .as_secs_f64();
     let mut report = base_report(args, target);
+    report["duration_s"] = json!(secs);
     report["connections"]["achieved"] = json!(total.connected);
     report["messages"] = json!(total.messages);
-    report["msgs_per_sec"] = json!(total.messages as f64 / secs);
-    report["bytes_per_sec"] = json!((total.messages * args.size as u64) as f64 / secs);
+    let per_sec = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
+    report["msgs_per_sec"] = json!(per_sec(total.messages));
+    report["bytes_per_sec"] = json!(per_sec(total.messages * args.size as u64));
     report["latency_us"] = percentiles(&total.latency);
     // Serialized once, here at the end: nothing per message.
     report["histogram"] = json!(encode(&total.latency));
     if args.rate.is_some() {
         report["latency_uncorrected_us"] = percentiles(&total.latency_uncorrected);
         report["histogram_uncorrected"] = json!(encode(&total.latency_uncorrected));
+        report["open_loop"] = json!({"intended": total.intended, "unsent": total.unsent});
+        report["histogram_send_lateness"] = json!(encode(&total.send_lateness));
+        fill_open_loop(&mut report, &total.send_lateness);
     }
     report["errors"] = errors_json(&total.errors);
     fill_cpu(&mut report, &cpu_start, &cpu_end, total.messages);
@@ -733,7 +904,28 @@ fn run_echo(args: &BenchArgs, target: &Target, progress: bool) -> io::Result<Val
     if let Some(flood) = flood {
         report["flood"] = flood_json(&flood, args);
     }
-    Ok(report)
+    report["seconds"] = timeline.to_json();
+    Ok((report, timeline))
+}
+
+/// Open loop: achieved against requested, `saturated`, and the
+/// generator's own send lateness (from its histogram, in ns), from the
+/// report's other figures — so a merged report gets them the same way.
+pub(crate) fn fill_open_loop(report: &mut Value, send_lateness: &Histogram<u64>) {
+    let Some(requested) = report["target_rate"].as_f64() else {
+        return;
+    };
+    let achieved = report["msgs_per_sec"].as_f64().unwrap_or(0.0);
+    let ratio = achieved / requested;
+    report["achieved_ratio"] = json!(ratio);
+    report["saturated"] = json!(ratio < SATURATED_BELOW);
+    let us = |q: f64| send_lateness.value_at_quantile(q) as f64 / 1e3;
+    report["send_lateness_us"] = if send_lateness.is_empty() {
+        json!({"p50": null, "p99": null, "max": null, "sends": 0})
+    } else {
+        json!({"p50": us(0.5), "p99": us(0.99), "max": send_lateness.max() as f64 / 1e3,
+               "sends": send_lateness.len()})
+    };
 }
 
 fn flood_json(flood: &Flood, args: &BenchArgs) -> Value {
@@ -769,20 +961,25 @@ fn run_connect(args: &BenchArgs, target: &Target) -> io::Result<Value> {
     let queue_before = sysinfo::listen_queue_counters();
     start.wait();
     let cpu_start = CpuWindow::sample(server_pid);
-    let (mut completed, mut failed, mut latency) = (0, 0, new_histogram());
+    let (mut completed, mut latency) = (0, new_histogram());
+    let (mut failed, mut slots_up) = (failures::ConnectFailures::default(), 0);
     for handle in handles {
         let part = handle.join().expect("connect thread panicked");
         completed += part.completed;
-        failed += part.failed;
+        failed.add(&part.failed);
+        slots_up += part.slots_up;
         let _ = latency.add(&part.latency);
     }
     let cpu_end = CpuWindow::sample(server_pid);
     let queue_after = sysinfo::listen_queue_counters();
     let mut report = base_report(args, target);
     let secs = args.duration.as_secs_f64();
-    report["connections"]["achieved"] = json!(args.connections);
+    // Achieved: how many of the --connections concurrent slots ever
+    // completed a connection (a target that refuses achieves none).
+    report["connections"]["achieved"] = json!(slots_up);
     report["messages"] = json!(0);
-    report["errors"]["connect"] = json!(failed);
+    report["errors"]["connect"] = json!(failed.total());
+    report["errors"]["connect_reasons"] = failed.to_json();
     report["connect"] = json!({
         "completed": completed,
         "connections_per_sec": completed as f64 / secs,
@@ -790,23 +987,31 @@ fn run_connect(args: &BenchArgs, target: &Target) -> io::Result<Value> {
         "histogram": encode(&latency),
         "listen_overflows": queue_before.zip(queue_after).map(|(a, b)| b.0.saturating_sub(a.0)),
         "listen_drops": queue_before.zip(queue_after).map(|(a, b)| b.1.saturating_sub(a.1)),
+        // The kernel counts these for the whole network namespace: every
+        // listener here, not only the target (and nothing of a remote one).
+        "listen_counters_scope": "network namespace",
     });
     fill_cpu(&mut report, &cpu_start, &cpu_end, 0);
     Ok(report)
 }
 
-fn run_hold(args: &BenchArgs, target: &Target) -> io::Result<Value> {
+fn run_hold(args: &BenchArgs, target: &Target, progress: bool) -> io::Result<Value> {
     let (addr, server_pid) = (target.addr, target.server_pid);
     let meet = Arc::new(Barrier::new(args.threads + 1));
     let rss_before = server_pid.and_then(sysinfo::process_rss);
-    let handles: Vec<_> = split(args.connections, args.threads)
+    // Above the RSS, it says the server held more before: it ran already.
+    let peak_before = server_pid.and_then(sysinfo::process_rss_hwm);
+    let shares = split(args.connections, args.threads);
+    let counters: Vec<Arc<Counters>> = shares.iter().map(|_| Counters::shared()).collect();
+    let handles: Vec<_> = shares
         .into_iter()
-        .map(|(first, count)| {
+        .enumerate()
+        .map(|(index, (first, count))| {
             let load = Load {
                 addr,
                 size: args.size,
                 pipeline: 1,
-                rate: None,
+                pacing: None,
                 warmup: Duration::ZERO,
                 duration: args.duration,
                 drain: DRAIN + Duration::from_secs(10),
@@ -815,31 +1020,35 @@ fn run_hold(args: &BenchArgs, target: &Target) -> io::Result<Value> {
             };
             let first = first + args.first_connection_id;
             let meet = meet.clone();
-            thread::spawn(move || driver::run_hold(&load, first, count, &meet))
+            let progress = counters[index].clone();
+            thread::spawn(move || driver::run_hold(&load, (first, count), &meet, &progress))
         })
         .collect();
+    Printer::new(progress, counters).connecting(args.connections);
     meet.wait(); // 1: all connected
     target.gate.pass("connected")?; // ... in every process
     let cpu_start = CpuWindow::sample(server_pid);
     let rss_idle = server_pid.and_then(sysinfo::process_rss);
-    thread::sleep(args.duration); // the hold itself: nobody sends anything
+    // The hold itself: nobody sends anything (until a signal, if any).
+    let hold_until = Instant::now() + args.duration;
+    while Instant::now() < hold_until && !interrupt::requested() {
+        thread::sleep(
+            hold_until
+                .saturating_duration_since(Instant::now())
+                .min(interrupt::CHECK_EVERY),
+        );
+    }
     let cpu_end = CpuWindow::sample(server_pid);
     meet.wait(); // 2: hold over; every connection now answers once
     meet.wait(); // 3: answered
     target.gate.pass("answered")?; // ... in every process
     let rss_after = server_pid.and_then(sysinfo::process_rss);
     meet.wait(); // 4: let go
-    let mut total = Measured::new(0, 0);
+    let mut total = Measured::new(0, Default::default());
     for handle in handles {
         total.merge(&handle.join().expect("hold thread panicked"));
     }
     let (connected, answered) = (total.connected, total.messages);
-    let per_conn = |rss: Option<u64>| match (rss_before, rss, connected) {
-        (Some(before), Some(after), n) if n > 0 => {
-            json!(after.saturating_sub(before) as f64 / n as f64)
-        }
-        _ => Value::Null,
-    };
     let mut report = base_report(args, target);
     report["connections"]["achieved"] = json!(connected);
     report["messages"] = json!(answered);
@@ -853,28 +1062,23 @@ fn run_hold(args: &BenchArgs, target: &Target) -> io::Result<Value> {
         "rss_before_bytes": rss_before,
         "rss_idle_bytes": rss_idle,
         "rss_after_echo_bytes": rss_after,
-        "rss_per_conn_idle_bytes": per_conn(rss_idle),
-        "rss_per_conn_after_echo_bytes": per_conn(rss_after),
+        "rss_fresh_server": target.fresh_server,
+        "rss_peak_before_bytes": peak_before,
     });
+    merge::hold_per_connection(&mut report);
     fill_cpu(&mut report, &cpu_start, &cpu_end, 0);
     Ok(report)
 }
 
 fn print_human(r: &Value) {
-    let s = &r["settings"];
-    println!(
-        "scenario {}: {}/{} connections, {} B messages, pipeline {}, {}, {} s measured (+{} s warmup), {} thread(s), target {}",
-        r["scenario"].as_str().unwrap_or("?"),
-        r["connections"]["achieved"],
-        r["connections"]["requested"],
-        s["size"],
-        s["pipeline"],
-        if r["target_rate"].is_null() { "closed loop".to_string() } else { format!("open loop at {} msgs/s requested", r["target_rate"]) },
-        s["duration_s"],
-        s["warmup_s"],
-        s["threads"],
-        s["addr"].as_str().unwrap_or("?"),
-    );
+    println!("{}", header_line(r));
+    if r["interrupted"] == true {
+        println!(
+            "  interrupted  by {} after {:.1} s measured: the figures below cover that part only",
+            r["interrupted_by"].as_str().unwrap_or("a signal"),
+            r["duration_s"].as_f64().unwrap_or(0.0)
+        );
+    }
     let processes = r["processes"].as_u64().unwrap_or(1);
     if processes > 1 && r["merged_from"].is_null() {
         println!("  processes    {processes} load generators, each with its share of the connections, merged");
@@ -902,38 +1106,47 @@ fn print_human(r: &Value) {
             r["msgs_per_sec"].as_f64().unwrap_or(0.0),
             r["bytes_per_sec"].as_f64().unwrap_or(0.0) / 1e6
         );
-        let l = &r["latency_us"];
+        let corrected = if r["target_rate"].is_null() {
+            ""
+        } else {
+            "  (from intended send time)"
+        };
         println!(
-            "  latency us   p50 {}  p90 {}  p99 {}  p99.9 {}  max {}{}",
-            l["p50"],
-            l["p90"],
-            l["p99"],
-            l["p999"],
-            l["max"],
-            if r["target_rate"].is_null() {
-                ""
-            } else {
-                "  (from intended send time)"
-            }
+            "  latency us   {}{corrected}",
+            percentiles_text(&r["latency_us"])
         );
         let u = &r["latency_uncorrected_us"];
         if !u.is_null() {
             println!(
-                "  uncorrected  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (from actual send time)",
-                u["p50"], u["p90"], u["p99"], u["p999"], u["max"]
+                "  uncorrected  {}  (from actual send time)",
+                percentiles_text(u)
             );
+        }
+        if let Some(line) = open_loop_lines(r) {
+            println!("{line}");
         }
     }
     if let Some(c) = r.get("connect") {
+        let l = &c["latency_us"];
+        let latency = if l["p50"].is_null() {
+            "latency n/a (none completed)".to_string()
+        } else {
+            format!(
+                "latency us p50 {} p99 {} max {}",
+                l["p50"], l["p99"], l["max"]
+            )
+        };
         println!(
-            "  connects     {} completed, {:.0} connections/s, latency us p50 {} p99 {} max {}; listen overflows {} drops {}",
+            "  connects     {} completed, {:.0} connections/s, {latency}",
             c["completed"],
             c["connections_per_sec"].as_f64().unwrap_or(0.0),
-            c["latency_us"]["p50"],
-            c["latency_us"]["p99"],
-            c["latency_us"]["max"],
-            c["listen_overflows"],
-            c["listen_drops"]
+        );
+        let counter = |v: &Value| v.as_u64().map_or("n/a".to_string(), |n| n.to_string());
+        println!(
+            "  listen queue overflows {} drops {} over the run, counted for the whole network namespace (every listener in it, not only the target; a remote target's are not seen){}",
+            counter(&c["listen_overflows"]),
+            counter(&c["listen_drops"]),
+            if c["listen_overflows"].is_null() { " (n/a: /proc/net/netstat unreadable)" } else { "" },
         );
     }
     if let Some(f) = r.get("flood") {
@@ -959,11 +1172,7 @@ fn print_human(r: &Value) {
     if let Some(h) = r.get("hold") {
         println!("{}", hold_line(h));
     }
-    let e = &r["errors"];
-    println!(
-        "  errors       connect {}  mismatch {}  reset {}  server_closed {}  timeout {}",
-        e["connect"], e["mismatch"], e["reset"], e["server_closed"], e["timeout"]
-    );
+    println!("  errors       {}", errors_text(&r["errors"]));
     println!(
         "  client       cpu {:.3} s{}",
         r["client"]["cpu_s"].as_f64().unwrap_or(0.0),
@@ -980,7 +1189,7 @@ fn print_human(r: &Value) {
             sv["cpu_s"]
                 .as_f64()
                 .map(|v| format!("{v:.3} s"))
-                .unwrap_or_else(|| "?".into()),
+                .unwrap_or_else(|| "n/a (not readable)".into()),
             sv["cpu_us_per_msg"]
                 .as_f64()
                 .map(|v| format!(" ({v:.2} us/msg)"))
@@ -1003,24 +1212,118 @@ fn print_human(r: &Value) {
     }
 }
 
-/// A byte count for the human summary: KiB below 1 MiB, MiB below 1 GiB,
-/// else GiB ("?" when unknown).
-/// The hold scenario's summary line. Bytes per connection are averages
-/// (the JSON keeps the fraction); printed whole, since `83.968 B` reads
-/// like a thousands separator.
-fn hold_line(h: &Value) -> String {
-    let whole = |v: &Value| v.as_f64().map_or("?".to_string(), |b| format!("{b:.0}"));
+/// The open loop's lines of the human summary: achieved against requested
+/// (and "SATURATED"), what was never sent, and the generator's lateness.
+fn open_loop_lines(r: &Value) -> Option<String> {
+    let ratio = r["achieved_ratio"].as_f64()?;
+    let o = &r["open_loop"];
+    let mut text = format!(
+        "  rate         {:.1} of {} msgs/s requested achieved ({:.1} %){}",
+        r["msgs_per_sec"].as_f64().unwrap_or(0.0),
+        r["target_rate"],
+        ratio * 100.0,
+        if r["saturated"] == true {
+            ": SATURATED"
+        } else {
+            ""
+        }
+    );
+    if o["unsent"].as_u64().unwrap_or(0) > 0 {
+        text += &format!(
+            "\n  unsent       {} of {} intended messages never sent (in the latency above at end - intended time, a lower bound)",
+            o["unsent"], o["intended"]
+        );
+    }
+    let l = &r["send_lateness_us"];
+    let us = |v: &Value| v.as_f64().map_or("?".to_string(), |v| format!("{v:.1}"));
+    text += &format!(
+        "\n  generator    sends late by p50 {} us  p99 {} us  max {} us  ({} sends on schedule; actual - intended send time: the generator's own error)",
+        us(&l["p50"]),
+        us(&l["p99"]),
+        us(&l["max"]),
+        l["sends"]
+    );
+    Some(text)
+}
+
+/// The summary's first line: what ran. Message settings only where
+/// messages are sent (not for `connect`).
+fn header_line(r: &Value) -> String {
+    let s = &r["settings"];
+    let scenario = r["scenario"].as_str().unwrap_or("?");
+    let connections = format!(
+        "{}/{}",
+        r["connections"]["achieved"], r["connections"]["requested"]
+    );
+    let common = format!(
+        "{} s measured, {} thread(s), target {}",
+        s["duration_s"],
+        s["threads"],
+        s["addr"].as_str().unwrap_or("?"),
+    );
+    match scenario {
+        "connect" => format!(
+            "scenario connect: {connections} concurrent connect slots achieved (each completed at least one connection), {common}"
+        ),
+        "hold" => format!(
+            "scenario hold: {connections} connections held, {} B message once each after the hold, {common}",
+            s["size"]
+        ),
+        _ => format!(
+            "scenario {scenario}: {connections} connections, {} B messages, pipeline {}, {}, {} (+{} s warmup)",
+            s["size"],
+            s["pipeline"],
+            if r["target_rate"].is_null() {
+                "closed loop".to_string()
+            } else {
+                format!("open loop at {} msgs/s requested", r["target_rate"])
+            },
+            common,
+            s["warmup_s"],
+        ),
+    }
+}
+
+/// `p50 .. max` of a latency object, or why there are none.
+fn percentiles_text(l: &Value) -> String {
+    if l["p50"].is_null() {
+        return "n/a (no reply was measured)".into();
+    }
     format!(
-        "  hold         {} answered after the hold; server RSS per connection: idle {} B, after one echo each {} B",
-        h["answered"],
-        whole(&h["rss_per_conn_idle_bytes"]),
-        whole(&h["rss_per_conn_after_echo_bytes"])
+        "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+        l["p50"], l["p90"], l["p99"], l["p999"], l["max"]
     )
 }
 
+/// The hold scenario's summary line. Bytes per connection are averages
+/// (the JSON keeps the fraction); printed whole, since `83.968 B` reads
+/// like a thousands separator. When the figure cannot be trusted, the
+/// reason instead (see `merge::hold_per_connection`).
+fn hold_line(h: &Value) -> String {
+    let measured = "growth of the server's RSS since before connecting, per connection";
+    let per_conn = match (
+        h["rss_per_conn_idle_bytes"].as_f64(),
+        h["rss_per_conn_after_echo_bytes"].as_f64(),
+    ) {
+        (Some(idle), Some(after)) => {
+            format!("idle {idle:.0} B, after one echo each {after:.0} B ({measured})")
+        }
+        _ => format!(
+            "unknown: {} ({measured})",
+            h["rss_per_conn_unknown"].as_str().unwrap_or("not measured")
+        ),
+    };
+    format!(
+        "  hold         {} answered after the hold; server memory per connection {per_conn}",
+        h["answered"]
+    )
+}
+
+/// A byte count for the human summary: KiB below 1 MiB, MiB below 1 GiB,
+/// else GiB ("n/a" when unknown).
 fn bytes_text(bytes: &Value) -> String {
     let Some(v) = bytes.as_u64() else {
-        return "?".into();
+        return "n/a".into();
     };
     match v as f64 {
         v if v < 1048576.0 => format!("{:.0} KiB", v / 1024.0),
@@ -1034,7 +1337,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bytes_per_connection_print_whole() {
+    fn bytes_per_connection_print_whole_or_say_why_not() {
         let line = hold_line(&json!({
             "answered": 2000,
             "rss_per_conn_idle_bytes": 83.968,
@@ -1044,7 +1347,9 @@ mod tests {
             line.contains("idle 84 B, after one echo each 1234 B"),
             "{line}"
         );
-        assert!(hold_line(&json!({"answered": 0})).contains("idle ? B"));
+        let line = hold_line(&json!({"answered": 0, "rss_per_conn_unknown": "no server pid"}));
+        assert!(line.contains("unknown: no server pid"), "{line}");
+        assert!(!line.contains("null"), "{line}");
     }
 
     #[test]

@@ -36,7 +36,7 @@ use clap::ValueEnum;
 use serde_json::{json, Value};
 
 use super::merge::{hold_per_connection, merge, Run};
-use super::{split, sysinfo, BenchArgs, Scenario};
+use super::{interrupt, split, sysinfo, BenchArgs, Scenario};
 
 /// A child's side of the start gate (see the module header): a no-op
 /// unless the bench runs as a child (`--gated`).
@@ -178,11 +178,16 @@ pub(super) fn run(
     // The server before any child connects (a child's own "before" may
     // include another child's connections).
     let rss_before = server_pid.and_then(sysinfo::process_rss);
+    let peak_before = server_pid.and_then(sysinfo::process_rss_hwm);
     let exe = std::env::current_exe()?;
     let (said, hear) = mpsc::channel();
     let mut generators: Vec<Generator> = Vec::with_capacity(p);
     for (index, (&share, &flood_share)) in shares.iter().zip(&flooders).enumerate() {
-        let mut child = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        // Each dies with this process; a Ctrl-C reaches this one only, which
+        // passes it on (below), so each child reports what it measured.
+        interrupt::die_with_parent(&mut command);
+        let mut child = command
             .args(child_args(
                 args,
                 addr,
@@ -222,10 +227,32 @@ pub(super) fn run(
     }
     drop(said);
 
-    let (mut at_gate, mut closed) = (0, 0);
+    let (mut at_gate, mut closed, mut passed_on) = (0, 0, false);
     while closed < p {
-        let Ok(event) = hear.recv() else { break };
+        if interrupt::requested() && !passed_on {
+            passed_on = true;
+            for generator in &mut generators {
+                // SAFETY: signals only a child we started and have not waited for.
+                unsafe { libc::kill(generator.child.id() as libc::pid_t, libc::SIGINT) };
+                // Those waiting at a gate for the others go on now.
+                if let Some(stdin) = generator.stdin.as_mut() {
+                    let _ = writeln!(stdin, "go").and_then(|()| stdin.flush());
+                }
+            }
+        }
+        let event = match hear.recv_timeout(interrupt::CHECK_EVERY) {
+            Ok(event) => event,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         match event {
+            // Once stopping, nobody waits for the others: a child at a gate
+            // goes on at once, finds the stop asked for, and reports.
+            Said::Line(index, line) if line.starts_with("gate ") && passed_on => {
+                if let Some(stdin) = generators[index].stdin.as_mut() {
+                    let _ = writeln!(stdin, "go").and_then(|()| stdin.flush());
+                }
+            }
             Said::Line(_, line) if line.starts_with("gate ") => {
                 at_gate += 1;
                 if at_gate == p {
@@ -280,6 +307,10 @@ pub(super) fn run(
     report["connections"]["requested"] = json!(args.connections);
     if report.get("hold").is_some() {
         report["hold"]["rss_before_bytes"] = json!(rss_before);
+        report["hold"]["rss_peak_before_bytes"] = json!(peak_before);
+        // The children ran with --addr; the server is fresh if this
+        // process started it, or was said to be.
+        report["hold"]["rss_fresh_server"] = json!(args.addr.is_none() || args.server_fresh);
         hold_per_connection(&mut report);
     }
     Ok(report)

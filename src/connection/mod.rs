@@ -28,7 +28,7 @@
 use std::io::{Read, Write};
 
 use bitflags::bitflags;
-use log::{debug, error};
+use log::{debug, error, trace};
 
 use crate::buffer::{BufferGauge, ByteQueue};
 use crate::nonblocking::{try_read, ReadOutcome};
@@ -51,7 +51,9 @@ pub struct Limits {
     pub max_buffered: usize,
     /// Close a connection whose unparsed input (a partial message) exceeds this.
     pub max_line: usize,
-    /// Bytes one connection may read per loop turn before others get a go.
+    /// Bytes one connection may read per loop turn before others get a go
+    /// (`drive` returns [`Next::Requeue`] once they are read; the reactor
+    /// reads it again in the next turn).
     pub read_budget_bytes: usize,
     /// Close a connection with no traffic either way for this long (ms).
     pub idle_timeout_ms: Option<u64>,
@@ -176,6 +178,11 @@ bitflags! {
         /// has shown it reads its replies. Memory eviction takes such a
         /// connection only after every one that never did (`budget.rs`).
         const OUTPUT_DRAINED = 1 << 6;
+        /// On the ready queue, and an event drove it until its read budget
+        /// ran out: this turn's budget is spent, so the reactor's ready
+        /// queue passes over it until the next turn (a bit here, not a
+        /// field: a new field would grow every connection's slab entry).
+        const BUDGET_SPENT = 1 << 7;
     }
 }
 
@@ -293,6 +300,20 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
         self.state.contains(State::NEEDS_REACTOR)
     }
 
+    /// Note that this turn's read budget is spent while the connection is on
+    /// the ready queue (see [`State::BUDGET_SPENT`]).
+    pub fn mark_budget_spent(&mut self) {
+        self.state.insert(State::BUDGET_SPENT);
+    }
+
+    /// Whether this turn's read budget was spent while queued (and reset
+    /// that: next turn, the queue serves it).
+    pub fn take_budget_spent(&mut self) -> bool {
+        let spent = self.state.contains(State::BUDGET_SPENT);
+        self.state.remove(State::BUDGET_SPENT);
+        spent
+    }
+
     /// Whether the reactor must look (and reset that).
     pub fn take_needs_reactor(&mut self) -> bool {
         let changed = self.state.contains(State::NEEDS_REACTOR);
@@ -379,12 +400,25 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
         Next::Wait
     }
 
-    /// Make all the progress possible now: flush, then read and answer.
+    /// Make all the progress possible now: flush pending output, then read
+    /// and answer input until the receive queue is empty, the read budget
+    /// is spent, or backpressure pauses reading. Returns what the reactor
+    /// should do next ([`Next`]). Never blocks.
+    pub fn drive<P>(&mut self, protocol: &P, ws: &mut Workspace) -> Next
+    where
+        P: Protocol<Session = Session>,
+    {
+        self.drive_logged::<P, false>(protocol, ws)
+    }
+
+    /// [`Connection::drive`], logging each read and write outcome at trace
+    /// level when `TRACE` (the reactor picks the copy once per turn, so the
+    /// untraced one carries no trace code).
     // Inlined into the reactor's event loop (with `fill` and `send`): as a
     // call per message, saving and restoring registers cost more than any
     // of its checks (docs/BENCHMARKS.md, "How the instruction count came down").
     #[inline(always)]
-    pub fn drive<P>(&mut self, protocol: &P, ws: &mut Workspace) -> Next
+    pub fn drive_logged<P, const TRACE: bool>(&mut self, protocol: &P, ws: &mut Workspace) -> Next
     where
         P: Protocol<Session = Session>,
     {
@@ -402,6 +436,10 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
                 self.last_activity_ms = ctx.now_ms;
                 self.output_progress_ms = ctx.now_ms;
             }
+            if TRACE {
+                let left = self.outbuf.len();
+                trace!("flushed {}: {outcome:?}, {left} unsent", before - left);
+            }
             if let Err(reason) = self.after_flush(outcome) {
                 return Next::Close(reason);
             }
@@ -416,7 +454,7 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
             // bytes no new readable edge would announce.
             return self.next_after_output(ws);
         }
-        match self.fill(protocol, ws) {
+        match self.fill::<P, TRACE>(protocol, ws) {
             // Still open both ways (fill reports a close request as Stopped
             // and EOF as PeerClosed): nothing to do until the next edge.
             FillOutcome::Drained | FillOutcome::Paused => Next::Wait,
@@ -459,7 +497,7 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
     /// Drain the socket into the protocol until the queue is empty, the
     /// budget is spent, or backpressure says stop.
     #[inline(always)] // see `drive`
-    fn fill<P>(&mut self, protocol: &P, ws: &mut Workspace) -> FillOutcome
+    fn fill<P, const TRACE: bool>(&mut self, protocol: &P, ws: &mut Workspace) -> FillOutcome
     where
         P: Protocol<Session = Session>,
     {
@@ -479,6 +517,11 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
                 ReadOutcome::Data(n) => {
                     ctx.counters.bytes_in += n as u64;
                     self.last_activity_ms = ctx.now_ms;
+                    let (sent_before, writes_before) =
+                        (ctx.counters.bytes_out, ctx.counters.write_calls); // trace only
+                    if TRACE {
+                        trace!("read {n}");
+                    }
                     // (`in_preamble` is a constant `false` for every protocol
                     // but the PROXY-header wrapper, which is byte-for-byte
                     // only once its header is in.)
@@ -498,10 +541,21 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
                             return FillOutcome::Stopped;
                         }
                     }
+                    if TRACE {
+                        let writes = ctx.counters.write_calls - writes_before;
+                        trace_sent(
+                            ctx.counters.bytes_out - sent_before,
+                            writes,
+                            self.outbuf.len(),
+                        );
+                    }
                     // Only output the kernel refused can pass the mark, so
                     // the common case (nothing queued) is one test.
                     if !self.outbuf.is_empty() && !self.output_has_room(ctx) {
                         ctx.counters.read_pauses += 1;
+                        if TRACE {
+                            trace!("paused: {} unsent", self.outbuf.len());
+                        }
                         if ctx.gauge.held_capacity >= ctx.limits.high_water_bytes {
                             // Paused by memory, not by --max-buffered: the
                             // reactor must start the pressure episode whose
@@ -517,21 +571,40 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
                     // in tests/nonblocking_semantics.rs. Not after a hang-up
                     // event: no new edge follows the FIN, so read on to Ok(0).
                     if n < scratch.len() && !self.state.contains(State::DRAIN_FULLY) {
+                        if TRACE {
+                            trace!("short read: queue empty");
+                        }
                         self.state.remove(State::READ_READY);
                         return FillOutcome::Drained;
                     }
                     // The read filled the buffer: more may be waiting.
                     taken += n;
                     if taken >= ctx.limits.read_budget_bytes {
+                        if TRACE {
+                            trace!("read budget spent: {taken} bytes");
+                        }
                         return FillOutcome::BudgetSpent;
                     }
                 }
                 ReadOutcome::WouldBlock => {
+                    if TRACE {
+                        trace!("read would block");
+                    }
                     self.state.remove(State::READ_READY);
                     return FillOutcome::Drained;
                 }
-                ReadOutcome::Closed => return FillOutcome::PeerClosed,
-                ReadOutcome::Reset => return FillOutcome::Close(CloseReason::Reset),
+                ReadOutcome::Closed => {
+                    if TRACE {
+                        trace!("read 0: peer closed its side");
+                    }
+                    return FillOutcome::PeerClosed;
+                }
+                ReadOutcome::Reset => {
+                    if TRACE {
+                        trace!("read: connection reset");
+                    }
+                    return FillOutcome::Close(CloseReason::Reset);
+                }
                 ReadOutcome::Failed(kind) => {
                     debug!("read failed: {kind:?}");
                     return FillOutcome::Close(CloseReason::Error);
@@ -680,6 +753,19 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
 mod proptests;
 #[cfg(test)]
 mod tests;
+
+/// The trace line for a reply: what the kernel took, and what was kept.
+#[cold]
+fn trace_sent(sent: u64, writes: u64, unsent: usize) {
+    if unsent == 0 && sent > 0 {
+        trace!("wrote {sent}");
+    } else if writes == 0 && unsent > 0 {
+        // No write tried: the last one said WouldBlock, no writable edge since.
+        trace!("queued behind unsent output: {unsent} unsent");
+    } else if unsent > 0 {
+        trace!("wrote {sent}, write would block: {unsent} unsent");
+    }
+}
 
 /// A protocol's `on_bytes` answer, checked: consuming more than it was
 /// given is a bug in that protocol, and closes this connection (logged)

@@ -156,6 +156,9 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
         }
     }
 
+    /// Keep `bytes` the kernel did not take at the end of `outbuf`, behind any
+    /// older unsent output (order is kept); starts the stall clock when the
+    /// queue was empty, and tells the reactor to look (`NEEDS_REACTOR`).
     pub(super) fn queue_output(&mut self, bytes: &[u8], ctx: &mut Context) {
         if self.outbuf.is_empty() {
             // The stall clock starts when output starts waiting.

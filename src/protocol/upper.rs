@@ -21,6 +21,8 @@ impl Protocol for Upper {
 
     const BYTE_FOR_BYTE: bool = true;
 
+    /// Upper-case ASCII `a-z` where the bytes lie; every other byte (UTF-8
+    /// included) is left as it is.
     fn transform_in_place(&self, bytes: &mut [u8]) {
         bytes.make_ascii_uppercase();
     }

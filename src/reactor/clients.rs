@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 
-use log::debug;
+use log::{debug, trace};
 use mio::event::Event;
 use mio::{Registry, Token};
 use slab::Slab;
@@ -80,25 +80,57 @@ pub(super) struct Clients<P: Protocol> {
     pub(super) udp_reply_budget: Option<ReplyBudget>,
     /// False once shutdown began.
     pub(super) accepting: bool,
+    /// `RUST_LOG` asks for trace lines: read once per turn.
+    pub(super) tracing: bool,
+}
+
+/// Record what a readiness event says in the connection's state.
+#[inline(always)]
+fn record<S, Session>(conn: &mut Connection<S, Session>, event: &Event)
+where
+    S: std::io::Read + std::io::Write + Linger,
+{
+    conn.on_event(
+        event.is_readable(),
+        event.is_writable(),
+        // Urgent data (EPOLLPRI) makes reads stop short at its mark:
+        // treated like a hang-up, drain to WouldBlock (DRAIN_FULLY).
+        event.is_read_closed() || event.is_error() || event.is_priority(),
+    );
+}
+
+/// What a readiness event says, in words, for the trace.
+fn readiness(event: &Event) -> String {
+    let said = [
+        (event.is_readable(), "readable"),
+        (event.is_writable(), "writable"),
+        (event.is_read_closed(), "read-closed"),
+        (event.is_write_closed(), "write-closed"),
+        (event.is_error(), "error"),
+        (event.is_priority(), "urgent"),
+    ];
+    let words: Vec<&str> = said.iter().filter(|(on, _)| *on).map(|(_, w)| *w).collect();
+    words.join(" ")
 }
 
 impl<P: Protocol> Clients<P> {
-    pub(super) fn on_connection_event(&mut self, key: usize, event: &Event) {
+    /// A readiness event for connection `key` (step 3): record what it says,
+    /// then drive the connection. `TRACE`: log the event and each outcome
+    /// (chosen once per turn, so the untraced copy of this path has no trace
+    /// code).
+    pub(super) fn on_connection_event<const TRACE: bool>(&mut self, key: usize, event: &Event) {
         let Some(conn) = self.conns.get_mut(key) else {
             return; // cannot happen: slots are freed only between batches
         };
+        if TRACE {
+            trace!("conn {key} {}", readiness(event));
+        }
         if conn.closed {
             return; // closed earlier in this batch; the event is stale
         }
-        conn.on_event(
-            event.is_readable(),
-            event.is_writable(),
-            // Urgent data (EPOLLPRI) makes reads stop short at its mark:
-            // treated like a hang-up, drain to WouldBlock (DRAIN_FULLY).
-            event.is_read_closed() || event.is_error() || event.is_priority(),
-        );
+        record(conn, event);
         // Drive it now, on the connection already in hand (one slab lookup).
-        let next = conn.drive(&self.protocol, &mut self.ws);
+        let next = conn.drive_logged::<P, TRACE>(&self.protocol, &mut self.ws);
         if needs_action(conn, next) {
             self.act_on(key, next);
         }
@@ -110,7 +142,12 @@ impl<P: Protocol> Clients<P> {
     #[inline(always)] // once per message (ready-queue path)
     pub(super) fn drive_queued(&mut self, key: usize) {
         let conn = &mut self.conns[key];
-        let next = conn.drive(&self.protocol, &mut self.ws);
+        let next = if self.tracing {
+            trace!("conn {key} from the ready queue");
+            conn.drive_logged::<P, true>(&self.protocol, &mut self.ws)
+        } else {
+            conn.drive_logged::<P, false>(&self.protocol, &mut self.ws)
+        };
         if needs_action(conn, next) {
             self.act_on(key, next);
         }
@@ -131,9 +168,16 @@ impl<P: Protocol> Clients<P> {
         match next {
             Next::Wait => {}
             Next::Requeue => {
+                trace!("conn {key} read budget spent: on the ready queue");
                 if !conn.queued {
                     conn.queued = true;
                     self.ready.push_back(Token(key));
+                } else {
+                    // Already queued from an earlier turn, and an event drove
+                    // it meanwhile: that was this turn's budget. Its entry is
+                    // passed over in step 4 and served next turn (checked
+                    // here, off the per-message path; tests/read_budget.rs).
+                    conn.mark_budget_spent();
                 }
             }
             Next::Close(reason) => return self.close(key, reason),
@@ -162,6 +206,8 @@ impl<P: Protocol> Clients<P> {
         }
     }
 
+    /// Mark connection `key` closed and count `reason`; its buffers are
+    /// freed now, its slab slot and socket only in step 6 (`reap_closed`).
     pub(super) fn close(&mut self, key: usize, reason: CloseReason) {
         let conn = &mut self.conns[key];
         if conn.closed {
@@ -176,6 +222,7 @@ impl<P: Protocol> Clients<P> {
         debug!("connection {key} closed: {}", reason.name());
     }
 
+    /// Close every connection (the shutdown grace ran out).
     pub(super) fn close_all(&mut self, reason: CloseReason) {
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
@@ -183,10 +230,15 @@ impl<P: Protocol> Clients<P> {
         }
     }
 
-    pub(super) fn serve_ready_queue(&mut self, registry: &Registry) {
-        // Only what is queued now: whatever re-queues itself waits for the
-        // next turn, after a zero-timeout poll lets fresh events in.
-        for _ in 0..self.ready.len() {
+    /// Step 4: serve the first `carried` entries of the ready queue — those
+    /// queued before this turn's events were dispatched. An entry queued
+    /// during this turn (its budget ran out in step 3) waits for the next
+    /// turn, as does one that re-queues itself now, and one whose event
+    /// already spent this turn's budget (`BUDGET_SPENT`): the read budget is
+    /// per connection *per turn*, and a zero-timeout poll lets fresh events
+    /// in before anyone gets another.
+    pub(super) fn serve_ready_queue(&mut self, registry: &Registry, carried: usize) {
+        for _ in 0..carried.min(self.ready.len()) {
             let Some(token) = self.ready.pop_front() else {
                 break;
             };
@@ -200,6 +252,15 @@ impl<P: Protocol> Clients<P> {
             let Some(conn) = self.conns.get_mut(token.0) else {
                 continue;
             };
+            if conn.take_budget_spent() {
+                // Its event spent this turn's budget: next turn, then.
+                trace!(
+                    "conn {} passed over: its budget is spent this turn",
+                    token.0
+                );
+                self.ready.push_back(token);
+                continue;
+            }
             conn.queued = false;
             if !conn.closed {
                 self.drive_queued(token.0);
@@ -214,6 +275,7 @@ impl<P: Protocol> Clients<P> {
             if !entry_is_live(&self.conns, &entry) {
                 continue;
             }
+            trace!("conn {} deadline due", entry.key);
             let conn = &mut self.conns[entry.key];
             conn.scheduled_ms = NEVER;
             let next = conn.on_deadline(&self.protocol, &mut self.ws);
@@ -229,6 +291,10 @@ impl<P: Protocol> Clients<P> {
         }
     }
 
+    /// Step 6: free the slab slots of the connections closed this turn and
+    /// drop their sockets (closing the descriptor also takes it out of the
+    /// epoll set). Only now, so no later event of the batch finds its key
+    /// reused by a new connection.
     pub(super) fn reap_closed(&mut self) {
         for key in self.closed.drain(..) {
             let conn = self.conns.remove(key);

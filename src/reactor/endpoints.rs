@@ -9,7 +9,7 @@
 
 use std::fs::File;
 
-use log::{debug, warn};
+use log::{debug, trace, warn};
 use mio::net::{TcpListener, UdpSocket, UnixListener};
 use mio::{Interest, Registry, Token};
 
@@ -114,7 +114,7 @@ impl<P: Protocol> Clients<P> {
                         self.open(stream, registry);
                     }
                 }
-                AcceptOutcome::WouldBlock => return,
+                AcceptOutcome::WouldBlock => return trace!("accept would block"),
                 AcceptOutcome::OutOfFiles => return self.on_out_of_files(index),
                 AcceptOutcome::OutOfMemory => return self.on_out_of_memory(index),
                 // e.g. ECONNABORTED: that client gave up while queued. The
@@ -219,6 +219,7 @@ impl<P: Protocol> Clients<P> {
             return; // dropping `stream` closes it
         }
         self.ws.ctx.counters.accepted += 1;
+        trace!("conn {key} accepted");
         self.next_serial = self.next_serial.wrapping_add(1);
         self.ws.reply.clear();
         let mut reply = Reply::new(&mut self.ws.reply);

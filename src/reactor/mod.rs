@@ -12,7 +12,8 @@
 //!    drive a connection, handle a signal;
 //! 4. serve the ready queue: connections and sockets that stopped on their
 //!    per-turn budget with work possibly left, which no new edge would
-//!    announce;
+//!    announce — only those queued before step 3, and not one whose event
+//!    in step 3 already spent this turn's budget: one budget per turn each;
 //! 5. expire deadlines: protocol timers, idle and stalled connections,
 //!    lingering closes, accept pauses that are over; then check the memory
 //!    budget (`memory.rs`; also checked at once when output or input
@@ -52,7 +53,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use log::{info, warn};
+use log::{info, log_enabled, trace, warn, Level};
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
@@ -80,7 +81,10 @@ pub use udp::DATAGRAM_BUDGET;
 /// Every read lands here first: one buffer for the whole server. It also
 /// holds any UDP datagram whole (the largest is 65 507 bytes).
 pub const SCRATCH_BYTES: usize = 64 * 1024;
-/// Bytes one connection may read per loop turn before the others get a go.
+/// Bytes one connection may read in one loop turn. Once it is spent the
+/// connection goes on the ready queue and is read again in the *next* turn,
+/// after an `epoll_wait` (zero timeout) has let the others' events in: at
+/// most one budget per connection per turn (`tests/read_budget.rs`).
 pub const READ_BUDGET_BYTES: usize = 256 * 1024;
 /// epoll events fetched per `epoll_wait`.
 pub const EVENTS_PER_POLL: usize = 1024;
@@ -195,6 +199,7 @@ impl<P: Protocol> Reactor<P> {
                     ReplyBudget::new(rate, rate, UDP_BUDGET_SLOTS)
                 }),
                 accepting: true,
+                tracing: false,
             },
             clock,
             signals,
@@ -255,9 +260,11 @@ impl<P: Protocol> Reactor<P> {
         let timeout = self.next_timeout(); // 1. zero if work is queued, else nearest deadline
         self.poll_events(timeout)?; // 2. epoll_wait; EINTR counts as "no events"
         self.clients.ws.ctx.now_ms = self.clock.now_ms(); //    the clock, once per turn
+        let carried = self.clients.ready.len(); //              queued before this turn
         self.dispatch_events(); // 3. accept / receive / read / write per event
-        self.clients.serve_ready_queue(self.poll.registry()); // 4. budget leftovers
-        self.clients.expire_deadlines(self.poll.registry()); // 5. timers
+        let registry = self.poll.registry();
+        self.clients.serve_ready_queue(registry, carried); //    4. budget leftovers
+        self.clients.expire_deadlines(registry); //             5. timers
         self.clients.enforce_budget(); //                        memory: pressure, eviction
         if let Some(metrics) = &mut self.metrics {
             metrics.expire(self.clients.ws.ctx.now_ms, self.poll.registry()); // slow scrapers
@@ -267,6 +274,10 @@ impl<P: Protocol> Reactor<P> {
         Ok(())
     }
 
+    /// Step 1: how long `epoll_wait` may sleep — zero while the ready queue
+    /// holds work, else until the nearest deadline (connection timers, an
+    /// accept pause after EMFILE, the stats interval, the end of the
+    /// shutdown grace), else forever (`None`).
     fn next_timeout(&self) -> Option<Duration> {
         if !self.clients.ready.is_empty() {
             return Some(Duration::ZERO);
@@ -291,10 +302,19 @@ impl<P: Protocol> Reactor<P> {
         ))
     }
 
+    /// Step 2: wait for events (`epoll_wait`) at most `timeout`. A signal
+    /// interrupting the wait (`EINTR`) counts as no events, not an error.
     fn poll_events(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.clients.ws.ctx.counters.poll_calls += 1;
         match self.poll.poll(&mut self.events, timeout) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                // Once per turn: whether to log a line per event and outcome.
+                self.clients.tracing = log_enabled!(Level::Trace);
+                if self.clients.tracing {
+                    trace!("poll: {} events", self.events.iter().count());
+                }
+                Ok(())
+            }
             // A signal interrupted epoll_wait: not an error, just no events.
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {
                 self.events.clear();
@@ -304,23 +324,43 @@ impl<P: Protocol> Reactor<P> {
         }
     }
 
+    /// Step 3: hand each event to what its token names — a connection, a
+    /// listener or UDP socket, the waker, the signal pipe.
+    fn dispatch_events(&mut self) {
+        // Decided once per turn: the untraced copy has no trace code at all,
+        // so the per-message path costs the same with tracing off.
+        if self.clients.tracing {
+            self.dispatch_events_logged::<true>();
+        } else {
+            self.dispatch_events_logged::<false>();
+        }
+    }
+
+    /// Step 3 itself, with trace lines per event and outcome when `TRACE`:
+    /// each event goes to what its token names.
     // A function of its own (not folded into `run`), so the per-event path
     // that `Connection::drive` is inlined into keeps its values in registers
     // instead of in `run`'s large frame (docs/BENCHMARKS.md).
     #[inline(never)]
-    fn dispatch_events(&mut self) {
+    fn dispatch_events_logged<const TRACE: bool>(&mut self) {
         let registry = self.poll.registry();
         let mut signalled = false;
         for event in self.events.iter() {
             match event.token() {
                 // Clients first: by far the most common (slab keys sit far
                 // below the reserved tokens).
-                Token(key) if key < FIRST_RESERVED => self.clients.on_connection_event(key, event),
+                Token(key) if key < FIRST_RESERVED => {
+                    self.clients.on_connection_event::<TRACE>(key, event)
+                }
                 // The flag itself is read by `run`; the wake only ended the wait.
                 WAKER => {}
                 SIGNALS => signalled = true,
                 token => {
-                    if let Some(index) = endpoint_index(token) {
+                    // A queued endpoint is served in step 4, once a turn.
+                    let index = endpoint_index(token);
+                    if let Some(index) =
+                        index.filter(|&i| self.clients.endpoints.get(i).is_some_and(|e| !e.queued))
+                    {
                         self.clients.on_endpoint_ready(index, registry);
                     } else if let Some(metrics) = &mut self.metrics {
                         let health = if self.shutdown_deadline_ms.is_some()
@@ -342,6 +382,8 @@ impl<P: Protocol> Reactor<P> {
         }
     }
 
+    /// Step 7: copy the loop's plain counters to the shared atomics (once per
+    /// turn, not per message), and log the stats line when one is due.
     fn publish_stats(&mut self) {
         let ws = &self.clients.ws;
         self.stats

@@ -25,6 +25,8 @@ pub const MAX_METRICS_CONNECTIONS: usize = 16;
 /// Tokens from here up are reserved; below are client slab keys.
 pub(super) const FIRST_RESERVED: usize = FIRST_METRICS_CONN - MAX_METRICS_CONNECTIONS + 1;
 
+/// The reserved token of listening socket `index` (counted down from
+/// `usize::MAX`, below [`WAKER`] and [`SIGNALS`]).
 pub(super) fn endpoint_token(index: usize) -> Token {
     Token(FIRST_ENDPOINT - index)
 }

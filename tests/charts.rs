@@ -1,0 +1,432 @@
+//! The bench's sweeps, charts and histogram logs, as a user runs them:
+//! a sweep against a server that answers at most R msgs/s must find its
+//! knee near R; the charts must be SVG holding the series they claim; the
+//! interval log must read back, sample for sample, with HdrHistogram's own
+//! reader.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+use hdrhistogram::serialization::Deserializer;
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+fn bench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_echo-reactor"))
+        .arg("bench")
+        .args(args)
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run echo-reactor bench")
+}
+
+fn json_of(out: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "not one JSON object ({e}): {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// A directory of one test's own; removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> Scratch {
+        let dir =
+            std::env::temp_dir().join(format!("echo-reactor-charts-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An echo server that answers at most `rate` messages per second in
+/// total: a token bucket of depth one shared by every connection (each
+/// reply takes the next free slot, `1/rate` after the previous one). A
+/// thread per connection, std only: the simplest server with a known
+/// capacity.
+fn rate_limited_server(rate: f64, size: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let next_slot = Arc::new(Mutex::new(Instant::now()));
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let next_slot = next_slot.clone();
+            thread::spawn(move || {
+                let _ = stream.set_nodelay(true);
+                let mut msg = vec![0u8; size];
+                while stream.read_exact(&mut msg).is_ok() {
+                    let slot = {
+                        let mut next = next_slot.lock().unwrap();
+                        let slot = (*next).max(Instant::now());
+                        *next = slot + interval;
+                        slot
+                    };
+                    thread::sleep(slot.saturating_duration_since(Instant::now()));
+                    if stream.write_all(&msg).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// The `<polyline>`s of an SVG with at least `min_points` points, by stroke colour.
+fn polylines_by_colour(svg: &str, min_points: usize) -> std::collections::BTreeMap<String, usize> {
+    let doc = roxmltree::Document::parse(svg).expect("the chart is well-formed XML");
+    let mut lines = std::collections::BTreeMap::new();
+    for node in doc.descendants().filter(|n| n.has_tag_name("polyline")) {
+        let points = node
+            .attribute("points")
+            .unwrap_or("")
+            .split_whitespace()
+            .count();
+        if points >= min_points {
+            *lines
+                .entry(node.attribute("stroke").unwrap_or("").to_string())
+                .or_insert(0) += 1;
+        }
+    }
+    lines
+}
+
+/// Every text of an SVG (labels, legend, titles).
+fn texts(svg: &str) -> Vec<String> {
+    let doc = roxmltree::Document::parse(svg).expect("the chart is well-formed XML");
+    doc.descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .map(|n| n.descendants().filter_map(|t| t.text()).collect::<String>())
+        .collect()
+}
+
+fn has_text(texts: &[String], wanted: &str) -> bool {
+    texts.iter().any(|t| t.contains(wanted))
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+const R: f64 = 2000.0;
+
+#[test]
+fn a_sweep_finds_the_knee_of_a_rate_limited_server_and_draws_it() {
+    let addr = rate_limited_server(R, 64).to_string();
+    let dir = Scratch::new("sweep");
+    let svg = dir.path("sweep.svg");
+    // Two steps below R, two above it; 1 s each.
+    let out = bench(&[
+        "--addr",
+        &addr,
+        "--json",
+        "--connections",
+        "20",
+        "--sweep",
+        "1000,1800,2600,3400",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.3",
+        "--slo-p99-us",
+        "50000",
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    let r = json_of(&out);
+    let steps = r["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 4, "{r}");
+    for (step, rate) in steps.iter().zip([1000.0, 1800.0, 2600.0, 3400.0]) {
+        assert_eq!(step["target_rate"], rate);
+        for key in [
+            "msgs_per_sec",
+            "latency_us",
+            "latency_uncorrected_us",
+            "errors",
+        ] {
+            assert!(!step[key].is_null(), "{key} in {step}");
+        }
+    }
+    // The knee: the highest step within the SLO, within 20 % of R.
+    let summary: Vec<String> = steps
+        .iter()
+        .map(|s| {
+            format!(
+                "{} -> {} p99 {} errors {}",
+                s["target_rate"], s["msgs_per_sec"], s["latency_us"]["p99"], s["errors"]
+            )
+        })
+        .collect();
+    let knee = r["knee"]["msgs_per_sec"].as_f64().expect("a knee");
+    assert!(
+        (knee - R).abs() <= 0.2 * R,
+        "knee {knee} msgs/s, server limited to {R}: {summary:#?}"
+    );
+    // Above R the queue grows all step long: the corrected p99 (from the
+    // intended send time) grows with the overload, while the uncorrected
+    // one (from the actual send: the server's own pace) stays flat.
+    let p99 = |i: usize, key: &str| steps[i][key]["p99"].as_f64().unwrap();
+    assert!(
+        p99(3, "latency_us") > 1.3 * p99(2, "latency_us"),
+        "corrected p99 grows: {} -> {}",
+        p99(2, "latency_us"),
+        p99(3, "latency_us")
+    );
+    assert!(
+        p99(3, "latency_uncorrected_us") < 2.0 * p99(2, "latency_uncorrected_us"),
+        "uncorrected p99 stays flat: {} -> {}",
+        p99(2, "latency_uncorrected_us"),
+        p99(3, "latency_uncorrected_us")
+    );
+    assert!(p99(3, "latency_us") > 5.0 * p99(3, "latency_uncorrected_us"));
+    // The chart: one series per percentile (each a line through every
+    // step), the SLO, the knee, the axes named.
+    let svg = read(&svg);
+    let series = polylines_by_colour(&svg, steps.len());
+    assert_eq!(series.len(), 3, "one line per percentile: {series:?}");
+    let texts = texts(&svg);
+    for label in [
+        "p50",
+        "p99",
+        "p99.9",
+        "SLO: p99 ≤ 50 ms",
+        "knee:",
+        "achieved throughput (messages per second)",
+        "latency (log scale)",
+        "20 connections",
+    ] {
+        assert!(has_text(&texts, label), "{label:?} not in {texts:?}");
+    }
+}
+
+#[test]
+fn an_auto_sweep_steps_from_a_tenth_of_capacity_to_past_it() {
+    let addr = rate_limited_server(R, 64).to_string();
+    let out = bench(&[
+        "--addr",
+        &addr,
+        "--json",
+        "--connections",
+        "20",
+        "--sweep",
+        "auto",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0.2",
+        "--slo-p99-us",
+        "50000",
+    ]);
+    let r = json_of(&out);
+    let capacity = r["sweep"]["probe"]["msgs_per_sec"]
+        .as_f64()
+        .expect("probed");
+    assert!(
+        (capacity - R).abs() < 0.1 * R,
+        "closed-loop probe {capacity}"
+    );
+    let rates: Vec<f64> = r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["target_rate"].as_f64().unwrap())
+        .collect();
+    assert_eq!(rates.len(), 8, "{rates:?}");
+    assert!((rates[0] - capacity / 10.0).abs() <= 1.0, "{rates:?}");
+    assert!(
+        *rates.last().unwrap() > capacity,
+        "past saturation: {rates:?}"
+    );
+    let knee = r["knee"]["msgs_per_sec"].as_f64().expect("a knee");
+    assert!(
+        (knee - R).abs() <= 0.2 * R,
+        "knee {knee} msgs/s, server limited to {R}"
+    );
+}
+
+#[test]
+fn a_sweep_table_has_a_line_per_step_and_names_the_knee() {
+    let addr = rate_limited_server(R, 64).to_string();
+    let out = bench(&[
+        "--addr",
+        &addr,
+        "--connections",
+        "4",
+        "--sweep",
+        "200,400",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0",
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(|w| w.parse::<u32>().is_ok())
+        })
+        .collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(rows[0].contains("200") && rows[1].contains("400"), "{text}");
+    assert!(text.contains("knee:"), "{text}");
+}
+
+#[test]
+fn a_single_run_charts_its_spectrum_to_the_max_and_its_seconds_and_logs_every_sample() {
+    let dir = Scratch::new("run");
+    let (svg, log) = (dir.path("run.svg"), dir.path("run.hlog"));
+    let out = bench(&[
+        "--json",
+        "--connections",
+        "4",
+        "--rate",
+        "1000",
+        "--duration",
+        "2.5",
+        "--warmup",
+        "0.5",
+        "--plot",
+        svg.to_str().unwrap(),
+        "--histogram-log",
+        log.to_str().unwrap(),
+    ]);
+    let r = json_of(&out);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let messages = r["messages"].as_u64().unwrap();
+    assert!(messages > 0);
+    // Second by second, adding up to the run.
+    let seconds = r["seconds"].as_array().expect("seconds");
+    assert!((2..=4).contains(&seconds.len()), "{seconds:?}");
+    let filed: u64 = seconds
+        .iter()
+        .map(|s| s["messages"].as_u64().unwrap())
+        .sum();
+    assert_eq!(filed, messages);
+
+    // The interval log, read back by HdrHistogram's own reader.
+    let bytes = std::fs::read(&log).unwrap();
+    let mut logged = 0;
+    let mut intervals = 0;
+    for entry in IntervalLogIterator::new(&bytes) {
+        if let LogEntry::Interval(interval) = entry.expect("a well-formed interval log") {
+            let raw = STANDARD.decode(interval.encoded_histogram()).unwrap();
+            let h: Histogram<u64> = Deserializer::new().deserialize(&mut &raw[..]).unwrap();
+            assert_eq!(interval.duration(), Duration::from_secs(1));
+            logged += h.len();
+            intervals += 1;
+        }
+    }
+    assert_eq!(logged, messages, "every sample in the log");
+    assert_eq!(intervals, seconds.len());
+
+    // The chart: the spectrum (corrected and uncorrected), msgs/s and p99
+    // per second, percentile labels on the spectrum's axis, and the
+    // spectrum's legend gives the run's max.
+    let svg = read(&svg);
+    let lines = polylines_by_colour(&svg, 3);
+    assert!(lines.len() >= 3, "spectrum + per-second lines: {lines:?}");
+    let texts = texts(&svg);
+    let max = r["latency_us"]["max"].as_f64().unwrap();
+    let max_text = echo_reactor::bench::plot::latency_text(max);
+    for label in [
+        "99%",
+        "99.9%",
+        "percentile (axis: 1/(1-p), log scale)",
+        "latency (log scale)",
+        "msgs/s",
+        &format!("max {max_text}"),
+        "open loop at 1k msgs/s requested",
+    ] {
+        assert!(has_text(&texts, label), "{label:?} not in {texts:?}");
+    }
+}
+
+#[test]
+fn the_servers_chart_has_a_curve_per_server() {
+    let dir = Scratch::new("servers");
+    let svg = dir.path("servers.svg");
+    let sweep = |scale: f64| {
+        json!({"sweep": {"slo_p99_us": 1000}, "steps": (1..=5).map(|i| json!({
+            "msgs_per_sec": 1000.0 * i as f64,
+            "latency_us": {"p99": (scale * 100.0 * i as f64) as u64},
+        })).collect::<Vec<_>>()})
+    };
+    let reports = vec![
+        ("echo-reactor".to_string(), sweep(1.0)),
+        ("tokio".to_string(), sweep(2.0)),
+        ("threads".to_string(), sweep(3.0)),
+    ];
+    echo_reactor::bench::plot::servers_chart(&reports, "test subtitle", &svg).unwrap();
+    let svg = read(&svg);
+    assert_eq!(polylines_by_colour(&svg, 5).len(), 3);
+    let texts = texts(&svg);
+    for label in [
+        "echo-reactor",
+        "tokio",
+        "threads",
+        "p99 latency (log scale)",
+        "test subtitle",
+    ] {
+        assert!(has_text(&texts, label), "{label:?} not in {texts:?}");
+    }
+}
+
+#[test]
+fn chart_and_log_settings_that_cannot_work_are_refused() {
+    for (args, says) in [
+        (vec!["--sweep", "auto", "--rate", "100"], "leave out --rate"),
+        (vec!["--sweep", "100,50"], "rise"),
+        (
+            vec!["--scenario", "connect", "--plot", "x.svg"],
+            "not the connect scenario",
+        ),
+        (
+            vec!["--sweep", "auto", "--scenario", "hold"],
+            "echo scenario only",
+        ),
+        (
+            vec![
+                "--histogram-log",
+                "/nonexistent-dir/x.hlog",
+                "--duration",
+                "1",
+            ],
+            "/nonexistent-dir/x.hlog",
+        ),
+    ] {
+        let out = bench(&args);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}: nothing ran");
+    }
+}
