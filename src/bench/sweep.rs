@@ -179,7 +179,7 @@ pub(super) fn run(
     let mut steps = Vec::new();
     let mut errors =
         json!({"connect": 0, "mismatch": 0, "reset": 0, "server_closed": 0, "timeout": 0});
-    let (mut messages, mut client_cpu) = (0u64, 0.0);
+    let (mut messages, mut client_cpu, mut total_s) = (0u64, 0.0, 0.0);
     for (index, &rate) in rates.iter().enumerate() {
         if progress {
             eprintln!(
@@ -201,6 +201,10 @@ pub(super) fn run(
             );
         }
         messages += step["messages"].as_u64().unwrap_or(0);
+        // The window measured: shorter than --duration if Ctrl-C ended it.
+        total_s += step["duration_s"]
+            .as_f64()
+            .unwrap_or(args.duration.as_secs_f64());
         client_cpu += step["client"]["cpu_s"].as_f64().unwrap_or(0.0);
         report["connections"]["achieved"] = step["connections"]["achieved"].clone();
         steps.push(json!({
@@ -216,12 +220,17 @@ pub(super) fn run(
             "histogram": step["histogram"],
             "seconds": step["seconds"],
         }));
+        if super::interrupt::requested() {
+            // Ctrl-C: the summary covers the steps run so far. The next
+            // steps would each stop at once, their unopened connections
+            // counted as connect errors and their windows as time measured.
+            break;
+        }
     }
     let knee = knee(&steps, args.slo_p99_us).map(|i| {
         let s = &steps[i];
         json!({"step": i + 1, "target_rate": s["target_rate"], "msgs_per_sec": s["msgs_per_sec"], "p99_us": s["latency_us"]["p99"]})
     });
-    let total_s = args.duration.as_secs_f64() * rates.len() as f64;
     report["duration_s"] = json!(total_s);
     report["messages"] = json!(messages);
     report["msgs_per_sec"] = json!(messages as f64 / total_s);
