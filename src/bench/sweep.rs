@@ -181,6 +181,12 @@ pub(super) fn run(
         json!({"connect": 0, "mismatch": 0, "reset": 0, "server_closed": 0, "timeout": 0});
     let (mut messages, mut client_cpu, mut total_s) = (0u64, 0.0, 0.0);
     for (index, &rate) in rates.iter().enumerate() {
+        if super::interrupt::requested() {
+            // Ctrl-C (in the probe or a step): the summary covers the steps
+            // run so far. The next would each stop at once, their unopened
+            // connections counted as connect errors.
+            break;
+        }
         if progress {
             eprintln!(
                 "sweep: step {} of {} at {rate:.0} msgs/s",
@@ -220,12 +226,6 @@ pub(super) fn run(
             "histogram": step["histogram"],
             "seconds": step["seconds"],
         }));
-        if super::interrupt::requested() {
-            // Ctrl-C: the summary covers the steps run so far. The next
-            // steps would each stop at once, their unopened connections
-            // counted as connect errors and their windows as time measured.
-            break;
-        }
     }
     let knee = knee(&steps, args.slo_p99_us).map(|i| {
         let s = &steps[i];
