@@ -100,7 +100,8 @@ pub struct MetricsEndpoint {
     /// A turn passed without writing the slot: the numbers there may be
     /// stale, so the loop must wake by `slot_due_ms` even if idle.
     slot_stale: bool,
-    /// Resting after EMFILE until this time ([`NEVER`]: not resting).
+    /// Resting until this time ([`NEVER`]: not resting): after EMFILE, or
+    /// (due at once) after a turn's accept budget.
     paused_until_ms: u64,
     accept_warnings: WarnLimiter,
 }
@@ -232,13 +233,22 @@ impl MetricsEndpoint {
         self.publish_http();
     }
 
-    /// Accept until the queue is empty. Bounded by the listen backlog: each
-    /// one is either served or closed at once.
+    /// Accept until the queue is empty, at most [`ACCEPT_BUDGET`] a turn
+    /// as on the client listeners: a flood of connections to this port
+    /// (each served or closed at once) cannot hold the loop from the
+    /// clients. Budget spent, the rest are taken up by `expire` (step 5),
+    /// a budget at a time, the loop not sleeping while any may wait.
     fn accept_all(&mut self, now_ms: u64, registry: &Registry, out_of_files: OutOfFiles<'_>) {
         if self.paused_until_ms != NEVER {
-            return; // resting after EMFILE: `expire` brings us back
+            return; // resting: `expire` brings us back
         }
-        loop {
+        for taken in 0.. {
+            if taken == ACCEPT_BUDGET {
+                // No new edge will announce those still queued: due at
+                // once, so the loop does not sleep and `expire` goes on.
+                self.paused_until_ms = now_ms;
+                break;
+            }
             match try_accept(|| self.listener.accept()) {
                 AcceptOutcome::Accepted((mut stream, _)) => {
                     if self.conns.len() >= MAX_METRICS_CONNECTIONS {
@@ -447,6 +457,61 @@ mod tests {
             accepted: counters,
             ..Counters::default()
         }
+    }
+
+    #[test]
+    fn a_flood_of_connections_is_accepted_a_budget_a_turn_and_none_forgotten() {
+        let poll = mio::Poll::new().unwrap();
+        // A backlog with room for the whole flood (mio's default is 128).
+        let listener = crate::sockets::bind_tcp("127.0.0.1:0".parse().unwrap(), 1024).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut endpoint = MetricsEndpoint::new(listener, None, poll.registry()).unwrap();
+        // Handshakes complete in the kernel: all of them wait in the queue.
+        let flood = ACCEPT_BUDGET + 40;
+        let _clients: Vec<std::net::TcpStream> = (0..flood)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        let (mut spare, mut shed) = (None, 0);
+        let handled = |e: &MetricsEndpoint| {
+            e.conns.len() as u64 + e.counters.refused[HttpRefusal::Busy.index()]
+        };
+        let health = Health::Accepting;
+        let stats = StatsSnapshot::default;
+        endpoint.on_event(
+            METRICS_LISTENER,
+            5,
+            health,
+            stats,
+            poll.registry(),
+            OutOfFiles {
+                spare_fd: &mut spare,
+                shed: &mut shed,
+            },
+        );
+        assert_eq!(
+            handled(&endpoint),
+            ACCEPT_BUDGET as u64,
+            "one budget this turn"
+        );
+        assert_eq!(
+            endpoint.next_deadline(),
+            Some(5),
+            "the loop must not sleep on the rest"
+        );
+        endpoint.expire(
+            5,
+            poll.registry(),
+            OutOfFiles {
+                spare_fd: &mut spare,
+                shed: &mut shed,
+            },
+        );
+        assert_eq!(
+            handled(&endpoint),
+            flood as u64,
+            "the rest, with no new edge"
+        );
+        assert_eq!(endpoint.paused_until_ms, NEVER);
     }
 
     #[test]
