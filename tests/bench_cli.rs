@@ -201,6 +201,38 @@ fn ctrl_c_prints_the_partial_summary_then_exits_130() {
     }
 }
 
+#[test]
+fn ctrl_c_during_a_sweep_ends_it_at_that_step() {
+    let rates = "100,200,300,400,500,600";
+    let mut bench = spawn(&[
+        "--json",
+        "--progress",
+        "--connections",
+        "4",
+        "--sweep",
+        rates,
+        "--duration",
+        "60",
+        "--warmup",
+        "0",
+    ]);
+    let server = child_server_of(bench.id());
+    let stderr = follow_stderr(&mut bench);
+    lines_until(&stderr, "measuring");
+    signal(bench.id(), libc::SIGINT);
+    let (status, stdout) = finish(bench);
+    assert_eq!(status.code(), Some(130), "{stdout}");
+    let r: Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert_eq!(r["interrupted"], true, "{r}");
+    // The steps after the stop were not run: no connections to count as
+    // failed, no windows to count as measured.
+    assert_eq!(r["steps"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(r["errors"]["connect"], 0, "{r}");
+    let secs = r["duration_s"].as_f64().unwrap();
+    assert!(secs > 0.0 && secs < 60.0, "the part measured: {secs}");
+    wait_until("the child server to stop", || is_dead(server));
+}
+
 /// The number after `word` in `line` (`"measuring   123 msgs"` -> 123).
 fn count_after(line: &str, word: &str) -> u64 {
     let rest = &line[line.find(word).unwrap() + word.len()..];

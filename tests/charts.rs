@@ -405,6 +405,9 @@ fn chart_and_log_settings_that_cannot_work_are_refused() {
     for (args, says) in [
         (vec!["--sweep", "auto", "--rate", "100"], "leave out --rate"),
         (vec!["--sweep", "100,50"], "rise"),
+        // A step --rate would refuse: refused up front, not a panic mid-sweep.
+        (vec!["--sweep", "100,1e12"], "cannot be scheduled"),
+        (vec!["--sweep", "1e-300"], "between messages"),
         (
             vec!["--scenario", "connect", "--plot", "x.svg"],
             "not the connect scenario",
@@ -427,6 +430,7 @@ fn chart_and_log_settings_that_cannot_work_are_refused() {
         assert!(!out.status.success(), "{args:?}");
         let stderr = String::from_utf8(out.stderr).unwrap();
         assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
         assert!(out.stdout.is_empty(), "{args:?}: nothing ran");
     }
 }

@@ -402,3 +402,83 @@ fn a_real_prometheus_scraping_the_contrib_config_sees_every_connection() {
     // The scrape itself succeeded: `up` is 1 for our job.
     assert_eq!(query_value(web, "up{job=\"echo-reactor\"}"), Some(1));
 }
+
+/// Out of descriptors, a scraper waiting in the metrics listener's queue is
+/// turned away (a clean close), not left hanging until some other scraper
+/// happens to connect; once descriptors are free, scrapes are answered again.
+#[test]
+fn out_of_descriptors_a_waiting_scraper_is_closed_not_left_hanging() {
+    support::raise_limit_for_children(); // our own sockets
+    let mut cmd = ServeProcess::command(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+        "--max-connections",
+        "1000", // above what 64 descriptors allow: the EMFILE path, not the cap
+    ]);
+    cmd.env("RUST_LOG", "error")
+        .stderr(std::process::Stdio::null());
+    let mut server = ServeProcess::spawn_command(cmd, 2);
+    let echo = server.addr(0);
+    let metrics = metrics_addr(&server.sockets[1]);
+    let limit = libc::rlimit {
+        rlim_cur: 64,
+        rlim_max: 64,
+    };
+    // SAFETY: prlimit on our own child; it only reads `limit`.
+    let lowered = unsafe {
+        libc::prlimit(
+            server.pid(),
+            libc::RLIMIT_NOFILE,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(lowered, 0, "{}", std::io::Error::last_os_error());
+
+    // Echo clients until one is turned away: the server's descriptors are
+    // all in use (its spare taken back).
+    let mut held = Vec::new();
+    loop {
+        assert!(held.len() < 100, "64 descriptors never ran out");
+        let mut client = connect(echo);
+        let _ = client.write_all(b"hi\n");
+        let mut reply = [0u8; 3];
+        match client.read_exact(&mut reply) {
+            Ok(()) => held.push(client),
+            Err(_) => break,
+        }
+    }
+
+    // A scraper now: its accept fails with EMFILE. It must hear a close
+    // (shed), not wait for an edge that no other scraper will bring.
+    let mut scraper = connect(metrics);
+    scraper
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = scraper.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n");
+    let mut heard = Vec::new();
+    match scraper.read_to_end(&mut heard) {
+        Ok(_) => {}
+        Err(e) => assert!(
+            e.kind() == ErrorKind::ConnectionReset,
+            "the waiting scraper was left hanging: {e}"
+        ),
+    }
+
+    // Room again: scrapes are answered.
+    held.truncate(held.len() - 10);
+    let start = Instant::now();
+    loop {
+        let mut stream = connect(metrics);
+        let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n");
+        let mut response = String::new();
+        if stream.read_to_string(&mut response).is_ok() && response.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "scrapes never answered again");
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(server.is_running(), "the server died");
+}

@@ -102,8 +102,20 @@ pub fn validate(args: &BenchArgs) -> Result<(), String> {
     if args.processes > 1 {
         return Err("--sweep runs one load-generator process (leave out --processes)".into());
     }
+    // Each step runs as `--rate RATE`: refuse one it could not schedule
+    // here, as `--rate` itself is refused, not mid-sweep.
+    if let Some(SweepRates::List(rates)) = &args.sweep {
+        for &rate in rates {
+            super::schedule::check_rate(rate, args.connections)
+                .map_err(|why| format!("--sweep step: {why}"))?;
+        }
+    }
     Ok(())
 }
+
+/// The error kinds a step's (and the sweep's) `errors` count: a step with
+/// any is never the knee, and the sweep's sum is what fails the run.
+const ERROR_KINDS: [&str; 5] = ["connect", "mismatch", "reset", "server_closed", "timeout"];
 
 /// The target rates of an `auto` sweep for a closed-loop capacity.
 pub fn auto_rates(capacity: f64) -> Vec<f64> {
@@ -118,7 +130,7 @@ pub fn auto_rates(capacity: f64) -> Vec<f64> {
 pub fn knee(steps: &[Value], slo_p99_us: u64) -> Option<usize> {
     steps.iter().rposition(|step| {
         let p99 = step["latency_us"]["p99"].as_u64();
-        let errors: u64 = ["connect", "mismatch", "reset", "timeout"]
+        let errors: u64 = ERROR_KINDS
             .iter()
             .map(|k| step["errors"][k].as_u64().unwrap_or(0))
             .sum();
@@ -152,16 +164,29 @@ pub(super) fn run(
                     probe["errors"]
                 )));
             }
+            let rates = auto_rates(capacity);
+            for &rate in &rates {
+                super::schedule::check_rate(rate, args.connections).map_err(|why| {
+                    io::Error::other(format!("sweep auto: a step from the probe: {why}"))
+                })?;
+            }
             (
-                auto_rates(capacity),
+                rates,
                 json!({"msgs_per_sec": capacity, "duration_s": PROBE.as_secs_f64()}),
             )
         }
     };
     let mut steps = Vec::new();
-    let mut errors = json!({"connect": 0, "mismatch": 0, "reset": 0, "timeout": 0});
-    let (mut messages, mut client_cpu) = (0u64, 0.0);
+    let mut errors =
+        json!({"connect": 0, "mismatch": 0, "reset": 0, "server_closed": 0, "timeout": 0});
+    let (mut messages, mut client_cpu, mut total_s) = (0u64, 0.0, 0.0);
     for (index, &rate) in rates.iter().enumerate() {
+        if super::interrupt::requested() {
+            // Ctrl-C (in the probe or a step): the summary covers the steps
+            // run so far. The next would each stop at once, their unopened
+            // connections counted as connect errors.
+            break;
+        }
         if progress {
             eprintln!(
                 "sweep: step {} of {} at {rate:.0} msgs/s",
@@ -176,12 +201,16 @@ pub(super) fn run(
         if let Some(log) = log.as_deref_mut() {
             seconds.write_intervals(log, Some(&format!("rate={rate}")))?;
         }
-        for key in ["connect", "mismatch", "reset", "timeout"] {
+        for key in ERROR_KINDS {
             errors[key] = json!(
                 errors[key].as_u64().unwrap_or(0) + step["errors"][key].as_u64().unwrap_or(0)
             );
         }
         messages += step["messages"].as_u64().unwrap_or(0);
+        // The window measured: shorter than --duration if Ctrl-C ended it.
+        total_s += step["duration_s"]
+            .as_f64()
+            .unwrap_or(args.duration.as_secs_f64());
         client_cpu += step["client"]["cpu_s"].as_f64().unwrap_or(0.0);
         report["connections"]["achieved"] = step["connections"]["achieved"].clone();
         steps.push(json!({
@@ -202,7 +231,6 @@ pub(super) fn run(
         let s = &steps[i];
         json!({"step": i + 1, "target_rate": s["target_rate"], "msgs_per_sec": s["msgs_per_sec"], "p99_us": s["latency_us"]["p99"]})
     });
-    let total_s = args.duration.as_secs_f64() * rates.len() as f64;
     report["duration_s"] = json!(total_s);
     report["messages"] = json!(messages);
     report["msgs_per_sec"] = json!(messages as f64 / total_s);
@@ -303,10 +331,11 @@ pub fn table(r: &Value) -> String {
         None => format!("knee: none (no step had p99 within {slo} us and no errors)\n"),
     };
     out += &format!(
-        "errors: connect {}  mismatch {}  reset {}  timeout {}; load generator cpu {:.3} s\n",
+        "errors: connect {}  mismatch {}  reset {}  server_closed {}  timeout {}; load generator cpu {:.3} s\n",
         r["errors"]["connect"],
         r["errors"]["mismatch"],
         r["errors"]["reset"],
+        r["errors"]["server_closed"],
         r["errors"]["timeout"],
         r["client"]["cpu_s"].as_f64().unwrap_or(0.0)
     );
@@ -319,6 +348,14 @@ mod tests {
 
     fn step(p99: u64, timeout: u64) -> Value {
         json!({"latency_us": {"p99": p99}, "errors": {"connect": 0, "mismatch": 0, "reset": 0, "timeout": timeout}})
+    }
+
+    #[test]
+    fn a_step_the_server_closed_connections_in_is_not_the_knee() {
+        let mut closed = step(100, 0);
+        closed["errors"]["server_closed"] = json!(2);
+        let steps = [step(100, 0), closed];
+        assert_eq!(knee(&steps, 1000), Some(0));
     }
 
     #[test]

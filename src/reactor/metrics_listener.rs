@@ -17,18 +17,27 @@
 //!   first request are never read; closing with them unread makes the
 //!   kernel send RST instead of FIN, which such a client sees as a reset).
 //!
+//! - out of descriptors (EMFILE/ENFILE), the waiting connections are
+//!   accepted and closed with the reactor's spare descriptor and the
+//!   listener rests [`ACCEPT_PAUSE_MS`] on a timer, as the client listeners
+//!   do (`endpoints.rs`): the queued connection keeps the listener readable
+//!   without a new edge, so breaking out alone would leave it unserved
+//!   until another connection arrived.
+//!
 //! Nothing here runs on the clients' per-message path: its events have
 //! tokens of their own (`tokens.rs`) and its per-turn cost is one check of
 //! an empty table.
 
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 
-use log::debug;
+use log::{debug, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use slab::Slab;
 
+use super::endpoints::{ACCEPT_BUDGET, ACCEPT_PAUSE_MS, EMFILE_WARN_INTERVAL_MS};
 pub use super::tokens::MAX_METRICS_CONNECTIONS;
 use super::tokens::{metrics_conn_index, metrics_conn_token, METRICS_LISTENER};
 use crate::buffer::BufferGauge;
@@ -36,8 +45,10 @@ use crate::http::{
     parse_request_head, route, Health, RequestHead, Response, MAX_REQUEST_HEAD_BYTES,
 };
 use crate::metrics::{encode_text, Exposition, HttpCounters, HttpRefusal, ProcessFigures};
+use crate::nonblocking::{try_accept, AcceptOutcome};
+use crate::ratelimit::WarnLimiter;
 use crate::stats::{Counters, StatsSnapshot};
-use crate::timers::due_after;
+use crate::timers::{due_after, NEVER};
 use crate::worker_stats::WorkerSlots;
 
 /// A metrics connection must have sent its request and received the whole
@@ -89,6 +100,19 @@ pub struct MetricsEndpoint {
     /// A turn passed without writing the slot: the numbers there may be
     /// stale, so the loop must wake by `slot_due_ms` even if idle.
     slot_stale: bool,
+    /// Resting until this time ([`NEVER`]: not resting): after EMFILE, or
+    /// (due at once) after a turn's accept budget.
+    paused_until_ms: u64,
+    accept_warnings: WarnLimiter,
+}
+
+/// What accepting needs from the reactor when descriptors run out: its
+/// spare descriptor, and its count of connections turned away (`shed`).
+pub struct OutOfFiles<'a> {
+    /// Released to accept-and-close what waits, then taken back.
+    pub spare_fd: &'a mut Option<File>,
+    /// Counts each connection so closed.
+    pub shed: &'a mut u64,
 }
 
 impl MetricsEndpoint {
@@ -111,17 +135,21 @@ impl MetricsEndpoint {
             shared,
             slot_due_ms: 0,
             slot_stale: false,
+            paused_until_ms: NEVER,
+            accept_warnings: WarnLimiter::default(),
         })
     }
 
-    /// The nearest connection deadline, or the time the shared slot is
-    /// due while it is stale.
+    /// The nearest connection deadline, the end of an accept pause, or the
+    /// time the shared slot is due while it is stale.
     pub fn next_deadline(&self) -> Option<u64> {
         let slot = self.slot_stale.then_some(self.slot_due_ms);
+        let resume = (self.paused_until_ms != NEVER).then_some(self.paused_until_ms);
         self.conns
             .iter()
             .map(|(_, c)| c.deadline_ms)
             .chain(slot)
+            .chain(resume)
             .min()
     }
 
@@ -159,9 +187,10 @@ impl MetricsEndpoint {
         health: Health,
         stats: impl Fn() -> StatsSnapshot,
         registry: &Registry,
+        out_of_files: OutOfFiles<'_>,
     ) {
         if token == METRICS_LISTENER {
-            self.accept_all(now_ms, registry);
+            self.accept_all(now_ms, registry, out_of_files);
             return;
         }
         let Some(index) = metrics_conn_index(token) else {
@@ -179,8 +208,14 @@ impl MetricsEndpoint {
         self.publish_http();
     }
 
-    /// Close connections past their deadline (they were too slow).
-    pub fn expire(&mut self, now_ms: u64, registry: &Registry) {
+    /// Close connections past their deadline (they were too slow), and
+    /// resume accepting after an out-of-descriptors pause.
+    pub fn expire(&mut self, now_ms: u64, registry: &Registry, out_of_files: OutOfFiles<'_>) {
+        if self.paused_until_ms <= now_ms {
+            // No edge announces connections that queued while we rested.
+            self.paused_until_ms = NEVER;
+            self.accept_all(now_ms, registry, out_of_files);
+        }
         if self.conns.is_empty() {
             return;
         }
@@ -198,12 +233,24 @@ impl MetricsEndpoint {
         self.publish_http();
     }
 
-    /// Accept until the queue is empty. Bounded by the listen backlog: each
-    /// one is either served or closed at once.
-    fn accept_all(&mut self, now_ms: u64, registry: &Registry) {
-        loop {
-            match self.listener.accept() {
-                Ok((mut stream, _)) => {
+    /// Accept until the queue is empty, at most [`ACCEPT_BUDGET`] a turn
+    /// as on the client listeners: a flood of connections to this port
+    /// (each served or closed at once) cannot hold the loop from the
+    /// clients. Budget spent, the rest are taken up by `expire` (step 5),
+    /// a budget at a time, the loop not sleeping while any may wait.
+    fn accept_all(&mut self, now_ms: u64, registry: &Registry, out_of_files: OutOfFiles<'_>) {
+        if self.paused_until_ms != NEVER {
+            return; // resting: `expire` brings us back
+        }
+        for taken in 0.. {
+            if taken == ACCEPT_BUDGET {
+                // No new edge will announce those still queued: due at
+                // once, so the loop does not sleep and `expire` goes on.
+                self.paused_until_ms = now_ms;
+                break;
+            }
+            match try_accept(|| self.listener.accept()) {
+                AcceptOutcome::Accepted((mut stream, _)) => {
                     if self.conns.len() >= MAX_METRICS_CONNECTIONS {
                         self.counters.refused[HttpRefusal::Busy.index()] += 1;
                         continue; // dropping `stream` closes it
@@ -223,16 +270,53 @@ impl MetricsEndpoint {
                         deadline_ms: due_after(now_ms, METRICS_DEADLINE_MS),
                     });
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // EMFILE and the like: the next connection's edge retries.
-                Err(e) => {
-                    debug!("accept metrics connection: {e}");
+                AcceptOutcome::WouldBlock => break,
+                // The waiting connection keeps the listener readable with no
+                // new edge: turn it away now and retry on a timer.
+                AcceptOutcome::OutOfFiles => {
+                    let shed = self.shed_waiting(out_of_files.spare_fd);
+                    *out_of_files.shed += shed;
+                    self.rest(now_ms, "out of file descriptors", shed);
                     break;
                 }
+                AcceptOutcome::OutOfMemory => {
+                    self.rest(now_ms, "the kernel is out of socket memory", 0);
+                    break;
+                }
+                // e.g. ECONNABORTED: that client gave up while queued.
+                AcceptOutcome::Failed(kind) => debug!("accept metrics connection: {kind:?}"),
             }
         }
         self.publish_http();
+    }
+
+    /// Release the spare descriptor, accept and close what waits (a clean
+    /// close, not a hang), take the spare back. Returns how many were shed.
+    fn shed_waiting(&mut self, spare_fd: &mut Option<File>) -> u64 {
+        let mut shed = 0;
+        if spare_fd.take().is_some() {
+            for _ in 0..ACCEPT_BUDGET {
+                match try_accept(|| self.listener.accept()) {
+                    AcceptOutcome::Accepted(stream) => {
+                        drop(stream);
+                        shed += 1;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        *spare_fd = File::open("/dev/null").ok(); // if this fails, the next EMFILE retries
+        shed
+    }
+
+    fn rest(&mut self, now_ms: u64, why: &str, shed: u64) {
+        if let Some(suppressed) = self.accept_warnings.allow(now_ms, EMFILE_WARN_INTERVAL_MS) {
+            warn!(
+                "metrics accept: {why}; shed {shed} waiting connections, pausing accepts for \
+                 {ACCEPT_PAUSE_MS} ms ({suppressed} similar warnings suppressed)"
+            );
+        }
+        self.paused_until_ms = due_after(now_ms, ACCEPT_PAUSE_MS);
     }
 
     fn close(&mut self, index: usize, registry: &Registry) {
@@ -373,6 +457,61 @@ mod tests {
             accepted: counters,
             ..Counters::default()
         }
+    }
+
+    #[test]
+    fn a_flood_of_connections_is_accepted_a_budget_a_turn_and_none_forgotten() {
+        let poll = mio::Poll::new().unwrap();
+        // A backlog with room for the whole flood (mio's default is 128).
+        let listener = crate::sockets::bind_tcp("127.0.0.1:0".parse().unwrap(), 1024).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut endpoint = MetricsEndpoint::new(listener, None, poll.registry()).unwrap();
+        // Handshakes complete in the kernel: all of them wait in the queue.
+        let flood = ACCEPT_BUDGET + 40;
+        let _clients: Vec<std::net::TcpStream> = (0..flood)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        let (mut spare, mut shed) = (None, 0);
+        let handled = |e: &MetricsEndpoint| {
+            e.conns.len() as u64 + e.counters.refused[HttpRefusal::Busy.index()]
+        };
+        let health = Health::Accepting;
+        let stats = StatsSnapshot::default;
+        endpoint.on_event(
+            METRICS_LISTENER,
+            5,
+            health,
+            stats,
+            poll.registry(),
+            OutOfFiles {
+                spare_fd: &mut spare,
+                shed: &mut shed,
+            },
+        );
+        assert_eq!(
+            handled(&endpoint),
+            ACCEPT_BUDGET as u64,
+            "one budget this turn"
+        );
+        assert_eq!(
+            endpoint.next_deadline(),
+            Some(5),
+            "the loop must not sleep on the rest"
+        );
+        endpoint.expire(
+            5,
+            poll.registry(),
+            OutOfFiles {
+                spare_fd: &mut spare,
+                shed: &mut shed,
+            },
+        );
+        assert_eq!(
+            handled(&endpoint),
+            flood as u64,
+            "the rest, with no new edge"
+        );
+        assert_eq!(endpoint.paused_until_ms, NEVER);
     }
 
     #[test]

@@ -72,7 +72,7 @@ use crate::udp_budget::ReplyBudget;
 use clients::Clients;
 use endpoints::Endpoint;
 pub use endpoints::{Listening, ACCEPT_BUDGET, ACCEPT_PAUSE_MS, EMFILE_WARN_INTERVAL_MS};
-use metrics_listener::MetricsEndpoint;
+use metrics_listener::{MetricsEndpoint, OutOfFiles};
 pub use metrics_listener::{SharedSlots, MAX_METRICS_CONNECTIONS, METRICS_DEADLINE_MS};
 use tokens::{endpoint_index, endpoint_token, FIRST_RESERVED};
 pub use tokens::{MAX_ENDPOINTS, SIGNALS, WAKER};
@@ -267,7 +267,12 @@ impl<P: Protocol> Reactor<P> {
         self.clients.expire_deadlines(registry); //             5. timers
         self.clients.enforce_budget(); //                        memory: pressure, eviction
         if let Some(metrics) = &mut self.metrics {
-            metrics.expire(self.clients.ws.ctx.now_ms, self.poll.registry()); // slow scrapers
+            let out_of_files = OutOfFiles {
+                spare_fd: &mut self.clients.spare_fd,
+                shed: &mut self.clients.ws.ctx.counters.shed,
+            };
+            let now = self.clients.ws.ctx.now_ms;
+            metrics.expire(now, self.poll.registry(), out_of_files); // slow scrapers, pauses
         }
         self.clients.reap_closed(); // 6. free slab slots only now
         self.publish_stats(); // 7. counters out to other threads
@@ -372,7 +377,11 @@ impl<P: Protocol> Reactor<P> {
                         };
                         let now = self.clients.ws.ctx.now_ms;
                         let stats = || self.stats.snapshot();
-                        metrics.on_event(token, now, health, stats, registry);
+                        let out_of_files = OutOfFiles {
+                            spare_fd: &mut self.clients.spare_fd,
+                            shed: &mut self.clients.ws.ctx.counters.shed,
+                        };
+                        metrics.on_event(token, now, health, stats, registry, out_of_files);
                     }
                 }
             }
