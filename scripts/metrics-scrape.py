@@ -12,7 +12,7 @@ Starts `echo-reactor serve --listen 127.0.0.1:0 --metrics 127.0.0.1:0`
    latency of each (connect to last byte) gives p50/p99/max;
 2. echo p99 with and without scrapes, side by side: --rounds pairs of
    `bench --connections 50 --size 64 --duration D` runs, interleaved
-   (quiet, scraped, quiet, scraped, ...); in a scraped run a thread
+   (quiet then scraped, scraped then quiet, ...); in a scraped run a thread
    scrapes every --scrape-every seconds (default 0.1: ten times the rate
    of a 1 s Prometheus interval). Medians of each side's p99 and their
    ratio.
@@ -145,15 +145,18 @@ def main():
                 if thread:
                     thread.join()
             report = json.loads(out)
-            errors = sum(report["errors"].values())
+            errors = sum(v for v in report["errors"].values() if isinstance(v, int))
             if errors:
                 raise RuntimeError(f"bench errors: {report['errors']}")
             return report["latency_us"]["p99"], report["msgs_per_sec"], scrapes[0]
 
         quiet, scraped = [], []
         for round_ in range(args.rounds):
-            quiet.append(echo_p99(False))
-            scraped.append(echo_p99(True))
+            # Alternate which side goes first, so a drift over the run (or
+            # a second run always meeting a warmer or busier machine)
+            # cannot pass for the scrapes' cost.
+            for side in ((False, True) if round_ % 2 == 0 else (True, False)):
+                (scraped if side else quiet).append(echo_p99(side))
             log(f"round {round_ + 1}: p99 quiet {quiet[-1][0]} us, "
                 f"scraped {scraped[-1][0]} us ({scraped[-1][2]} scrapes)")
         quiet_p99 = statistics.median(r[0] for r in quiet)
