@@ -450,3 +450,53 @@ fn chart_and_log_settings_that_cannot_work_are_refused() {
         assert!(out.stdout.is_empty(), "{args:?}: nothing ran");
     }
 }
+
+#[test]
+fn compare_plots_two_sweeps_as_two_curves_and_refuses_a_run_that_is_not_one() {
+    let dir = Scratch::new("compare");
+    let sweep = |scale: f64| {
+        json!({"schema": 1, "scenario": "echo", "settings": {"size": 64},
+               "sweep": {"slo_p99_us": 1000}, "steps": (1..=4).map(|i| json!({
+            "msgs_per_sec": 1000.0 * i as f64,
+            "latency_us": {"p99": (scale * 100.0 * i as f64) as u64},
+        })).collect::<Vec<_>>()})
+    };
+    let (base, new, svg) = (
+        dir.path("reactor-a.json"),
+        dir.path("reactor-b.json"),
+        dir.path("ab.svg"),
+    );
+    std::fs::write(&base, sweep(1.0).to_string()).unwrap();
+    std::fs::write(&new, sweep(3.0).to_string()).unwrap();
+    let out = bench(&[
+        "compare",
+        base.to_str().unwrap(),
+        new.to_str().unwrap(),
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let chart = read(&svg);
+    assert_eq!(
+        polylines_by_colour(&chart, 4).len(),
+        2,
+        "a curve per report"
+    );
+    let texts = texts(&chart);
+    for label in ["reactor-a", "reactor-b", "p99 latency (log scale)"] {
+        assert!(has_text(&texts, label), "{label:?} not in {texts:?}");
+    }
+    // A single run has no curve to draw: refused, saying why.
+    let run = dir.path("run.json");
+    std::fs::write(&run, json!({"schema": 1, "scenario": "echo"}).to_string()).unwrap();
+    let out = bench(&[
+        "compare",
+        base.to_str().unwrap(),
+        run.to_str().unwrap(),
+        "--plot",
+        dir.path("no.svg").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("has no `steps`"), "{err}");
+}

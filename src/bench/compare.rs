@@ -8,12 +8,13 @@
 //! is shown as `-` (`null` in JSON).
 
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use serde_json::{json, Value};
 
 use super::merge::read_report;
+use super::plot;
 
 /// Flags of `echo-reactor bench compare`.
 #[derive(Debug, Clone, Args)]
@@ -27,6 +28,10 @@ pub struct CompareArgs {
     /// Print the comparison as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Both reports' sweeps (`bench --sweep ... --json`) in one SVG chart:
+    /// p99 against achieved msgs/s, a curve each, named by file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
 }
 
 /// The figures compared: name in the table, name in JSON, where in the report.
@@ -153,10 +158,42 @@ fn describe(r: &Value) -> String {
     )
 }
 
-/// `echo-reactor bench compare BASE.json NEW.json [--json]`.
+/// `--plot`: the two sweeps as two curves of one chart (the chart
+/// `cargo bench -- sweep` draws for its servers), so two servers measured
+/// anywhere, at any time, are compared as a picture too.
+fn plot_sweeps(args: &CompareArgs, (base, new): (&Value, &Value), path: &Path) -> io::Result<()> {
+    for (file, report) in [(&args.base, base), (&args.new, new)] {
+        if report.get("steps").is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "--plot draws sweeps: {} has no `steps` (make it with bench --sweep ... --json)",
+                    file.display()
+                ),
+            ));
+        }
+    }
+    let name = |file: &PathBuf| {
+        file.file_stem().map_or_else(
+            || file.display().to_string(),
+            |s| s.to_string_lossy().into_owned(),
+        )
+    };
+    let subtitle = format!("base: {}; new: {}", describe(base), describe(new));
+    let reports = [
+        (name(&args.base), base.clone()),
+        (name(&args.new), new.clone()),
+    ];
+    plot::servers_chart(&reports, &subtitle, path)
+}
+
+/// `echo-reactor bench compare BASE.json NEW.json [--json] [--plot FILE.svg]`.
 pub fn run_compare(args: &CompareArgs) -> io::Result<()> {
     let base = read_report(&args.base)?;
     let new = read_report(&args.new)?;
+    if let Some(path) = &args.plot {
+        plot_sweeps(args, (&base, &new), path)?;
+    }
     let mut result = compare(&base, &new);
     let mut out = io::stdout().lock();
     if args.json {
