@@ -179,7 +179,19 @@ fn plot_sweeps(args: &CompareArgs, (base, new): (&Value, &Value), path: &Path) -
             |s| s.to_string_lossy().into_owned(),
         )
     };
-    let subtitle = format!("base: {}; new: {}", describe(base), describe(new));
+    // Short: what each sweep ran (the chart's width holds one line).
+    let what = |file: &PathBuf, r: &Value| {
+        let s = &r["settings"];
+        format!(
+            "{}: {} connections, {} B, pipeline {}, {} steps",
+            name(file),
+            r["connections"]["achieved"],
+            s["size"],
+            s["pipeline"],
+            r["steps"].as_array().map_or(0, Vec::len)
+        )
+    };
+    let subtitle = format!("{} · {}", what(&args.base, base), what(&args.new, new));
     let reports = [
         (name(&args.base), base.clone()),
         (name(&args.new), new.clone()),
