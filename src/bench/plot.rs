@@ -166,34 +166,83 @@ pub fn spectrum_points(h: &Histogram<u64>) -> Vec<(f64, f64)> {
     points
 }
 
+/// A step's achieved msgs/s and one of its latency percentiles (`key`).
+fn step_points(steps: &Value, key: &str) -> Vec<(f64, f64)> {
+    steps
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| Some((s["msgs_per_sec"].as_f64()?, u64_at(&s["latency_us"], key)?)))
+        .collect()
+}
+
 /// The sweep chart: p50/p99/p99.9 against achieved msgs/s.
 pub fn sweep_chart(report: &Value, subtitle: &str, path: &Path) -> io::Result<()> {
-    let steps: Vec<&Value> = report["steps"].as_array().into_iter().flatten().collect();
-    let slo = report["sweep"]["slo_p99_us"].as_u64().unwrap_or(1000) as f64;
     let series: Vec<(&str, Vec<(f64, f64)>)> = [("p50", "p50"), ("p99", "p99"), ("p99.9", "p999")]
         .iter()
-        .map(|&(label, key)| {
-            let points = steps
-                .iter()
-                .filter_map(|s| Some((s["msgs_per_sec"].as_f64()?, u64_at(&s["latency_us"], key)?)))
-                .collect();
-            (label, points)
-        })
+        .map(|&(label, key)| (label, step_points(&report["steps"], key)))
         .collect();
     let knee = report["knee"]["msgs_per_sec"]
         .as_f64()
         .zip(report["knee"]["p99_us"].as_u64().map(|p| p as f64));
+    latency_curves(
+        path,
+        (
+            "Latency vs throughput: open-loop rate sweep (corrected latency, from intended send time)",
+            subtitle,
+            "latency (log scale)",
+        ),
+        &series,
+        slo_of(report),
+        knee,
+    )
+}
+
+/// Servers compared: p99 against achieved msgs/s, one curve per server
+/// (each report a sweep, named by its label).
+pub fn servers_chart(reports: &[(String, Value)], subtitle: &str, path: &Path) -> io::Result<()> {
+    let curves: Vec<(&str, Vec<(f64, f64)>)> = reports
+        .iter()
+        .map(|(name, r)| (name.as_str(), step_points(&r["steps"], "p99")))
+        .collect();
+    let slo = reports.first().map_or(1000.0, |(_, r)| slo_of(r));
+    latency_curves(
+        path,
+        (
+            "p99 latency vs throughput, one open-loop sweep per server (corrected latency)",
+            subtitle,
+            "p99 latency (log scale)",
+        ),
+        &curves,
+        slo,
+        None,
+    )
+}
+
+/// A sweep's p99 objective, microseconds (the default when not recorded).
+fn slo_of(report: &Value) -> f64 {
+    report["sweep"]["slo_p99_us"].as_u64().unwrap_or(1000) as f64
+}
+
+/// What both sweep charts draw: latency curves (log scale) against achieved
+/// msgs/s, a point per step, the SLO as a dashed line, the knee if any.
+fn latency_curves(
+    path: &Path,
+    (title, subtitle, y_desc): (&str, &str, &str),
+    curves: &[(&str, Vec<(f64, f64)>)],
+    slo: f64,
+    knee: Option<(f64, f64)>,
+) -> io::Result<()> {
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(|e| fail(path, e))?;
-    let area = header(
-        &root,
-        "Latency vs throughput: open-loop rate sweep (corrected latency, from intended send time)",
-        subtitle,
-    )
-    .map_err(|e| fail(path, e))?;
-    let all = series.iter().flat_map(|(_, p)| p.iter().map(|&(_, y)| y));
-    let y = log_range(all.chain([slo]));
-    let x_max = series
+    let area = header(&root, title, subtitle).map_err(|e| fail(path, e))?;
+    let y = log_range(
+        curves
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|&(_, y)| y))
+            .chain([slo]),
+    );
+    let x_max = curves
         .iter()
         .flat_map(|(_, p)| p.iter().map(|&(x, _)| x))
         .fold(1.0f64, f64::max)
@@ -207,15 +256,15 @@ pub fn sweep_chart(report: &Value, subtitle: &str, path: &Path) -> io::Result<()
     chart
         .configure_mesh()
         .x_desc("achieved throughput (messages per second)")
-        .y_desc("latency (log scale)")
+        .y_desc(y_desc)
         .x_label_formatter(&|x| rate_text(*x))
         .y_label_formatter(&|y| latency_text(*y))
         .label_style((FONT, 16))
         .axis_desc_style((FONT, 18))
         .draw()
         .map_err(|e| fail(path, e))?;
-    for (i, (label, points)) in series.iter().enumerate() {
-        let colour = COLOURS[i];
+    for (i, (label, points)) in curves.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
         chart
             .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
             .map_err(|e| fail(path, e))?
@@ -248,99 +297,6 @@ pub fn sweep_chart(report: &Value, subtitle: &str, path: &Path) -> io::Result<()
                 )])
             .map_err(|e| fail(path, e))?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight) // overloaded points go up, not there
-        .label_font((FONT, 16))
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| fail(path, e))?;
-    root.present().map_err(|e| fail(path, e))
-}
-
-/// Servers compared: p99 against achieved msgs/s, one curve per server
-/// (each report a sweep, named by its label).
-pub fn servers_chart(reports: &[(String, Value)], subtitle: &str, path: &Path) -> io::Result<()> {
-    let curves: Vec<(&str, Vec<(f64, f64)>)> = reports
-        .iter()
-        .map(|(name, r)| {
-            let points = r["steps"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|s| {
-                    Some((
-                        s["msgs_per_sec"].as_f64()?,
-                        u64_at(&s["latency_us"], "p99")?,
-                    ))
-                })
-                .collect();
-            (name.as_str(), points)
-        })
-        .collect();
-    let slo = reports
-        .first()
-        .and_then(|(_, r)| r["sweep"]["slo_p99_us"].as_u64())
-        .unwrap_or(1000) as f64;
-    let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| fail(path, e))?;
-    let area = header(
-        &root,
-        "p99 latency vs throughput, one open-loop sweep per server (corrected latency)",
-        subtitle,
-    )
-    .map_err(|e| fail(path, e))?;
-    let y = log_range(
-        curves
-            .iter()
-            .flat_map(|(_, p)| p.iter().map(|&(_, y)| y))
-            .chain([slo]),
-    );
-    let x_max = curves
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|&(x, _)| x))
-        .fold(1.0f64, f64::max)
-        * 1.08;
-    let mut chart = ChartBuilder::on(&area)
-        .margin(20)
-        .x_label_area_size(55)
-        .y_label_area_size(80)
-        .build_cartesian_2d(0.0..x_max, y.log_scale())
-        .map_err(|e| fail(path, e))?;
-    chart
-        .configure_mesh()
-        .x_desc("achieved throughput (messages per second)")
-        .y_desc("p99 latency (log scale)")
-        .x_label_formatter(&|x| rate_text(*x))
-        .y_label_formatter(&|y| latency_text(*y))
-        .label_style((FONT, 16))
-        .axis_desc_style((FONT, 18))
-        .draw()
-        .map_err(|e| fail(path, e))?;
-    for (i, (name, points)) in curves.iter().enumerate() {
-        let colour = COLOURS[i % COLOURS.len()];
-        chart
-            .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
-            .map_err(|e| fail(path, e))?
-            .label(*name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 24, y)], colour.stroke_width(3))
-            });
-        chart
-            .draw_series(points.iter().map(|&p| Circle::new(p, 4, colour.filled())))
-            .map_err(|e| fail(path, e))?;
-    }
-    chart
-        .draw_series(DashedLineSeries::new(
-            vec![(0.0, slo), (x_max, slo)],
-            8,
-            5,
-            SLO_COLOUR.stroke_width(2),
-        ))
-        .map_err(|e| fail(path, e))?
-        .label(format!("SLO: p99 ≤ {}", latency_text(slo)))
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], SLO_COLOUR.stroke_width(2)));
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::LowerRight) // overloaded points go up, not there
