@@ -18,16 +18,7 @@ use echo_reactor::{CloseReason, Config};
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
-use support::TestServer;
-
-fn bench(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_echo-reactor"))
-        .arg("bench")
-        .args(args)
-        .env("RUST_LOG", "off")
-        .output()
-        .expect("run echo-reactor bench")
-}
+use support::{bench, slow_server, TestServer};
 
 fn json_report(out: &Output) -> Value {
     let stdout = String::from_utf8(out.stdout.clone()).unwrap();
@@ -195,27 +186,6 @@ fn settings_that_cannot_work_are_refused_before_the_run() {
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
         assert!(out.stdout.is_empty(), "{args:?}: nothing ran");
     }
-}
-
-/// An echo server that takes 10 ms per message: 100 msgs/s per connection.
-fn slow_server(size: usize) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { break };
-            thread::spawn(move || {
-                let mut msg = vec![0u8; size];
-                while stream.read_exact(&mut msg).is_ok() {
-                    thread::sleep(Duration::from_millis(10)); // deliberately slow
-                    if stream.write_all(&msg).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    addr
 }
 
 fn open_loop_p50s(addr: &str, seconds: &str) -> (u64, u64) {

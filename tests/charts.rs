@@ -4,10 +4,12 @@
 //! interval log must read back, sample for sample, with HdrHistogram's own
 //! reader.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -18,15 +20,7 @@ use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
-
-fn bench(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_echo-reactor"))
-        .arg("bench")
-        .args(args)
-        .env("RUST_LOG", "off")
-        .output()
-        .expect("run echo-reactor bench")
-}
+use support::bench;
 
 fn json_of(out: &Output) -> Value {
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -6,9 +6,9 @@
 //! No test here asserts a speed: figures (how late, how fast) are in
 //! docs/BENCHMARKS.md, "Open loop"; these assert structure and accounting.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Command, Output, Stdio};
+mod support;
+
+use std::process::{Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -17,18 +17,7 @@ use base64::Engine;
 use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::Histogram;
 use serde_json::Value;
-
-fn bench_command(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_echo-reactor"));
-    command.arg("bench").args(args).env("RUST_LOG", "off");
-    command
-}
-
-fn bench(args: &[&str]) -> Output {
-    bench_command(args)
-        .output()
-        .expect("run echo-reactor bench")
-}
+use support::{bench, bench_command, slow_server};
 
 fn report(out: &Output) -> Value {
     assert!(
@@ -44,27 +33,6 @@ fn histogram(text: &Value) -> Histogram<u64> {
         .decode(text.as_str().expect("a histogram"))
         .unwrap();
     Deserializer::new().deserialize(&mut &bytes[..]).unwrap()
-}
-
-/// An echo server that takes 10 ms per message: 100 msgs/s per connection.
-fn slow_server(size: usize) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { break };
-            thread::spawn(move || {
-                let mut msg = vec![0u8; size];
-                while stream.read_exact(&mut msg).is_ok() {
-                    thread::sleep(Duration::from_millis(10)); // deliberately slow
-                    if stream.write_all(&msg).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    addr
 }
 
 /// Every message intended in the window is in the corrected histogram

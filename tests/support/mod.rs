@@ -384,3 +384,39 @@ pub fn resident_bytes() -> u64 {
         .expect("VmRSS in /proc/self/status");
     kib * 1024
 }
+
+/// `echo-reactor bench ARGS...`, with logging off, not yet run.
+pub fn bench_command(args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_echo-reactor"));
+    command.arg("bench").args(args).env("RUST_LOG", "off");
+    command
+}
+
+/// Run `echo-reactor bench ARGS...` to the end.
+pub fn bench(args: &[&str]) -> std::process::Output {
+    bench_command(args)
+        .output()
+        .expect("run echo-reactor bench")
+}
+
+/// An echo server that takes 10 ms per message: 100 msgs/s per
+/// connection (a thread each, std only: a server of known, low capacity).
+pub fn slow_server(size: usize) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            thread::spawn(move || {
+                let mut msg = vec![0u8; size];
+                while stream.read_exact(&mut msg).is_ok() {
+                    thread::sleep(Duration::from_millis(10)); // deliberately slow
+                    if stream.write_all(&msg).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
