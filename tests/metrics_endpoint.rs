@@ -422,20 +422,7 @@ fn out_of_descriptors_a_waiting_scraper_is_closed_not_left_hanging() {
     let mut server = ServeProcess::spawn_command(cmd, 2);
     let echo = server.addr(0);
     let metrics = metrics_addr(&server.sockets[1]);
-    let limit = libc::rlimit {
-        rlim_cur: 64,
-        rlim_max: 64,
-    };
-    // SAFETY: prlimit on our own child; it only reads `limit`.
-    let lowered = unsafe {
-        libc::prlimit(
-            server.pid(),
-            libc::RLIMIT_NOFILE,
-            &limit,
-            std::ptr::null_mut(),
-        )
-    };
-    assert_eq!(lowered, 0, "{}", std::io::Error::last_os_error());
+    server.lower_open_file_limit(64);
 
     // Echo clients until one is turned away: the server's descriptors are
     // all in use (its spare taken back).

@@ -189,20 +189,7 @@ fn out_of_descriptors_the_server_sheds_without_spinning_and_recovers() {
     // Started under our (high) limit, since serve refuses a --max-connections
     // its limit could never allow; then the limit drops under it, as when an
     // operator runs `prlimit --nofile=128` on a running server.
-    let limit = libc::rlimit {
-        rlim_cur: 128,
-        rlim_max: 128,
-    };
-    // SAFETY: prlimit on our own child; it only reads `limit`.
-    let lowered = unsafe {
-        libc::prlimit(
-            server.pid(),
-            libc::RLIMIT_NOFILE,
-            &limit,
-            std::ptr::null_mut(),
-        )
-    };
-    assert_eq!(lowered, 0, "{}", std::io::Error::last_os_error());
+    server.lower_open_file_limit(128);
 
     // 400 attempts: the kernel completes every handshake (backlog 1024),
     // but the server can hold only ~120 of them.

@@ -270,6 +270,25 @@ impl ServeProcess {
         self.child.id() as i32
     }
 
+    /// Lower the running server's open-file limit (soft and hard) to `n`,
+    /// as an operator's `prlimit --nofile=N --pid PID` would.
+    pub fn lower_open_file_limit(&self, n: u64) {
+        let limit = libc::rlimit {
+            rlim_cur: n,
+            rlim_max: n,
+        };
+        // SAFETY: prlimit on our own child; it only reads `limit`.
+        let lowered = unsafe {
+            libc::prlimit(
+                self.pid(),
+                libc::RLIMIT_NOFILE,
+                &limit,
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(lowered, 0, "{}", std::io::Error::last_os_error());
+    }
+
     /// Send a signal to the child (and only the child, by pid).
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill only sends a signal to the pid we started.
