@@ -854,6 +854,11 @@ fn run_echo(args: &BenchArgs, target: &Target, progress: bool) -> io::Result<(Va
             }
         }
     }
+    // The load threads notice a stop on their own and may all have ended
+    // before this loop's next look: the stop is then seen here.
+    if stopped_at.is_none() && interrupt::requested() {
+        stopped_at = Some(Instant::now());
+    }
     let (_, last) = printer.finish();
     // The last, partial second ends with the measured window at the latest.
     timeline.add(Instant::now().min(measure_until), &last);
