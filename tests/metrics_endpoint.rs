@@ -209,6 +209,42 @@ fn healthz_turns_503_when_sigterm_arrives_while_replies_are_still_owed() {
 /// Bytes of a request trickled one per interval: the server must close the
 /// connection within its deadline, never answer it.
 #[test]
+fn a_refused_request_with_more_bytes_behind_it_reads_its_4xx_not_a_reset() {
+    // A client that writes its whole request before it reads (as most
+    // HTTP clients do) while the server stops reading at the refusal: a
+    // close with those bytes unread would reset the connection, fail the
+    // client's write, and it would never read the 4xx. 8 MiB is far more
+    // than the kernel buffers of a socket nobody reads.
+    let (_server, _echo, metrics) = serve_with_metrics(&[]);
+    const SENT: usize = 8 * 1024 * 1024;
+    let mut oversized = b"GET /".to_vec();
+    oversized.resize(SENT, b'a'); // past the head cap, no end in sight
+    let mut garbage = b"\x16\x03\x01 not http\r\n\r\n".to_vec();
+    garbage.extend(pattern(SENT, 3));
+    for (sent, status) in [(oversized, "431"), (garbage, "400")] {
+        let mut stream = connect(metrics);
+        let mut writer = stream.try_clone().unwrap();
+        let sender = thread::spawn(move || {
+            writer.write_all(&sent)?;
+            writer.shutdown(std::net::Shutdown::Write)
+        });
+        let mut response = Vec::new();
+        let read = stream.read_to_end(&mut response);
+        let wrote = sender.join().unwrap();
+        assert!(
+            wrote.is_ok(),
+            "{status}: the request's write failed: {wrote:?}"
+        );
+        assert!(read.is_ok(), "{status}: read {read:?}");
+        let response = String::from_utf8_lossy(&response);
+        assert!(
+            response.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{response}"
+        );
+    }
+}
+
+#[test]
 fn slow_and_huge_metrics_clients_are_closed_while_echo_clients_are_served() {
     let (_server, echo, metrics) = serve_with_metrics(&[]);
     let slow = thread::spawn(move || {

@@ -12,10 +12,16 @@
 //!   [`METRICS_DEADLINE_MS`] of the accept, or the connection is closed
 //!   (`timeout`): a client sending one byte a second holds a slot for
 //!   3 s, not forever;
-//! - one request per connection: the response says `Connection: close`
-//!   and the server closes once it is sent (bytes pipelined after the
-//!   first request are never read; closing with them unread makes the
-//!   kernel send RST instead of FIN, which such a client sees as a reset).
+//! - one request per connection: the response says `Connection: close`,
+//!   and once it is sent the connection ends with a lingering close, as
+//!   client connections do (`connection/linger.rs`): `shutdown(SHUT_WR)`,
+//!   then read and drop whatever the client still sends until it closes
+//!   or [`LINGER_MS`] passes. A plain `close()` with bytes unread (the
+//!   rest of a head refused with 431, a request pipelined behind the
+//!   first) makes the kernel send RST instead of FIN, and the client would
+//!   see a reset instead of the refusal it was sent. Discarding reads at
+//!   most [`DISCARD_BUDGET_BYTES`] a turn per connection, so a client that
+//!   floods after its answer cannot hold the loop;
 //!
 //! - out of descriptors (EMFILE/ENFILE), the waiting connections are
 //!   accepted and closed with the reactor's spare descriptor and the
@@ -41,6 +47,7 @@ use super::endpoints::{ACCEPT_BUDGET, ACCEPT_PAUSE_MS, EMFILE_WARN_INTERVAL_MS};
 pub use super::tokens::MAX_METRICS_CONNECTIONS;
 use super::tokens::{metrics_conn_index, metrics_conn_token, METRICS_LISTENER};
 use crate::buffer::BufferGauge;
+use crate::connection::LINGER_MS;
 use crate::http::{
     parse_request_head, route, Health, RequestHead, Response, MAX_REQUEST_HEAD_BYTES,
 };
@@ -61,6 +68,10 @@ pub const METRICS_DEADLINE_MS: u64 = 3_000;
 /// one comparison instead of the copy.
 pub const SLOT_PUBLISH_INTERVAL_MS: u64 = 10;
 
+/// Bytes a lingering metrics connection's input is read and dropped per
+/// turn; more waiting is taken up in the next turn (`expire`).
+pub const DISCARD_BUDGET_BYTES: usize = 64 * 1024;
+
 /// Where a worker publishes its numbers, and where the others' are.
 #[derive(Debug)]
 pub struct SharedSlots {
@@ -78,7 +89,14 @@ struct MetricsConn {
     /// The response, once the request is complete; `sent` of it written.
     response: Option<Vec<u8>>,
     sent: usize,
+    /// The end of the whole exchange, then (lingering) of the linger.
     deadline_ms: u64,
+    /// The response is sent and our side shut down: input is dropped
+    /// until the client closes or the deadline.
+    lingering: bool,
+    /// Lingering, and the last discard stopped on its budget with input
+    /// possibly left, which no new edge will announce.
+    more_to_discard: bool,
 }
 
 /// What a connection's event came to.
@@ -147,7 +165,8 @@ impl MetricsEndpoint {
         let resume = (self.paused_until_ms != NEVER).then_some(self.paused_until_ms);
         self.conns
             .iter()
-            .map(|(_, c)| c.deadline_ms)
+            // Input left to discard: due at once (`expire` takes it up).
+            .map(|(_, c)| if c.more_to_discard { 0 } else { c.deadline_ms })
             .chain(slot)
             .chain(resume)
             .min()
@@ -199,7 +218,7 @@ impl MetricsEndpoint {
         let Some(conn) = self.conns.get_mut(index) else {
             return; // closed earlier in this batch
         };
-        let progress = conn.advance(health, &mut self.counters, |counters| {
+        let progress = conn.advance(now_ms, health, &mut self.counters, |counters| {
             exposition(counters, health, &stats, self.shared.as_ref())
         });
         if let Progress::Finished = progress {
@@ -208,8 +227,9 @@ impl MetricsEndpoint {
         self.publish_http();
     }
 
-    /// Close connections past their deadline (they were too slow), and
-    /// resume accepting after an out-of-descriptors pause.
+    /// Go on discarding where a linger's budget ran out, close connections
+    /// past their deadline (too slow, or their linger is over), and resume
+    /// accepting after an out-of-descriptors pause.
     pub fn expire(&mut self, now_ms: u64, registry: &Registry, out_of_files: OutOfFiles<'_>) {
         if self.paused_until_ms <= now_ms {
             // No edge announces connections that queued while we rested.
@@ -219,16 +239,27 @@ impl MetricsEndpoint {
         if self.conns.is_empty() {
             return;
         }
-        let late: Vec<usize> = self
+        let due: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| now_ms >= c.deadline_ms)
+            .filter(|(_, c)| c.more_to_discard || now_ms >= c.deadline_ms)
             .map(|(index, _)| index)
             .collect();
-        for index in late {
-            debug!("metrics connection {index}: not done within {METRICS_DEADLINE_MS} ms; closed");
-            self.counters.refused[HttpRefusal::Timeout.index()] += 1;
-            self.close(index, registry);
+        for index in due {
+            let conn = &mut self.conns[index];
+            if now_ms >= conn.deadline_ms {
+                if conn.lingering {
+                    debug!("metrics connection {index}: linger over; closed");
+                } else {
+                    debug!(
+                        "metrics connection {index}: not done within {METRICS_DEADLINE_MS} ms; closed"
+                    );
+                    self.counters.refused[HttpRefusal::Timeout.index()] += 1;
+                }
+                self.close(index, registry);
+            } else if let Progress::Finished = conn.discard_input() {
+                self.close(index, registry);
+            }
         }
         self.publish_http();
     }
@@ -268,6 +299,8 @@ impl MetricsEndpoint {
                         response: None,
                         sent: 0,
                         deadline_ms: due_after(now_ms, METRICS_DEADLINE_MS),
+                        lingering: false,
+                        more_to_discard: false,
                     });
                 }
                 AcceptOutcome::WouldBlock => break,
@@ -365,13 +398,17 @@ fn exposition(
 
 impl MetricsConn {
     /// Read the request (until complete, refused or the peer is gone),
-    /// then write the response; `answer` builds a scrape's figures.
+    /// write the response, then linger; `answer` builds a scrape's figures.
     fn advance(
         &mut self,
+        now_ms: u64,
         health: Health,
         counters: &mut HttpCounters,
         answer: impl FnOnce(&HttpCounters) -> Exposition,
     ) -> Progress {
+        if self.lingering {
+            return self.discard_input();
+        }
         if self.response.is_none() {
             match self.read_request() {
                 Ok(Some(head)) => {
@@ -402,7 +439,41 @@ impl MetricsConn {
                 Err(()) => return Progress::Finished,
             }
         }
-        self.write_response()
+        match self.write_response() {
+            Progress::Finished if self.sent == self.response.as_ref().map_or(0, Vec::len) => {
+                // FIN after the response: the client reads to the end of
+                // the stream. Then linger (see the module docs).
+                if self.stream.shutdown(Shutdown::Write).is_err() {
+                    return Progress::Finished; // not connected any more
+                }
+                self.lingering = true;
+                self.deadline_ms = due_after(now_ms, LINGER_MS);
+                self.discard_input()
+            }
+            progress => progress,
+        }
+    }
+
+    /// Read and drop input until the queue is empty (`Waiting`), the peer
+    /// closes or fails (`Finished`), or the per-turn budget is spent
+    /// (`Waiting`, with `more_to_discard` set).
+    fn discard_input(&mut self) -> Progress {
+        let mut chunk = [0u8; 4096];
+        let mut taken = 0;
+        self.more_to_discard = false;
+        loop {
+            if taken >= DISCARD_BUDGET_BYTES {
+                self.more_to_discard = true;
+                return Progress::Waiting;
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Progress::Finished, // EOF: close() now sends FIN
+                Ok(n) => taken += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::Waiting,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Progress::Finished,
+            }
+        }
     }
 
     /// `Ok(Some(head))` once the head is complete or refused, `Ok(None)` to
@@ -429,6 +500,8 @@ impl MetricsConn {
         }
     }
 
+    /// Write what is left of the response: `Finished` once all of it is
+    /// written (or the peer is gone), `Waiting` for room.
     fn write_response(&mut self) -> Progress {
         let Some(response) = &self.response else {
             return Progress::Waiting;
@@ -442,8 +515,6 @@ impl MetricsConn {
                 Err(_) => return Progress::Finished,
             }
         }
-        // FIN after the response: the client reads to the end of the stream.
-        let _ = self.stream.shutdown(Shutdown::Write);
         Progress::Finished
     }
 }
