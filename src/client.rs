@@ -13,8 +13,8 @@
 //!
 //! The handshake is recognised from either side: without a key, a server
 //! that speaks first with 32 bytes (the challenge) is asking for one; with
-//! a key, a server that closes before its first reply refused it. Both are
-//! named instead of printing the challenge as garbage.
+//! a key, a server that closes (or resets) before its first reply refused
+//! it. Both are named instead of printing the challenge as garbage.
 
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -259,9 +259,18 @@ pub fn run(args: &ClientArgs) -> io::Result<()> {
             ));
         }
     }
-    // With a key, the server closing before its first reply refused it.
+    // With a key, the server closing before its first reply refused it. A
+    // server that closed with our next message unread answers that message
+    // with a reset (and a later write fails with a broken pipe): the same
+    // refusal, reported as such.
     let refused = |e: io::Error| {
-        if answered && e.kind() == io::ErrorKind::UnexpectedEof {
+        let closed = matches!(
+            e.kind(),
+            io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::BrokenPipe
+        );
+        if answered && closed {
             io::Error::new(
                 io::ErrorKind::PermissionDenied,
                 format!("{peer}: authentication refused (the server closed the connection after our answer: is it the server's key?)"),
@@ -284,9 +293,14 @@ pub fn run(args: &ClientArgs) -> io::Result<()> {
         if !args.raw {
             bytes.push(b'\n');
         }
-        writer
+        let sent = writer
             .write_all(&bytes)
-            .map_err(|e| action_error(&format!("send to {peer}"), e))?;
+            .map_err(|e| action_error(&format!("send to {peer}"), e));
+        if first {
+            sent.map_err(refused)?;
+        } else {
+            sent?;
+        }
         // `exit` ends the conversation, as in the tutorial client; the greet
         // server answers it by closing, so there is no reply to wait for.
         if message == "exit" && (source.is_interactive() || args.protocol == ProtocolName::Greet) {

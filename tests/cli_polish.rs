@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
@@ -252,6 +252,27 @@ fn the_client_names_a_handshake_it_was_not_given_a_key_for_or_that_refused_its_k
         let (status, stderr) = run(&client, &[("ECHO_REACTOR_AUTH_KEY", "sesame")]);
         assert!(status.success(), "{protocol}: {stderr}");
     }
+}
+
+#[test]
+fn a_handshake_answered_with_a_reset_is_named_a_refusal() {
+    // A server that refuses by resetting (or whose close found our first
+    // message unread, which the kernel answers with RST) refused the key
+    // all the same: the client says so, not "connection reset".
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap().to_string();
+    let refuser = thread::spawn(move || {
+        let (mut stream, _) = server.accept().unwrap();
+        stream.write_all(&[7u8; 32]).unwrap(); // a challenge
+        let mut answer = [0u8; 32];
+        stream.read_exact(&mut answer).unwrap();
+        support::reset_on_close(&stream);
+    });
+    let client = ["client", "--addr", &addr, "hi"];
+    let (status, stderr) = run(&client, &[("ECHO_REACTOR_AUTH_KEY", "wrong")]);
+    refuser.join().unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("authentication refused"), "{stderr}");
 }
 
 #[test]
