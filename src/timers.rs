@@ -2,7 +2,16 @@
 //! allocation per message.
 //!
 //! Time is read once per loop turn ([`Clock::now_ms`], a vDSO call, not a
-//! syscall) and kept as milliseconds since the reactor started.
+//! syscall) and kept as milliseconds since the reactor started. That
+//! reading is the moment the turn began, rounded down; work later in the
+//! turn happens after it, up to a whole turn later on a busy machine. For
+//! stamps of activity (idle, stalled output) that only makes a timeout
+//! start at most one turn early. A deadline a protocol *sets*, though, is a
+//! promise — "not before `d` from now" — so it is taken from a fresh reading
+//! rounded up ([`Clock::now_ms_ceil`]): a deadline never fires before `d`
+//! has passed since it was set, however long the turn ran. Protocols set
+//! deadlines per message at most, and echo-like ones never, so the plain
+//! per-message path reads no clock.
 //!
 //! Each connection keeps plain timestamps (last activity, last output
 //! progress, the protocol's deadline) and at most one *live* entry in a
@@ -51,9 +60,24 @@ impl Clock {
         }
     }
 
-    /// Milliseconds elapsed since [`Clock::start`].
+    /// A clock reading 0 at `start` (tests inject a clock that has run
+    /// for a while, to stand for a loop turn that began long ago).
+    pub fn since(start: Instant) -> Self {
+        Clock { start }
+    }
+
+    /// Milliseconds elapsed since the start, rounded down: the loop turn's
+    /// reading, and when to fire (a deadline `due` fires once this is `>= due`).
     pub fn now_ms(&self) -> u64 {
         self.start.elapsed().as_millis() as u64
+    }
+
+    /// Milliseconds elapsed since the start, rounded up: where a deadline
+    /// set now counts from. With [`Clock::now_ms`] rounding down on the
+    /// firing side, `due_after(now_ms_ceil(), d)` fires no sooner than `d`
+    /// after this call.
+    pub fn now_ms_ceil(&self) -> u64 {
+        millis(self.start.elapsed())
     }
 }
 
@@ -313,6 +337,22 @@ mod tests {
         assert_eq!(queue.compact_if_needed(10, |_| true), 0);
         assert_eq!(queue.len(), 300);
         assert_eq!(queue.compact_if_needed(10, |_| panic!("rebuilt again")), 0);
+    }
+
+    #[test]
+    fn a_deadline_counted_from_the_rounded_up_reading_fires_no_sooner_than_asked() {
+        // A clock 10.9 ms into its run: the floor reads 10, so 200 ms from
+        // the floor would fire 199.1 ms after being set.
+        let clock = Clock::since(Instant::now() - Duration::from_micros(10_900));
+        let set_at = clock.start.elapsed();
+        let due = due_after(clock.now_ms_ceil(), 200);
+        // It fires at the first moment `now_ms()` (the floor) reaches `due`,
+        // i.e. at `due` whole milliseconds.
+        let fires_at = Duration::from_millis(due);
+        assert!(
+            fires_at >= set_at + Duration::from_millis(200),
+            "fires {fires_at:?}, set at {set_at:?}"
+        );
     }
 
     #[test]

@@ -283,6 +283,35 @@ fn a_wrong_answer_closes_with_nothing_more_sent_and_is_counted() {
 }
 
 #[test]
+fn a_refused_client_still_sending_reads_a_clean_close_not_a_reset() {
+    // A client writes its (wrong) answer and its first message at once, as
+    // `echo-reactor client` does, and more keeps coming: the refusal must
+    // reach it as EOF. Closing with those bytes unread would send RST, and
+    // the client would report "connection reset" instead of the refusal.
+    let server = auth_server(Echo, Duration::from_secs(5));
+    let mut stream = connect(server.addr);
+    let challenge = read_challenge(&mut stream);
+    let mut sent = AuthKey::new(b"guess").unwrap().answer(&challenge).to_vec();
+    sent.extend(pattern(4 * SCRATCH_BYTES, 7)); // more than one read takes
+    let mut writer = stream.try_clone().unwrap();
+    let sender = thread::spawn(move || {
+        let _ = writer.write_all(&sent);
+        let _ = writer.shutdown(Shutdown::Write);
+    });
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let read = stream.read_to_end(&mut rest);
+    assert!(read.is_ok(), "the refusal arrived as {read:?}, not EOF");
+    assert!(rest.is_empty(), "sent after a failed handshake: {rest:?}");
+    sender.join().unwrap();
+    server.wait_for("the refusal", |s| {
+        s.closed_by(CloseReason::Refused) == 1 && s.active == 0
+    });
+}
+
+#[test]
 fn a_flood_of_failed_handshakes_logs_one_warning_per_interval_not_one_each() {
     // A client-triggered warning per event would let a client keep the
     // reactor busy writing to stderr (or blocked on it).

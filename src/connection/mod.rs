@@ -36,7 +36,7 @@ use crate::protocol::{DeadlineRequest, Protocol, Reply, Requests};
 use crate::ratelimit::{WarnLimiter, CLIENT_WARN_INTERVAL_MS};
 use crate::stats::{CloseReason, Counters};
 use crate::stream::Linger;
-use crate::timers::{due_after, millis, NEVER};
+use crate::timers::{due_after, millis, Clock, NEVER};
 
 mod linger;
 mod output;
@@ -66,7 +66,7 @@ pub struct Limits {
 }
 
 /// What every connection call needs besides buffers: limits, the loop
-/// turn's clock reading, and the tallies.
+/// turn's clock reading (and the clock, for a deadline set), and the tallies.
 #[derive(Debug)]
 pub struct Context {
     /// Bytes and capacity held in connection buffers.
@@ -75,8 +75,11 @@ pub struct Context {
     pub counters: Counters,
     /// Limits applied to every connection.
     pub limits: Limits,
-    /// Milliseconds since start, read once per loop turn.
+    /// Milliseconds since start, read once per loop turn (when it began).
     pub now_ms: u64,
+    /// The clock `now_ms` is read from: a deadline a protocol sets counts
+    /// from a fresh reading, not from the turn's (`timers.rs`).
+    pub clock: Clock,
     /// Rate-limits warnings a connection can trigger.
     pub warnings: WarnLimiter,
 }
@@ -105,6 +108,7 @@ impl Workspace {
                 counters: Counters::default(),
                 limits,
                 now_ms: 0,
+                clock: Clock::start(),
                 warnings: WarnLimiter::default(),
             },
         }
@@ -208,8 +212,8 @@ pub struct Connection<S, Session> {
     pub serial: u32,
     /// Readiness and what we know of the peer.
     state: State,
-    /// We are ending this connection (the protocol's close, `--max-line`,
-    /// shutdown), for this reason: input is over on our side, and it
+    /// We are ending this connection (the protocol's close or refusal,
+    /// `--max-line`, shutdown), for this reason: input is over on our side, and it
     /// closes — through a lingering close — once the owed replies are sent.
     /// (Not to be confused with `closed`: the reactor's mark that it *is*
     /// closed and waits for the end of the turn to leave the slab.)
@@ -678,15 +682,28 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
         ctx: &mut Context,
     ) -> Result<(), CloseReason> {
         if let Some(reason) = requests.refuse {
-            return Err(reason); // nothing more is sent
+            // Nothing more is sent, not even output still queued. But the
+            // close is a lingering one like any close of ours: the client
+            // may have sent more behind what we refuse (a message right
+            // after its handshake answer), and a close() that finds it
+            // unread turns our FIN into a reset — the client would read
+            // "connection reset" instead of the refusal (`linger.rs`).
+            self.ending = Some(reason);
+            self.inbuf.clear(&mut ctx.gauge);
+            self.outbuf.clear(&mut ctx.gauge);
+            return Ok(());
         }
         match requests.deadline {
             DeadlineRequest::Unchanged => {}
             DeadlineRequest::Set(after) => {
-                // At least 1 ms: a deadline due *now* would be popped again
-                // in the same pass over the queue, and a protocol that re-arms
-                // a zero deadline from `on_deadline` would spin the loop.
-                self.protocol_due_ms = due_after(ctx.now_ms, millis(after).max(1));
+                // From a fresh reading rounded up, not the turn's: the turn
+                // may have begun long before this moment, and a deadline
+                // must not fire early (`timers.rs`). At least 1 ms: a
+                // deadline due *now* would be popped again in the same pass
+                // over the queue, and a protocol that re-arms a zero
+                // deadline from `on_deadline` would spin the loop.
+                let set_at = ctx.now_ms.max(ctx.clock.now_ms_ceil());
+                self.protocol_due_ms = due_after(set_at, millis(after).max(1));
                 self.state.insert(State::NEEDS_REACTOR);
             }
             DeadlineRequest::Cancel => self.protocol_due_ms = NEVER,

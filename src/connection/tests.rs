@@ -501,3 +501,22 @@ fn a_zero_deadline_comes_due_no_sooner_than_the_next_millisecond() {
     // over due entries cannot pop it again in the same turn.
     assert_eq!(conn.next_deadline(&ws.ctx.limits), 12);
 }
+
+#[test]
+fn a_deadline_set_late_in_a_long_turn_counts_from_when_it_was_set_not_from_the_turn() {
+    // The turn began at 0 ms (its cached reading) but has run for 50 ms
+    // when the protocol arms a 200 ms deadline: due no sooner than 250 ms.
+    let mut conn = fresh(ScriptedStream::new());
+    let mut ws = closing_workspace();
+    ws.ctx.clock = Clock::since(std::time::Instant::now() - std::time::Duration::from_millis(50));
+    ws.ctx.now_ms = 0;
+    let mut reply = Reply::new(&mut ws.reply);
+    reply.set_deadline(std::time::Duration::from_millis(200));
+    let requests = reply.requests();
+    assert_eq!(conn.on_open_reply(requests, &mut ws), Next::Wait);
+    let due = conn.next_deadline(&ws.ctx.limits);
+    assert!(
+        due >= 250,
+        "due at {due} ms: 200 ms from the turn's start, not from now"
+    );
+}

@@ -66,7 +66,7 @@ use crate::http::Health;
 use crate::protocol::Protocol;
 use crate::ratelimit::WarnLimiter;
 use crate::stats::{CloseReason, SharedStats, StatsSnapshot};
-use crate::timers::{due_after, Clock, DeadlineQueue, NEVER};
+use crate::timers::{due_after, DeadlineQueue, NEVER};
 use crate::udp_budget::ReplyBudget;
 
 use clients::Clients;
@@ -115,7 +115,6 @@ pub struct Reactor<P: Protocol> {
     poll: Poll,
     events: Events,
     clients: Clients<P>,
-    clock: Clock,
     signals: Option<Signals>,
     stop_requested: Arc<AtomicBool>,
     stats: Arc<SharedStats>,
@@ -175,7 +174,6 @@ impl<P: Protocol> Reactor<P> {
         } else {
             None
         };
-        let clock = Clock::start();
         Ok(Reactor {
             poll,
             events: Events::with_capacity(EVENTS_PER_POLL),
@@ -201,7 +199,6 @@ impl<P: Protocol> Reactor<P> {
                 accepting: true,
                 tracing: false,
             },
-            clock,
             signals,
             stop_requested,
             stats,
@@ -259,7 +256,7 @@ impl<P: Protocol> Reactor<P> {
     pub fn run_once(&mut self) -> io::Result<()> {
         let timeout = self.next_timeout(); // 1. zero if work is queued, else nearest deadline
         self.poll_events(timeout)?; // 2. epoll_wait; EINTR counts as "no events"
-        self.clients.ws.ctx.now_ms = self.clock.now_ms(); //    the clock, once per turn
+        self.clients.ws.ctx.now_ms = self.clients.ws.ctx.clock.now_ms(); // the clock, once per turn
         let carried = self.clients.ready.len(); //              queued before this turn
         self.dispatch_events(); // 3. accept / receive / read / write per event
         let registry = self.poll.registry();
@@ -303,7 +300,7 @@ impl<P: Protocol> Reactor<P> {
             return None;
         }
         Some(Duration::from_millis(
-            nearest.saturating_sub(self.clock.now_ms()),
+            nearest.saturating_sub(self.clients.ws.ctx.clock.now_ms()),
         ))
     }
 
