@@ -91,6 +91,11 @@ pub trait Linger {
     /// (`ioctl(SIOCOUTQ)`; for a Unix socket, bytes the peer has not read).
     /// `None` where the platform cannot tell.
     fn unacknowledged(&self) -> Option<usize>;
+
+    /// How long ago (ms) data last left for the peer, [`u64::MAX`] if none
+    /// ever did. `None` where the kernel does not say (Unix sockets, TCP
+    /// outside Linux or before 4.6).
+    fn last_sent_ago_ms(&self) -> Option<u64>;
 }
 
 impl Linger for Stream {
@@ -110,6 +115,43 @@ impl Linger for Stream {
 
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     fn unacknowledged(&self) -> Option<usize> {
+        None
+    }
+
+    #[cfg(target_os = "linux")]
+    fn last_sent_ago_ms(&self) -> Option<u64> {
+        let Stream::Tcp(_) = self else {
+            return None;
+        };
+        // SAFETY: tcp_info is plain integers, for which all zeroes is valid.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: TCP_INFO writes at most `len` bytes into `info` and the
+        // length it wrote into `len`.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            )
+        };
+        // An older kernel answers with a shorter struct: without
+        // `tcpi_data_segs_out` (Linux 4.6) "never sent" cannot be told.
+        let needed =
+            std::mem::offset_of!(libc::tcp_info, tcpi_data_segs_out) + std::mem::size_of::<u32>();
+        if rc != 0 || (len as usize) < needed {
+            return None;
+        }
+        if info.tcpi_data_segs_out == 0 {
+            return Some(u64::MAX);
+        }
+        Some(u64::from(info.tcpi_last_data_sent))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn last_sent_ago_ms(&self) -> Option<u64> {
         None
     }
 }

@@ -44,6 +44,8 @@ pub struct ScriptedStream {
     write_shut: Cell<bool>,
     /// What `unacknowledged` answers.
     unacked: Option<usize>,
+    /// What `last_sent_ago_ms` answers.
+    last_sent_ago: Option<u64>,
 }
 
 impl ScriptedStream {
@@ -77,6 +79,11 @@ impl ScriptedStream {
     /// `unacknowledged()` answers `n`: sent bytes the peer has not acknowledged.
     pub fn unacked(mut self, n: Option<usize>) -> Self {
         self.unacked = n;
+        self
+    }
+    /// `last_sent_ago_ms()` answers `ms`: when data last left for the peer.
+    pub fn last_sent_ago(mut self, ms: Option<u64>) -> Self {
+        self.last_sent_ago = ms;
         self
     }
     /// Whether the code under test shut down the sending side.
@@ -139,6 +146,9 @@ impl Linger for ScriptedStream {
     }
     fn unacknowledged(&self) -> Option<usize> {
         self.unacked
+    }
+    fn last_sent_ago_ms(&self) -> Option<u64> {
+        self.last_sent_ago
     }
 }
 
@@ -384,5 +394,10 @@ impl Linger for SimSocket {
     /// not acknowledged, which is fewer): erring towards lingering.
     fn unacknowledged(&self) -> Option<usize> {
         Some(self.in_flight)
+    }
+    /// Unknown, as for a Unix socket: the caller falls back on its own
+    /// record of activity.
+    fn last_sent_ago_ms(&self) -> Option<u64> {
+        None
     }
 }

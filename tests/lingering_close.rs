@@ -153,3 +153,57 @@ fn shutdown_while_a_client_is_still_sending_delivers_what_was_read_then_eof() {
         "every echoed byte arrived"
     );
 }
+
+#[test]
+fn shutdown_closes_idle_clients_at_once_and_lingers_only_on_one_it_is_answering() {
+    // Idle clients, just connected and never answered (we owe them
+    // nothing), are closed at once; a client we are answering right now
+    // lingers until it closes. The idle ones keep their sockets open: had
+    // the server lingered on them, it would wait out each linger (counted
+    // in linger_timeouts) before exiting.
+    const IDLE: usize = 100;
+    let config = Config {
+        shutdown_grace: std::time::Duration::from_secs(60),
+        ..Config::default()
+    };
+    let server = TestServer::start(config, Echo);
+    let mut idle: Vec<TcpStream> = (0..IDLE).map(|_| connect(server.addr)).collect();
+    let mut talker = connect(server.addr);
+    let mut reader = talker.try_clone().unwrap();
+    // Talks until the server ends the conversation, then closes.
+    let talking = thread::spawn(move || {
+        let mut rounds = 0u64;
+        loop {
+            if talker.write_all(b"ping").is_err() {
+                break;
+            }
+            let mut reply = [0u8; 4];
+            match reader.read_exact(&mut reply) {
+                Ok(()) => rounds += 1,
+                Err(e) if e.kind() == ErrorKind::UnexpectedEof => break,
+                Err(e) => panic!("talker: {e} after {rounds} rounds"),
+            }
+            thread::sleep(std::time::Duration::from_millis(5));
+        }
+        rounds
+    });
+    server.wait_for("every client accepted and talking", |s| {
+        s.active == IDLE as u64 + 1 && s.bytes_out >= 4
+    });
+    let handle = server.handle.clone();
+    let stopper = thread::spawn(move || handle.stop());
+    for (i, stream) in idle.iter_mut().enumerate() {
+        let got = read_until_end(stream);
+        assert_eq!(got.ended, Ok(()), "idle client {i}: a clean EOF");
+        assert!(got.bytes.is_empty());
+    }
+    assert!(talking.join().unwrap() > 0);
+    stopper.join().unwrap();
+    let stats = server.stop();
+    assert_eq!(stats.linger_timeouts, 0, "{stats}");
+    assert_eq!(
+        stats.lingers, 1,
+        "only the talking client lingered: {stats}"
+    );
+    drop(idle);
+}

@@ -494,7 +494,7 @@ fn a_second_sigterm_during_the_grace_period_exits_at_once_and_removes_the_unix_s
     while !rx
         .recv_timeout(DEADLINE)
         .expect("log line")
-        .contains("1 connection has output to flush")
+        .contains("0 connections lingering, 1 with output to flush")
     {
         assert!(start.elapsed() < DEADLINE);
     }

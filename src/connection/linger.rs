@@ -19,15 +19,21 @@
 //! 2. keep reading and discarding until the peer closes too, or
 //!    [`LINGER_MS`] passes (counted in `linger_timeouts`). Then close.
 //!
-//! One shortcut, for shutdown only: a connection silent for at least
-//! [`QUIET_BEFORE_SHUTDOWN_MS`], with nothing queued to read, whose peer
-//! has acknowledged everything we sent (`SIOCOUTQ` is 0) — an idle client —
-//! is closed at once, so a server full of idle clients does not wait 5 s
-//! for each to notice. A client in the middle of a conversation (it spoke
-//! within that time) lingers like any other: its next message may be on
-//! the wire already — "nothing queued" is only what the last poll saw —
-//! and a `close()` that finds it unread resets the connection, where a
-//! draining server (a rolling restart) owes it a clean FIN. For the closes a *client* causes
+//! One shortcut, for shutdown only: a connection with nothing queued to
+//! read, whose peer has acknowledged everything we sent (`SIOCOUTQ` is 0),
+//! and to which we sent nothing for at least [`QUIET_BEFORE_SHUTDOWN_MS`]
+//! — an idle client, or one that never got a byte from us — is closed at
+//! once, as nginx closes idle keep-alive connections on a graceful stop:
+//! a server full of idle clients exits at once instead of waiting out the
+//! grace for each. "When we last sent" is the kernel's own record for TCP
+//! on Linux (`TCP_INFO`: `tcpi_data_segs_out`, `tcpi_last_data_sent`);
+//! where the kernel does not say (Unix sockets), the last traffic either
+//! way stands in for it, which errs towards lingering. A client in the
+//! middle of a conversation (we answered it within that time) lingers like
+//! any other: its next message may be on the wire already — "nothing
+//! queued" is only what the last poll saw — and a `close()` that finds it
+//! unread resets the connection, where a draining server (a rolling
+//! restart) owes it a clean FIN. For the closes a *client* causes
 //! (greet's `exit`, a JSON error, `--max-line`) there is no shortcut: "the
 //! queue is empty right now" does not mean the client has stopped sending,
 //! and its next segment would draw the reset we are avoiding.
@@ -62,12 +68,7 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
     /// is empty shut down writing and linger (see the module docs).
     pub(super) fn end_gracefully(&mut self, reason: CloseReason, ws: &mut Workspace) -> Next {
         if self.outbuf.is_empty() && !self.state.contains(State::LINGERING) {
-            let quiet = !self.state.contains(State::READ_READY)
-                && ws.ctx.now_ms
-                    >= self
-                        .last_activity_ms
-                        .saturating_add(QUIET_BEFORE_SHUTDOWN_MS);
-            if reason == CloseReason::Shutdown && quiet && self.socket.unacknowledged() == Some(0) {
+            if reason == CloseReason::Shutdown && self.idle_at_shutdown(ws.ctx.now_ms) {
                 return Next::Close(reason); // an idle client: nothing to lose
             }
             if self.socket.shutdown_write().is_err() {
@@ -94,6 +95,24 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
             (true, false) => Next::Wait,
             // Still sending: until its EOF, our output drains, or the linger ends.
             (false, _) => Next::Wait,
+        }
+    }
+
+    /// Whether shutdown may close this connection (nothing owed) at once:
+    /// nothing seen queued to read, everything we sent acknowledged, and
+    /// nothing sent for [`QUIET_BEFORE_SHUTDOWN_MS`] (see the module docs).
+    fn idle_at_shutdown(&self, now_ms: u64) -> bool {
+        if self.state.contains(State::READ_READY) || self.socket.unacknowledged() != Some(0) {
+            return false;
+        }
+        match self.socket.last_sent_ago_ms() {
+            Some(ago) => ago >= QUIET_BEFORE_SHUTDOWN_MS,
+            None => {
+                now_ms
+                    >= self
+                        .last_activity_ms
+                        .saturating_add(QUIET_BEFORE_SHUTDOWN_MS)
+            }
         }
     }
 

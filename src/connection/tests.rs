@@ -520,3 +520,39 @@ fn a_deadline_set_late_in_a_long_turn_counts_from_when_it_was_set_not_from_the_t
         "due at {due} ms: 200 ms from the turn's start, not from now"
     );
 }
+
+#[test]
+fn shutdown_closes_at_once_a_connection_we_never_sent_to_even_one_just_opened() {
+    let mut ws = closing_workspace();
+    ws.ctx.now_ms = 10; // opened at 0: within the quiet time
+    let never_sent = ScriptedStream::new()
+        .unacked(Some(0))
+        .last_sent_ago(Some(u64::MAX));
+    let mut conn = fresh(never_sent);
+    assert_eq!(
+        conn.stop_reading(&mut ws),
+        Next::Close(CloseReason::Shutdown)
+    );
+    assert!(!conn.socket.write_shut(), "closed, not lingering");
+}
+
+#[test]
+fn shutdown_lingers_only_on_a_connection_we_sent_to_within_the_quiet_time() {
+    let mut ws = closing_workspace();
+    ws.ctx.now_ms = 10;
+    let stream = |ago| {
+        ScriptedStream::new()
+            .unacked(Some(0))
+            .last_sent_ago(Some(ago))
+    };
+    let mut answered = fresh(stream(QUIET_BEFORE_SHUTDOWN_MS - 1));
+    assert_eq!(answered.stop_reading(&mut ws), Next::Wait);
+    assert!(answered.socket.write_shut(), "FIN sent, lingering");
+    // Spoke to us just now (the last activity is recent), but we last
+    // sent long ago: we owe it nothing.
+    let mut quiet = fresh(stream(QUIET_BEFORE_SHUTDOWN_MS));
+    assert_eq!(
+        quiet.stop_reading(&mut ws),
+        Next::Close(CloseReason::Shutdown)
+    );
+}

@@ -1,6 +1,13 @@
 //! Graceful shutdown: SIGINT/SIGTERM (or a [`ServerHandle::stop`](crate::ServerHandle::stop)),
 //! then stop accepting, stop reading, and give owed replies the grace period.
 //! A second signal exits at once.
+//!
+//! A connection we owe nothing closes at once, unless we sent to it within
+//! the last second — it may be mid-conversation, its next message on the
+//! wire — and only those linger (`connection/linger.rs`). So the grace
+//! is spent only on output still to flush and on clients still talking; a
+//! server holding thousands of idle clients exits as soon as it has closed
+//! them.
 
 use std::sync::atomic::Ordering;
 
@@ -44,7 +51,7 @@ impl<P: Protocol> Reactor<P> {
     pub(super) fn begin_shutdown(&mut self) {
         let now = self.clients.ws.ctx.now_ms;
         self.shutdown_deadline_ms = Some(due_after(now, self.settings.shutdown_grace_ms));
-        let pending = self
+        let waiting = self
             .clients
             .stop_accepting_and_reading(self.poll.registry());
         // Connections with nothing pending closed just now: free them before
@@ -52,24 +59,35 @@ impl<P: Protocol> Reactor<P> {
         self.clients.reap_closed();
         info!(
             "stopped accepting; {} (grace {} ms)",
-            output_to_flush(pending),
+            waiting_on(waiting),
             self.settings.shutdown_grace_ms
         );
     }
 }
 
-/// "1 connection has output to flush", "2 connections have ...".
-fn output_to_flush(pending: usize) -> String {
-    match pending {
-        1 => "1 connection has output to flush".to_string(),
-        n => format!("{n} connections have output to flush"),
-    }
+/// What shutdown still waits on, once the idle connections are closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Waiting {
+    /// Connections with every reply sent, waiting for the client to close
+    /// (we sent to them within the last second).
+    pub lingering: usize,
+    /// Connections with replies still to send (they linger after).
+    pub with_output: usize,
+}
+
+/// "2 connections lingering, 1 with output to flush".
+fn waiting_on(waiting: Waiting) -> String {
+    let plural = if waiting.lingering == 1 { "" } else { "s" };
+    format!(
+        "{} connection{plural} lingering, {} with output to flush",
+        waiting.lingering, waiting.with_output
+    )
 }
 
 impl<P: Protocol> Clients<P> {
-    /// Close every listening socket and stop reading every connection.
-    /// Returns how many connections still have output to flush.
-    pub(super) fn stop_accepting_and_reading(&mut self, registry: &Registry) -> usize {
+    /// Close every listening socket and stop reading every connection;
+    /// idle ones close now. Returns what is left to wait on.
+    pub(super) fn stop_accepting_and_reading(&mut self, registry: &Registry) -> Waiting {
         self.accepting = false;
         for endpoint in &mut self.endpoints {
             let _ = match &mut endpoint.socket {
@@ -88,18 +106,39 @@ impl<P: Protocol> Clients<P> {
                 self.after(key, next);
             }
         }
-        self.conns.iter().filter(|(_, c)| !c.closed).count()
+        let open = self.conns.iter().filter(|(_, c)| !c.closed);
+        let with_output = open.clone().filter(|(_, c)| c.has_unsent_output()).count();
+        Waiting {
+            lingering: open.count() - with_output,
+            with_output,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::output_to_flush;
+    use super::{waiting_on, Waiting};
 
     #[test]
     fn the_shutdown_line_agrees_in_number() {
-        assert_eq!(output_to_flush(0), "0 connections have output to flush");
-        assert_eq!(output_to_flush(1), "1 connection has output to flush");
-        assert_eq!(output_to_flush(2), "2 connections have output to flush");
+        let line = |lingering, with_output| {
+            waiting_on(Waiting {
+                lingering,
+                with_output,
+            })
+        };
+        assert_eq!(
+            line(0, 0),
+            "0 connections lingering, 0 with output to flush"
+        );
+        assert_eq!(line(1, 0), "1 connection lingering, 0 with output to flush");
+        assert_eq!(
+            line(2, 1),
+            "2 connections lingering, 1 with output to flush"
+        );
+        assert_eq!(
+            line(0, 1),
+            "0 connections lingering, 1 with output to flush"
+        );
     }
 }
