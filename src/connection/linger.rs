@@ -2,8 +2,9 @@
 //! close (nginx's `lingering_close`).
 //!
 //! When *we* end a connection (greet's `exit`, a JSON error, `--max-line`,
-//! shutdown) the client may still be sending. If its bytes sit unread in our
-//! receive queue when we call `close()`, Linux does not send FIN: it sends
+//! a refused handshake or PROXY header, shutdown) the client may still be
+//! sending. If its bytes sit unread in our receive queue when we call
+//! `close()`, Linux does not send FIN: it sends
 //! RST (RFC 1122 §4.2.2.13), and the RST makes the peer's kernel throw away
 //! whatever of our replies it had not yet acknowledged — the client sees
 //! `ECONNRESET` instead of its last answers (pinned by the test

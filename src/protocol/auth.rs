@@ -7,9 +7,10 @@
 //!
 //! - The comparison is constant-time (`hmac`'s `verify_slice`), so timing
 //!   reveals nothing about how many bytes matched.
-//! - A wrong answer or a missed deadline closes the connection with nothing
-//!   more sent ([`Reply::refuse`]), logs a warning, and is counted
-//!   (`closed_refused`).
+//! - A wrong answer or a missed deadline ends the connection with nothing
+//!   more sent ([`Reply::refuse`]: a lingering close, so a client that
+//!   sent its first message right behind its answer reads EOF, not a
+//!   reset), logs a warning, and is counted (`closed_refused`).
 //! - The answer may arrive in any number of pieces; bytes after it, even in
 //!   the same segment, belong to the inner protocol and are passed on.
 //!

@@ -168,9 +168,11 @@ impl<'a> Reply<'a> {
         self.close = true;
     }
 
-    /// Close the connection at once, sending nothing more (bytes queued in
-    /// this reply are dropped): the peer failed a check, e.g. the handshake.
-    /// Counted as `closed_refused`.
+    /// End the connection now, sending nothing more (bytes queued in this
+    /// reply, or still unsent from earlier ones, are dropped): the peer
+    /// failed a check, e.g. the handshake. The close is a lingering one, so
+    /// a peer still sending reads EOF, not a reset. Counted as
+    /// `closed_refused`.
     pub fn refuse(&mut self) {
         self.refuse_as(CloseReason::Refused);
     }
