@@ -43,6 +43,7 @@
 //! in that order; `docs/PYTHON.md` maps the Python socket calls onto them.
 #![warn(missing_docs)]
 
+pub mod auth_key;
 pub mod bench;
 pub mod budget;
 pub mod buffer;
@@ -52,15 +53,18 @@ pub mod connection;
 pub mod fdlimit;
 pub mod http;
 pub mod inherit;
+pub mod machine;
 pub mod metrics;
 pub mod nonblocking;
 pub mod protocol;
 pub mod proxy_header;
 pub mod ratelimit;
 pub mod reactor;
+pub mod serve;
 pub mod server;
 pub mod sockets;
 pub mod stats;
+pub mod stdout;
 pub mod stream;
 pub mod supervisor;
 pub mod timers;
