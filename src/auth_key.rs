@@ -4,7 +4,7 @@
 //! `serve` and `client` load the key the same way, and `bench` keeps the
 //! variable away from the server it starts, so it lives below all three.
 //! Loading is all this file does; the handshake itself is
-//! [`AuthKey`](crate::protocol::AuthKey)'s.
+//! [`AuthKey`]'s.
 
 use std::io;
 use std::path::Path;

@@ -2,8 +2,8 @@
 //! as clap parses them, and the dispatch to each subcommand.
 //!
 //! This file is the top of the crate: only `main.rs` uses it, and it uses
-//! only the subcommands ([`serve`](crate::serve), [`client`](crate::client),
-//! [`bench`](mod@crate::bench)), each of which owns its own flags and runs
+//! only the subcommands ([`serve`], [`client`],
+//! [`bench`](mod@bench)), each of which owns its own flags and runs
 //! on the library below it. Nothing below imports it, so a reader of the
 //! server never has to read the command line first (ripgrep keeps its
 //! flags apart from its search the same way).

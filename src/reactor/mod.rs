@@ -70,9 +70,9 @@ use crate::stats::{CloseReason, SharedStats, StatsSnapshot};
 use crate::timers::{due_after, Clock, DeadlineQueue, NEVER};
 use crate::udp_budget::ReplyBudget;
 
+pub use accept::{ACCEPT_BUDGET, ACCEPT_PAUSE_MS, EMFILE_WARN_INTERVAL_MS};
 use clients::Clients;
 use endpoints::Endpoint;
-pub use accept::{ACCEPT_BUDGET, ACCEPT_PAUSE_MS, EMFILE_WARN_INTERVAL_MS};
 pub use endpoints::Listening;
 use metrics_listener::{MetricsEndpoint, OutOfFiles};
 pub use metrics_listener::{SharedSlots, MAX_METRICS_CONNECTIONS, METRICS_DEADLINE_MS};
