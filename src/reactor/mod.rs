@@ -88,6 +88,10 @@ pub const SCRATCH_BYTES: usize = 64 * 1024;
 /// after an `epoll_wait` (zero timeout) has let the others' events in: at
 /// most one budget per connection per turn (`tests/read_budget.rs`).
 pub const READ_BUDGET_BYTES: usize = 256 * 1024;
+/// Sockets of closed connections closed (reaped) per loop turn at most;
+/// the rest wait for the next turns (`Clients::reap_closed`).
+pub const REAP_BUDGET: usize = 128;
+
 /// epoll events fetched per `epoll_wait`.
 pub const EVENTS_PER_POLL: usize = 1024;
 
@@ -242,10 +246,10 @@ impl<P: Protocol> Reactor<P> {
                 if now >= deadline {
                     warn!(
                         "shutdown grace over: closing {} connections with output still pending",
-                        self.clients.conns.len()
+                        self.clients.open_count()
                     );
                     self.clients.close_all(CloseReason::Shutdown);
-                    self.clients.reap_closed();
+                    self.clients.reap_closed(usize::MAX); // exiting: all of them
                     break;
                 }
             }
@@ -273,18 +277,18 @@ impl<P: Protocol> Reactor<P> {
             let now = self.clients.ws.ctx.now_ms;
             metrics.expire(now, self.poll.registry(), out_of_files); // slow scrapers, pauses
         }
-        self.clients.reap_closed(); // 6. free slab slots only now
+        self.clients.reap_closed(REAP_BUDGET); // 6. free slab slots only now
         self.publish_stats(); // 7. counters out to other threads
         Ok(())
     }
 
     /// Step 1: how long `epoll_wait` may sleep — zero while the ready queue
-    /// holds work, else until the nearest deadline (connection timers, an
+    /// holds work or closed sockets wait to be reaped, else until the nearest deadline (connection timers, an
     /// accept pause after EMFILE, the stats interval, the end of the
     /// shutdown grace), else forever (`None`).
     fn next_timeout(&self) -> Option<Duration> {
-        if !self.clients.ready.is_empty() {
-            return Some(Duration::ZERO);
+        if !self.clients.ready.is_empty() || !self.clients.closed.is_empty() {
+            return Some(Duration::ZERO); // more to serve, or sockets to close
         }
         let resume = self.clients.endpoints.iter().map(|e| e.paused_until_ms);
         let nearest = resume
@@ -395,9 +399,9 @@ impl<P: Protocol> Reactor<P> {
     fn publish_stats(&mut self) {
         let ws = &self.clients.ws;
         self.stats
-            .publish(&ws.ctx.counters, &ws.ctx.gauge, self.clients.conns.len());
+            .publish(&ws.ctx.counters, &ws.ctx.gauge, self.clients.open_count());
         if let Some(metrics) = &mut self.metrics {
-            let active = self.clients.conns.len();
+            let active = self.clients.open_count();
             metrics.publish(ws.ctx.now_ms, &ws.ctx.counters, &ws.ctx.gauge, active);
         }
         if let Some(interval) = self.settings.stats_interval_ms {
@@ -410,5 +414,76 @@ impl<P: Protocol> Reactor<P> {
                 info!("{} open_fds={fds}", self.stats.snapshot());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Echo;
+
+    /// A reactor on 127.0.0.1 serving echo, with `clients` accepted.
+    fn reactor_with(clients: usize) -> (Reactor<Echo>, Vec<std::net::TcpStream>) {
+        let listener = mio::net::TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits {
+            max_buffered: 1 << 20,
+            max_line: 1 << 20,
+            read_budget_bytes: READ_BUDGET_BYTES,
+            idle_timeout_ms: None,
+            stall_timeout_ms: None,
+            high_water_bytes: usize::MAX,
+        };
+        let settings = ReactorSettings {
+            max_connections: 10_000,
+            stats_interval_ms: None,
+            shutdown_grace_ms: 1_000,
+            handle_signals: false,
+            max_memory: 0,
+            udp_reply_budget: 0,
+        };
+        let mut reactor = Reactor::new(
+            Poll::new().unwrap(),
+            vec![Listening::Tcp(listener)],
+            Echo,
+            limits,
+            settings,
+            Arc::default(),
+            Arc::default(),
+        )
+        .unwrap();
+        // Connected from a thread while the loop accepts (the backlog may be
+        // shorter than `clients`); every turn until the last accept has a
+        // connection to take, so none sleeps for good.
+        let connecting = std::thread::spawn(move || {
+            (0..clients)
+                .map(|_| std::net::TcpStream::connect(addr).unwrap())
+                .collect::<Vec<_>>()
+        });
+        while reactor.clients.open_count() < clients {
+            reactor.run_once().unwrap();
+        }
+        (reactor, connecting.join().unwrap())
+    }
+
+    #[test]
+    fn an_eviction_of_many_connections_closes_their_sockets_a_budget_a_turn() {
+        let (mut reactor, _streams) = reactor_with(REAP_BUDGET * 2 + 10);
+        let keys: Vec<usize> = reactor.clients.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            reactor.clients.close(key, CloseReason::Evicted);
+        }
+        assert_eq!(
+            reactor.clients.open_count(),
+            0,
+            "closed at once, as counted"
+        );
+        // Each turn closes at most a budget of sockets, and does not sleep
+        // while more wait.
+        for left in [REAP_BUDGET + 10, 10, 0] {
+            reactor.run_once().unwrap();
+            assert_eq!(reactor.clients.conns.len(), left);
+        }
+        assert_eq!(reactor.stats.snapshot().active, 0);
     }
 }

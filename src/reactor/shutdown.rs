@@ -18,7 +18,7 @@ use signal_hook::consts::SIGINT;
 use super::clients::Clients;
 use super::endpoints::Listening;
 use super::tokens::endpoint_index;
-use super::Reactor;
+use super::{Reactor, REAP_BUDGET};
 use crate::protocol::Protocol;
 use crate::timers::due_after;
 
@@ -54,9 +54,9 @@ impl<P: Protocol> Reactor<P> {
         let waiting = self
             .clients
             .stop_accepting_and_reading(self.poll.registry());
-        // Connections with nothing pending closed just now: free them before
-        // the next poll, or the loop would sleep until the grace ends.
-        self.clients.reap_closed();
+        // Connections with nothing pending closed just now: free a first
+        // batch (the loop does not sleep while more wait to be reaped).
+        self.clients.reap_closed(REAP_BUDGET);
         info!(
             "stopped accepting; {} (grace {} ms)",
             waiting_on(waiting),
