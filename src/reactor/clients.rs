@@ -301,9 +301,10 @@ impl<P: Protocol> Clients<P> {
     /// drop their sockets (closing the descriptor also takes it out of the
     /// epoll set). Only now, so no later event of the batch finds its key
     /// reused by a new connection. At most `budget` of them: closing a
-    /// socket frees what the kernel holds for it, about 0.35 ms for a
-    /// flooder's megabytes, so an eviction of a thousand flooders closed in
-    /// one turn would hold every other client for a third of a second. The
+    /// socket frees what the kernel holds for it, a flooder's megabytes, so
+    /// an eviction of a thousand flooders closed in one turn held every
+    /// other client for all of those frees (docs/BENCHMARKS.md, "A reader
+    /// beside a flood"). The
     /// rest are closed in the next turns (the loop does not sleep while any
     /// wait); their memory in our buffers was freed when they were closed.
     pub(super) fn reap_closed(&mut self, budget: usize) {
