@@ -26,14 +26,13 @@ use crate::protocol::{
     AuthKey, Authenticated, Echo, Framing, Greet, Json, Prefix, Protocol, ProxyHeaderFirst, Upper,
     CHALLENGE_BYTES, HANDSHAKE_TIMEOUT, MIN_MAX_LINE_WITH_PROXY_HEADER,
 };
-use crate::reactor::SharedSlots;
 use crate::server::{BoundSocket, Config, Server, DEFAULT_BACKLOG};
 use crate::sockets::somaxconn;
 use crate::supervisor::{self, WorkerSockets, WORKER_ENV};
 use crate::units::{
     parse_addr, parse_bytes, parse_bytes_or_zero, parse_secs, parse_secs_or_zero, usage_error,
 };
-use crate::worker_stats::inherited_metrics;
+use crate::worker_stats::inherited_handover;
 
 /// `echo-reactor`: a single-threaded mio echo server.
 #[derive(Debug, Parser)]
@@ -472,12 +471,12 @@ fn serve_with<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
     let worker = std::env::var(WORKER_ENV).is_ok();
     let mut config = config.clone();
     // A worker serves the metrics listener its supervisor bound, not its own.
-    let worker_metrics = match worker_index() {
-        Some((index, count)) if config.metrics.is_some() => {
+    let handover = match worker_index() {
+        Some((index, count)) => {
             config.metrics = None;
-            inherited_metrics(index, count)?.map(|(listener, slots)| (listener, slots, index))
+            inherited_handover(index, count)?
         }
-        _ => None,
+        None => None,
     };
     let config = &config;
     let mut server = match inherited_sockets()? {
@@ -491,9 +490,8 @@ fn serve_with<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
         }
         None => Server::bind(config, protocol)?,
     };
-    if let Some((listener, slots, index)) = worker_metrics {
-        let listener = mio::net::TcpListener::from_std(listener);
-        server.serve_metrics(listener, Some(SharedSlots { slots, index }))?;
+    if let Some(handover) = handover {
+        server.serve_as_worker(handover)?;
     }
     if !worker {
         print_listening(server.bound(), server.metrics_addr());
@@ -539,7 +537,7 @@ fn supervise(args: &ServeArgs, config: &Config) -> io::Result<()> {
         None => WorkerSockets::bind(config, args.workers)?,
     };
     let metrics = match config.metrics {
-        Some(addr) => Some(sockets.serve_metrics(addr, args.workers)?),
+        Some(addr) => Some(sockets.serve_metrics(addr)?),
         None => None,
     };
     print_listening(&sockets.bound, metrics);

@@ -27,13 +27,14 @@
 //! | [`stream`] | a TCP or Unix stream behind one type |
 //! | [`nonblocking`] | one socket call → one named outcome (`Data`, `WouldBlock`, `Reset`, `OutOfFiles`, ...) |
 //! | [`stats`] | counters, published once per loop turn |
-//! | [`supervisor`] | `--workers N`: binds once, starts, restarts and stops worker processes, sums their stats |
+//! | [`supervisor`] | `--workers N`: starts, restarts and stops worker processes, sums their stats |
+//! | [`worker_sockets`] | `--workers N`: the listening sockets the supervisor binds, hands to each worker, closes and reopens |
 //! | [`inherit`] | sockets handed over by a parent: systemd's `LISTEN_FDS`, and the supervisor's workers |
 //! | [`sockets`], [`fdlimit`] | binding (backlog, `SO_REUSEADDR`, stale Unix sockets), UDP replies from the address asked, and `RLIMIT_NOFILE` |
 //! | [`units`] | the values flags are made of: addresses, sizes, durations (one parser each, below `cli`, `client` and `bench`) |
 //! | [`udp_budget`] | a per-source budget on UDP reply bytes (no reflection) |
 //! | [`http`], [`metrics`] | `--metrics`: an HTTP request head framed by `httparse`, routed, answered; the Prometheus exposition (`prometheus-client`) |
-//! | [`worker_stats`] | `--workers` with `--metrics`: each worker's numbers in a shared memory slot, summed by a scrape |
+//! | [`worker_stats`] | `--workers`: each worker's numbers in a shared memory slot, summed by a scrape and the final stats |
 //!
 //! `protocol` knows nothing of mio or sockets; `connection` knows sockets
 //! only as `Read + Write`; only `reactor` (and `bench`) touch `Poll`.
@@ -66,6 +67,7 @@ pub mod supervisor;
 pub mod timers;
 pub mod udp_budget;
 pub mod units;
+pub mod worker_sockets;
 pub mod worker_stats;
 
 #[cfg(test)]

@@ -21,9 +21,8 @@
 //! 6. reap: free the slab slots of connections closed this turn — only now,
 //!    so a key named by a later event of the same batch is never reused
 //!    for a new connection mid-batch;
-//! 7. publish the counters for other threads (and, under `--workers`
-//!    with `--metrics`, into this worker's shared slot, at most every
-//!    10 ms).
+//! 7. publish the counters for other threads (and, under `--workers`,
+//!    into this worker's shared slot, at most every 10 ms).
 //!
 //! With `--metrics`, one more listener and its HTTP connections take
 //! tokens of their own and are served in step 3, their deadlines expired
@@ -68,12 +67,13 @@ use crate::ratelimit::WarnLimiter;
 use crate::stats::{CloseReason, SharedStats, StatsSnapshot};
 use crate::timers::{due_after, Clock, DeadlineQueue, NEVER};
 use crate::udp_budget::ReplyBudget;
+use crate::worker_stats::{SlotWriter, WorkerNumbers, WorkerSlots};
 
 use clients::Clients;
 use endpoints::Endpoint;
 pub use endpoints::{Listening, ACCEPT_BUDGET, ACCEPT_PAUSE_MS, EMFILE_WARN_INTERVAL_MS};
 use metrics_listener::{MetricsEndpoint, OutOfFiles};
-pub use metrics_listener::{SharedSlots, MAX_METRICS_CONNECTIONS, METRICS_DEADLINE_MS};
+pub use metrics_listener::{MAX_METRICS_CONNECTIONS, METRICS_DEADLINE_MS};
 use tokens::{endpoint_index, endpoint_token, FIRST_RESERVED};
 pub use tokens::{MAX_ENDPOINTS, SIGNALS, WAKER};
 pub use udp::DATAGRAM_BUDGET;
@@ -128,6 +128,9 @@ pub struct Reactor<P: Protocol> {
     unix_paths: Vec<std::path::PathBuf>,
     /// `--metrics`: the HTTP listener and its connections (`metrics_listener.rs`).
     metrics: Option<MetricsEndpoint>,
+    /// Under `--workers`: this worker's slot of the numbers every worker
+    /// shares (`worker_stats.rs`).
+    slot: Option<SlotWriter>,
 }
 
 impl<P: Protocol> Reactor<P> {
@@ -210,16 +213,22 @@ impl<P: Protocol> Reactor<P> {
             shutdown_deadline_ms: None,
             unix_paths,
             metrics: None,
+            slot: None,
         })
     }
 
+    /// Under `--workers`: publish this loop's numbers into `slot`, at most
+    /// every 10 ms and once more at exit.
+    pub fn publish_to_slot(&mut self, slot: SlotWriter) {
+        self.slot = Some(slot);
+    }
+
     /// Serve `/metrics` and `/healthz` on `listener` (bound, non-blocking),
-    /// on this loop; with `shared`, publish into a worker's slot and sum
-    /// every worker's in a scrape.
+    /// on this loop; with `shared`, a scrape sums every worker's slot.
     pub fn serve_metrics(
         &mut self,
         listener: mio::net::TcpListener,
-        shared: Option<SharedSlots>,
+        shared: Option<Arc<WorkerSlots>>,
     ) -> io::Result<()> {
         let endpoint = MetricsEndpoint::new(listener, shared, self.poll.registry())?;
         self.metrics = Some(endpoint);
@@ -252,6 +261,10 @@ impl<P: Protocol> Reactor<P> {
             }
         }
         self.publish_stats();
+        if let Some(slot) = &self.slot {
+            let numbers = worker_numbers(&self.stats, &self.clients, self.metrics.as_ref());
+            slot.publish_now(&numbers); // the last word, exact
+        }
         Ok(self.stats.snapshot())
     }
 
@@ -296,6 +309,7 @@ impl<P: Protocol> Reactor<P> {
                     .as_ref()
                     .and_then(MetricsEndpoint::next_deadline),
             )
+            .chain(self.slot.as_ref().and_then(SlotWriter::next_deadline))
             .chain([self.next_stats_ms])
             .min()
             .unwrap_or(NEVER);
@@ -397,9 +411,12 @@ impl<P: Protocol> Reactor<P> {
         let ws = &self.clients.ws;
         self.stats
             .publish(&ws.ctx.counters, &ws.ctx.gauge, self.clients.conns.len());
-        if let Some(metrics) = &mut self.metrics {
-            let active = self.clients.conns.len();
-            metrics.publish(ws.ctx.now_ms, &ws.ctx.counters, &ws.ctx.gauge, active);
+        if let Some(slot) = &mut self.slot {
+            let (stats, clients, metrics) = (&self.stats, &self.clients, self.metrics.as_ref());
+            if let Some(metrics) = metrics {
+                slot.publish_http(&metrics.counters());
+            }
+            slot.publish(ws.ctx.now_ms, || worker_numbers(stats, clients, metrics));
         }
         if let Some(interval) = self.settings.stats_interval_ms {
             if ws.ctx.now_ms >= self.next_stats_ms {
@@ -411,5 +428,20 @@ impl<P: Protocol> Reactor<P> {
                 info!("{} open_fds={fds}", self.stats.snapshot());
             }
         }
+    }
+}
+
+/// What a worker publishes in its slot: the numbers just copied out to
+/// `stats`, and the descriptors it knows it holds.
+fn worker_numbers<P: Protocol>(
+    stats: &SharedStats,
+    clients: &Clients<P>,
+    metrics: Option<&MetricsEndpoint>,
+) -> WorkerNumbers {
+    let metrics_fds = metrics.map_or(0, |m| m.connections() + 1); // + its listener
+    let held = clients.conns.len() + clients.endpoints.len() + metrics_fds;
+    WorkerNumbers {
+        stats: stats.snapshot(),
+        held_fds: (held + REACTOR_BASE_FDS) as u64,
     }
 }
