@@ -10,6 +10,8 @@ use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+pub mod workers;
+
 use echo_reactor::protocol::Protocol;
 use echo_reactor::{Config, Server, ServerHandle, StatsSnapshot};
 

@@ -1,0 +1,127 @@
+//! Helpers for tests of `serve --workers N`: the supervisor's children,
+//! its log lines, and clients that echo one line each.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::mpsc::Receiver;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{connect, read_exact, ServeProcess, DEADLINE};
+
+/// The pids of `pid`'s children (Linux: /proc/PID/task/PID/children).
+pub fn children(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Wait until `pid` has exactly `count` children; return them.
+pub fn wait_for_children(pid: i32, count: usize) -> Vec<i32> {
+    let start = Instant::now();
+    loop {
+        let found = children(pid);
+        if found.len() == count {
+            return found;
+        }
+        assert!(start.elapsed() < DEADLINE, "{pid} has children {found:?}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Wait for a stderr line containing `needle`.
+pub fn wait_for_line(stderr: &Receiver<String>, needle: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let line = stderr.recv_timeout(DEADLINE).expect("a log line");
+        if line.contains(needle) {
+            return line;
+        }
+        assert!(start.elapsed() < DEADLINE, "no line with {needle:?}");
+    }
+}
+
+/// `count` connections, each echoing one line and closing.
+pub fn echo_each(addr: SocketAddr, count: usize) {
+    for i in 0..count {
+        let mut stream = connect(addr);
+        let line = format!("hello {i}\n");
+        stream.write_all(line.as_bytes()).unwrap();
+        assert_eq!(read_exact(&mut stream, line.len()), line.as_bytes());
+    }
+}
+
+/// `serve ARGS` with its stderr followed (one `listening on` line read).
+pub fn spawn_workers(args: &[&str]) -> (ServeProcess, Receiver<String>) {
+    spawn_workers_with(ServeProcess::command(args), 1)
+}
+
+/// `cmd` (a `serve` command) spawned with its stderr followed, once
+/// `lines` startup lines are read.
+pub fn spawn_workers_with(
+    mut cmd: std::process::Command,
+    lines: usize,
+) -> (ServeProcess, Receiver<String>) {
+    cmd.stderr(Stdio::piped());
+    let mut server = ServeProcess::spawn_command(cmd, lines);
+    let stderr = server.follow_stderr();
+    (server, stderr)
+}
+
+/// Send `signal` to `pid`, a process the test started (or its child).
+pub fn kill(pid: i32, signal: i32) {
+    // SAFETY: kill only sends a signal, to a process of the server we started.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill {pid}");
+}
+
+/// Kill `victim`, a worker of `server`, and wait until its replacement
+/// runs; returns the new set of workers.
+pub fn kill_and_wait_for_replacement(
+    server: &ServeProcess,
+    victim: i32,
+    workers: usize,
+) -> Vec<i32> {
+    kill(victim, libc::SIGKILL);
+    let start = Instant::now();
+    loop {
+        let now = children(server.pid());
+        if now.len() == workers && !now.contains(&victim) {
+            return now;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no replacement for {victim}: {now:?}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Run `cmd` to its end, at most [`DEADLINE`] (killed after): its exit
+/// code (`None`: still running at the deadline) and stderr.
+pub fn run_briefly(mut cmd: std::process::Command) -> (Option<i32>, String) {
+    use std::io::Read;
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let start = Instant::now();
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    (code, reader.join().unwrap())
+}
