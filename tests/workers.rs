@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
@@ -45,27 +45,9 @@ fn two_workers_serve_every_connection_drain_on_sigterm_and_sum_their_stats() {
     let addr = server.addr(0);
     echo_each(addr, 200);
     // A reply still owed when the signal comes: 8 MiB sent, none read yet.
-    let mut hoarder = connect(addr);
-    let payload = pattern(8 << 20, 5);
-    let mut writer = hoarder.try_clone().unwrap();
-    let sent = payload.clone();
-    let sender = thread::spawn(move || writer.write_all(&sent).unwrap());
-    loop {
-        let line = wait_for_line(&stderr, "stats active=");
-        let stats = &line[line.find("stats ").unwrap()..];
-        // The worker read all of it, and holds replies it could not send yet.
-        if stat_value(stats, "bytes_in") >= Some(8 << 20)
-            && stat_value(stats, "held_bytes") > Some(0)
-        {
-            break;
-        }
-    }
+    let hoarder = Hoarder::start(addr, &stderr);
     server.signal(libc::SIGTERM);
-    let mut echoed = vec![0u8; payload.len()];
-    hoarder.read_exact(&mut echoed).unwrap();
-    sender.join().unwrap();
-    assert_same_bytes(&echoed, &payload);
-    drop(hoarder);
+    hoarder.read_all();
     let (status, stdout) = server.wait_exit();
     assert!(status.success(), "{status}");
     // Both took a share (the kernel hashes each connection to one worker's

@@ -10,6 +10,7 @@ use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+pub mod scrape;
 pub mod workers;
 
 use echo_reactor::protocol::Protocol;

@@ -125,3 +125,48 @@ pub fn run_briefly(mut cmd: std::process::Command) -> (Option<i32>, String) {
     };
     (code, reader.join().unwrap())
 }
+
+/// A client owed a reply it does not read yet: 8 MiB sent to `addr`,
+/// returned once the worker has read all of it and holds replies it could
+/// not send (seen in its `stats` lines on `stderr`: start the server with
+/// `--stats-interval` and a `--max-buffered` above 8 MiB). Read
+/// [`Hoarder::payload`]'s length back to release it.
+pub struct Hoarder {
+    pub stream: std::net::TcpStream,
+    pub payload: Vec<u8>,
+    sender: thread::JoinHandle<()>,
+}
+
+impl Hoarder {
+    pub fn start(addr: SocketAddr, stderr: &Receiver<String>) -> Hoarder {
+        use echo_reactor::stats::stat_value;
+        let stream = connect(addr);
+        let payload = super::pattern(8 << 20, 5);
+        let mut writer = stream.try_clone().unwrap();
+        let sent = payload.clone();
+        let sender = thread::spawn(move || writer.write_all(&sent).unwrap());
+        loop {
+            let line = wait_for_line(stderr, "stats active=");
+            let stats = &line[line.find("stats ").unwrap()..];
+            if stat_value(stats, "bytes_in") >= Some(8 << 20)
+                && stat_value(stats, "held_bytes") > Some(0)
+            {
+                break;
+            }
+        }
+        Hoarder {
+            stream,
+            payload,
+            sender,
+        }
+    }
+
+    /// Read every byte owed, check it, and close.
+    pub fn read_all(mut self) {
+        use std::io::Read;
+        let mut echoed = vec![0u8; self.payload.len()];
+        self.stream.read_exact(&mut echoed).unwrap();
+        self.sender.join().unwrap();
+        super::assert_same_bytes(&echoed, &self.payload);
+    }
+}
