@@ -181,8 +181,11 @@ fn once_the_workers_stop_accepting_the_port_refuses_new_connections() {
         "0.05",
         "--max-buffered",
         "16MiB",
+        // The drain lasts until the hoarder reads.
         "--shutdown-grace",
-        "60", // the drain lasts until the hoarder reads
+        "120",
+        "--stall-timeout",
+        "120",
     ]);
     wait_for_children(server.pid(), 2);
     let addr = server.addr(0);
@@ -195,7 +198,9 @@ fn once_the_workers_stop_accepting_the_port_refuses_new_connections() {
     // once, as by a single-process server, not queued until the end.
     let start = Instant::now();
     loop {
-        match TcpStream::connect(addr) {
+        // A connection queued where nobody accepts completes (the kernel's
+        // handshake) until the queue is full; then its SYNs go unanswered.
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => break,
             other => assert!(
                 start.elapsed() < DEADLINE,
