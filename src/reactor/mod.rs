@@ -130,7 +130,16 @@ pub struct Reactor<P: Protocol> {
     metrics: Option<MetricsEndpoint>,
     /// Under `--workers`: this worker's slot of the numbers every worker
     /// shares (`worker_stats.rs`).
-    slot: Option<SlotWriter>,
+    slot: Option<Box<SlotWriter>>, // boxed: the loop's own struct stays small
+    /// When the slot must be written though no event comes ([`NEVER`]: it
+    /// is up to date, or there is none).
+    slot_due_ms: u64,
+    /// The earlier of `next_stats_ms` and `slot_due_ms`: when step 7 has
+    /// work though no event comes (one field for the poll timeout).
+    next_publish_ms: u64,
+    /// Step 7 has more to do than copy the counters: a stats interval, or
+    /// a slot to write.
+    publishes_more: bool,
 }
 
 impl<P: Protocol> Reactor<P> {
@@ -214,13 +223,17 @@ impl<P: Protocol> Reactor<P> {
             unix_paths,
             metrics: None,
             slot: None,
+            slot_due_ms: NEVER,
+            next_publish_ms: settings.stats_interval_ms.unwrap_or(NEVER),
+            publishes_more: settings.stats_interval_ms.is_some(),
         })
     }
 
     /// Under `--workers`: publish this loop's numbers into `slot`, at most
     /// every 10 ms and once more at exit.
     pub fn publish_to_slot(&mut self, slot: SlotWriter) {
-        self.slot = Some(slot);
+        self.slot = Some(Box::new(slot));
+        self.publishes_more = true;
     }
 
     /// Serve `/metrics` and `/healthz` on `listener` (bound, non-blocking),
@@ -309,8 +322,7 @@ impl<P: Protocol> Reactor<P> {
                     .as_ref()
                     .and_then(MetricsEndpoint::next_deadline),
             )
-            .chain(self.slot.as_ref().and_then(SlotWriter::next_deadline))
-            .chain([self.next_stats_ms])
+            .chain([self.next_publish_ms])
             .min()
             .unwrap_or(NEVER);
         if nearest == NEVER {
@@ -406,21 +418,34 @@ impl<P: Protocol> Reactor<P> {
     }
 
     /// Step 7: copy the loop's plain counters to the shared atomics (once per
-    /// turn, not per message), and log the stats line when one is due.
+    /// turn, not per message); then, with a stats interval or a worker's
+    /// slot, the rest of the step.
     fn publish_stats(&mut self) {
         let ws = &self.clients.ws;
         self.stats
             .publish(&ws.ctx.counters, &ws.ctx.gauge, self.clients.conns.len());
+        if self.publishes_more {
+            self.publish_more();
+        }
+    }
+
+    /// The rest of step 7, out of line (a plain loop carries none of it and
+    /// pays one test a turn): log the stats line when one is due; under
+    /// `--workers`, write this worker's slot when due.
+    #[inline(never)]
+    fn publish_more(&mut self) {
+        let now = self.clients.ws.ctx.now_ms;
         if let Some(slot) = &mut self.slot {
             let (stats, clients, metrics) = (&self.stats, &self.clients, self.metrics.as_ref());
             if let Some(metrics) = metrics {
                 slot.publish_http(&metrics.counters());
             }
-            slot.publish(ws.ctx.now_ms, || worker_numbers(stats, clients, metrics));
+            slot.publish(now, || worker_numbers(stats, clients, metrics));
+            self.slot_due_ms = slot.next_deadline().unwrap_or(NEVER);
         }
         if let Some(interval) = self.settings.stats_interval_ms {
-            if ws.ctx.now_ms >= self.next_stats_ms {
-                self.next_stats_ms = due_after(ws.ctx.now_ms, interval);
+            if now >= self.next_stats_ms {
+                self.next_stats_ms = due_after(now, interval);
                 // Cheap at any scale: the kernel's own count (Linux 6.2+),
                 // not a walk of /proc/self/fd per interval.
                 let held = self.clients.conns.len() + self.clients.endpoints.len();
@@ -428,6 +453,7 @@ impl<P: Protocol> Reactor<P> {
                 info!("{} open_fds={fds}", self.stats.snapshot());
             }
         }
+        self.next_publish_ms = self.next_stats_ms.min(self.slot_due_ms);
     }
 }
 
