@@ -222,7 +222,7 @@ pub fn run(mut sockets: WorkerSockets, workers: usize, args: Vec<OsString>) -> i
     // one's are those it published last.
     let summed = slots.total().stats;
     Ok(
-        match crate::cli::print_report(&format!("{summed} workers={workers}\n")) {
+        match crate::stdout::print_report(&format!("{summed} workers={workers}\n")) {
             Ok(()) => 0,
             Err(e) => {
                 warn!("stdout: cannot print the final stats ({e}); they were: {summed} workers={workers}");
