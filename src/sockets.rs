@@ -47,7 +47,7 @@ pub fn bind_tcp(addr: SocketAddr, backlog: u32) -> io::Result<mio::net::TcpListe
 ///
 /// `SO_REUSEPORT` lets any socket of the same user with the option set
 /// join the port, so a second server would silently share it. First a
-/// plain bind, [`probe_tcp`], claims the address the way a single-process
+/// plain bind (`probe_tcp`) claims the address the way a single-process
 /// server does: if any server listens there it fails with "address in
 /// use". It also resolves port 0; the group then binds the port it found.
 pub fn bind_tcp_group(

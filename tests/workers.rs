@@ -351,3 +351,56 @@ fn workers_serve_a_handed_reuseport_socket_while_a_second_server_is_refused_its_
     let last = stdout.lines().last().unwrap_or_default();
     assert_eq!(stat_value(last, "accepted"), Some(40), "{stdout}");
 }
+
+/// The number just before `suffix` in `line` (`... 3495253 bytes in all`).
+fn number_before(line: &str, suffix: &str) -> u64 {
+    let head = &line[..line
+        .find(suffix)
+        .unwrap_or_else(|| panic!("{suffix:?} in {line}"))];
+    head.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_memory_budget_logged_is_what_the_workers_enforce_and_a_share_under_the_minimum_is_refused() {
+    // 1 MiB over two workers would be 512 KiB each, under the minimum.
+    let cmd = ServeProcess::command(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--max-memory",
+        "1MiB",
+        "--max-buffered",
+        "4KiB",
+    ]);
+    let (code, stderr) = run_briefly(cmd);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--max-memory 1048576 over --workers 2")
+            && stderr.contains("give --max-memory 2MiB"),
+        "{stderr}"
+    );
+
+    let (server, stderr) = spawn_workers(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "3",
+        "--max-memory",
+        "10MiB",
+    ]);
+    let logged = wait_for_line(&stderr, "supervising 3 workers");
+    let total = number_before(&logged, " bytes in all");
+    let enforced: u64 = (0..3)
+        .map(|_| number_before(&wait_for_line(&stderr, "memory budget "), " bytes for all"))
+        .sum();
+    assert_eq!(enforced, total, "{logged}");
+    assert_eq!(
+        total,
+        (10 << 20) / 3 * 3,
+        "each share rounded down: {logged}"
+    );
+    server.signal(libc::SIGTERM);
+    let (status, _) = server.wait_exit();
+    assert!(status.success(), "{status}");
+}
