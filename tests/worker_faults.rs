@@ -172,21 +172,9 @@ fn past_the_restart_budget_the_dead_worker_s_connections_go_to_the_others() {
 
 #[test]
 fn once_the_workers_stop_accepting_the_port_refuses_new_connections() {
-    let (server, stderr) = spawn_workers(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--workers",
-        "2",
-        "--stats-interval",
-        "0.05",
-        "--max-buffered",
-        "16MiB",
-        // The drain lasts until the hoarder reads.
-        "--shutdown-grace",
-        "120",
-        "--stall-timeout",
-        "120",
-    ]);
+    // The drain lasts until the hoarder reads.
+    let drain = ["--shutdown-grace", "120", "--stall-timeout", "120"];
+    let (server, stderr) = spawn_workers(&[&Hoarder::SERVER_ARGS[..], &drain].concat());
     wait_for_children(server.pid(), 2);
     let addr = server.addr(0);
     let hoarder = Hoarder::start(addr, &stderr);

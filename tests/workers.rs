@@ -30,16 +30,7 @@ fn assert_every_worker_took_a_share(stderr: &Receiver<String>, workers: usize) {
 
 #[test]
 fn two_workers_serve_every_connection_drain_on_sigterm_and_sum_their_stats() {
-    let (server, stderr) = spawn_workers(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--workers",
-        "2",
-        "--stats-interval",
-        "0.05",
-        "--max-buffered",
-        "16MiB", // so the worker reads every byte before the signal
-    ]);
+    let (server, stderr) = spawn_workers(&Hoarder::SERVER_ARGS);
     let workers = wait_for_children(server.pid(), 2);
     assert_eq!(workers.len(), 2);
     let addr = server.addr(0);

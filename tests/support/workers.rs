@@ -129,7 +129,7 @@ pub fn run_briefly(mut cmd: std::process::Command) -> (Option<i32>, String) {
 /// A client owed a reply it does not read yet: 8 MiB sent to `addr`,
 /// returned once the worker has read all of it and holds replies it could
 /// not send (seen in its `stats` lines on `stderr`: start the server with
-/// `--stats-interval` and a `--max-buffered` above 8 MiB). Read
+/// [`Hoarder::SERVER_ARGS`]). Read
 /// [`Hoarder::payload`]'s length back to release it.
 pub struct Hoarder {
     pub stream: std::net::TcpStream,
@@ -138,6 +138,19 @@ pub struct Hoarder {
 }
 
 impl Hoarder {
+    /// What `serve --workers 2` needs for a hoarder: stats lines to watch,
+    /// and room to read all 8 MiB before pausing.
+    pub const SERVER_ARGS: [&'static str; 8] = [
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--stats-interval",
+        "0.05",
+        "--max-buffered",
+        "16MiB",
+    ];
+
     pub fn start(addr: SocketAddr, stderr: &Receiver<String>) -> Hoarder {
         use echo_reactor::stats::stat_value;
         let stream = connect(addr);
