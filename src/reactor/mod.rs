@@ -21,9 +21,12 @@
 //! 6. reap: free the slab slots of connections closed this turn — only now,
 //!    so a key named by a later event of the same batch is never reused
 //!    for a new connection mid-batch;
-//! 7. publish the counters for other threads (and, under `--workers`
-//!    with `--metrics`, into this worker's shared slot, at most every
-//!    10 ms).
+//! 7. publish the counters for other threads, at most once per
+//!    millisecond of the loop's clock (and, under `--workers` with
+//!    `--metrics`, into this worker's shared slot, at most every 10 ms).
+//!    A turn that skips the copy leaves the numbers stale, and step 1 then
+//!    sleeps no later than the next copy is due, so a reader never waits
+//!    on stale numbers for longer than that.
 //!
 //! With `--metrics`, one more listener and its HTTP connections take
 //! tokens of their own and are served in step 3, their deadlines expired
@@ -66,7 +69,7 @@ use crate::fdlimit::{open_fds_for_stats, REACTOR_BASE_FDS};
 use crate::http::Health;
 use crate::protocol::Protocol;
 use crate::ratelimit::WarnLimiter;
-use crate::stats::{CloseReason, SharedStats, StatsSnapshot};
+use crate::stats::{CloseReason, PublishGate, SharedStats, StatsSnapshot};
 use crate::timers::{due_after, Clock, DeadlineQueue, NEVER};
 use crate::udp_budget::ReplyBudget;
 
@@ -109,6 +112,11 @@ pub struct ReactorSettings {
     pub udp_reply_budget: usize,
 }
 
+/// Step 7 copies the counters out at most this often (ms of the loop's
+/// clock): other threads and the stats line see numbers at most this old,
+/// or as old as the loop's last turn when it sleeps.
+pub const STATS_PUBLISH_INTERVAL_MS: u64 = 10;
+
 /// Buckets in the UDP reply budget's table (16 bytes each: 64 KiB).
 pub const UDP_BUDGET_SLOTS: usize = 4096;
 
@@ -123,6 +131,9 @@ pub struct Reactor<P: Protocol> {
     stats: Arc<SharedStats>,
     settings: ReactorSettings,
     next_stats_ms: u64,
+    /// Step 7: when the counters may next be copied out (step 1 wakes for
+    /// a copy a turn skipped).
+    publish: PublishGate,
     /// Set when shutdown begins: the end of the flush window.
     shutdown_deadline_ms: Option<u64>,
     /// The Unix socket files we listen on: a second signal exits at once,
@@ -208,6 +219,7 @@ impl<P: Protocol> Reactor<P> {
             stop_requested,
             stats,
             next_stats_ms: settings.stats_interval_ms.unwrap_or(NEVER),
+            publish: PublishGate::new(STATS_PUBLISH_INTERVAL_MS),
             settings,
             shutdown_deadline_ms: None,
             unix_paths,
@@ -253,6 +265,7 @@ impl<P: Protocol> Reactor<P> {
                 }
             }
         }
+        self.publish.force_next(); // the final numbers go out whatever the clock says
         self.publish_stats();
         Ok(self.stats.snapshot())
     }
@@ -302,8 +315,13 @@ impl<P: Protocol> Reactor<P> {
             .min()
             .unwrap_or(NEVER);
         if nearest == NEVER {
-            return None;
+            // Nothing timed but, maybe, a stats copy this turn skipped:
+            // wake within one publish interval for it, without spending a
+            // clock read on a deadline that needs no precision.
+            let owed = self.publish.wake_at();
+            return owed.map(|_| Duration::from_millis(STATS_PUBLISH_INTERVAL_MS));
         }
+        let nearest = nearest.min(self.publish.wake_at().unwrap_or(NEVER));
         Some(Duration::from_millis(
             nearest.saturating_sub(self.clock.now_ms()),
         ))
@@ -393,9 +411,25 @@ impl<P: Protocol> Reactor<P> {
         }
     }
 
-    /// Step 7: copy the loop's plain counters to the shared atomics (once per
-    /// turn, not per message), and log the stats line when one is due.
+    /// Step 7: copy the loop's plain counters to the shared atomics, at
+    /// most every [`STATS_PUBLISH_INTERVAL_MS`] (not per turn: at one
+    /// message a turn the ~30 atomic stores were a sixth of a message's
+    /// cost), and log the stats line when one is due.
+    #[inline]
     fn publish_stats(&mut self) {
+        let now = self.clients.ws.ctx.now_ms;
+        if now >= self.next_stats_ms {
+            self.publish.force_next(); // the stats line shows fresh numbers
+        }
+        if self.publish.should_publish(now) {
+            self.copy_stats_out();
+        }
+    }
+
+    /// Step 7 when the gate lets it through: the copy itself, the worker's
+    /// slot, and the stats line when one is due.
+    #[inline(never)]
+    fn copy_stats_out(&mut self) {
         let ws = &self.clients.ws;
         self.stats
             .publish(&ws.ctx.counters, &ws.ctx.gauge, self.clients.conns.len());
