@@ -145,6 +145,20 @@ macro_rules! counters {
                 $(self.$name.store(counters.$name, Relaxed);)*
             }
 
+            /// Store `snapshot` whole (a worker's shared slot, whose
+            /// numbers carry its predecessors': `worker_stats.rs`).
+            pub fn store(&self, snapshot: &StatsSnapshot) {
+                self.active.store(snapshot.active, Relaxed);
+                for (shared, &count) in self.closed.iter().zip(&snapshot.closed) {
+                    shared.store(count, Relaxed);
+                }
+                self.held_bytes.store(snapshot.held_bytes, Relaxed);
+                self.held_capacity.store(snapshot.held_capacity, Relaxed);
+                self.peak_held_bytes.store(snapshot.peak_held_bytes, Relaxed);
+                self.peak_held_capacity.store(snapshot.peak_held_capacity, Relaxed);
+                $(self.$name.store(snapshot.$name, Relaxed);)*
+            }
+
             /// Read the last published numbers.
             pub fn snapshot(&self) -> StatsSnapshot {
                 StatsSnapshot {
@@ -243,6 +257,33 @@ impl Counters {
 }
 
 impl StatsSnapshot {
+    /// These numbers with the gauges — what a live process holds now
+    /// (`active`, `held_bytes`, `held_capacity`, `memory_pressure`) — set to
+    /// zero: what remains of a process once it is gone. Counters and peaks
+    /// stay.
+    pub fn without_gauges(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            active: 0,
+            held_bytes: 0,
+            held_capacity: 0,
+            memory_pressure: 0,
+            ..self.clone()
+        }
+    }
+
+    /// The numbers of a series of processes in one place (a worker slot's
+    /// successive workers): `self` what the earlier ones left, `current`
+    /// the live one's own. Counters add up, so they never go down when a
+    /// process is replaced; each peak is the higher of the two; the gauges
+    /// are the live process's alone.
+    pub fn continued_by(&self, current: &StatsSnapshot) -> StatsSnapshot {
+        let mut total = self.without_gauges();
+        total.add(current);
+        total.peak_held_bytes = self.peak_held_bytes.max(current.peak_held_bytes);
+        total.peak_held_capacity = self.peak_held_capacity.max(current.peak_held_capacity);
+        total
+    }
+
     /// Connections closed for `reason`.
     pub fn closed_by(&self, reason: CloseReason) -> u64 {
         self.closed[reason.index()]
@@ -374,6 +415,50 @@ mod tests {
         let line = "stats read_calls=10 write_calls=9 poll_calls=2 bytes_out=576";
         assert_eq!(syscalls_in_line(line), Some(21));
         assert_eq!(syscalls_in_line("stats read_calls=10"), None);
+    }
+
+    #[test]
+    fn a_successor_continues_the_counters_keeps_the_higher_peak_and_alone_holds_the_gauges() {
+        let mut before = StatsSnapshot {
+            active: 7,
+            accepted: 100,
+            held_bytes: 50,
+            held_capacity: 64,
+            peak_held_bytes: 900,
+            peak_held_capacity: 10,
+            memory_pressure: 1,
+            memory_pressure_episodes: 2,
+            ..StatsSnapshot::default()
+        };
+        before.closed[CloseReason::Reset.index()] = 3;
+        let gone = before.without_gauges();
+        assert_eq!(
+            (gone.active, gone.held_bytes, gone.held_capacity),
+            (0, 0, 0)
+        );
+        assert_eq!(gone.memory_pressure, 0);
+        assert_eq!((gone.accepted, gone.peak_held_bytes), (100, 900));
+        let mut now = StatsSnapshot {
+            active: 2,
+            accepted: 5,
+            held_bytes: 8,
+            peak_held_bytes: 20,
+            peak_held_capacity: 30,
+            ..StatsSnapshot::default()
+        };
+        now.closed[CloseReason::Reset.index()] = 1;
+        let total = before.continued_by(&now);
+        assert_eq!(total.accepted, 105);
+        assert_eq!(total.closed_by(CloseReason::Reset), 4);
+        assert_eq!(total.memory_pressure_episodes, 2);
+        assert_eq!(
+            (total.active, total.held_bytes, total.memory_pressure),
+            (2, 8, 0)
+        );
+        assert_eq!((total.peak_held_bytes, total.peak_held_capacity), (900, 30));
+        let shared = SharedStats::default();
+        shared.store(&total);
+        assert_eq!(shared.snapshot(), total);
     }
 
     #[test]
