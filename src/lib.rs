@@ -69,7 +69,7 @@
 //! |---|---|
 //! | [`ratelimit`] | one warning per interval for log lines a client can trigger |
 //! | [`timers`] | the once-per-turn clock and the lazy deadline queue |
-//! | [`stats`] | counters, published once per loop turn |
+//! | [`stats`] | counters, copied out for other threads at most every 10 ms |
 //! | [`buffer`] | byte queues that hold memory only while holding bytes |
 //! | [`stream`] | a TCP or Unix stream behind one type |
 //! | [`nonblocking`] | one socket call → one named outcome (`Data`, `WouldBlock`, `Reset`, `OutOfFiles`, ...) |

@@ -345,7 +345,8 @@ impl ServerHandle {
         }
     }
 
-    /// The server's numbers as of its last loop turn.
+    /// The server's numbers as of the loop's last copy (at most
+    /// `STATS_PUBLISH_INTERVAL_MS` of its clock before its last turn).
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot()
     }

@@ -508,7 +508,7 @@ fn a_deadline_set_late_in_a_long_turn_counts_from_when_it_was_set_not_from_the_t
     // when the protocol arms a 200 ms deadline: due no sooner than 250 ms.
     let mut conn = fresh(ScriptedStream::new());
     let mut ws = closing_workspace();
-    ws.ctx.clock = Clock::since(std::time::Instant::now() - std::time::Duration::from_millis(50));
+    ws.ctx.clock = Clock::already_run(std::time::Duration::from_millis(50));
     ws.ctx.now_ms = 0;
     let mut reply = Reply::new(&mut ws.reply);
     reply.set_deadline(std::time::Duration::from_millis(200));

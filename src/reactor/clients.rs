@@ -307,11 +307,17 @@ impl<P: Protocol> Clients<P> {
     /// beside a flood"). The rest are closed in the next turns (the loop
     /// does not sleep while any wait); their memory in our buffers was
     /// freed when they were closed.
+    #[inline]
     pub(super) fn reap_closed(&mut self, budget: usize) {
-        // Most turns close nothing: one test, as cheap as before the budget.
-        if !self.closed.is_empty() {
-            self.close_sockets(budget);
+        if self.closed.is_empty() {
+            // Most turns close nothing. The heap's stale entries grow with
+            // re-armed timers, not closes, so look at those still.
+            let conns = &self.conns;
+            self.deadlines
+                .compact_if_needed(conns.len(), |entry| entry_is_live(conns, entry));
+            return;
         }
+        self.close_sockets(budget);
         // Stale deadline entries wait in the heap until they come due: with
         // a long --idle-timeout and fast churn they would pile up. Rebuild
         // it when they outnumber the live ones (at most one per connection).
