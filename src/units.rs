@@ -165,7 +165,7 @@ fn parse_size(text: &str) -> Result<usize, String> {
     let mantissa: u128 = digits.parse().map_err(|_| not_a_size())?;
     let divisor = 10u128.pow(fraction.len() as u32);
     let scaled = mantissa * scale;
-    if scaled % divisor != 0 {
+    if !scaled.is_multiple_of(divisor) {
         return Err(format!("'{text}' is not a whole number of bytes"));
     }
     usize::try_from(scaled / divisor).map_err(|_| format!("'{text}' is too large"))

@@ -86,7 +86,10 @@ fn the_installed_binary_serves_and_everything_lands_under_prefix() {
         "{unit}"
     );
     let page = std::fs::read_to_string(destdir.join("usr/share/man/man1/echo-reactor.1")).unwrap();
-    assert!(page.contains("\n.TH echo-reactor 1"), "not a man page: {page:.80}");
+    assert!(
+        page.contains("\n.TH echo-reactor 1"),
+        "not a man page: {page:.80}"
+    );
     let staged = destdir.display().to_string();
     for file in &files {
         let bytes = std::fs::read(destdir.join(file)).unwrap();
