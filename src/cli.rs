@@ -11,9 +11,11 @@
 //! server never has to read the command line first (ripgrep keeps its
 //! flags apart from its search the same way).
 
+use std::ffi::OsString;
 use std::io;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use clap_complete::Shell;
 
 use crate::bench::{self, BenchArgs};
@@ -50,6 +52,70 @@ pub enum Command {
     Man,
 }
 
+/// The command line as clap builds it from [`Cli`], with one adjustment:
+/// every flag that takes a value also takes a negative number as its value
+/// (`--rate -1`), so the value reaches the flag and is refused naming it,
+/// instead of clap reading `-1` as an unknown flag.
+pub fn command() -> clap::Command {
+    values_may_be_negative(Cli::command())
+}
+
+fn values_may_be_negative(command: clap::Command) -> clap::Command {
+    command
+        .mut_args(|arg| {
+            if arg.get_action().takes_values() && !arg.is_positional() {
+                arg.allow_negative_numbers(true)
+            } else {
+                arg
+            }
+        })
+        .mut_subcommands(values_may_be_negative)
+}
+
+/// Parse the process's command line, or exit 2 with clap's message.
+pub fn parse() -> Cli {
+    try_parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+}
+
+/// Parse `args` (the program's name first) as [`command`] defines them.
+pub fn try_parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let mut command = command();
+    let mut matches: ArgMatches = command
+        .try_get_matches_from_mut(args)
+        .map_err(|e| negative_refused(e, &mut command))?;
+    Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut command))
+}
+
+/// No flag takes a negative number: a value parser that refused one (`-1`
+/// is "an invalid digit" to a count) is made to say so in words.
+fn negative_refused(error: clap::Error, command: &mut clap::Command) -> clap::Error {
+    let invalid = matches!(
+        error.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    );
+    let (Some(ContextValue::String(flag)), Some(ContextValue::String(value))) = (
+        error.get(ContextKind::InvalidArg),
+        error.get(ContextKind::InvalidValue),
+    ) else {
+        return error;
+    };
+    let negative = value
+        .strip_prefix('-')
+        .is_some_and(|number| number.starts_with(|c: char| c.is_ascii_digit() || c == '.'));
+    if !(invalid && negative) {
+        return error;
+    }
+    clap::Error::raw(
+        ErrorKind::ValueValidation,
+        format!("invalid value '{value}' for '{flag}': must be positive (no flag takes a negative number)\n"),
+    )
+    .format(command)
+}
+
 /// Run a parsed command line. Errors are meant to be printed as one line.
 pub fn run(cli: Cli) -> io::Result<()> {
     match cli.command {
@@ -64,7 +130,7 @@ pub fn run(cli: Cli) -> io::Result<()> {
 /// The completion script for `shell`, as `echo-reactor completions` prints it.
 pub fn completion_script(shell: Shell) -> String {
     let mut script = Vec::new();
-    clap_complete::generate(shell, &mut Cli::command(), "echo-reactor", &mut script);
+    clap_complete::generate(shell, &mut command(), "echo-reactor", &mut script);
     // The generators write only text built from the (UTF-8) flag definitions.
     let script = String::from_utf8_lossy(&script).into_owned();
     if shell == Shell::Bash {
@@ -83,7 +149,7 @@ pub fn completion_script(shell: Shell) -> String {
 /// followed by one section per subcommand, each with all its flags, so one
 /// `man echo-reactor` answers for every subcommand.
 pub fn man_page() -> io::Result<String> {
-    let mut command = Cli::command();
+    let mut command = command();
     command.build(); // resolves `version`, `help` and the subcommands' flags
     let mut page = Vec::new();
     let man = clap_mangen::Man::new(command.clone());
@@ -144,7 +210,7 @@ mod tests {
 
     #[test]
     fn every_size_and_duration_flag_takes_the_same_units() {
-        let cli = Cli::try_parse_from([
+        let cli = try_parse_from([
             "echo-reactor",
             "serve",
             "--max-buffered",
@@ -165,7 +231,7 @@ mod tests {
         assert_eq!(args.max_memory, 3 << 29);
         assert_eq!(args.stall_timeout, Duration::from_millis(250));
 
-        let cli = Cli::try_parse_from([
+        let cli = try_parse_from([
             "echo-reactor",
             "bench",
             "--size",
@@ -184,9 +250,58 @@ mod tests {
         assert_eq!(args.duration, Duration::from_millis(1500));
     }
 
+    /// clap's error for `args`, as the user sees it.
+    fn refusal(args: &[&str]) -> String {
+        let mut argv = vec!["echo-reactor"];
+        argv.extend_from_slice(args);
+        try_parse_from(argv).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn a_negative_number_is_refused_naming_the_flag() {
+        for (args, flag, value) in [
+            (&["bench", "--connections", "-3"][..], "--connections", "-3"),
+            (&["bench", "--warmup", "-1"], "--warmup", "-1"),
+            (&["bench", "--slo-p99-us", "-1"], "--slo-p99-us", "-1"),
+            (&["serve", "--workers", "-1"], "--workers", "-1"),
+            (&["serve", "--max-memory", "-5"], "--max-memory", "-5"),
+            (&["serve", "--max-memory=-5"], "--max-memory", "-5"),
+            (
+                &["serve", "--max-connections", "-1"],
+                "--max-connections",
+                "-1",
+            ),
+            (&["client", "--timeout", "-0.5"], "--timeout", "-0.5"),
+        ] {
+            let err = refusal(args);
+            assert!(
+                err.contains(&format!("invalid value '{value}' for '{flag} "))
+                    && err.contains("must be positive"),
+                "{args:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_negative_rate_reaches_the_rate_check() {
+        // `--rate` is any number to clap; bench's own check refuses it by name.
+        let cli = try_parse_from(["echo-reactor", "bench", "--rate", "-1"]).unwrap();
+        let Command::Bench(bench) = cli.command else {
+            panic!("bench")
+        };
+        assert_eq!(bench.rate, Some(-1.0));
+    }
+
+    #[test]
+    fn a_message_that_looks_like_a_flag_is_still_not_a_value() {
+        // Only flags that take values take negative numbers: `-1` after a
+        // switch, or alone, is still clap's unknown argument.
+        assert!(refusal(&["serve", "--proxy-protocol", "-1"]).contains("unexpected argument '-1'"));
+    }
+
     #[test]
     fn a_udp_or_unix_socket_alone_replaces_the_default_listener() {
-        let cli = Cli::try_parse_from(["echo-reactor", "serve", "--udp", "127.0.0.1:0"]).unwrap();
+        let cli = try_parse_from(["echo-reactor", "serve", "--udp", "127.0.0.1:0"]).unwrap();
         let Command::Serve(args) = cli.command else {
             panic!("serve")
         };
@@ -194,7 +309,7 @@ mod tests {
         assert!(config.listen.is_empty());
         assert_eq!(config.udp.len(), 1);
 
-        let cli = Cli::try_parse_from(["echo-reactor", "serve", "--unix", "/tmp/x.sock"]).unwrap();
+        let cli = try_parse_from(["echo-reactor", "serve", "--unix", "/tmp/x.sock"]).unwrap();
         let Command::Serve(args) = cli.command else {
             panic!("serve")
         };
@@ -203,13 +318,13 @@ mod tests {
 
     #[test]
     fn serve_listens_on_the_default_address_only_without_listen_flags() {
-        let cli = Cli::try_parse_from(["echo-reactor", "serve"]).unwrap();
+        let cli = try_parse_from(["echo-reactor", "serve"]).unwrap();
         let Command::Serve(args) = cli.command else {
             panic!("serve")
         };
         assert_eq!(args.to_config().listen, Config::default().listen);
 
-        let cli = Cli::try_parse_from([
+        let cli = try_parse_from([
             "echo-reactor",
             "serve",
             "--listen",
