@@ -283,6 +283,24 @@ mod tests {
     }
 
     #[test]
+    fn a_sweep_only_flag_without_sweep_is_refused() {
+        let err = refusal(&["bench", "--slo-p99-us", "500"]);
+        assert!(
+            err.contains("required arguments were not provided") && err.contains("--sweep"),
+            "{err}"
+        );
+        assert!(try_parse_from([
+            "echo-reactor",
+            "bench",
+            "--sweep",
+            "auto",
+            "--slo-p99-us",
+            "500"
+        ])
+        .is_ok());
+    }
+
+    #[test]
     fn a_negative_rate_reaches_the_rate_check() {
         // `--rate` is any number to clap; bench's own check refuses it by name.
         let cli = try_parse_from(["echo-reactor", "bench", "--rate", "-1"]).unwrap();

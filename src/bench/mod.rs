@@ -204,7 +204,12 @@ pub struct BenchArgs {
     #[arg(long, value_name = "RATES|auto", value_parser = sweep::parse_rates)]
     pub sweep: Option<SweepRates>,
     /// The knee of a sweep: the highest step whose corrected p99 is within this, with no errors.
-    #[arg(long, value_name = "MICROS", default_value_t = 1000)]
+    #[arg(
+        long,
+        value_name = "MICROS",
+        default_value_t = 1000,
+        requires = "sweep"
+    )]
     pub slo_p99_us: u64,
     /// Draw the run as an SVG chart: a sweep's percentiles against achieved
     /// msgs/s, or a run's percentile spectrum and msgs/s and p99 per second.
