@@ -116,3 +116,36 @@ fn a_udp_client_still_gets_its_replies() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "one\ntwo\n");
 }
+
+#[test]
+fn a_bench_against_a_server_wanting_a_first_message_hears_which_it_may_be() {
+    for (args, key) in [(&["--proxy-protocol"][..], None), (&[][..], Some("sesame"))] {
+        let mut all = vec!["--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let mut cmd = ServeProcess::command(&all);
+        cmd.env("RUST_LOG", "off");
+        if let Some(key) = key {
+            cmd.env("ECHO_REACTOR_AUTH_KEY", key);
+        }
+        let server = ServeProcess::spawn_command(cmd, 1);
+        let addr = server.addr(0).to_string();
+        let out = support::bench(&[
+            "--addr",
+            &addr,
+            "--connections",
+            "2",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0",
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("closed before any reply")
+                && stderr.contains("auth handshake")
+                && stderr.contains("--proxy-header"),
+            "{args:?}: {stderr}"
+        );
+    }
+}

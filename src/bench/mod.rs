@@ -641,9 +641,17 @@ fn fail_on_errors(report: &Value) -> io::Result<()> {
         .iter()
         .map(|k| count(k))
         .sum();
+    // Every connection closed cleanly before one reply: no drain, but a
+    // server that wants a first message the bench did not send.
+    let hint = if count("server_closed") == total && report["messages"] == 0 {
+        "; closed before any reply: does the server want the auth handshake \
+         (bench does not speak it) or a PROXY header (--proxy-header v1 or v2)?"
+    } else {
+        ""
+    };
     if total > 0 {
         return Err(io::Error::other(format!(
-            "bench: {total} connections failed: {}",
+            "bench: {total} connections failed: {}{hint}",
             errors_text(errors)
         )));
     }
