@@ -14,7 +14,12 @@
 //! The handshake is recognised from either side: without a key, a server
 //! that speaks first with 32 bytes (the challenge) is asking for one; with
 //! a key, a server that closes before its first reply refused it. Both are
-//! named instead of printing the challenge as garbage.
+//! named instead of printing the challenge as garbage. So are the other
+//! servers set up otherwise than the client was told: one that speaks
+//! first unasked (a `greet` welcome) has that printed as its greeting, so
+//! replies stay in step; one that closes before its first reply may want
+//! a PROXY header. UDP uses a connected socket, so the kernel's "port
+//! unreachable" comes back as "connection refused" instead of a timeout.
 
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
