@@ -11,8 +11,10 @@
 //! server never has to read the command line first (ripgrep keeps its
 //! flags apart from its search the same way).
 
+use std::any::TypeId;
 use std::ffi::OsString;
 use std::io;
+use std::time::Duration;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -41,8 +43,8 @@ pub enum Command {
     Client(ClientArgs),
     /// Load a server (this one, started as a child, or any echo server) and measure it.
     Bench(BenchArgs),
-    /// Print a completion script for SHELL on stdout
-    /// (e.g. `echo-reactor completions bash > /etc/bash_completion.d/echo-reactor`).
+    /// Print a completion script for SHELL on stdout (e.g. `echo-reactor
+    /// completions bash > ~/.local/share/bash-completion/completions/echo-reactor`).
     Completions {
         /// The shell to complete for.
         #[arg(value_enum)]
@@ -106,14 +108,36 @@ fn negative_refused(error: clap::Error, command: &mut clap::Command) -> clap::Er
     let negative = value
         .strip_prefix('-')
         .is_some_and(|number| number.starts_with(|c: char| c.is_ascii_digit() || c == '.'));
-    if !(invalid && negative) {
-        return error;
+    // `--warmup <SECS>`: the flag's name is the first word.
+    let long = flag.split_whitespace().next().unwrap_or_default();
+    if !(invalid && negative && is_quantity(command, long.trim_start_matches("--"))) {
+        return error; // an address's own parser says better what is wrong with `-1`
     }
     clap::Error::raw(
         ErrorKind::ValueValidation,
         format!("invalid value '{value}' for '{flag}': must be positive (no flag takes a negative number)\n"),
     )
     .format(command)
+}
+
+/// Whether `--long` (in any subcommand) takes a count, a size, a rate or a
+/// duration: a quantity, which "must be positive" describes.
+fn is_quantity(command: &clap::Command, long: &str) -> bool {
+    let quantities = [
+        TypeId::of::<u16>(),
+        TypeId::of::<u32>(),
+        TypeId::of::<u64>(),
+        TypeId::of::<usize>(),
+        TypeId::of::<f64>(),
+        TypeId::of::<Duration>(),
+    ];
+    let here = command.get_arguments().any(|arg| {
+        arg.get_long() == Some(long)
+            && quantities
+                .iter()
+                .any(|q| arg.get_value_parser().type_id() == *q)
+    });
+    here || command.get_subcommands().any(|sub| is_quantity(sub, long))
 }
 
 /// Run a parsed command line. Errors are meant to be printed as one line.
@@ -176,9 +200,10 @@ fn described_subcommands(command: &clap::Command) -> impl Iterator<Item = &clap:
 }
 
 /// The sections of the man page for a subcommand and for each of its own
-/// (`bench merge`): description, synopsis and every flag. `clap_mangen` renders a subcommand as a page of its own
-/// (`echo-reactor-serve.1`, as git does); one page is what `man
-/// echo-reactor` finds, so the page's sections become subsections here.
+/// (`bench merge`): description, synopsis and every flag. `clap_mangen`
+/// renders a subcommand as a page of its own (`echo-reactor-serve.1`, as
+/// git does); one page is what `man echo-reactor` finds, so that page's
+/// sections become subsections here.
 fn subcommand_sections(sub: &clap::Command) -> io::Result<String> {
     let man = clap_mangen::Man::new(sub.clone());
     let mut body = Vec::new();
@@ -206,7 +231,6 @@ mod tests {
     use super::*;
     use crate::protocol::ProtocolName;
     use crate::server::Config;
-    use std::time::Duration;
 
     #[test]
     fn every_size_and_duration_flag_takes_the_same_units() {
@@ -308,6 +332,13 @@ mod tests {
             panic!("bench")
         };
         assert_eq!(bench.rate, Some(-1.0));
+    }
+
+    #[test]
+    fn a_negative_address_keeps_the_address_parsers_words() {
+        let err = refusal(&["client", "--addr", "-1"]);
+        assert!(err.contains("expected IP:PORT"), "{err}");
+        assert!(!err.contains("must be positive"), "{err}");
     }
 
     #[test]
