@@ -708,7 +708,7 @@ pub fn run_echo(
     let give_up = stop_sending + load.drain;
     let mut next_tick = began + LATENCY_EVERY;
     let mut events = Events::with_capacity(1024);
-    let plan = load.pacing.map(|pacing| Plan {
+    let mut plan = load.pacing.map(|pacing| Plan {
         schedule: Schedule::new(
             pacing.period_ps,
             (
@@ -749,6 +749,10 @@ pub fn run_echo(
             break;
         }
         if interrupt::requested() {
+            // Cut short: what was intended after now is not part of the run.
+            if let Some(plan) = &mut plan {
+                plan.schedule.stop_at(nanos_since(began, now));
+            }
             break;
         }
         // Open loop: visit every slot whose time has come. At most one
@@ -854,7 +858,7 @@ pub fn run_echo(
     if let Some(plan) = &plan {
         // Every message intended in the window and never sent is
         // accounted at its lower bound: sending stopped at the window's
-        // end, and it had not gone out by then.
+        // end (or the stop), and it had not gone out by then.
         let end_ns = plan.schedule.until_ns();
         for (index, client) in clients.iter().enumerate() {
             tally.measured.intended += plan.schedule.intended_in_window(index);

@@ -25,9 +25,10 @@
 //! - the load generators' own CPU time is summed.
 //!
 //! Invariant: runs that cannot be one result are refused, naming the files
-//! and the difference: another schema, scenario, message size, protocol or
-//! loop kind (open vs closed), a run without a histogram, or histograms of
-//! different precision (their sum would not be exact).
+//! and the difference: another schema, target, scenario, message size,
+//! protocol or loop kind (open vs closed), a sweep (its steps are runs of
+//! their own), a run without a histogram, or histograms of different
+//! precision (their sum would not be exact).
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -85,12 +86,18 @@ pub fn merge(runs: &[Run]) -> Result<Value, String> {
     let Some((first, rest)) = runs.split_first() else {
         return Err("bench merge: nothing to merge".into());
     };
+    if let Some(sweep) = runs.iter().find(|r| r.report.get("steps").is_some()) {
+        return Err(format!(
+            "bench merge: {} is a sweep: only single runs merge (bench compare puts two sweeps side by side)",
+            sweep.name
+        ));
+    }
     for run in rest {
         for (what, pick) in SAME {
             let (a, b) = (pick(&first.report), pick(&run.report));
             if a != b {
                 return Err(format!(
-                    "bench merge: {} has {what} {a}, {} has {b}: only runs of one scenario, message size, protocol and loop kind merge",
+                    "bench merge: {} has {what} {a}, {} has {b}: only runs of one target, scenario, message size, protocol and loop kind merge",
                     first.name, run.name
                 ));
             }
@@ -248,8 +255,9 @@ pub fn merge(runs: &[Run]) -> Result<Value, String> {
 
 /// What must be equal for runs to merge, and how it is named in a refusal.
 type Pick = fn(&Value) -> Value;
-const SAME: [(&str, Pick); 5] = [
+const SAME: [(&str, Pick); 6] = [
     ("schema", |r| r["schema"].clone()),
+    ("target", |r| r["settings"]["addr"].clone()),
     ("scenario", |r| r["scenario"].clone()),
     ("message size", |r| r["settings"]["size"].clone()),
     ("protocol", |r| r["settings"]["protocol"].clone()),
@@ -507,7 +515,7 @@ pub fn run_merge(args: &MergeArgs) -> io::Result<()> {
         let mut out = io::stdout().lock();
         writeln!(out, "{merged}")?;
     } else {
-        super::print_human(&merged);
+        super::summary::print_human(&merged);
     }
     super::fail_on_errors(&merged)
 }
@@ -621,6 +629,20 @@ mod tests {
         bare.as_object_mut().unwrap().remove("histogram");
         let refusal = merge(&[run("a", report(&[1], "echo")), run("b", bare)]).unwrap_err();
         assert!(refusal.contains("no `histogram`"), "{refusal}");
+    }
+
+    #[test]
+    fn sweeps_and_runs_against_other_targets_are_refused_by_name() {
+        let mut sweep = report(&[1], "echo");
+        sweep["steps"] = json!([]);
+        let refusal =
+            merge(&[run("a.json", report(&[1], "echo")), run("s.json", sweep)]).unwrap_err();
+        assert!(refusal.contains("s.json is a sweep"), "{refusal}");
+        let mut elsewhere = report(&[1], "echo");
+        elsewhere["settings"]["addr"] = json!("127.0.0.2:7000");
+        let refusal = merge(&[run("a", report(&[1], "echo")), run("b", elsewhere)]).unwrap_err();
+        assert!(refusal.contains("target"), "{refusal}");
+        assert!(refusal.contains("127.0.0.2:7000"), "{refusal}");
     }
 
     #[test]

@@ -20,8 +20,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::driver::new_histogram;
+use super::merge::{decode, encode};
 use super::timeline::LogFile;
-use super::{base_report, run_echo, BenchArgs, Scenario, Target};
+use super::{base_report, percentiles, run_echo, BenchArgs, Scenario, Target};
 
 /// Steps of an `auto` sweep.
 pub const AUTO_STEPS: usize = 8;
@@ -180,6 +182,9 @@ pub(super) fn run(
     let mut errors =
         json!({"connect": 0, "mismatch": 0, "reset": 0, "server_closed": 0, "timeout": 0});
     let (mut messages, mut client_cpu, mut total_s) = (0u64, 0.0, 0.0);
+    // Of the whole sweep: every step's latencies, the server's CPU time.
+    let mut latency = new_histogram();
+    let mut server_cpu: Option<f64> = None;
     for (index, &rate) in rates.iter().enumerate() {
         if super::interrupt::requested() {
             // Ctrl-C (in the probe or a step): the summary covers the steps
@@ -212,6 +217,12 @@ pub(super) fn run(
             .as_f64()
             .unwrap_or(args.duration.as_secs_f64());
         client_cpu += step["client"]["cpu_s"].as_f64().unwrap_or(0.0);
+        if let Some(cpu) = step["server"]["cpu_s"].as_f64() {
+            server_cpu = Some(server_cpu.unwrap_or(0.0) + cpu);
+        }
+        if let Some(h) = step["histogram"].as_str().and_then(|t| decode(t).ok()) {
+            let _ = latency.add(&h);
+        }
         report["connections"]["achieved"] = step["connections"]["achieved"].clone();
         steps.push(json!({
             "target_rate": rate,
@@ -233,8 +244,19 @@ pub(super) fn run(
     });
     report["duration_s"] = json!(total_s);
     report["messages"] = json!(messages);
-    report["msgs_per_sec"] = json!(messages as f64 / total_s);
-    report["bytes_per_sec"] = json!((messages * args.size as u64) as f64 / total_s);
+    // Stopped before any window was measured: no time, no rate (not 0/0).
+    let per_sec = |n: u64| {
+        if total_s > 0.0 {
+            n as f64 / total_s
+        } else {
+            0.0
+        }
+    };
+    report["msgs_per_sec"] = json!(per_sec(messages));
+    report["bytes_per_sec"] = json!(per_sec(messages * args.size as u64));
+    report["latency_us"] = percentiles(&latency);
+    report["histogram"] = json!(encode(&latency));
+    report["server"]["cpu_s"] = json!(server_cpu);
     report["errors"] = errors;
     report["client"]["cpu_s"] = json!(client_cpu);
     report["sweep"] = json!({"rates": rates, "slo_p99_us": args.slo_p99_us, "probe": probe});
