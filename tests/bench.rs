@@ -610,7 +610,14 @@ fn bench_merge_combines_two_real_runs_exactly() {
         files.push(reports.write(name, &r));
         runs.push(r);
     }
-    let merged = successful_report(&bench(&["merge", "--json", &files[0], &files[1]]));
+    let out = bench(&["merge", "--json", &files[0], &files[1]]);
+    // Each run had its own child server: the merge says so.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the merged figures add up different targets"),
+        "{stderr}"
+    );
+    let merged = successful_report(&out);
     let messages: u64 = runs.iter().map(|r| r["messages"].as_u64().unwrap()).sum();
     assert_eq!(merged["messages"], messages);
     assert_eq!(merged["connections"]["achieved"], 8);

@@ -25,10 +25,12 @@
 //! - the load generators' own CPU time is summed.
 //!
 //! Invariant: runs that cannot be one result are refused, naming the files
-//! and the difference: another schema, target, scenario, message size,
-//! protocol or loop kind (open vs closed), a sweep (its steps are runs of
-//! their own), a run without a histogram, or histograms of different
-//! precision (their sum would not be exact).
+//! and the difference: another schema, scenario, message size, protocol
+//! or loop kind (open vs closed), a sweep (its steps are runs of their
+//! own), a run without a histogram, or histograms of different precision
+//! (their sum would not be exact). Runs against different targets merge
+//! with a warning naming them: the sum is then of several servers (or of
+//! one reached by several addresses, which only the user knows).
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -97,7 +99,7 @@ pub fn merge(runs: &[Run]) -> Result<Value, String> {
             let (a, b) = (pick(&first.report), pick(&run.report));
             if a != b {
                 return Err(format!(
-                    "bench merge: {} has {what} {a}, {} has {b}: only runs of one target, scenario, message size, protocol and loop kind merge",
+                    "bench merge: {} has {what} {a}, {} has {b}: only runs of one scenario, message size, protocol and loop kind merge",
                     first.name, run.name
                 ));
             }
@@ -159,7 +161,7 @@ pub fn merge(runs: &[Run]) -> Result<Value, String> {
         // Achieved against requested from the summed rates; the
         // generators' send lateness from their merged histograms (ns).
         let lateness = merged_histogram(runs, "/histogram_send_lateness")?;
-        let lateness = lateness.unwrap_or_else(crate::bench::driver::new_histogram_ns);
+        let lateness = lateness.unwrap_or_else(crate::bench::latency::new_histogram_ns);
         m["histogram_send_lateness"] = json!(encode(&lateness));
         super::fill_open_loop(&mut m, &lateness);
     }
@@ -253,11 +255,29 @@ pub fn merge(runs: &[Run]) -> Result<Value, String> {
     Ok(m)
 }
 
+/// The warning for runs against different targets, if they were.
+pub fn targets_warning(runs: &[Run]) -> Option<String> {
+    let target = |r: &Run| {
+        r.report["settings"]["addr"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string()
+    };
+    let first = runs.first()?;
+    let other = runs.iter().find(|r| target(r) != target(first))?;
+    Some(format!(
+        "bench merge: warning: {} ran against {}, {} against {}: the merged figures add up different targets",
+        first.name,
+        target(first),
+        other.name,
+        target(other)
+    ))
+}
+
 /// What must be equal for runs to merge, and how it is named in a refusal.
 type Pick = fn(&Value) -> Value;
-const SAME: [(&str, Pick); 6] = [
+const SAME: [(&str, Pick); 5] = [
     ("schema", |r| r["schema"].clone()),
-    ("target", |r| r["settings"]["addr"].clone()),
     ("scenario", |r| r["scenario"].clone()),
     ("message size", |r| r["settings"]["size"].clone()),
     ("protocol", |r| r["settings"]["protocol"].clone()),
@@ -509,6 +529,9 @@ pub fn run_merge(args: &MergeArgs) -> io::Result<()> {
         });
     }
     let mut merged = merge(&runs).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    if let Some(warning) = targets_warning(&runs) {
+        eprintln!("echo-reactor: {warning}");
+    }
     merged["merged_from"] = json!(runs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>());
     merged["settings"]["json"] = json!(args.json);
     if args.json {
@@ -555,7 +578,7 @@ mod tests {
             assert!(text.contains(why), "{text}");
         }
     }
-    use crate::bench::driver::new_histogram;
+    use crate::bench::latency::new_histogram;
 
     fn report(samples: &[u64], scenario: &str) -> Value {
         let mut h = new_histogram();
@@ -632,17 +655,20 @@ mod tests {
     }
 
     #[test]
-    fn sweeps_and_runs_against_other_targets_are_refused_by_name() {
+    fn sweeps_are_refused_and_other_targets_named() {
         let mut sweep = report(&[1], "echo");
         sweep["steps"] = json!([]);
         let refusal =
             merge(&[run("a.json", report(&[1], "echo")), run("s.json", sweep)]).unwrap_err();
         assert!(refusal.contains("s.json is a sweep"), "{refusal}");
-        let mut elsewhere = report(&[1], "echo");
+        let mut here = report(&[1], "echo");
+        here["settings"]["addr"] = json!("127.0.0.1:7000");
+        let mut elsewhere = here.clone();
+        let same = [run("a", here.clone()), run("b", here.clone())];
+        assert_eq!(targets_warning(&same), None);
         elsewhere["settings"]["addr"] = json!("127.0.0.2:7000");
-        let refusal = merge(&[run("a", report(&[1], "echo")), run("b", elsewhere)]).unwrap_err();
-        assert!(refusal.contains("target"), "{refusal}");
-        assert!(refusal.contains("127.0.0.2:7000"), "{refusal}");
+        let warning = targets_warning(&[run("a", here), run("b", elsewhere)]).unwrap();
+        assert!(warning.contains("127.0.0.2:7000"), "{warning}");
     }
 
     #[test]

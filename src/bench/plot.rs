@@ -501,7 +501,7 @@ fn header<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::driver::new_histogram;
+    use crate::bench::latency::new_histogram;
 
     #[test]
     fn percentiles_are_labelled_as_hdrhistogram_does() {

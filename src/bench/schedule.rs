@@ -240,7 +240,7 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::driver::new_histogram;
+    use crate::bench::latency::new_histogram;
 
     fn schedule(period_ps: u64, (total, first, count): (usize, usize, usize)) -> Schedule {
         Schedule::new(period_ps, (total, first, count), (0, u64::MAX))

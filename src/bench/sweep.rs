@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::driver::new_histogram;
+use super::latency::new_histogram;
 use super::merge::{decode, encode};
 use super::timeline::LogFile;
 use super::{base_report, percentiles, run_echo, BenchArgs, Scenario, Target};

@@ -27,7 +27,7 @@ use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use super::driver::new_histogram;
+use super::latency::new_histogram;
 use super::merge::{decode, encode};
 use super::progress::Interval;
 
