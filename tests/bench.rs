@@ -58,7 +58,7 @@ fn bench_against_its_child_server_reports_json_with_zero_errors_and_cleans_up() 
         "2",
     ]);
     let r = successful_report(&out);
-    assert_eq!(r["schema"], 1);
+    assert_eq!(r["schema"], 2);
     assert_eq!(r["scenario"], "echo");
     for key in ["kernel", "cpus", "nofile_soft", "nofile_hard", "version"] {
         assert!(!r["environment"][key].is_null(), "environment.{key}");
@@ -463,7 +463,7 @@ fn decoded(text: &Value) -> Histogram<u64> {
 fn report_of(scenario: &str, size: u64, samples: &[u64]) -> Value {
     let h = samples_histogram(samples);
     json!({
-        "schema": 1, "scenario": scenario,
+        "schema": 2, "scenario": scenario,
         "settings": {"addr": "127.0.0.1:7000", "connections": 10, "size": size, "pipeline": 1,
                      "rate": null, "threads": 1, "protocol": "echo", "duration_s": 1.0},
         "processes": 1,
@@ -482,6 +482,25 @@ fn report_of(scenario: &str, size: u64, samples: &[u64]) -> Value {
 }
 
 /// A directory of one test's own for report files; removed when dropped.
+#[test]
+fn merge_and_compare_refuse_a_schema_1_report_in_one_line_naming_it() {
+    let reports = Reports::new("schema-1");
+    let mut old = report_of("echo", 64, &[100, 200]);
+    old["schema"] = json!(1);
+    let old = reports.write("old.json", &old);
+    let new = reports.write("new.json", &report_of("echo", 64, &[100, 200]));
+    for action in ["merge", "compare"] {
+        let out = bench(&[action, &new, &old]);
+        assert!(!out.status.success(), "{action}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "{action}: {stderr}");
+        assert!(
+            stderr.contains("old.json: a report of schema 1"),
+            "{action}: {stderr}"
+        );
+    }
+}
+
 struct Reports(std::path::PathBuf);
 
 impl Reports {

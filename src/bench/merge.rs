@@ -42,6 +42,8 @@ use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer}
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
+use super::report::SCHEMA;
+
 use super::percentiles;
 
 /// Flags of `echo-reactor bench merge`.
@@ -172,6 +174,13 @@ pub fn merge(runs: &[Run]) -> Result<Value, String> {
         }
     }
     m["errors"] = Value::Object(errors);
+    let mut failures = serde_json::Map::new();
+    for run in runs {
+        if let Some(each) = run.report["connect_failures"].as_object() {
+            add_counts(&mut failures, each);
+        }
+    }
+    m["connect_failures"] = Value::Object(failures);
     let client_cpu = sum_f64(runs, "/client/cpu_s");
     m["client"] = json!({"cpu_s": client_cpu});
     // Per message only where a run reports it (not for hold and connect).
@@ -376,10 +385,12 @@ fn merged_server(runs: &[Run], messages: u64) -> Value {
     server
 }
 
-/// Sum `more`'s counts into `into`, key by key; nested objects (the
-/// connect failures by class) likewise; text (an OS reason) is kept from
-/// the first run that has it.
-fn add_counts(into: &mut serde_json::Map<String, Value>, more: &serde_json::Map<String, Value>) {
+/// Sum `more`'s counts into `into`, key by key (nested objects likewise);
+/// text (an OS reason) is kept from the first run that has it.
+pub(super) fn add_counts(
+    into: &mut serde_json::Map<String, Value>,
+    more: &serde_json::Map<String, Value>,
+) {
     for (key, value) in more {
         match value {
             Value::Object(inner) => {
@@ -515,7 +526,18 @@ pub fn read_report(path: &std::path::Path) -> io::Result<Value> {
             ),
         ));
     }
-    Ok(report)
+    match report["schema"].as_u64() {
+        Some(SCHEMA) => Ok(report),
+        // Schema 1 mixed the connect failures by reason into `errors`.
+        other => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{}: a report of schema {}; this echo-reactor reads schema {SCHEMA} (run that bench again with it)",
+                path.display(),
+                other.map_or_else(|| "?".to_string(), |n| n.to_string())
+            ),
+        )),
+    }
 }
 
 /// `echo-reactor bench merge FILE... [--json]`: print the merged report.
@@ -586,7 +608,7 @@ mod tests {
             h.record(s).unwrap();
         }
         json!({
-            "schema": 1, "scenario": scenario,
+            "schema": 2, "scenario": scenario,
             "settings": {"size": 64, "protocol": "echo", "connections": 2},
             "connections": {"requested": 2, "achieved": 2},
             "duration_s": 1.0, "messages": samples.len(), "msgs_per_sec": samples.len() as f64,

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use super::args::BenchArgs;
 use super::driver::Errors;
+use super::failures::ConnectFailures;
 use super::flood::Flood;
 use super::latency::new_histogram;
 use super::merge::encode;
@@ -41,7 +42,7 @@ pub(super) fn base_report(args: &BenchArgs, target: &Target) -> Value {
     let server_pid = target.server_pid;
     let addrs = |list: &[IpAddr]| list.iter().map(IpAddr::to_string).collect::<Vec<_>>();
     json!({
-        "schema": 1,
+        "schema": SCHEMA,
         "scenario": format!("{:?}", args.scenario).to_lowercase(),
         "settings": {
             "addr": target.addr.to_string(),
@@ -88,6 +89,7 @@ pub(super) fn base_report(args: &BenchArgs, target: &Target) -> Value {
         "histogram": encode(&new_histogram()),
         "histogram_uncorrected": Value::Null,
         "errors": errors_json(&Errors::default()),
+        "connect_failures": ConnectFailures::default().to_json(),
         "client": {"cpu_s": 0.0},
         "server": {
             "pid": server_pid,
@@ -113,10 +115,22 @@ pub(super) fn fill_cpu(report: &mut Value, start: &CpuWindow, end: &CpuWindow, m
     }
 }
 
-pub(super) fn errors_json(errors: &Errors) -> Value {
+/// The report's version: 2 since `errors` holds counts only (their sum
+/// is the number of failed connections) and the connect failures by OS
+/// reason have their own key, `connect_failures`.
+pub const SCHEMA: u64 = 2;
+
+/// Set `errors` (counts only) and `connect_failures` (the connects that
+/// failed, by OS reason).
+pub(super) fn fill_errors(report: &mut Value, errors: &Errors) {
+    report["errors"] = errors_json(errors);
+    report["connect_failures"] = errors.connect_reasons.to_json();
+}
+
+/// The `errors` object: a count per kind, nothing else.
+fn errors_json(errors: &Errors) -> Value {
     json!({
         "connect": errors.connect,
-        "connect_reasons": errors.connect_reasons.to_json(),
         "mismatch": errors.mismatch,
         "reset": errors.reset,
         "server_closed": errors.server_closed,

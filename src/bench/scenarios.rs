@@ -16,7 +16,7 @@ use super::flood::{self, FloodLoad};
 use super::latency::new_histogram;
 use super::merge::{self, encode};
 use super::progress::{Counters, LineClock, Printer};
-use super::report::{base_report, errors_json, fill_cpu, fill_open_loop, flood_json, percentiles};
+use super::report::{base_report, fill_cpu, fill_errors, fill_open_loop, flood_json, percentiles};
 use super::timeline::Timeline;
 use super::{failures, interrupt, schedule, split, sysinfo, CpuWindow, Target};
 
@@ -157,7 +157,7 @@ pub(super) fn run_echo(
         report["histogram_send_lateness"] = json!(encode(&total.send_lateness));
         fill_open_loop(&mut report, &total.send_lateness);
     }
-    report["errors"] = errors_json(&total.errors);
+    fill_errors(&mut report, &total.errors);
     fill_cpu(&mut report, &cpu_start, &cpu_end, total.messages);
     report["server"]["rss_bytes"] = json!(server_pid.and_then(sysinfo::process_rss));
     report["server"]["rss_peak_bytes"] = json!(peaks.rss.map(|p| p.bytes));
@@ -213,7 +213,7 @@ pub(super) fn run_connect(args: &BenchArgs, target: &Target) -> io::Result<Value
     report["connections"]["achieved"] = json!(slots_up);
     report["messages"] = json!(0);
     report["errors"]["connect"] = json!(failed.total());
-    report["errors"]["connect_reasons"] = failed.to_json();
+    report["connect_failures"] = failed.to_json();
     report["connect"] = json!({
         "completed": completed,
         "connections_per_sec": completed as f64 / secs,
@@ -289,7 +289,7 @@ pub(super) fn run_hold(args: &BenchArgs, target: &Target, progress: bool) -> io:
     // The one echo per connection after the hold.
     report["latency_us"] = percentiles(&total.latency);
     report["histogram"] = json!(encode(&total.latency));
-    report["errors"] = errors_json(&total.errors);
+    fill_errors(&mut report, &total.errors);
     report["server"]["rss_bytes"] = json!(rss_after);
     report["hold"] = json!({
         "answered": answered,

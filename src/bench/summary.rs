@@ -133,7 +133,7 @@ pub(super) fn summary_text(r: &Value) -> String {
         );
         let _ = writeln!(out, "{}", hold_line(h));
     }
-    let _ = writeln!(out, "  errors       {}", errors_text(&r["errors"]));
+    let _ = writeln!(out, "  errors       {}", errors_text(r));
     let _ = writeln!(
         out,
         "  client       cpu {:.3} s{}",
@@ -302,12 +302,14 @@ fn bytes_text(bytes: &Value) -> String {
     }
 }
 
-/// The errors in words (no JSON): `connect 2 (2 refused (...)), reset 1`.
-pub(super) fn errors_text(errors: &Value) -> String {
+/// A report's errors in words (no JSON), the connect failures by their
+/// reason: `connect 2 (2 refused (...)), reset 1`.
+pub(super) fn errors_text(report: &Value) -> String {
+    let (errors, connect_failures) = (&report["errors"], &report["connect_failures"]);
     let count = |k: &str| errors[k].as_u64().unwrap_or(0);
     let mut parts = Vec::new();
     if count("connect") > 0 {
-        let reasons = describe(&errors["connect_reasons"]);
+        let reasons = describe(connect_failures);
         parts.push(if reasons.is_empty() {
             format!("connect {}", count("connect"))
         } else {

@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::latency::new_histogram;
-use super::merge::{decode, encode};
+use super::merge::{add_counts, decode, encode};
 use super::timeline::LogFile;
 use super::{base_report, percentiles, run_echo, BenchArgs, Scenario, Target};
 
@@ -185,6 +185,7 @@ pub(super) fn run(
     // Of the whole sweep: every step's latencies, the server's CPU time.
     let mut latency = new_histogram();
     let mut server_cpu: Option<f64> = None;
+    let mut connect_failures = serde_json::Map::new();
     for (index, &rate) in rates.iter().enumerate() {
         if super::interrupt::requested() {
             // Ctrl-C (in the probe or a step): the summary covers the steps
@@ -217,6 +218,9 @@ pub(super) fn run(
             .as_f64()
             .unwrap_or(args.duration.as_secs_f64());
         client_cpu += step["client"]["cpu_s"].as_f64().unwrap_or(0.0);
+        if let Some(each) = step["connect_failures"].as_object() {
+            add_counts(&mut connect_failures, each);
+        }
         if let Some(cpu) = step["server"]["cpu_s"].as_f64() {
             server_cpu = Some(server_cpu.unwrap_or(0.0) + cpu);
         }
@@ -258,6 +262,7 @@ pub(super) fn run(
     report["histogram"] = json!(encode(&latency));
     report["server"]["cpu_s"] = json!(server_cpu);
     report["errors"] = errors;
+    report["connect_failures"] = Value::Object(connect_failures);
     report["client"]["cpu_s"] = json!(client_cpu);
     report["sweep"] = json!({"rates": rates, "slo_p99_us": args.slo_p99_us, "probe": probe});
     report["steps"] = Value::Array(steps);
