@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::cli::{load_auth_key, ProtocolName};
-use crate::protocol::CHALLENGE_BYTES;
+use crate::auth_key::load_auth_key;
+use crate::protocol::{ProtocolName, CHALLENGE_BYTES};
 use crate::proxy_header::{encode, encode_unknown, HeaderVersion};
 use crate::units::{parse_addr, parse_secs, usage_error};
 

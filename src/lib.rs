@@ -8,32 +8,71 @@
 //!
 //! ## Map of the modules
 //!
-//! Dependencies point downwards: a module uses only those below it.
+//! Dependencies point downwards: a module uses only those in its own layer
+//! or below, never one above (`tests/docs_references.rs` checks every
+//! `crate::` path against this map; `docs/ARCHITECTURE.md` draws it).
+//! Nothing but `main.rs` uses [`cli`].
+//!
+//! **Command line.** Parsing and dispatch, nothing else.
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`cli`] | the command line (`serve`, `client`, `bench`) and what it prints |
-//! | [`bench`](mod@bench) | the load generator: mio threads, verified replies, HdrHistogram latency, the JSON report |
+//! | [`cli`] | the command line (`serve`, `client`, `bench`) as clap parses it, and which subcommand runs |
+//!
+//! **Subcommands.** Each owns its flags and runs on the library below.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`serve`] | `echo-reactor serve`: its flags, the limits a command line must respect, starting the server, its supervisor or a worker |
 //! | [`client`] | the blocking tutorial-style client (`echo-reactor client`) |
+//! | [`bench`](mod@bench) | the load generator: mio threads, verified replies, HdrHistogram latency, the JSON report |
+//!
+//! **Processes.** What serving needs from the process around it.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`supervisor`] | `--workers N`: binds once, starts, restarts and stops worker processes, sums their stats |
+//! | [`inherit`] | sockets handed over by a parent: systemd's `LISTEN_FDS`, and the supervisor's workers |
+//! | [`auth_key`] | where the handshake key comes from: `--auth-key-file` or `ECHO_REACTOR_AUTH_KEY` |
+//! | [`stdout`] | report lines on stdout, flushed at once; a closed pipe is an error to log, not a panic |
+//! | [`machine`] | the machine's physical memory |
+//! | [`units`] | the values flags are made of: addresses, sizes, durations (one parser each) |
+//!
+//! **The server.** The public API and the loop.
+//!
+//! | module | owns |
+//! |---|---|
 //! | [`server`] | the public API: [`Config`], [`Server`] (bind, run), [`ServerHandle`] (stop, stats) |
 //! | [`reactor`] | the loop: `Poll`, tokens, accept (caps, EMFILE), UDP, dispatch, the ready queue, timers, signals, shutdown, reaping — a file each |
-//! | [`ratelimit`] | one warning per interval for log lines a client can trigger |
+//!
+//! **What the loop drives.** One connection, and the metrics endpoint.
+//!
+//! | module | owns |
+//! |---|---|
 //! | [`connection`] | one connection's readiness flags and timestamps, and the fill/flush drain loops |
-//! | [`protocol`] | what the server says: the [`Protocol`](protocol::Protocol) trait, `echo`, `upper`, `prefix`, `greet`, `json`, the HMAC handshake, framing |
+//! | [`http`], [`metrics`] | `--metrics`: an HTTP request head framed by `httparse`, routed, answered; the Prometheus exposition (`prometheus`) |
+//! | [`worker_stats`] | `--workers` with `--metrics`: each worker's numbers in a shared memory slot, summed by a scrape |
+//!
+//! **What is said, and how much.** Pure logic: no mio, no sockets.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`protocol`] | what the server says: the [`Protocol`](protocol::Protocol) trait, `echo`, `upper`, `prefix`, `greet`, `json`, the HMAC handshake, framing, the names `--protocol` takes |
 //! | [`proxy_header`] | the PROXY protocol header (v1/v2, via `ppp`): reading one from a stream's first bytes, writing one for a client |
-//! | [`timers`] | the once-per-turn clock and the lazy deadline queue |
 //! | [`budget`] | `--max-memory`: the server-wide marks, and who is evicted first |
+//! | [`udp_budget`] | a per-source budget on UDP reply bytes (no reflection) |
+//!
+//! **Foundations.** Used from anywhere above; they use only each other.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`ratelimit`] | one warning per interval for log lines a client can trigger |
+//! | [`timers`] | the once-per-turn clock and the lazy deadline queue |
+//! | [`stats`] | counters, published once per loop turn |
 //! | [`buffer`] | byte queues that hold memory only while holding bytes |
 //! | [`stream`] | a TCP or Unix stream behind one type |
 //! | [`nonblocking`] | one socket call → one named outcome (`Data`, `WouldBlock`, `Reset`, `OutOfFiles`, ...) |
-//! | [`stats`] | counters, published once per loop turn |
-//! | [`supervisor`] | `--workers N`: binds once, starts, restarts and stops worker processes, sums their stats |
-//! | [`inherit`] | sockets handed over by a parent: systemd's `LISTEN_FDS`, and the supervisor's workers |
 //! | [`sockets`], [`fdlimit`] | binding (backlog, `SO_REUSEADDR`, stale Unix sockets), UDP replies from the address asked, and `RLIMIT_NOFILE` |
-//! | [`units`] | the values flags are made of: addresses, sizes, durations (one parser each, below `cli`, `client` and `bench`) |
-//! | [`udp_budget`] | a per-source budget on UDP reply bytes (no reflection) |
-//! | [`http`], [`metrics`] | `--metrics`: an HTTP request head framed by `httparse`, routed, answered; the Prometheus exposition (`prometheus-client`) |
-//! | [`worker_stats`] | `--workers` with `--metrics`: each worker's numbers in a shared memory slot, summed by a scrape |
 //!
 //! `protocol` knows nothing of mio or sockets; `connection` knows sockets
 //! only as `Read + Write`; only `reactor` (and `bench`) touch `Poll`.
@@ -43,6 +82,7 @@
 //! in that order; `docs/PYTHON.md` maps the Python socket calls onto them.
 #![warn(missing_docs)]
 
+pub mod auth_key;
 pub mod bench;
 pub mod budget;
 pub mod buffer;
@@ -52,15 +92,18 @@ pub mod connection;
 pub mod fdlimit;
 pub mod http;
 pub mod inherit;
+pub mod machine;
 pub mod metrics;
 pub mod nonblocking;
 pub mod protocol;
 pub mod proxy_header;
 pub mod ratelimit;
 pub mod reactor;
+pub mod serve;
 pub mod server;
 pub mod sockets;
 pub mod stats;
+pub mod stdout;
 pub mod stream;
 pub mod supervisor;
 pub mod timers;

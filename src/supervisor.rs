@@ -258,7 +258,7 @@ pub fn run(sockets: WorkerSockets, workers: usize, args: Vec<OsString>) -> io::R
     let lines = final_lines.lock().unwrap_or_else(|e| e.into_inner());
     let summed = sum_stats_lines(&lines);
     Ok(
-        match crate::cli::print_report(&format!("{summed} workers={workers}\n")) {
+        match crate::stdout::print_report(&format!("{summed} workers={workers}\n")) {
             Ok(()) => 0,
             Err(e) => {
                 warn!("stdout: cannot print the final stats ({e}); they were: {summed} workers={workers}");

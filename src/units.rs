@@ -2,7 +2,7 @@
 //! sizes and durations, parsed the same way for `serve`, `client` and
 //! `bench`.
 //!
-//! This module sits below [`cli`](crate::cli), [`client`](crate::client) and
+//! This module sits below [`serve`](crate::serve), [`client`](crate::client) and
 //! [`bench`](mod@crate::bench) and uses none of them. Each parser returns
 //! `Err(String)` with one sentence saying what is wrong and what would be
 //! right; clap puts it after `invalid value '…' for '--flag'` and exits 2.

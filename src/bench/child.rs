@@ -43,7 +43,7 @@ impl ChildServer {
             .env("RUST_LOG", "warn")
             // The bench does no auth handshake: a key in our environment
             // would make every connection fail it.
-            .env_remove(crate::cli::AUTH_KEY_ENV)
+            .env_remove(crate::auth_key::AUTH_KEY_ENV)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

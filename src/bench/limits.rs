@@ -21,7 +21,7 @@ const FALLBACK_CAP_BYTES: u64 = 4 << 30;
 
 /// What the load generator's buffers may take at most, in bytes.
 pub fn buffer_cap_bytes() -> u64 {
-    crate::cli::physical_memory_bytes().map_or(FALLBACK_CAP_BYTES, |ram| ram / 4)
+    crate::machine::physical_memory_bytes().map_or(FALLBACK_CAP_BYTES, |ram| ram / 4)
 }
 
 /// The most the load generator's buffers hold for these settings, in bytes.

@@ -20,7 +20,7 @@
 //! - out of descriptors (EMFILE/ENFILE), the waiting connections are
 //!   accepted and closed with the reactor's spare descriptor and the
 //!   listener rests [`ACCEPT_PAUSE_MS`] on a timer, as the client listeners
-//!   do (`endpoints.rs`): the queued connection keeps the listener readable
+//!   do (`accept.rs`): the queued connection keeps the listener readable
 //!   without a new edge, so breaking out alone would leave it unserved
 //!   until another connection arrived.
 //!
@@ -37,7 +37,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use slab::Slab;
 
-use super::endpoints::{ACCEPT_BUDGET, ACCEPT_PAUSE_MS, EMFILE_WARN_INTERVAL_MS};
+use super::accept::{ACCEPT_BUDGET, ACCEPT_PAUSE_MS, EMFILE_WARN_INTERVAL_MS};
 pub use super::tokens::MAX_METRICS_CONNECTIONS;
 use super::tokens::{metrics_conn_index, metrics_conn_token, METRICS_LISTENER};
 use crate::buffer::BufferGauge;

@@ -38,6 +38,7 @@
 //! send buffer has room (no edge fires), and it saves an `epoll_ctl` to arm
 //! and disarm `EPOLLOUT` around every partial write.
 
+mod accept;
 mod clients;
 mod endpoints;
 mod memory;
@@ -69,9 +70,10 @@ use crate::stats::{CloseReason, SharedStats, StatsSnapshot};
 use crate::timers::{due_after, Clock, DeadlineQueue, NEVER};
 use crate::udp_budget::ReplyBudget;
 
+pub use accept::{ACCEPT_BUDGET, ACCEPT_PAUSE_MS, EMFILE_WARN_INTERVAL_MS};
 use clients::Clients;
 use endpoints::Endpoint;
-pub use endpoints::{Listening, ACCEPT_BUDGET, ACCEPT_PAUSE_MS, EMFILE_WARN_INTERVAL_MS};
+pub use endpoints::Listening;
 use metrics_listener::{MetricsEndpoint, OutOfFiles};
 pub use metrics_listener::{SharedSlots, MAX_METRICS_CONNECTIONS, METRICS_DEADLINE_MS};
 use tokens::{endpoint_index, endpoint_token, FIRST_RESERVED};
