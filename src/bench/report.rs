@@ -14,7 +14,7 @@ use super::driver::Errors;
 use super::failures::ConnectFailures;
 use super::flood::Flood;
 use super::latency::new_histogram;
-use super::merge::encode;
+use super::merge::{encode, SCHEMA};
 use super::sweep::SweepRates;
 use super::{sysinfo, CpuWindow, Target};
 
@@ -114,11 +114,6 @@ pub(super) fn fill_cpu(report: &mut Value, start: &CpuWindow, end: &CpuWindow, m
         }
     }
 }
-
-/// The report's version: 2 since `errors` holds counts only (their sum
-/// is the number of failed connections) and the connect failures by OS
-/// reason have their own key, `connect_failures`.
-pub const SCHEMA: u64 = 2;
 
 /// Set `errors` (counts only) and `connect_failures` (the connects that
 /// failed, by OS reason).
