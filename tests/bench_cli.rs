@@ -323,6 +323,9 @@ fn a_sweep_reports_its_latency_and_server_cpu_over_all_steps() {
         .unwrap();
     assert_eq!(r["latency_us"]["max"].as_u64(), Some(step_max), "{r}");
     assert!(r["latency_us"]["p99"].as_u64().is_some(), "{r}");
+    // Each step, and the sweep, say why connections failed, beside the counts.
+    assert_eq!(steps[0]["connect_failures"]["refused"], 0, "{r}");
+    assert_eq!(r["connect_failures"]["refused"], 0, "{r}");
     let cpu: f64 = steps
         .iter()
         .map(|s| s["server_cpu_s"].as_f64().unwrap())

@@ -236,6 +236,7 @@ pub(super) fn run(
             "latency_us": step["latency_us"],
             "latency_uncorrected_us": step["latency_uncorrected_us"],
             "errors": step["errors"],
+            "connect_failures": step["connect_failures"],
             "client_cpu_s": step["client"]["cpu_s"],
             "server_cpu_s": step["server"]["cpu_s"],
             "histogram": step["histogram"],
