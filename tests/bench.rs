@@ -873,3 +873,59 @@ fn connections_come_round_robin_from_the_source_addresses_given() {
     };
     assert_eq!((from(2), from(3)), (4, 4), "peers seen: {peers:?}");
 }
+
+/// The report's text read into the typed schema and written back: the
+/// same JSON, key for key (a key the types lack, or one they add, differs).
+fn assert_typed_round_trip(what: &str, text: &str) {
+    let raw: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let typed: echo_reactor::bench::schema::Report =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("{what}: {e}: {text}"));
+    let back = serde_json::to_value(&typed).unwrap();
+    assert_eq!(back, raw, "{what}: written back differs");
+}
+
+#[test]
+fn every_kind_of_report_reads_into_the_typed_schema_and_back_unchanged() {
+    let short = ["--json", "--duration", "0.3", "--warmup", "0"];
+    let refused = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let refused = refused.to_string(); // (the listener is dropped: nothing listens)
+    let runs: [(&str, Vec<&str>); 8] = [
+        ("closed loop", vec!["--connections", "2"]),
+        ("open loop", vec!["--connections", "2", "--rate", "200"]),
+        (
+            "connect",
+            vec!["--scenario", "connect", "--connections", "2"],
+        ),
+        ("hold", vec!["--scenario", "hold", "--connections", "2"]),
+        (
+            "flood",
+            vec![
+                "--scenario",
+                "flood",
+                "--flooders",
+                "1",
+                "--connections",
+                "2",
+            ],
+        ),
+        ("sweep", vec!["--sweep", "100,200", "--connections", "2"]),
+        ("processes", vec!["--processes", "2", "--connections", "2"]),
+        ("refused", vec!["--addr", &refused, "--connections", "2"]),
+    ];
+    let reports = Reports::new("typed");
+    let mut closed = None;
+    for (what, args) in runs {
+        let out = bench(&[&short[..], &args[..]].concat());
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert_typed_round_trip(what, text.trim());
+        if what == "closed loop" {
+            closed = Some(reports.write("closed.json", &serde_json::from_str(&text).unwrap()));
+        }
+    }
+    let closed = closed.unwrap();
+    let out = bench(&["merge", "--json", &closed, &closed]);
+    assert_typed_round_trip("merged", String::from_utf8(out.stdout).unwrap().trim());
+}

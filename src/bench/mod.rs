@@ -56,6 +56,7 @@ pub mod progress;
 mod report;
 mod scenarios;
 pub mod schedule;
+pub mod schema;
 pub mod serverpid;
 pub mod sources;
 pub mod summary;
