@@ -32,7 +32,7 @@
 //! with a warning naming them: the sum is then of several servers (or of
 //! one reached by several addresses, which only the user knows).
 
-use std::io::{self, Write};
+use std::io;
 use std::path::PathBuf;
 
 use base64::engine::general_purpose::STANDARD;
@@ -554,15 +554,15 @@ pub fn run_merge(args: &MergeArgs) -> io::Result<()> {
             report: read_report(path)?,
         });
     }
-    let mut merged = merge(&runs).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let merged = merge(&runs).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     if let Some(warning) = targets_warning(&runs) {
         eprintln!("echo-reactor: {warning}");
     }
-    merged["merged_from"] = json!(runs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>());
-    merged["settings"]["json"] = json!(args.json);
+    let mut merged = super::typed(merged)?;
+    merged.merged_from = Some(runs.iter().map(|r| r.name.clone()).collect());
+    merged.settings.json = args.json;
     if args.json {
-        let mut out = io::stdout().lock();
-        writeln!(out, "{merged}")?;
+        super::write_json(&merged)?;
     } else {
         super::summary::print_human(&merged);
     }

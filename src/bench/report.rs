@@ -89,7 +89,7 @@ pub(super) fn base_report(args: &BenchArgs, target: &Target) -> Value {
         "histogram": encode(&new_histogram()),
         "histogram_uncorrected": Value::Null,
         "errors": errors_json(&Errors::default()),
-        "connect_failures": ConnectFailures::default().to_json(),
+        "connect_failures": ConnectFailures::default().to_counts(),
         "client": {"cpu_s": 0.0},
         "server": {
             "pid": server_pid,
@@ -119,7 +119,7 @@ pub(super) fn fill_cpu(report: &mut Value, start: &CpuWindow, end: &CpuWindow, m
 /// failed, by OS reason).
 pub(super) fn fill_errors(report: &mut Value, errors: &Errors) {
     report["errors"] = errors_json(errors);
-    report["connect_failures"] = errors.connect_reasons.to_json();
+    report["connect_failures"] = json!(errors.connect_reasons.to_counts());
 }
 
 /// The `errors` object: a count per kind, nothing else.

@@ -213,7 +213,7 @@ pub(super) fn run_connect(args: &BenchArgs, target: &Target) -> io::Result<Value
     report["connections"]["achieved"] = json!(slots_up);
     report["messages"] = json!(0);
     report["errors"]["connect"] = json!(failed.total());
-    report["connect_failures"] = failed.to_json();
+    report["connect_failures"] = json!(failed.to_counts());
     report["connect"] = json!({
         "completed": completed,
         "connections_per_sec": completed as f64 / secs,

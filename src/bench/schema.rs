@@ -7,10 +7,13 @@
 //! `Option` written as `null`. A key that is absent in some reports and
 //! `null` in others is an `Option<Option<_>>` ([`present`]). So a report
 //! read into [`Report`] and written back is the same JSON, which the tests
-//! check against every kind of run.
+//! check against every kind of run. A key missing when a report is read
+//! takes its default (0, empty, `null`): reports written by other tools,
+//! or by hand, read as far as they go.
 //!
-//! The report is still built as a `serde_json::Value` (`report.rs`); this
-//! module is the schema that the writers and readers move onto.
+//! The report is built as a `serde_json::Value` (`report.rs`), then read
+//! into [`Report`] once complete: the human summary and the exit code read
+//! the typed value, and `--json` writes it.
 
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -24,7 +27,8 @@ where
 }
 
 /// One bench report: a run, a merge of runs, or a sweep.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Report {
     /// The report's version (2).
     pub schema: u64,
@@ -129,7 +133,8 @@ pub struct Report {
 }
 
 /// Every flag of the run, as given.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Settings {
     /// `--addr` (or the child server's).
     pub addr: String,
@@ -178,7 +183,8 @@ pub struct Settings {
 }
 
 /// Where the run was made.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Environment {
     /// The kernel's release.
     pub kernel: String,
@@ -193,7 +199,8 @@ pub struct Environment {
 }
 
 /// Connections asked for and achieved.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Connections {
     /// `--connections`.
     pub requested: u64,
@@ -202,7 +209,8 @@ pub struct Connections {
 }
 
 /// Latency percentiles, microseconds; `null` when none was measured.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Percentiles {
     /// Median.
     pub p50: Option<u64>,
@@ -218,6 +226,7 @@ pub struct Percentiles {
 
 /// Failed connections by kind, each counted once: their sum is the total.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ErrorCounts {
     /// Never came up.
     pub connect: u64,
@@ -231,8 +240,16 @@ pub struct ErrorCounts {
     pub timeout: u64,
 }
 
+impl ErrorCounts {
+    /// Failed connections, whatever the kind.
+    pub fn total(&self) -> u64 {
+        self.connect + self.mismatch + self.reset + self.server_closed + self.timeout
+    }
+}
+
 /// The connect failures by OS reason (their sum is `errors.connect`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ConnectFailureCounts {
     /// `ECONNREFUSED`.
     pub refused: u64,
@@ -256,7 +273,8 @@ pub struct ConnectFailureCounts {
 }
 
 /// The load generator's CPU time over the measured window.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Client {
     /// Seconds.
     pub cpu_s: f64,
@@ -266,7 +284,8 @@ pub struct Client {
 }
 
 /// The server's figures, when its pid is known.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Server {
     /// Its pid.
     pub pid: Option<u32>,
@@ -306,7 +325,8 @@ pub struct Server {
 }
 
 /// Open loop: every message intended in the window, and those never sent.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct OpenLoop {
     /// Intended in the measured window.
     pub intended: u64,
@@ -315,7 +335,8 @@ pub struct OpenLoop {
 }
 
 /// How late the generator sent the messages sent on schedule, microseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SendLateness {
     /// Median.
     pub p50: Option<f64>,
@@ -328,7 +349,8 @@ pub struct SendLateness {
 }
 
 /// The kernel's TCP socket memory, machine-wide, bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Kernel {
     /// The peak over the run.
     pub tcp_mem_peak_bytes: Option<u64>,
@@ -339,7 +361,8 @@ pub struct Kernel {
 }
 
 /// The flood scenario's flooders.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Flood {
     /// `--flooders`.
     pub requested: Option<u64>,
@@ -360,7 +383,8 @@ pub struct Flood {
 }
 
 /// One second of the measured window.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Second {
     /// Its end, seconds into the window.
     pub t_s: f64,
@@ -375,7 +399,8 @@ pub struct Second {
 }
 
 /// The connect scenario's figures.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Connect {
     /// Connections established (then closed).
     pub completed: u64,
@@ -394,7 +419,8 @@ pub struct Connect {
 }
 
 /// The hold scenario's figures.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Hold {
     /// Connections that answered after the hold.
     pub answered: u64,
@@ -417,7 +443,8 @@ pub struct Hold {
 }
 
 /// A sweep's settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Sweep {
     /// The steps' target rates.
     pub rates: Vec<f64>,
@@ -428,7 +455,8 @@ pub struct Sweep {
 }
 
 /// The closed-loop probe of `--sweep auto`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Probe {
     /// The capacity measured.
     pub msgs_per_sec: f64,
@@ -437,7 +465,8 @@ pub struct Probe {
 }
 
 /// One step of a sweep.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Step {
     /// Its rate.
     pub target_rate: f64,
@@ -467,7 +496,8 @@ pub struct Step {
 }
 
 /// A sweep's knee.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Knee {
     /// Its step, from 1.
     pub step: u64,
@@ -480,7 +510,8 @@ pub struct Knee {
 }
 
 /// One of `--processes` load generators.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LoadGenerator {
     /// Connections achieved.
     pub connections: u64,
