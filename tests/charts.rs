@@ -395,6 +395,10 @@ fn the_servers_chart_has_a_curve_per_server() {
         ("tokio".to_string(), sweep(2.0)),
         ("threads".to_string(), sweep(3.0)),
     ];
+    let reports: Vec<(String, echo_reactor::bench::schema::Report)> = reports
+        .into_iter()
+        .map(|(name, r)| (name, serde_json::from_value(r).unwrap()))
+        .collect();
     echo_reactor::bench::plot::servers_chart(&reports, "test subtitle", &svg).unwrap();
     let svg = read(&svg);
     assert_eq!(polylines_by_colour(&svg, 5).len(), 3);

@@ -233,7 +233,7 @@ pub fn run(args: &BenchArgs) -> io::Result<()> {
         log.finish()?;
     }
     if let Some(path) = &args.plot {
-        plot::chart_of_report(&untyped(&report)?, path)?;
+        plot::chart_of_report(&report, path)?;
     }
     if let Some(stop) = interrupted {
         return Err(stop.into_error());
