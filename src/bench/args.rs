@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::compare::CompareArgs;
-use super::merge::MergeArgs;
 use super::message::HEADER_BYTES;
 use super::sources::{self, PortRange, Sources};
 use super::sweep::{self, SweepRates};
@@ -52,6 +50,35 @@ pub enum BenchAction {
     Merge(MergeArgs),
     /// Two JSON reports side by side, with the ratio of each figure.
     Compare(CompareArgs),
+}
+
+/// Flags of `echo-reactor bench merge`.
+#[derive(Debug, Clone, Args)]
+pub struct MergeArgs {
+    /// JSON reports of `bench --json`, one per load generator.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Print the merged report as one JSON object (the same schema).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `echo-reactor bench compare`.
+#[derive(Debug, Clone, Args)]
+pub struct CompareArgs {
+    /// The report compared against (`bench --json` output).
+    #[arg(value_name = "BASE.json")]
+    pub base: PathBuf,
+    /// The report compared.
+    #[arg(value_name = "NEW.json")]
+    pub new: PathBuf,
+    /// Print the comparison as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Both reports' sweeps (`bench --sweep ... --json`) in one SVG chart:
+    /// p99 against achieved msgs/s, a curve each, named by file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
 }
 
 /// Flags of `echo-reactor bench`.

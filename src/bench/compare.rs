@@ -10,31 +10,13 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use clap::Args;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::args::CompareArgs;
 use super::merge::read_report;
 use super::plot;
 use super::schema::{Report, Settings};
-
-/// Flags of `echo-reactor bench compare`.
-#[derive(Debug, Clone, Args)]
-pub struct CompareArgs {
-    /// The report compared against (`bench --json` output).
-    #[arg(value_name = "BASE.json")]
-    pub base: PathBuf,
-    /// The report compared.
-    #[arg(value_name = "NEW.json")]
-    pub new: PathBuf,
-    /// Print the comparison as one JSON object.
-    #[arg(long)]
-    pub json: bool,
-    /// Both reports' sweeps (`bench --sweep ... --json`) in one SVG chart:
-    /// p99 against achieved msgs/s, a curve each, named by file.
-    #[arg(long, value_name = "FILE.svg")]
-    pub plot: Option<PathBuf>,
-}
 
 /// A figure of a report, where it has one.
 type Pick = fn(&Report) -> Option<f64>;

@@ -68,8 +68,6 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::stats::{stat_value, syscalls_in_line};
 use child::ChildServer;
 use failures::describe;
@@ -81,7 +79,7 @@ use sources::Sources;
 use summary::{errors_text, print_human};
 
 pub use args::{validate, BenchAction, BenchArgs, BenchProtocol, Scenario};
-use report::{base_report, fill_open_loop, percentiles};
+use report::{base_report, percentiles};
 
 /// Split `total` connections over `threads`: (first id, count) per thread.
 fn split(total: usize, threads: usize) -> Vec<(u32, usize)> {
@@ -164,7 +162,7 @@ pub fn run(args: &BenchArgs) -> io::Result<()> {
         None => None,
     };
 
-    let report = if args.sweep.is_some() {
+    let mut report = if args.sweep.is_some() {
         sweep::run(args, &target, progress, log.as_mut())?
     } else if args.processes > 1 {
         processes::run(
@@ -187,8 +185,6 @@ pub fn run(args: &BenchArgs) -> io::Result<()> {
             Scenario::Hold => run_hold(args, &target, progress)?,
         }
     };
-    // Complete: from here on, the typed report.
-    let mut report = typed(report)?;
     let interrupted = Interrupted::now();
     if let Some(stop) = interrupted {
         report.interrupted = Some(true);
@@ -225,7 +221,7 @@ pub fn run(args: &BenchArgs) -> io::Result<()> {
     if args.json {
         write_json(&report)?;
     } else if report.steps.is_some() {
-        sweep::print_table(&untyped(&report)?);
+        sweep::print_table(&report);
     } else {
         print_human(&report);
     }
@@ -240,19 +236,6 @@ pub fn run(args: &BenchArgs) -> io::Result<()> {
     }
     fail_on_errors(&report)?;
     fail_on_nothing_measured(args, &report)
-}
-
-/// A report built as JSON, read into its type: the one place a report
-/// that does not fit its schema would show (a bug, said as one).
-fn typed(report: Value) -> io::Result<Report> {
-    serde_json::from_value(report)
-        .map_err(|e| io::Error::other(format!("bench: the report does not fit its schema: {e}")))
-}
-
-/// The typed report as JSON, for the parts that still read that (the
-/// sweep's table, the charts).
-fn untyped(report: &Report) -> io::Result<Value> {
-    serde_json::to_value(report).map_err(io::Error::other)
 }
 
 /// `--json`: the report as one line on stdout.

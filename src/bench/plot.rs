@@ -24,7 +24,7 @@ use hdrhistogram::Histogram;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::merge::decode;
+use super::latency::decode;
 use super::BenchArgs;
 
 /// Chart size in pixels (SVG user units).

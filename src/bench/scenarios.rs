@@ -8,15 +8,17 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-
 use super::args::{BenchArgs, Scenario};
 use super::driver::{self, Load, Measured, Pacing};
 use super::flood::{self, FloodLoad};
+use super::latency::encode;
 use super::latency::new_histogram;
-use super::merge::{self, encode};
 use super::progress::{Counters, LineClock, Printer};
-use super::report::{base_report, fill_cpu, fill_errors, fill_open_loop, flood_json, percentiles};
+use super::report::{
+    base_report, fill_cpu, fill_errors, fill_open_loop, flood_figures, hold_per_connection,
+    percentiles,
+};
+use super::schema::{Connect, Hold, Kernel, OpenLoop, Report};
 use super::timeline::Timeline;
 use super::{failures, interrupt, schedule, split, sysinfo, CpuWindow, Target};
 
@@ -28,7 +30,7 @@ pub(super) fn run_echo(
     args: &BenchArgs,
     target: &Target,
     progress: bool,
-) -> io::Result<(Value, Timeline)> {
+) -> io::Result<(Report, Timeline)> {
     let (addr, server_pid) = (target.addr, target.server_pid);
     let flooders = match args.scenario {
         Scenario::Flood => args.flooders.unwrap_or(0),
@@ -141,41 +143,42 @@ pub(super) fn run_echo(
     }
     .as_secs_f64();
     let mut report = base_report(args, target);
-    report["duration_s"] = json!(secs);
-    report["connections"]["achieved"] = json!(total.connected);
-    report["messages"] = json!(total.messages);
+    report.duration_s = secs;
+    report.connections.achieved = total.connected as u64;
+    report.messages = total.messages;
     let per_sec = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
-    report["msgs_per_sec"] = json!(per_sec(total.messages));
-    report["bytes_per_sec"] = json!(per_sec(total.messages * args.size as u64));
-    report["latency_us"] = percentiles(&total.latency);
+    report.msgs_per_sec = per_sec(total.messages);
+    report.bytes_per_sec = per_sec(total.messages * args.size as u64);
+    report.latency_us = percentiles(&total.latency);
     // Serialized once, here at the end: nothing per message.
-    report["histogram"] = json!(encode(&total.latency));
+    report.histogram = encode(&total.latency);
     if args.rate.is_some() {
-        report["latency_uncorrected_us"] = percentiles(&total.latency_uncorrected);
-        report["histogram_uncorrected"] = json!(encode(&total.latency_uncorrected));
-        report["open_loop"] = json!({"intended": total.intended, "unsent": total.unsent});
-        report["histogram_send_lateness"] = json!(encode(&total.send_lateness));
+        report.latency_uncorrected_us = Some(percentiles(&total.latency_uncorrected));
+        report.histogram_uncorrected = Some(encode(&total.latency_uncorrected));
+        report.open_loop = Some(OpenLoop {
+            intended: total.intended,
+            unsent: total.unsent,
+        });
+        report.histogram_send_lateness = Some(encode(&total.send_lateness));
         fill_open_loop(&mut report, &total.send_lateness);
     }
     fill_errors(&mut report, &total.errors);
     fill_cpu(&mut report, &cpu_start, &cpu_end, total.messages);
-    report["server"]["rss_bytes"] = json!(server_pid.and_then(sysinfo::process_rss));
-    report["server"]["rss_peak_bytes"] = json!(peaks.rss.map(|p| p.bytes));
-    report["server"]["rss_peak_source"] = json!(peaks.rss.map(|p| p.source));
+    report.server.rss_bytes = server_pid.and_then(sysinfo::process_rss);
+    report.server.rss_peak_bytes = peaks.rss.map(|p| p.bytes);
+    report.server.rss_peak_source = Some(peaks.rss.map(|p| p.source.to_string()));
     let limits = sysinfo::kernel_tcp_memory_limits();
-    report["kernel"] = json!({
-        "tcp_mem_peak_bytes": peaks.kernel_tcp,
-        "tcp_mem_pressure_bytes": limits.map(|l| l[1]),
-        "tcp_mem_high_bytes": limits.map(|l| l[2]),
+    report.kernel = Some(Kernel {
+        tcp_mem_peak_bytes: peaks.kernel_tcp,
+        tcp_mem_pressure_bytes: limits.map(|l| l[1]),
+        tcp_mem_high_bytes: limits.map(|l| l[2]),
     });
-    if let Some(flood) = flood {
-        report["flood"] = flood_json(&flood, args);
-    }
-    report["seconds"] = timeline.to_json();
+    report.flood = flood.map(|flood| flood_figures(&flood, args));
+    report.seconds = Some(timeline.seconds_measured());
     Ok((report, timeline))
 }
 
-pub(super) fn run_connect(args: &BenchArgs, target: &Target) -> io::Result<Value> {
+pub(super) fn run_connect(args: &BenchArgs, target: &Target) -> io::Result<Report> {
     let (addr, server_pid) = (target.addr, target.server_pid);
     let start = Arc::new(Barrier::new(args.threads + 1));
     let handles: Vec<_> = split(args.connections, args.threads)
@@ -210,26 +213,27 @@ pub(super) fn run_connect(args: &BenchArgs, target: &Target) -> io::Result<Value
     let secs = args.duration.as_secs_f64();
     // Achieved: how many of the --connections concurrent slots ever
     // completed a connection (a target that refuses achieves none).
-    report["connections"]["achieved"] = json!(slots_up);
-    report["messages"] = json!(0);
-    report["errors"]["connect"] = json!(failed.total());
-    report["connect_failures"] = json!(failed.to_counts());
-    report["connect"] = json!({
-        "completed": completed,
-        "connections_per_sec": completed as f64 / secs,
-        "latency_us": percentiles(&latency),
-        "histogram": encode(&latency),
-        "listen_overflows": queue_before.zip(queue_after).map(|(a, b)| b.0.saturating_sub(a.0)),
-        "listen_drops": queue_before.zip(queue_after).map(|(a, b)| b.1.saturating_sub(a.1)),
+    report.connections.achieved = slots_up as u64;
+    report.messages = 0;
+    report.errors.connect = failed.total();
+    report.connect_failures = failed.to_counts();
+    let queue = queue_before.zip(queue_after);
+    report.connect = Some(Connect {
+        completed,
+        connections_per_sec: completed as f64 / secs,
+        latency_us: percentiles(&latency),
+        histogram: encode(&latency),
+        listen_overflows: queue.map(|(a, b)| b.0.saturating_sub(a.0)),
+        listen_drops: queue.map(|(a, b)| b.1.saturating_sub(a.1)),
         // The kernel counts these for the whole network namespace: every
         // listener here, not only the target (and nothing of a remote one).
-        "listen_counters_scope": "network namespace",
+        listen_counters_scope: "network namespace".into(),
     });
     fill_cpu(&mut report, &cpu_start, &cpu_end, 0);
     Ok(report)
 }
 
-pub(super) fn run_hold(args: &BenchArgs, target: &Target, progress: bool) -> io::Result<Value> {
+pub(super) fn run_hold(args: &BenchArgs, target: &Target, progress: bool) -> io::Result<Report> {
     let (addr, server_pid) = (target.addr, target.server_pid);
     let meet = Arc::new(Barrier::new(args.threads + 1));
     let rss_before = server_pid.and_then(sysinfo::process_rss);
@@ -284,22 +288,23 @@ pub(super) fn run_hold(args: &BenchArgs, target: &Target, progress: bool) -> io:
     }
     let (connected, answered) = (total.connected, total.messages);
     let mut report = base_report(args, target);
-    report["connections"]["achieved"] = json!(connected);
-    report["messages"] = json!(answered);
+    report.connections.achieved = connected as u64;
+    report.messages = answered;
     // The one echo per connection after the hold.
-    report["latency_us"] = percentiles(&total.latency);
-    report["histogram"] = json!(encode(&total.latency));
+    report.latency_us = percentiles(&total.latency);
+    report.histogram = encode(&total.latency);
     fill_errors(&mut report, &total.errors);
-    report["server"]["rss_bytes"] = json!(rss_after);
-    report["hold"] = json!({
-        "answered": answered,
-        "rss_before_bytes": rss_before,
-        "rss_idle_bytes": rss_idle,
-        "rss_after_echo_bytes": rss_after,
-        "rss_fresh_server": target.fresh_server,
-        "rss_peak_before_bytes": peak_before,
+    report.server.rss_bytes = rss_after;
+    report.hold = Some(Hold {
+        answered,
+        rss_before_bytes: rss_before,
+        rss_idle_bytes: rss_idle,
+        rss_after_echo_bytes: rss_after,
+        rss_fresh_server: target.fresh_server,
+        rss_peak_before_bytes: peak_before,
+        ..Hold::default()
     });
-    merge::hold_per_connection(&mut report);
+    hold_per_connection(&mut report);
     fill_cpu(&mut report, &cpu_start, &cpu_end, 0);
     Ok(report)
 }

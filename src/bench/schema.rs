@@ -11,11 +11,17 @@
 //! takes its default (0, empty, `null`): reports written by other tools,
 //! or by hand, read as far as they go.
 //!
-//! The report is built as a `serde_json::Value` (`report.rs`), then read
-//! into [`Report`] once complete: the human summary and the exit code read
-//! the typed value, and `--json` writes it.
+//! Every scenario builds a [`Report`] (`report.rs` has the common part);
+//! `--json` writes it; the human summary, `bench merge`, `bench compare`
+//! and `--plot` read it.
 
 use serde::{Deserialize, Deserializer, Serialize};
+
+/// The report's version (written by every run, checked by `bench merge` and `bench compare`):
+/// 2 since `errors` holds counts only (their sum is the number of failed
+/// connections) and the connect failures by OS reason have their own key,
+/// `connect_failures`.
+pub const SCHEMA: u64 = 2;
 
 /// A key that is there (`Some`, its value `null` or not) or not there (`None`).
 pub fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
@@ -245,6 +251,15 @@ impl ErrorCounts {
     pub fn total(&self) -> u64 {
         self.connect + self.mismatch + self.reset + self.server_closed + self.timeout
     }
+
+    /// Add another run's counts.
+    pub fn add(&mut self, other: &ErrorCounts) {
+        self.connect += other.connect;
+        self.mismatch += other.mismatch;
+        self.reset += other.reset;
+        self.server_closed += other.server_closed;
+        self.timeout += other.timeout;
+    }
 }
 
 /// The connect failures by OS reason (their sum is `errors.connect`).
@@ -270,6 +285,23 @@ pub struct ConnectFailureCounts {
     /// The OS's text for the first `other`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub other_reason: Option<String>,
+}
+
+impl ConnectFailureCounts {
+    /// Add another run's counts (the OS's text: the first one known).
+    pub fn add(&mut self, other: &ConnectFailureCounts) {
+        self.refused += other.refused;
+        self.timed_out += other.timed_out;
+        self.gave_up += other.gave_up;
+        self.stopped += other.stopped;
+        self.no_ports += other.no_ports;
+        self.no_descriptors += other.no_descriptors;
+        self.unreachable += other.unreachable;
+        self.other += other.other;
+        if self.other_reason.is_none() {
+            self.other_reason.clone_from(&other.other_reason);
+        }
+    }
 }
 
 /// The load generator's CPU time over the measured window.

@@ -280,7 +280,7 @@ fn percentiles_text(l: &Percentiles) -> String {
 /// The hold scenario's summary line. Bytes per connection are averages
 /// (the JSON keeps the fraction); printed whole, since `83.968 B` reads
 /// like a thousands separator. When the figure cannot be trusted, the
-/// reason instead (see `merge::hold_per_connection`).
+/// reason instead (see `report::hold_per_connection`).
 fn hold_line(h: &Hold) -> String {
     let measured = "growth of the server's RSS since before connecting, per connection";
     let per_conn = match (h.rss_per_conn_idle_bytes, h.rss_per_conn_after_echo_bytes) {
