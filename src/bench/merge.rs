@@ -1,8 +1,8 @@
-//! Combining runs: the histogram in the JSON report, `bench merge`, and the
-//! merge behind `--processes`.
+//! Combining runs: `bench merge`, and the merge behind `--processes`.
 //!
 //! A report carries its latency HdrHistogram itself (key `histogram`:
-//! HdrHistogram's V2 compressed serialization, base64). Adding histograms
+//! HdrHistogram's V2 compressed serialization, base64: see
+//! [`latency`](super::latency)). Adding histograms
 //! of the same precision is exact — the sum holds every sample of every
 //! run, each in the bucket it was recorded in — so merged percentiles are
 //! those of one histogram that recorded every sample. Percentiles alone
