@@ -108,6 +108,15 @@ impl MemoryBudget {
         self.under_pressure
     }
 
+    /// True when `held` needs no look at all: not under pressure and below
+    /// the high mark (always, without a budget). The loop asks this every
+    /// turn, so it is one compare, inlined; [`MemoryBudget::check`] runs
+    /// only when it says no.
+    #[inline]
+    pub fn is_quiet(&self, held: usize) -> bool {
+        !self.under_pressure && held < Marks::high_water(self.marks)
+    }
+
     /// Given the bytes held now, what to do. Call it after anything that
     /// may have grown the total, and once per loop turn.
     pub fn check(&mut self, held: usize) -> BudgetAction {

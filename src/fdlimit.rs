@@ -96,6 +96,20 @@ pub fn open_fds_for_stats(held: usize) -> usize {
     choose_open_fds(open_fds_counted_by_kernel(), held, open_fds)
 }
 
+/// [`open_fds_for_stats`] for any process: `fd_dir` is its descriptor
+/// directory (`/proc/PID/fd`), `held` its own count of what it holds. The
+/// same bound holds: one `stat`, or a walk of at most [`WALK_LIMIT_FDS`]
+/// entries, or `held`.
+pub fn open_fds_in(fd_dir: &std::path::Path, held: usize) -> usize {
+    let kernel = std::fs::metadata(fd_dir)
+        .ok()
+        .map(|meta| meta.len())
+        .filter(|&size| size > 0) // 0: not reported (Linux < 6.2)
+        .map(|size| usize::try_from(size).unwrap_or(usize::MAX));
+    let walk = || std::fs::read_dir(fd_dir).ok().map(Iterator::count);
+    choose_open_fds(kernel, held, walk)
+}
+
 /// [`open_fds_for_stats`] with its sources passed in, so each branch can be tested.
 fn choose_open_fds(
     kernel: Option<usize>,
@@ -213,6 +227,24 @@ mod tests {
         assert_eq!(choose_open_fds(None, 10, || None), 10);
         let many = WALK_LIMIT_FDS + 1;
         assert_eq!(choose_open_fds(None, many, || panic!("walked")), many);
+    }
+
+    #[test]
+    fn another_process_s_descriptors_are_walked_only_while_it_holds_few() {
+        // /proc/self reports a size of 0 on every kernel, as /proc/PID/fd
+        // does before Linux 6.2: the kernel gives no count there.
+        let uncounted = std::path::Path::new("/proc/self");
+        let Some(entries) = std::fs::read_dir(uncounted).ok().map(Iterator::count) else {
+            return; // no /proc
+        };
+        if std::fs::metadata(uncounted).map_or(true, |m| m.len() != 0) {
+            return;
+        }
+        assert_eq!(open_fds_in(uncounted, 5), entries, "few: walked, exact");
+        let many = WALK_LIMIT_FDS + 1;
+        assert_eq!(open_fds_in(uncounted, many), many, "many: not walked");
+        let missing = std::path::Path::new("/nonexistent/fd");
+        assert_eq!(open_fds_in(missing, 9), 9);
     }
 
     #[test]

@@ -112,10 +112,14 @@ pub fn pass_sockets(command: &mut Command, fds: &[RawFd]) -> io::Result<PassedCo
         copies.push(unsafe { OwnedFd::from_raw_fd(copy) });
     }
     let sources: Vec<RawFd> = copies.iter().map(|fd| fd.as_raw_fd()).collect();
+    // Only LISTEN_FDS describes what the child gets: what our own parent
+    // said of ours (names, pid, a first descriptor other than 3) is not true
+    // of the child's.
     command
         .env("LISTEN_FDS", fds.len().to_string())
         .env_remove("LISTEN_PID")
-        .env_remove("LISTEN_FDNAMES");
+        .env_remove("LISTEN_FDNAMES")
+        .env_remove("LISTEN_FDS_FIRST_FD");
     // SAFETY: only dup2 runs between fork and exec: async-signal-safe, no
     // allocation (the vector was built before the fork).
     unsafe {

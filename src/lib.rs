@@ -31,7 +31,8 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`supervisor`] | `--workers N`: binds once, starts, restarts and stops worker processes, sums their stats |
+//! | [`supervisor`] | `--workers N`: starts, restarts and stops worker processes, sums their stats |
+//! | [`worker_sockets`] | `--workers N`: the listening sockets the supervisor binds once, hands to each worker, closes and reopens |
 //! | [`inherit`] | sockets handed over by a parent: systemd's `LISTEN_FDS`, and the supervisor's workers |
 //! | [`auth_key`] | where the handshake key comes from: `--auth-key-file` or `ECHO_REACTOR_AUTH_KEY` |
 //! | [`stdout`] | report lines on stdout, flushed at once; a closed pipe is an error to log, not a panic |
@@ -51,7 +52,7 @@
 //! |---|---|
 //! | [`connection`] | one connection's readiness flags and timestamps, and the fill/flush drain loops |
 //! | [`http`], [`metrics`] | `--metrics`: an HTTP request head framed by `httparse`, routed, answered; the Prometheus exposition (`prometheus`) |
-//! | [`worker_stats`] | `--workers` with `--metrics`: each worker's numbers in a shared memory slot, summed by a scrape |
+//! | [`worker_stats`] | `--workers`: each worker's numbers in a shared memory slot, summed by a scrape and the final stats |
 //!
 //! **What is said, and how much.** Pure logic: no mio, no sockets.
 //!
@@ -68,7 +69,7 @@
 //! |---|---|
 //! | [`ratelimit`] | one warning per interval for log lines a client can trigger |
 //! | [`timers`] | the once-per-turn clock and the lazy deadline queue |
-//! | [`stats`] | counters, published once per loop turn |
+//! | [`stats`] | counters, copied out for other threads at most every 10 ms |
 //! | [`buffer`] | byte queues that hold memory only while holding bytes |
 //! | [`stream`] | a TCP or Unix stream behind one type |
 //! | [`nonblocking`] | one socket call → one named outcome (`Data`, `WouldBlock`, `Reset`, `OutOfFiles`, ...) |
@@ -109,6 +110,7 @@ pub mod supervisor;
 pub mod timers;
 pub mod udp_budget;
 pub mod units;
+pub mod worker_sockets;
 pub mod worker_stats;
 
 #[cfg(test)]

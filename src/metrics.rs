@@ -25,6 +25,7 @@
 use prometheus::core::Collector;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
+use crate::fdlimit::open_fds_in;
 use crate::stats::{CloseReason, StatsSnapshot};
 
 /// Why a metrics request was refused, each with its own count.
@@ -95,15 +96,21 @@ pub struct ProcessFigures {
 }
 
 impl ProcessFigures {
-    /// Read them from `/proc/PID` (`None`: this process). Figures the
-    /// system does not give (no `/proc`) are 0.
-    pub fn read(pid: Option<u32>) -> Self {
+    /// Read them from `/proc/PID` (`None`: this process). `held_fds` is
+    /// the process's own count of the descriptors it holds: the figure
+    /// where the kernel gives no count and a walk of `/proc/PID/fd` would
+    /// be long (`fdlimit::open_fds_in`), so a scrape's work is bounded at
+    /// any number of connections. Figures the system does not give (no
+    /// `/proc`) are 0, or `held_fds`.
+    pub fn read(pid: Option<u32>, held_fds: u64) -> Self {
         let dir = match pid {
             Some(pid) => format!("/proc/{pid}"),
             None => "/proc/self".to_string(),
         };
+        let held = usize::try_from(held_fds).unwrap_or(usize::MAX);
+        let fd_dir = std::path::PathBuf::from(format!("{dir}/fd"));
         ProcessFigures {
-            open_fds: open_fds_of(&dir),
+            open_fds: open_fds_in(&fd_dir, held) as u64,
             resident_memory_bytes: resident_bytes_of(&dir),
         }
     }
@@ -112,16 +119,6 @@ impl ProcessFigures {
     pub fn add(&mut self, other: &ProcessFigures) {
         self.open_fds += other.open_fds;
         self.resident_memory_bytes += other.resident_memory_bytes;
-    }
-}
-
-/// The kernel's count (Linux 6.2+: the size of `/proc/PID/fd`, one `stat`
-/// at any count), else a walk of the directory.
-fn open_fds_of(dir: &str) -> u64 {
-    let fd_dir = format!("{dir}/fd");
-    match std::fs::metadata(&fd_dir).map(|m| m.len()) {
-        Ok(size) if size > 0 => size,
-        _ => std::fs::read_dir(&fd_dir).map_or(0, |entries| entries.count() as u64),
     }
 }
 
@@ -421,7 +418,7 @@ mod tests {
 
     #[test]
     fn this_process_has_descriptors_and_resident_memory() {
-        let me = ProcessFigures::read(None);
+        let me = ProcessFigures::read(None, 0);
         if std::path::Path::new("/proc/self/statm").exists() {
             assert!(me.open_fds >= 3, "{me:?}");
             assert!(me.resident_memory_bytes > 0, "{me:?}");

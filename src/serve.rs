@@ -33,7 +33,6 @@ use crate::protocol::{
     ProtocolName, ProxyHeaderFirst, Upper, CHALLENGE_BYTES, HANDSHAKE_TIMEOUT,
     MIN_MAX_LINE_WITH_PROXY_HEADER,
 };
-use crate::reactor::SharedSlots;
 use crate::server::{BoundSocket, Config, Server, DEFAULT_BACKLOG};
 use crate::sockets::somaxconn;
 use crate::stdout::print_report;
@@ -41,7 +40,7 @@ use crate::supervisor::{self, WorkerSockets, WORKER_ENV};
 use crate::units::{
     parse_addr, parse_bytes, parse_bytes_or_zero, parse_secs, parse_secs_or_zero, usage_error,
 };
-use crate::worker_stats::inherited_metrics;
+use crate::worker_stats::inherited_handover;
 
 /// Flags of `echo-reactor serve`.
 #[derive(Debug, Args)]
@@ -213,7 +212,20 @@ pub fn check_limits(args: &ServeArgs, config: &Config, hard: u64) -> io::Result<
         }
     }
     if config.max_memory != 0 {
-        let share = (config.max_memory / workers).max(MIN_MEMORY_BUDGET_BYTES);
+        let share = config.max_memory / workers;
+        if share < MIN_MEMORY_BUDGET_BYTES {
+            // Each worker enforces its share alone: a smaller one would
+            // evict the partial lines of a few clients (and raising it in
+            // silence would make the budget a lie).
+            let least = workers * MIN_MEMORY_BUDGET_BYTES;
+            return Err(usage_error(format!(
+                "--max-memory {} over --workers {workers} leaves each worker {share} bytes, \
+                 under the {MIN_MEMORY_BUDGET_BYTES} (1MiB) a worker needs: give --max-memory \
+                 {}MiB ({least}) or more, fewer --workers, or --max-memory 0 for no budget",
+                config.max_memory,
+                least / MIN_MEMORY_BUDGET_BYTES
+            )));
+        }
         if config.max_buffered > share {
             let whose = if workers > 1 {
                 format!(
@@ -370,12 +382,12 @@ fn serve_with<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
     let worker = std::env::var(WORKER_ENV).is_ok();
     let mut config = config.clone();
     // A worker serves the metrics listener its supervisor bound, not its own.
-    let worker_metrics = match worker_index() {
-        Some((index, count)) if config.metrics.is_some() => {
+    let handover = match worker_index() {
+        Some((index, count)) => {
             config.metrics = None;
-            inherited_metrics(index, count)?.map(|(listener, slots)| (listener, slots, index))
+            inherited_handover(index, count)?
         }
-        _ => None,
+        None => None,
     };
     let config = &config;
     let mut server = match inherited_sockets()? {
@@ -389,9 +401,8 @@ fn serve_with<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
         }
         None => Server::bind(config, protocol)?,
     };
-    if let Some((listener, slots, index)) = worker_metrics {
-        let listener = mio::net::TcpListener::from_std(listener);
-        server.serve_metrics(listener, Some(SharedSlots { slots, index }))?;
+    if let Some(handover) = handover {
+        server.serve_as_worker(handover)?;
     }
     if !worker {
         print_listening(server.bound(), server.metrics_addr());
@@ -437,15 +448,24 @@ fn supervise(args: &ServeArgs, config: &Config) -> io::Result<()> {
         None => WorkerSockets::bind(config, args.workers)?,
     };
     let metrics = match config.metrics {
-        Some(addr) => Some(sockets.serve_metrics(addr, args.workers)?),
+        Some(addr) => Some(sockets.serve_metrics(addr)?),
         None => None,
     };
     print_listening(&sockets.bound, metrics);
-    info!(
-        "supervising {} workers, each with a {} byte share of --max-memory",
-        args.workers,
-        config.max_memory / args.workers
-    );
+    let share = config.max_memory / args.workers;
+    match share {
+        0 => info!(
+            "supervising {} workers, with no memory budget",
+            args.workers
+        ),
+        // The real total: each worker enforces its share, rounded down.
+        _ => info!(
+            "supervising {} workers, each with a {share} byte share of --max-memory: \
+             {} bytes in all",
+            args.workers,
+            share * args.workers
+        ),
+    }
     let code = supervisor::run(sockets, args.workers, std::env::args_os().skip(1).collect())?;
     if code != 0 {
         std::process::exit(code);
@@ -477,10 +497,7 @@ fn worker_share(config: &mut Config) -> io::Result<()> {
                 format!("{WORKER_ENV}={value}: expected INDEX/COUNT"),
             )
         })?;
-    config.max_memory /= workers;
-    if config.max_memory != 0 {
-        config.max_memory = config.max_memory.max(MIN_MEMORY_BUDGET_BYTES);
-    }
+    config.max_memory /= workers; // at least the minimum: `check_limits`
     config.max_connections = config.max_connections.map(|n| n.div_ceil(workers));
     Ok(())
 }
@@ -577,5 +594,48 @@ mod tests {
         .to_string();
         assert!(text.contains("more than this machine's memory"), "{text}");
         assert!(check(&["--max-buffered", "64MiB", "--max-memory", "0"], 1 << 20).is_ok());
+    }
+
+    #[test]
+    fn a_worker_s_share_of_the_budget_below_the_minimum_is_refused_naming_what_works() {
+        let check = |flags: &[&str]| {
+            let args = serve_args(flags);
+            check_limits(&args, &args.to_config(), 1 << 20)
+        };
+        let err = check(&[
+            "--workers",
+            "2",
+            "--max-memory",
+            "1MiB",
+            "--max-buffered",
+            "4KiB",
+        ])
+        .unwrap_err();
+        assert!(crate::units::is_usage_error(&err));
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "--max-memory 1048576 over --workers 2 leaves each worker 524288 bytes"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("give --max-memory 2MiB (2097152) or more"),
+            "{text}"
+        );
+        assert!(check(&[
+            "--workers",
+            "2",
+            "--max-memory",
+            "2MiB",
+            "--max-buffered",
+            "4KiB"
+        ])
+        .is_ok());
+        // The default budget, 64 MiB, holds 64 workers' minimum, not 65.
+        assert!(check(&["--workers", "64"]).is_ok());
+        let text = check(&["--workers", "65"]).unwrap_err().to_string();
+        assert!(text.contains("give --max-memory 65MiB"), "{text}");
+        assert!(check(&["--workers", "256", "--max-memory", "0"]).is_ok());
     }
 }

@@ -30,10 +30,11 @@ use crate::budget::{Marks, DEFAULT_MAX_MEMORY_BYTES};
 use crate::connection::Limits;
 use crate::fdlimit::{default_max_connections, nofile_limits};
 use crate::protocol::Protocol;
-use crate::reactor::{Listening, Reactor, ReactorSettings, SharedSlots, READ_BUDGET_BYTES, WAKER};
+use crate::reactor::{Listening, Reactor, ReactorSettings, READ_BUDGET_BYTES, WAKER};
 use crate::sockets::{bind_tcp, bind_udp, bind_unix};
 use crate::stats::{SharedStats, StatsSnapshot};
 use crate::timers::millis;
+use crate::worker_stats::{WorkerHandover, WorkerSlots};
 
 /// `--max-buffered`'s default: 1 MiB of unsent output per connection.
 pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 1024 * 1024;
@@ -248,15 +249,27 @@ impl<P: Protocol> Server<P> {
     }
 
     /// Serve `/metrics` and `/healthz` on `listener` (bound elsewhere: a
-    /// worker is handed its supervisor's), publishing into and summing the
-    /// workers' `shared` slots when given.
+    /// worker is handed its supervisor's), summing the workers' `shared`
+    /// slots in a scrape when given.
     pub fn serve_metrics(
         &mut self,
         listener: mio::net::TcpListener,
-        shared: Option<SharedSlots>,
+        shared: Option<Arc<WorkerSlots>>,
     ) -> io::Result<()> {
         self.metrics_addr = Some(listener.local_addr()?);
         self.reactor.serve_metrics(listener, shared)
+    }
+
+    /// Serve as one of a supervisor's workers: publish into the slot it
+    /// handed over, and with `--metrics` serve its listener, a scrape
+    /// summing every worker's slot (`worker_stats.rs`).
+    pub fn serve_as_worker(&mut self, handover: WorkerHandover) -> io::Result<()> {
+        let slots = Arc::clone(handover.slot.slots());
+        self.reactor.publish_to_slot(handover.slot);
+        if let Some(listener) = handover.metrics {
+            self.serve_metrics(mio::net::TcpListener::from_std(listener), Some(slots))?;
+        }
+        Ok(())
     }
 
     /// The address `/metrics` is served on (the real port when 0 was asked).
@@ -332,7 +345,8 @@ impl ServerHandle {
         }
     }
 
-    /// The server's numbers as of its last loop turn.
+    /// The server's numbers as of the loop's last copy (at most
+    /// `STATS_PUBLISH_INTERVAL_MS` of its clock before its last turn).
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot()
     }

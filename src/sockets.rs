@@ -43,20 +43,53 @@ pub fn bind_tcp(addr: SocketAddr, backlog: u32) -> io::Result<mio::net::TcpListe
 
 /// `count` TCP listeners on one address with `SO_REUSEPORT`, one per worker
 /// process: the kernel spreads new connections over them by a hash of the
-/// client's address and port. Port 0 is resolved by the first bind, and
-/// the rest join that port.
+/// client's address and port.
+///
+/// `SO_REUSEPORT` lets any socket of the same user with the option set
+/// join the port, so a second server would silently share it. First a
+/// plain bind (`probe_tcp`) claims the address the way a single-process
+/// server does: if any server listens there it fails with "address in
+/// use". It also resolves port 0; the group then binds the port it found.
 pub fn bind_tcp_group(
     addr: SocketAddr,
     backlog: u32,
     count: usize,
 ) -> io::Result<Vec<mio::net::TcpListener>> {
-    let first = bind_tcp_with(addr, backlog, true)?;
-    let addr = first.local_addr()?;
-    let mut group = vec![first];
-    for _ in 1..count {
-        group.push(bind_tcp_with(addr, backlog, true)?);
-    }
-    Ok(group)
+    let addr = probe_tcp(addr)?;
+    (0..count).map(|_| join_tcp_group(addr, backlog)).collect()
+}
+
+/// One more `SO_REUSEPORT` listener on `addr`, joining the group this
+/// process already holds there (a restarted worker's socket). No probe:
+/// our own group holds the port.
+pub fn join_tcp_group(addr: SocketAddr, backlog: u32) -> io::Result<mio::net::TcpListener> {
+    bind_tcp_with(addr, backlog, true)
+}
+
+/// Bind `addr` without `SO_REUSEPORT` and without listening, then let it
+/// go: fails with "address in use" where any server listens, as
+/// [`bind_tcp`] would. Returns the address bound (port 0 resolved).
+///
+/// The window between this socket's close and the group's first bind is
+/// a few microseconds: only a second server starting on the same port at
+/// that same moment could slip into it (docs/ARCHITECTURE.md).
+fn probe_tcp(addr: SocketAddr) -> io::Result<SocketAddr> {
+    let probe = tcp_socket(addr, false)?;
+    probe
+        .bind(&addr.into())
+        .map_err(|e| step_error("bind", &addr, e))?;
+    local_addr_of(&probe, &addr)
+}
+
+fn local_addr_of(socket: &Socket, addr: &SocketAddr) -> io::Result<SocketAddr> {
+    socket
+        .local_addr()
+        .and_then(|bound| {
+            bound
+                .as_socket()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an IP address"))
+        })
+        .map_err(|e| step_error("address of", addr, e))
 }
 
 fn bind_tcp_with(
@@ -64,6 +97,24 @@ fn bind_tcp_with(
     backlog: u32,
     reuse_port: bool,
 ) -> io::Result<mio::net::TcpListener> {
+    let socket = tcp_socket(addr, reuse_port)?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| step_error("set non-blocking on", &addr, e))?;
+    socket
+        .bind(&addr.into())
+        .map_err(|e| step_error("bind", &addr, e))?;
+    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+    socket
+        .listen(backlog)
+        .map_err(|e| step_error("listen on", &addr, e))?;
+    Ok(mio::net::TcpListener::from_std(socket.into()))
+}
+
+/// A TCP socket for `addr`, not yet bound, with the options every one of
+/// ours has: `SO_REUSEADDR`, IPv6-only for an IPv6 address, and
+/// `SO_REUSEPORT` when asked.
+fn tcp_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
         .map_err(|e| step_error("socket for", &addr, e))?;
     socket
@@ -79,17 +130,7 @@ fn bind_tcp_with(
             .set_only_v6(true)
             .map_err(|e| step_error("set IPV6_V6ONLY on", &addr, e))?;
     }
-    socket
-        .set_nonblocking(true)
-        .map_err(|e| step_error("set non-blocking on", &addr, e))?;
-    socket
-        .bind(&addr.into())
-        .map_err(|e| step_error("bind", &addr, e))?;
-    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
-    socket
-        .listen(backlog)
-        .map_err(|e| step_error("listen on", &addr, e))?;
-    Ok(mio::net::TcpListener::from_std(socket.into()))
+    Ok(socket)
 }
 
 /// A non-blocking UDP socket bound to `addr`.
@@ -105,18 +146,48 @@ pub fn bind_udp(addr: SocketAddr) -> io::Result<mio::net::UdpSocket> {
 }
 
 /// `count` UDP sockets on one address with `SO_REUSEPORT`, one per worker
-/// (datagrams spread by a hash of their source), as [`bind_tcp_group`].
+/// (datagrams spread by a hash of their source), claimed first by a plain
+/// bind as in [`bind_tcp_group`].
 pub fn bind_udp_group(addr: SocketAddr, count: usize) -> io::Result<Vec<mio::net::UdpSocket>> {
-    let first = bind_udp_with(addr, true)?;
-    let addr = first.local_addr()?;
-    let mut group = vec![first];
-    for _ in 1..count {
-        group.push(bind_udp_with(addr, true)?);
-    }
-    Ok(group)
+    let addr = probe_udp(addr)?;
+    (0..count).map(|_| join_udp_group(addr)).collect()
+}
+
+/// One more `SO_REUSEPORT` UDP socket on `addr`, joining our own group
+/// there, as [`join_tcp_group`].
+pub fn join_udp_group(addr: SocketAddr) -> io::Result<mio::net::UdpSocket> {
+    bind_udp_with(addr, true)
+}
+
+/// A plain UDP bind of `addr`, let go at once: "address in use" where any
+/// socket holds the port, as [`bind_udp`] would. Returns the address
+/// bound, port 0 resolved.
+fn probe_udp(addr: SocketAddr) -> io::Result<SocketAddr> {
+    let probe = udp_socket(addr, false)?;
+    probe
+        .bind(&addr.into())
+        .map_err(|e| step_error("bind udp", &addr, e))?;
+    local_addr_of(&probe, &addr)
 }
 
 fn bind_udp_with(addr: SocketAddr, reuse_port: bool) -> io::Result<mio::net::UdpSocket> {
+    let socket = udp_socket(addr, reuse_port)?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| step_error("set non-blocking on udp", &addr, e))?;
+    socket
+        .bind(&addr.into())
+        .map_err(|e| step_error("bind udp", &addr, e))?;
+    if addr.ip().is_unspecified() {
+        report_destinations(&socket, addr.is_ipv6())
+            .map_err(|e| step_error("set IP_PKTINFO on udp", &addr, e))?;
+    }
+    Ok(mio::net::UdpSocket::from_std(socket.into()))
+}
+
+/// A UDP socket for `addr`, not yet bound: IPv6-only for an IPv6 address,
+/// `SO_REUSEPORT` when asked.
+fn udp_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
         .map_err(|e| step_error("socket for udp", &addr, e))?;
     if reuse_port {
@@ -129,17 +200,7 @@ fn bind_udp_with(addr: SocketAddr, reuse_port: bool) -> io::Result<mio::net::Udp
             .set_only_v6(true)
             .map_err(|e| step_error("set IPV6_V6ONLY on udp", &addr, e))?;
     }
-    socket
-        .set_nonblocking(true)
-        .map_err(|e| step_error("set non-blocking on udp", &addr, e))?;
-    socket
-        .bind(&addr.into())
-        .map_err(|e| step_error("bind udp", &addr, e))?;
-    if addr.ip().is_unspecified() {
-        report_destinations(&socket, addr.is_ipv6())
-            .map_err(|e| step_error("set IP_PKTINFO on udp", &addr, e))?;
-    }
-    Ok(mio::net::UdpSocket::from_std(socket.into()))
+    Ok(socket)
 }
 
 /// Where a datagram arrived: the local address the client sent it to (for
@@ -573,6 +634,33 @@ mod tests {
         let socket = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
         let err = recv_with_destination(&socket, &mut [0u8; 8]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+    }
+
+    #[test]
+    fn a_reuseport_group_is_refused_where_another_group_listens_but_can_grow_itself() {
+        let first = bind_tcp_group("127.0.0.1:0".parse().unwrap(), 16, 2).unwrap();
+        let addr = first[0].local_addr().unwrap();
+        assert_eq!(first[1].local_addr().unwrap(), addr, "port 0 resolved once");
+        // Another server's group: the kernel would let it join ours.
+        let err = bind_tcp_group(addr, 16, 2).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+        assert!(
+            err.to_string().starts_with(&format!("bind {addr}: ")),
+            "{err}"
+        );
+        // A restarted worker's socket joins the group we hold.
+        let third = join_tcp_group(addr, 16).unwrap();
+        assert_eq!(third.local_addr().unwrap(), addr);
+
+        let first = bind_udp_group("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let addr = first[0].local_addr().unwrap();
+        let err = bind_udp_group(addr, 2).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+        assert!(
+            err.to_string().starts_with(&format!("bind udp {addr}: ")),
+            "{err}"
+        );
+        assert!(join_udp_group(addr).is_ok());
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Counting what the server does, cheaply, and showing it to other threads.
 //!
 //! The reactor bumps plain integers in its own [`Counters`] (no atomics on
-//! the per-message path) and copies them into [`SharedStats`] once per loop
-//! turn with relaxed stores. Any thread holding a `ServerHandle` can take a
-//! [`StatsSnapshot`] at any time; it is at most one loop turn old.
+//! the per-message path) and copies them into [`SharedStats`] with relaxed
+//! stores at the end of a turn, at most once per millisecond
+//! ([`PublishGate`]). Any thread holding a `ServerHandle` can take a
+//! [`StatsSnapshot`] at any time; it is at most a millisecond of loop time
+//! old, since a loop that skipped a copy wakes up for it.
 //!
 //! The syscall counters (`read_calls`, `write_calls`, `poll_calls`) let a
 //! benchmark report system calls per echoed message without `strace`.
@@ -98,7 +100,7 @@ macro_rules! counters {
             $($(#[$doc])* pub $name: u64,)*
         }
 
-        /// A copy of the server's numbers at one moment (at most one loop turn old).
+        /// A copy of the server's numbers at one moment (at most a publish interval old).
         #[derive(Debug, Default, Clone, PartialEq, Eq)]
         pub struct StatsSnapshot {
             /// Connections open now.
@@ -130,7 +132,7 @@ macro_rules! counters {
         }
 
         impl SharedStats {
-            /// Copy the reactor's numbers out (once per loop turn).
+            /// Copy the reactor's numbers out (when its [`PublishGate`] says so).
             pub fn publish(&self, counters: &Counters, gauge: &BufferGauge, active: usize) {
                 self.active.store(active as u64, Relaxed);
                 for (shared, &count) in self.closed.iter().zip(&counters.closed) {
@@ -141,6 +143,20 @@ macro_rules! counters {
                 self.peak_held_bytes.store(gauge.peak_held_bytes as u64, Relaxed);
                 self.peak_held_capacity.store(gauge.peak_held_capacity as u64, Relaxed);
                 $(self.$name.store(counters.$name, Relaxed);)*
+            }
+
+            /// Store `snapshot` whole (a worker's shared slot, whose
+            /// numbers carry its predecessors': `worker_stats.rs`).
+            pub fn store(&self, snapshot: &StatsSnapshot) {
+                self.active.store(snapshot.active, Relaxed);
+                for (shared, &count) in self.closed.iter().zip(&snapshot.closed) {
+                    shared.store(count, Relaxed);
+                }
+                self.held_bytes.store(snapshot.held_bytes, Relaxed);
+                self.held_capacity.store(snapshot.held_capacity, Relaxed);
+                self.peak_held_bytes.store(snapshot.peak_held_bytes, Relaxed);
+                self.peak_held_capacity.store(snapshot.peak_held_capacity, Relaxed);
+                $(self.$name.store(snapshot.$name, Relaxed);)*
             }
 
             /// Read the last published numbers.
@@ -241,6 +257,33 @@ impl Counters {
 }
 
 impl StatsSnapshot {
+    /// These numbers with the gauges — what a live process holds now
+    /// (`active`, `held_bytes`, `held_capacity`, `memory_pressure`) — set to
+    /// zero: what remains of a process once it is gone. Counters and peaks
+    /// stay.
+    pub fn without_gauges(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            active: 0,
+            held_bytes: 0,
+            held_capacity: 0,
+            memory_pressure: 0,
+            ..self.clone()
+        }
+    }
+
+    /// The numbers of a series of processes in one place (a worker slot's
+    /// successive workers): `self` what the earlier ones left, `current`
+    /// the live one's own. Counters add up, so they never go down when a
+    /// process is replaced; each peak is the higher of the two; the gauges
+    /// are the live process's alone.
+    pub fn continued_by(&self, current: &StatsSnapshot) -> StatsSnapshot {
+        let mut total = self.without_gauges();
+        total.add(current);
+        total.peak_held_bytes = self.peak_held_bytes.max(current.peak_held_bytes);
+        total.peak_held_capacity = self.peak_held_capacity.max(current.peak_held_capacity);
+        total
+    }
+
     /// Connections closed for `reason`.
     pub fn closed_by(&self, reason: CloseReason) -> u64 {
         self.closed[reason.index()]
@@ -267,9 +310,98 @@ pub fn syscalls_in_line(line: &str) -> Option<u64> {
         .sum()
 }
 
+/// When the loop may copy its counters out again: at most once per
+/// `interval_ms` of its clock, and never later than that once a turn has
+/// changed them.
+///
+/// At one message a turn the copy (about thirty atomic stores) cost a sixth
+/// of the message; gated, it costs one compare. The catch is a loop that
+/// goes to sleep right after a skipped copy: the numbers would stay stale
+/// until the next event, which may never come. So a skip marks the gate
+/// stale, and [`PublishGate::wake_at`] gives the loop a deadline to sleep
+/// no later than.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishGate {
+    interval_ms: u64,
+    due_ms: u64,
+    stale: bool,
+}
+
+impl PublishGate {
+    /// A gate that lets the first copy through at once.
+    pub const fn new(interval_ms: u64) -> Self {
+        PublishGate {
+            interval_ms,
+            due_ms: 0,
+            stale: false,
+        }
+    }
+
+    /// End of a turn at `now_ms`: true if the caller copies now (the gate
+    /// then waits `interval_ms`); false if it skips (the gate is stale).
+    #[inline]
+    pub fn should_publish(&mut self, now_ms: u64) -> bool {
+        if now_ms < self.due_ms {
+            self.stale = true;
+            return false;
+        }
+        self.due_ms = now_ms.saturating_add(self.interval_ms);
+        self.stale = false;
+        true
+    }
+
+    /// The next copy goes out whatever the clock says (the final stats).
+    pub fn force_next(&mut self) {
+        self.due_ms = 0;
+    }
+
+    /// While a skipped copy is owed, when it is due: the loop sleeps no
+    /// later than this.
+    pub fn wake_at(&self) -> Option<u64> {
+        self.stale.then_some(self.due_ms)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // ---- the publish gate ----
+
+    #[test]
+    fn the_gate_lets_one_copy_through_per_interval() {
+        let mut gate = PublishGate::new(1);
+        assert!(gate.should_publish(5));
+        assert!(
+            !gate.should_publish(5),
+            "a second turn in the same ms skips"
+        );
+        assert!(gate.should_publish(6));
+    }
+
+    #[test]
+    fn a_skipped_copy_asks_the_loop_to_wake_for_it_and_a_copy_clears_that() {
+        let mut gate = PublishGate::new(1);
+        assert_eq!(gate.wake_at(), None);
+        assert!(gate.should_publish(5));
+        assert_eq!(gate.wake_at(), None, "nothing owed right after a copy");
+        assert!(!gate.should_publish(5));
+        assert_eq!(
+            gate.wake_at(),
+            Some(6),
+            "owed: sleep no later than its due time"
+        );
+        assert!(gate.should_publish(9));
+        assert_eq!(gate.wake_at(), None);
+    }
+
+    #[test]
+    fn a_forced_copy_goes_out_whatever_the_clock_says() {
+        let mut gate = PublishGate::new(1_000);
+        assert!(gate.should_publish(5));
+        gate.force_next();
+        assert!(gate.should_publish(5));
+    }
 
     #[test]
     fn stats_lines_are_read_by_key() {
@@ -283,6 +415,50 @@ mod tests {
         let line = "stats read_calls=10 write_calls=9 poll_calls=2 bytes_out=576";
         assert_eq!(syscalls_in_line(line), Some(21));
         assert_eq!(syscalls_in_line("stats read_calls=10"), None);
+    }
+
+    #[test]
+    fn a_successor_continues_the_counters_keeps_the_higher_peak_and_alone_holds_the_gauges() {
+        let mut before = StatsSnapshot {
+            active: 7,
+            accepted: 100,
+            held_bytes: 50,
+            held_capacity: 64,
+            peak_held_bytes: 900,
+            peak_held_capacity: 10,
+            memory_pressure: 1,
+            memory_pressure_episodes: 2,
+            ..StatsSnapshot::default()
+        };
+        before.closed[CloseReason::Reset.index()] = 3;
+        let gone = before.without_gauges();
+        assert_eq!(
+            (gone.active, gone.held_bytes, gone.held_capacity),
+            (0, 0, 0)
+        );
+        assert_eq!(gone.memory_pressure, 0);
+        assert_eq!((gone.accepted, gone.peak_held_bytes), (100, 900));
+        let mut now = StatsSnapshot {
+            active: 2,
+            accepted: 5,
+            held_bytes: 8,
+            peak_held_bytes: 20,
+            peak_held_capacity: 30,
+            ..StatsSnapshot::default()
+        };
+        now.closed[CloseReason::Reset.index()] = 1;
+        let total = before.continued_by(&now);
+        assert_eq!(total.accepted, 105);
+        assert_eq!(total.closed_by(CloseReason::Reset), 4);
+        assert_eq!(total.memory_pressure_episodes, 2);
+        assert_eq!(
+            (total.active, total.held_bytes, total.memory_pressure),
+            (2, 8, 0)
+        );
+        assert_eq!((total.peak_held_bytes, total.peak_held_capacity), (900, 30));
+        let shared = SharedStats::default();
+        shared.store(&total);
+        assert_eq!(shared.snapshot(), total);
     }
 
     #[test]

@@ -1,69 +1,176 @@
-//! One scrape for the whole server under `--workers`: each worker publishes
-//! its numbers into its own slot of a shared memory region, and whichever
-//! worker accepts a scrape sums every slot.
+//! One set of numbers for the whole server under `--workers`: each worker
+//! publishes its numbers into its own slot of a shared memory region; a
+//! scrape sums every slot, and so does the supervisor's final `stats` line.
 //!
 //! The supervisor creates the region (a `memfd`, one [`WorkerSlot`] per
 //! worker) before starting any worker and hands its descriptor to each one
 //! beside the listening sockets (`supervisor.rs`); each worker maps it
-//! `MAP_SHARED` for the rest of its life. A worker writes its slot at the end of
-//! a loop turn, at most every 10 ms (the same relaxed stores that publish
-//! `stats.rs`'s `SharedStats` to other threads — never per message; a turn
-//! that skips it makes the loop wake by the due time even if idle), and
-//! reads the others' only when answering `/metrics`. Relaxed is enough:
-//! each number is independent, and a scrape is a moment's picture, at most
-//! about 10 ms old per worker.
+//! `MAP_SHARED` for the rest of its life. A worker writes its slot through
+//! a [`SlotWriter`] at the end of a loop turn, at most every 10 ms (the
+//! same relaxed stores that publish `stats.rs`'s `SharedStats` to other
+//! threads — never per message; a turn that skips it makes the loop wake
+//! by the due time even if idle), once more as it exits, and reads the
+//! others' only when answering `/metrics`. Relaxed is enough: each number
+//! is independent, and a scrape is a moment's picture, at most about 10 ms
+//! old per worker.
+//!
+//! A slot outlives its workers. When a worker dies the supervisor reaps it
+//! and [retires](WorkerSlots::retire) its slot: the gauges it held
+//! (connections open, bytes held) leave the sum at once, its counters stay.
+//! The successor starts counting from zero but publishes its predecessors'
+//! counters plus its own ([`StatsSnapshot::continued_by`]), so no summed
+//! counter ever goes down — Prometheus would read a drop as a counter reset
+//! and `increase()` would jump by every other worker's total. What a killed
+//! worker counted after its last publish (at most 10 ms of it) is lost.
+//! Each slot has one writer at a time (the worker, or the supervisor once
+//! it is reaped), and every number it writes is at least the one before,
+//! so a reader never sees one go down, even mid-update.
 //!
 //! Every process mapping the region is the same binary (the supervisor
 //! re-executes itself), so the slot layout agrees; a fresh `memfd` is
 //! zero-filled, and all zeros is a valid `AtomicU64`.
-//!
-//! A worker that dies and is restarted starts its slot from zero, so the
-//! summed counters go down once: Prometheus' `rate()` and `increase()`
-//! treat that as a counter reset, as for a restarted server.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
-use crate::buffer::BufferGauge;
 use crate::metrics::{HttpCounters, ProcessFigures};
-use crate::stats::{Counters, SharedStats, StatsSnapshot};
+use crate::stats::{SharedStats, StatsSnapshot};
+use crate::timers::due_after;
+
+/// A worker copies its numbers into its shared slot at most this often (a
+/// scrape sees them at most this much older than its own): a cheap timer,
+/// not every loop turn, so a busy worker's turns pay one comparison
+/// instead of the copy.
+pub const SLOT_PUBLISH_INTERVAL_MS: u64 = 10;
 
 /// What one worker publishes.
 #[repr(C)]
 #[derive(Debug, Default)]
 pub struct WorkerSlot {
-    /// The worker's pid (0: never started), for its descriptors and memory.
+    /// The live worker's pid (0: none now), for its descriptors and memory.
     pid: AtomicU64,
     stats: SharedStats,
     http_answered: AtomicU64,
     http_refused: [AtomicU64; 4],
+    /// The descriptors the worker knows it holds (connections, listening
+    /// sockets, its own base set): what a scrape reports for it where the
+    /// kernel does not count them, instead of walking `/proc/PID/fd`.
+    held_fds: AtomicU64,
 }
 
 impl WorkerSlot {
-    /// Say which process this slot now belongs to (once, at start).
-    pub fn claim(&self) {
-        self.pid.store(u64::from(std::process::id()), Relaxed);
-    }
-
-    /// Copy the loop's numbers in (at most every 10 ms).
-    pub fn publish(&self, counters: &Counters, gauge: &BufferGauge, active: usize) {
-        self.stats.publish(counters, gauge, active);
-    }
-
-    /// Copy the metrics endpoint's tallies in (when they change).
-    pub fn publish_http(&self, http: &HttpCounters) {
-        self.http_answered.store(http.answered, Relaxed);
-        for (slot, &n) in self.http_refused.iter().zip(&http.refused) {
-            slot.store(n, Relaxed);
-        }
-    }
-
     fn http(&self) -> HttpCounters {
         HttpCounters {
             answered: self.http_answered.load(Relaxed),
             refused: std::array::from_fn(|i| self.http_refused[i].load(Relaxed)),
         }
+    }
+
+    fn store_http(&self, http: &HttpCounters) {
+        self.http_answered.store(http.answered, Relaxed);
+        for (slot, &n) in self.http_refused.iter().zip(&http.refused) {
+            slot.store(n, Relaxed);
+        }
+    }
+}
+
+/// A worker's loop numbers as of one turn, its own (counted from its start).
+#[derive(Debug, Default, Clone)]
+pub struct WorkerNumbers {
+    /// The loop's counters and gauges.
+    pub stats: StatsSnapshot,
+    /// Descriptors the loop knows it holds.
+    pub held_fds: u64,
+}
+
+/// One worker's pen for its slot: what its predecessors in the slot left,
+/// and when the slot is next due.
+#[derive(Debug)]
+pub struct SlotWriter {
+    slots: Arc<WorkerSlots>,
+    index: usize,
+    /// The slot's counters when this worker claimed it.
+    base: StatsSnapshot,
+    http_base: HttpCounters,
+    /// This worker's own metrics tallies as last written.
+    http_written: HttpCounters,
+    /// The next time the slot may be written.
+    due_ms: u64,
+    /// A turn passed without writing the slot: the numbers there may be
+    /// stale, so the loop must wake by `due_ms` even if idle.
+    stale: bool,
+}
+
+impl SlotWriter {
+    /// Take slot `index` for this process, carrying on from what is in it.
+    pub fn claim(slots: Arc<WorkerSlots>, index: usize) -> io::Result<Self> {
+        let slot = slots.slot(index).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("shared worker stats: no slot {index} of {}", slots.count),
+            )
+        })?;
+        let base = slot.stats.snapshot().without_gauges();
+        let http_base = slot.http();
+        slot.pid.store(u64::from(std::process::id()), Relaxed);
+        Ok(SlotWriter {
+            slots,
+            index,
+            base,
+            http_base,
+            http_written: HttpCounters::default(),
+            due_ms: 0,
+            stale: false,
+        })
+    }
+
+    /// Every worker's slots, for summing.
+    pub fn slots(&self) -> &Arc<WorkerSlots> {
+        &self.slots
+    }
+
+    /// Publish `numbers()` if [`SLOT_PUBLISH_INTERVAL_MS`] have passed since
+    /// the last time (called once per loop turn).
+    #[inline]
+    pub fn publish(&mut self, now_ms: u64, numbers: impl FnOnce() -> WorkerNumbers) {
+        if now_ms < self.due_ms {
+            self.stale = true;
+            return;
+        }
+        self.publish_now(&numbers());
+        self.due_ms = due_after(now_ms, SLOT_PUBLISH_INTERVAL_MS);
+        self.stale = false;
+    }
+
+    /// Publish `numbers` now (the last time, as the worker exits).
+    pub fn publish_now(&self, numbers: &WorkerNumbers) {
+        let Some(slot) = self.slots.slot(self.index) else {
+            return; // checked at claim
+        };
+        slot.stats.store(&self.base.continued_by(&numbers.stats));
+        slot.held_fds.store(numbers.held_fds, Relaxed);
+    }
+
+    /// Publish the metrics endpoint's tallies if they changed (they change
+    /// only when a scrape comes, so the next scrape counts this one).
+    #[inline]
+    pub fn publish_http(&mut self, http: &HttpCounters) {
+        if *http == self.http_written {
+            return;
+        }
+        if let Some(slot) = self.slots.slot(self.index) {
+            let mut total = self.http_base;
+            total.add(http);
+            slot.store_http(&total);
+        }
+        self.http_written = *http;
+    }
+
+    /// When the loop must wake to publish numbers a turn skipped.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.stale.then_some(self.due_ms)
     }
 }
 
@@ -90,7 +197,7 @@ pub struct WorkersTotal {
     pub http: HttpCounters,
     /// Every live worker's descriptors and memory, summed.
     pub process: ProcessFigures,
-    /// Workers that have published (started at least once).
+    /// Workers alive now (their slot claimed and not yet retired).
     pub workers: u64,
 }
 
@@ -158,95 +265,96 @@ impl WorkerSlots {
         (index < self.count).then(|| unsafe { &*self.base.add(index) })
     }
 
-    /// Every slot summed, with each live worker's descriptors and memory.
+    /// Every slot summed: counters of every worker that ever ran, gauges,
+    /// descriptors and memory of the live ones.
     pub fn total(&self) -> WorkersTotal {
         let mut total = WorkersTotal::default();
         for slot in (0..self.count).filter_map(|i| self.slot(i)) {
+            total.stats.add(&slot.stats.snapshot());
+            total.http.add(&slot.http());
             let pid = slot.pid.load(Relaxed);
             if pid == 0 {
                 continue;
             }
             total.workers += 1;
-            total.stats.add(&slot.stats.snapshot());
-            total.http.add(&slot.http());
+            let held_fds = slot.held_fds.load(Relaxed);
             total
                 .process
-                .add(&ProcessFigures::read(u32::try_from(pid).ok()));
+                .add(&ProcessFigures::read(u32::try_from(pid).ok(), held_fds));
         }
         total
     }
-}
 
-/// Names a worker's metrics descriptors: `LISTENER_FD,SLOTS_FD`.
-pub const METRICS_FDS_ENV: &str = "ECHO_REACTOR_METRICS_FDS";
-
-/// The supervisor's half of `--metrics` under `--workers`: one listener
-/// every worker accepts on (a scrape is answered by whichever takes it),
-/// and the slots.
-#[derive(Debug)]
-pub struct WorkersMetrics {
-    /// The `--metrics` listener, shared by every worker.
-    pub listener: std::net::TcpListener,
-    /// The shared slots.
-    pub slots: WorkerSlots,
-}
-
-impl WorkersMetrics {
-    /// The descriptors to place after a worker's sockets, in order.
-    pub fn fds(&self) -> [RawFd; 2] {
-        [self.listener.as_raw_fd(), self.slots.raw_fd()]
-    }
-
-    /// The value of [`METRICS_FDS_ENV`] when [`WorkersMetrics::fds`] land
-    /// at descriptors `first`, `first + 1`.
-    pub fn env_value(first: RawFd) -> String {
-        format!("{first},{}", first + 1)
-    }
-}
-
-/// A worker's half: the listener and the slots its supervisor handed over
-/// (named by [`METRICS_FDS_ENV`]), for worker `index` of `count`. `None`
-/// when the variable is not set (no `--metrics`).
-pub fn inherited_metrics(
-    index: usize,
-    count: usize,
-) -> io::Result<Option<(std::net::TcpListener, WorkerSlots)>> {
-    let Ok(value) = std::env::var(METRICS_FDS_ENV) else {
-        return Ok(None);
-    };
-    let bad = || {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{METRICS_FDS_ENV}={value}: expected LISTENER_FD,SLOTS_FD"),
-        )
-    };
-    let (listener_fd, slots_fd) = value.split_once(',').ok_or_else(bad)?;
-    let listener_fd: RawFd = listener_fd.parse().map_err(|_| bad())?;
-    let slots_fd: RawFd = slots_fd.parse().map_err(|_| bad())?;
-    for fd in [listener_fd, slots_fd] {
-        // SAFETY: fcntl on a descriptor number; a closed one gives EBADF.
-        if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } == -1 {
-            let e = io::Error::last_os_error();
-            return Err(io::Error::new(
-                e.kind(),
-                format!("{METRICS_FDS_ENV}: fd {fd}: {e}"),
-            ));
+    /// Slot `index`'s worker is gone (the supervisor reaped it): its
+    /// gauges leave the sum, its counters stay for its successor to carry
+    /// on from.
+    pub fn retire(&self, index: usize) {
+        if let Some(slot) = self.slot(index) {
+            slot.stats.store(&slot.stats.snapshot().without_gauges());
+            slot.held_fds.store(0, Relaxed);
+            slot.pid.store(0, Relaxed);
         }
     }
-    // SAFETY: the supervisor placed these descriptors for us alone; we
-    // take ownership once (the variable is read once, at start).
-    let (listener, slots) = unsafe {
-        (
-            std::net::TcpListener::from_raw_fd(listener_fd),
-            OwnedFd::from_raw_fd(slots_fd),
-        )
+}
+
+/// Names the descriptor of the slots region a worker was handed.
+pub const SLOTS_FD_ENV: &str = "ECHO_REACTOR_SLOTS_FD";
+/// Names the descriptor of the `--metrics` listener a worker was handed.
+pub const METRICS_FD_ENV: &str = "ECHO_REACTOR_METRICS_FD";
+
+/// What a worker is handed besides its listening sockets: its slot among
+/// every worker's, and with `--metrics` the listener they all share (a
+/// scrape is answered by whichever worker takes it).
+#[derive(Debug)]
+pub struct WorkerHandover {
+    /// This worker's slot, claimed.
+    pub slot: SlotWriter,
+    /// The `--metrics` listener, non-blocking.
+    pub metrics: Option<std::net::TcpListener>,
+}
+
+/// A worker's half: the slots and the listener its supervisor handed over
+/// (named by [`SLOTS_FD_ENV`] and [`METRICS_FD_ENV`]), for worker `index`
+/// of `count`, its slot claimed. `None` when no slots were handed over
+/// (not a worker).
+pub fn inherited_handover(index: usize, count: usize) -> io::Result<Option<WorkerHandover>> {
+    let Some(slots_fd) = inherited_fd(SLOTS_FD_ENV)? else {
+        return Ok(None);
     };
-    listener.set_nonblocking(true)?;
-    let slots = WorkerSlots::map(slots, count)?;
-    if slots.slot(index).is_none() {
-        return Err(bad());
+    let slots = Arc::new(WorkerSlots::map(slots_fd, count)?);
+    let metrics = match inherited_fd(METRICS_FD_ENV)? {
+        Some(fd) => {
+            let listener = std::net::TcpListener::from(fd);
+            listener.set_nonblocking(true)?;
+            Some(listener)
+        }
+        None => None,
+    };
+    Ok(Some(WorkerHandover {
+        slot: SlotWriter::claim(slots, index)?,
+        metrics,
+    }))
+}
+
+/// The descriptor the variable `name` names, made close-on-exec and owned.
+fn inherited_fd(name: &str) -> io::Result<Option<OwnedFd>> {
+    let Ok(value) = std::env::var(name) else {
+        return Ok(None);
+    };
+    let fd: RawFd = value.parse().map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name}={value}: expected a descriptor number"),
+        )
+    })?;
+    // SAFETY: fcntl on a descriptor number; a closed one gives EBADF.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } == -1 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("{name}: fd {fd}: {e}")));
     }
-    Ok(Some((listener, slots)))
+    // SAFETY: the supervisor placed this descriptor for us alone; we take
+    // ownership once (each variable is read once, at start).
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
 fn region_bytes(count: usize) -> usize {
@@ -279,31 +387,99 @@ mod tests {
     use super::*;
     use crate::stats::CloseReason;
 
+    fn numbers(accepted: u64, active: u64) -> WorkerNumbers {
+        let mut stats = StatsSnapshot {
+            accepted,
+            active,
+            ..StatsSnapshot::default()
+        };
+        stats.closed[0] = accepted; // some closes too, in the array
+        WorkerNumbers {
+            stats,
+            ..WorkerNumbers::default()
+        }
+    }
+
     #[test]
     fn a_second_mapping_sees_every_slot_and_sums_them() {
-        let slots = WorkerSlots::create(3).unwrap();
+        let slots = Arc::new(WorkerSlots::create(3).unwrap());
         let copy = WorkerSlots::map(slots.fd.try_clone().unwrap(), 3).unwrap();
-        let mut counters = Counters {
-            accepted: 5,
-            ..Counters::default()
-        };
-        counters.count_close(CloseReason::Idle);
         for index in [0, 2] {
-            let slot = slots.slot(index).unwrap();
-            slot.claim();
-            slot.publish(&counters, &BufferGauge::default(), 1);
+            let mut writer = SlotWriter::claim(Arc::clone(&slots), index).unwrap();
+            writer.publish_now(&numbers(5, 1));
+            if index == 2 {
+                writer.publish_http(&HttpCounters {
+                    answered: 4,
+                    refused: [0, 1, 0, 0],
+                });
+            }
         }
-        copy.slot(2).unwrap().publish_http(&HttpCounters {
-            answered: 4,
-            refused: [0, 1, 0, 0],
-        });
         let total = copy.total();
         assert_eq!(total.workers, 2); // slot 1 never claimed
         assert_eq!(total.stats.accepted, 10);
         assert_eq!(total.stats.active, 2);
-        assert_eq!(total.stats.closed_by(CloseReason::Idle), 2);
+        assert_eq!(total.stats.closed_by(CloseReason::ALL[0]), 10);
         assert_eq!(total.http.answered, 4);
         assert_eq!(total.http.refused, [0, 1, 0, 0]);
         assert!(slots.slot(3).is_none());
+        assert!(SlotWriter::claim(slots, 3).is_err());
+    }
+
+    #[test]
+    fn a_reaped_worker_s_gauges_leave_the_sum_and_its_successor_carries_its_counters_on() {
+        let slots = Arc::new(WorkerSlots::create(2).unwrap());
+        let other = SlotWriter::claim(Arc::clone(&slots), 1).unwrap();
+        other.publish_now(&numbers(3, 1));
+        let mut first = SlotWriter::claim(Arc::clone(&slots), 0).unwrap();
+        let mut dying = numbers(100, 7);
+        dying.held_fds = 30;
+        first.publish_now(&dying);
+        first.publish_http(&HttpCounters {
+            answered: 2,
+            refused: [0; 4],
+        });
+        assert_eq!(slots.total().stats.active, 8);
+
+        slots.retire(0); // killed, reaped
+        let total = slots.total();
+        assert_eq!(total.workers, 1);
+        assert_eq!(
+            total.stats.active, 1,
+            "the dead worker's connections are gone"
+        );
+        assert_eq!(total.stats.accepted, 103, "what it counted is not");
+        assert_eq!(total.http.answered, 2);
+
+        // The successor counts from zero; the sum never goes down.
+        let mut successor = SlotWriter::claim(Arc::clone(&slots), 0).unwrap();
+        successor.publish_now(&numbers(0, 0));
+        assert_eq!(slots.total().stats.accepted, 103);
+        successor.publish_now(&numbers(4, 2));
+        successor.publish_http(&HttpCounters {
+            answered: 1,
+            refused: [0; 4],
+        });
+        let total = slots.total();
+        assert_eq!((total.stats.accepted, total.stats.active), (107, 3));
+        assert_eq!(total.stats.closed_by(CloseReason::ALL[0]), 107);
+        assert_eq!(total.http.answered, 3);
+        assert_eq!(total.workers, 2);
+    }
+
+    #[test]
+    fn a_skipped_slot_copy_makes_the_loop_wake_when_it_is_due() {
+        let slots = Arc::new(WorkerSlots::create(1).unwrap());
+        let mut writer = SlotWriter::claim(Arc::clone(&slots), 0).unwrap();
+        let seen = || slots.total().stats.accepted;
+        writer.publish(100, || numbers(1, 1));
+        assert_eq!(seen(), 1);
+        assert_eq!(writer.next_deadline(), None, "nothing stale, nothing due");
+        // Within the interval: not copied, but the loop must come back.
+        writer.publish(105, || numbers(2, 1));
+        assert_eq!(seen(), 1);
+        assert_eq!(writer.next_deadline(), Some(100 + SLOT_PUBLISH_INTERVAL_MS));
+        writer.publish(100 + SLOT_PUBLISH_INTERVAL_MS, || numbers(2, 1));
+        assert_eq!(seen(), 2);
+        assert_eq!(writer.next_deadline(), None);
     }
 }

@@ -6,9 +6,12 @@ mod support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use support::scrape::*;
 use support::{connect, pattern, round_trip, ServeProcess, DEADLINE};
 
 /// `echo-reactor serve --listen 127.0.0.1:0 --metrics 127.0.0.1:0 EXTRA...`
@@ -22,61 +25,35 @@ fn serve_with_metrics(extra: &[&str]) -> (ServeProcess, SocketAddr, SocketAddr) 
     (server, echo, metrics)
 }
 
-/// `metrics http://127.0.0.1:PORT/metrics` -> the address.
-fn metrics_addr(line: &str) -> SocketAddr {
-    line.strip_prefix("metrics http://")
-        .and_then(|rest| rest.strip_suffix("/metrics"))
-        .unwrap_or_else(|| panic!("not a metrics line: {line:?}"))
-        .parse()
-        .unwrap()
-}
+/// A scrape's samples: (series, value).
+type Samples = Vec<(String, u64)>;
 
-/// One `GET`, read to the end (the server closes): (status, body).
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    request(addr, &format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n"))
-}
-
-fn request(addr: SocketAddr, head: &str) -> (u16, String) {
-    let mut stream = connect(addr);
-    stream.write_all(head.as_bytes()).unwrap();
+/// Every counter sample of a scrape (`..._total`, by series: name and
+/// labels), or `None` if the scrape failed (a worker killed while it was
+/// answering resets the scrape's connection).
+fn counter_samples(metrics: SocketAddr) -> Option<Samples> {
+    let mut stream = TcpStream::connect(metrics).ok()?;
+    stream.set_read_timeout(Some(DEADLINE)).ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .ok()?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {response:?}"));
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, body)| body)
-        .to_string();
-    (status, body)
-}
-
-/// A sample's value in a scrape (`NAME VALUE`, `NAME{labels} VALUE`).
-fn sample(scrape: &str, name: &str) -> Option<u64> {
-    scrape
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
-fn scrape_value(metrics: SocketAddr, name: &str) -> u64 {
-    let (status, body) = get(metrics, "/metrics");
-    assert_eq!(status, 200, "{body}");
-    sample(&body, name).unwrap_or_else(|| panic!("{name} not in the scrape:\n{body}"))
-}
-
-/// Poll `scrape_value` until `done` says so, with a deadline.
-fn wait_for_value(metrics: SocketAddr, name: &str, done: impl Fn(u64) -> bool) -> u64 {
-    let start = Instant::now();
-    loop {
-        let value = scrape_value(metrics, name);
-        if done(value) {
-            return value;
-        }
-        assert!(start.elapsed() < DEADLINE, "{name} stayed at {value}");
-        thread::sleep(Duration::from_millis(20));
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.1 200 ") {
+        return None;
     }
+    let samples = body
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let name = series.split('{').next()?;
+            name.ends_with("_total")
+                .then(|| Some((series.to_string(), value.parse().ok()?)))?
+        })
+        .collect();
+    Some(samples)
 }
 
 /// The path to a tool from the `prometheus` package, or `None` (a printed
@@ -468,4 +445,66 @@ fn out_of_descriptors_a_waiting_scraper_is_closed_not_left_hanging() {
         thread::sleep(Duration::from_millis(20));
     }
     assert!(server.is_running(), "the server died");
+}
+
+#[test]
+fn no_counter_goes_down_when_a_worker_is_killed_under_traffic() {
+    let (server, echo, metrics) = serve_with_metrics(&["--workers", "2"]);
+    let workers = support::workers::wait_for_children(server.pid(), 2);
+    // One connection after another all along, spread over both workers
+    // (one on the killed worker may be reset: not counted as served).
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(mut stream) = TcpStream::connect(echo) else {
+                    continue;
+                };
+                stream.set_read_timeout(Some(DEADLINE)).unwrap();
+                let mut reply = [0u8; 3];
+                let _ = stream
+                    .write_all(b"hi\n")
+                    .and_then(|()| stream.read_exact(&mut reply));
+            }
+        })
+    };
+    let accepted = |samples: &Samples| {
+        samples
+            .iter()
+            .find(|(series, _)| series == "echo_reactor_connections_accepted_total")
+            .map_or(0, |(_, n)| *n)
+    };
+    let mut scrapes: Vec<Samples> = Vec::new();
+    let scrape_until = |scrapes: &mut Vec<Samples>, done: &dyn Fn(&Samples) -> bool| {
+        let start = Instant::now();
+        loop {
+            if let Some(samples) = counter_samples(metrics) {
+                let finished = done(&samples);
+                scrapes.push(samples);
+                if finished {
+                    return;
+                }
+            }
+            assert!(start.elapsed() < DEADLINE, "the traffic was not counted");
+            thread::sleep(Duration::from_millis(5));
+        }
+    };
+    scrape_until(&mut scrapes, &|s| accepted(s) >= 200);
+    let before_kill = accepted(scrapes.last().unwrap());
+    support::workers::kill_and_wait_for_replacement(&server, workers[0], 2);
+    // On until the replacement has counted traffic of its own.
+    scrape_until(&mut scrapes, &|s| accepted(s) >= before_kill + 200);
+    stop.store(true, Ordering::Relaxed);
+    traffic.join().unwrap();
+    for (i, pair) in scrapes.windows(2).enumerate() {
+        for (series, before) in &pair[0] {
+            let after = pair[1].iter().find(|(s, _)| s == series).map(|(_, n)| *n);
+            assert!(
+                after >= Some(*before),
+                "{series} went from {before} to {after:?} (scrapes {i} and {})",
+                i + 1
+            );
+        }
+    }
 }

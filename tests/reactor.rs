@@ -432,3 +432,23 @@ fn send_with_descriptor(socket: i32, bytes: &[u8], fd: i32) {
         assert_eq!(libc::sendmsg(socket, &msg, 0), bytes.len() as isize);
     }
 }
+
+#[test]
+fn counters_a_quiet_loop_has_not_copied_out_yet_reach_other_threads_while_it_sleeps() {
+    // The loop copies its counters out at most once per publish interval;
+    // a quick run of round trips leaves the last turns' numbers unseen. If
+    // the loop then slept until the next event (none comes), a reader would
+    // see them stale forever: it must wake up to publish them.
+    let server = echo_server();
+    let mut stream = connect(server.addr);
+    let rounds = 200;
+    for i in 0..rounds {
+        stream.write_all(&[i as u8; 16]).unwrap();
+        assert_eq!(read_exact(&mut stream, 16), vec![i as u8; 16]);
+    }
+    // The connection stays open and silent: no event will come.
+    server.wait_for("every byte received to be published", |s| {
+        s.bytes_in == 16 * rounds
+    });
+    drop(stream);
+}

@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
@@ -13,29 +13,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use echo_reactor::stats::stat_value;
+use support::workers::*;
 use support::*;
-
-/// The pids of `pid`'s children (Linux: /proc/PID/task/PID/children).
-fn children(pid: i32) -> Vec<i32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
-}
-
-/// Wait until `pid` has exactly `count` children; return them.
-fn wait_for_children(pid: i32, count: usize) -> Vec<i32> {
-    let start = Instant::now();
-    loop {
-        let found = children(pid);
-        if found.len() == count {
-            return found;
-        }
-        assert!(start.elapsed() < DEADLINE, "{pid} has children {found:?}");
-        thread::sleep(Duration::from_millis(10));
-    }
-}
 
 /// Each of `workers` workers logged a final stats line with connections
 /// accepted. Reads stderr until it closes: call once every process exited.
@@ -49,74 +28,17 @@ fn assert_every_worker_took_a_share(stderr: &Receiver<String>, workers: usize) {
     assert!(per_worker.iter().all(|&n| n > 0), "{per_worker:?}");
 }
 
-/// Wait for a stderr line containing `needle`.
-fn wait_for_line(stderr: &Receiver<String>, needle: &str) -> String {
-    let start = Instant::now();
-    loop {
-        let line = stderr.recv_timeout(DEADLINE).expect("a log line");
-        if line.contains(needle) {
-            return line;
-        }
-        assert!(start.elapsed() < DEADLINE, "no line with {needle:?}");
-    }
-}
-
-/// `count` connections, each echoing one line and closing.
-fn echo_each(addr: SocketAddr, count: usize) {
-    for i in 0..count {
-        let mut stream = connect(addr);
-        let line = format!("hello {i}\n");
-        stream.write_all(line.as_bytes()).unwrap();
-        assert_eq!(read_exact(&mut stream, line.len()), line.as_bytes());
-    }
-}
-
-fn spawn_workers(args: &[&str]) -> (ServeProcess, Receiver<String>) {
-    let mut cmd = ServeProcess::command(args);
-    cmd.stderr(Stdio::piped());
-    let mut server = ServeProcess::spawn_command(cmd, 1);
-    let stderr = server.follow_stderr();
-    (server, stderr)
-}
-
 #[test]
 fn two_workers_serve_every_connection_drain_on_sigterm_and_sum_their_stats() {
-    let (server, stderr) = spawn_workers(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--workers",
-        "2",
-        "--stats-interval",
-        "0.05",
-        "--max-buffered",
-        "16MiB", // so the worker reads every byte before the signal
-    ]);
+    let (server, stderr) = spawn_workers(&Hoarder::SERVER_ARGS);
     let workers = wait_for_children(server.pid(), 2);
     assert_eq!(workers.len(), 2);
     let addr = server.addr(0);
     echo_each(addr, 200);
     // A reply still owed when the signal comes: 8 MiB sent, none read yet.
-    let mut hoarder = connect(addr);
-    let payload = pattern(8 << 20, 5);
-    let mut writer = hoarder.try_clone().unwrap();
-    let sent = payload.clone();
-    let sender = thread::spawn(move || writer.write_all(&sent).unwrap());
-    loop {
-        let line = wait_for_line(&stderr, "stats active=");
-        let stats = &line[line.find("stats ").unwrap()..];
-        // The worker read all of it, and holds replies it could not send yet.
-        if stat_value(stats, "bytes_in") >= Some(8 << 20)
-            && stat_value(stats, "held_bytes") > Some(0)
-        {
-            break;
-        }
-    }
+    let hoarder = Hoarder::start(addr, &stderr);
     server.signal(libc::SIGTERM);
-    let mut echoed = vec![0u8; payload.len()];
-    hoarder.read_exact(&mut echoed).unwrap();
-    sender.join().unwrap();
-    assert_same_bytes(&echoed, &payload);
-    drop(hoarder);
+    hoarder.read_all();
     let (status, stdout) = server.wait_exit();
     assert!(status.success(), "{status}");
     // Both took a share (the kernel hashes each connection to one worker's
@@ -166,34 +88,9 @@ fn a_killed_worker_is_replaced_and_new_connections_are_served() {
 
 #[test]
 fn a_socket_handed_over_as_fd_3_is_served_and_nothing_is_bound() {
-    // What systemd does: a listening socket at descriptor 3, LISTEN_FDS=1,
-    // LISTEN_PID = the service's pid (the shell execs the server, so `$$`
-    // is its pid).
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let fd = listener.as_raw_fd();
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(format!(
-            "LISTEN_PID=$$ LISTEN_FDS=1 exec '{}' serve",
-            env!("CARGO_BIN_EXE_echo-reactor")
-        ))
-        .stdout(Stdio::piped());
-    // SAFETY: only dup2/fcntl between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            // dup2 onto itself would leave close-on-exec set: clear it then.
-            let placed = if fd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(fd, 3)
-            };
-            if placed == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    let cmd = serve_handed(listener.as_raw_fd(), "");
     let server = ServeProcess::spawn_command(cmd, 1);
     assert_eq!(
         server.sockets,
@@ -331,4 +228,170 @@ fn connections_queued_on_a_killed_worker_s_socket_are_answered_by_its_replacemen
         stat_value(&replacement, "accepted") > Some(0),
         "{replacement}"
     );
+}
+
+/// A second `serve` on `addr` (`--listen` or `--udp`, per `flag`), with
+/// and without workers: each must exit 1 at once, saying the address is in
+/// use, as a second single-process server always did.
+fn assert_second_server_refused(flag: &str, addr: SocketAddr) {
+    let addr = addr.to_string();
+    for workers in ["2", "1"] {
+        let cmd =
+            ServeProcess::command(&[flag, &addr, "--workers", workers, "--protocol", "upper"]);
+        let (code, stderr) = run_briefly(cmd);
+        assert_eq!(
+            code,
+            Some(1),
+            "--workers {workers} started on {addr}: {stderr}"
+        );
+        let bind = if flag == "--udp" { "bind udp" } else { "bind" };
+        assert!(
+            stderr.contains(&format!("{bind} {addr}: Address already in use")),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_second_server_is_refused_on_a_port_a_workers_group_holds_tcp_and_udp() {
+    let (server, _stderr) = spawn_workers_with(
+        ServeProcess::command(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--udp",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+        ]),
+        2,
+    );
+    wait_for_children(server.pid(), 2);
+    let (tcp, udp) = (server.addr(0), server.addr(1));
+    assert_second_server_refused("--listen", tcp);
+    assert_second_server_refused("--udp", udp);
+    // Every client still meets the first server (echo, not upper).
+    echo_each(tcp, 20);
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(DEADLINE)).unwrap();
+    for i in 0..20 {
+        let datagram = format!("hello {i}");
+        client.send_to(datagram.as_bytes(), udp).unwrap();
+        let mut reply = [0u8; 64];
+        let n = client.recv(&mut reply).unwrap();
+        assert_eq!(&reply[..n], datagram.as_bytes());
+    }
+    server.signal(libc::SIGTERM);
+    let (status, _) = server.wait_exit();
+    assert!(status.success(), "{status}");
+}
+
+/// `serve ARGS` started the way systemd starts a socket-activated service:
+/// `fd` at descriptor 3, `LISTEN_FDS=1`, `LISTEN_PID` its own pid (the
+/// shell execs the server, so `$$` is its pid).
+fn serve_handed(fd: std::os::fd::RawFd, args: &str) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "LISTEN_PID=$$ LISTEN_FDS=1 exec '{}' serve {args}",
+            env!("CARGO_BIN_EXE_echo-reactor")
+        ))
+        .stdout(Stdio::piped());
+    // SAFETY: only dup2/fcntl between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself would leave close-on-exec set: clear it then.
+            let placed = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if placed == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
+#[test]
+fn workers_serve_a_handed_reuseport_socket_while_a_second_server_is_refused_its_port() {
+    // What an upgrade hands its new generation: a listening socket with
+    // SO_REUSEPORT set, as the supervisor binds them. The one it is handed
+    // to shares it; an independent server may not join it.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_reuse_address(true).unwrap();
+    socket.set_reuse_port(true).unwrap();
+    socket
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    socket.listen(128).unwrap();
+    let listener: TcpListener = socket.into();
+    let addr = listener.local_addr().unwrap();
+    let cmd = serve_handed(listener.as_raw_fd(), "--workers 2");
+    let (server, _stderr) = spawn_workers_with(cmd, 1);
+    assert_eq!(server.sockets, [format!("tcp {addr}")]);
+    drop(listener); // the server holds its own copy
+    wait_for_children(server.pid(), 2);
+    echo_each(addr, 20);
+    assert_second_server_refused("--listen", addr);
+    echo_each(addr, 20);
+    server.signal(libc::SIGTERM);
+    let (status, stdout) = server.wait_exit();
+    assert!(status.success(), "{status}");
+    let last = stdout.lines().last().unwrap_or_default();
+    assert_eq!(stat_value(last, "accepted"), Some(40), "{stdout}");
+}
+
+/// The number just before `suffix` in `line` (`... 3495253 bytes in all`).
+fn number_before(line: &str, suffix: &str) -> u64 {
+    let head = &line[..line
+        .find(suffix)
+        .unwrap_or_else(|| panic!("{suffix:?} in {line}"))];
+    head.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_memory_budget_logged_is_what_the_workers_enforce_and_a_share_under_the_minimum_is_refused() {
+    // 1 MiB over two workers would be 512 KiB each, under the minimum.
+    let cmd = ServeProcess::command(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--max-memory",
+        "1MiB",
+        "--max-buffered",
+        "4KiB",
+    ]);
+    let (code, stderr) = run_briefly(cmd);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--max-memory 1048576 over --workers 2")
+            && stderr.contains("give --max-memory 2MiB"),
+        "{stderr}"
+    );
+
+    let (server, stderr) = spawn_workers(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "3",
+        "--max-memory",
+        "10MiB",
+    ]);
+    let logged = wait_for_line(&stderr, "supervising 3 workers");
+    let total = number_before(&logged, " bytes in all");
+    let enforced: u64 = (0..3)
+        .map(|_| number_before(&wait_for_line(&stderr, "memory budget "), " bytes for all"))
+        .sum();
+    assert_eq!(enforced, total, "{logged}");
+    assert_eq!(
+        total,
+        (10 << 20) / 3 * 3,
+        "each share rounded down: {logged}"
+    );
+    server.signal(libc::SIGTERM);
+    let (status, _) = server.wait_exit();
+    assert!(status.success(), "{status}");
 }

@@ -20,7 +20,20 @@ pub const MEMORY_WARN_INTERVAL_MS: u64 = 10_000;
 impl<P: Protocol> Clients<P> {
     /// Compare the bytes held with the budget and act: log pressure, evict,
     /// or resume reads that pressure paused.
+    #[inline]
     pub(super) fn enforce_budget(&mut self) {
+        // The common case, every turn: nothing to do. Kept apart and inline
+        // so a turn that holds little pays one compare, not a call.
+        if self.budget.is_quiet(self.ws.ctx.gauge.held_capacity) {
+            return;
+        }
+        self.enforce_budget_under_watch();
+    }
+
+    /// [`Self::enforce_budget`] past the quick look: start, keep or end
+    /// pressure, evict at the budget.
+    #[inline(never)]
+    fn enforce_budget_under_watch(&mut self) {
         let held = self.ws.ctx.gauge.held_capacity;
         let now = self.ws.ctx.now_ms;
         let was_under_pressure = self.budget.under_pressure();

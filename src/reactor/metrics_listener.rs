@@ -31,6 +31,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::sync::Arc;
 
 use log::{debug, warn};
 use mio::net::{TcpListener, TcpStream};
@@ -40,35 +41,20 @@ use slab::Slab;
 use super::accept::{ACCEPT_BUDGET, ACCEPT_PAUSE_MS, EMFILE_WARN_INTERVAL_MS};
 pub use super::tokens::MAX_METRICS_CONNECTIONS;
 use super::tokens::{metrics_conn_index, metrics_conn_token, METRICS_LISTENER};
-use crate::buffer::BufferGauge;
+use crate::fdlimit::REACTOR_BASE_FDS;
 use crate::http::{
     parse_request_head, route, Health, RequestHead, Response, MAX_REQUEST_HEAD_BYTES,
 };
 use crate::metrics::{encode_text, Exposition, HttpCounters, HttpRefusal, ProcessFigures};
 use crate::nonblocking::{try_accept, AcceptOutcome};
 use crate::ratelimit::WarnLimiter;
-use crate::stats::{Counters, StatsSnapshot};
+use crate::stats::StatsSnapshot;
 use crate::timers::{due_after, NEVER};
 use crate::worker_stats::WorkerSlots;
 
 /// A metrics connection must have sent its request and received the whole
 /// response within this long of being accepted.
 pub const METRICS_DEADLINE_MS: u64 = 3_000;
-
-/// Under `--workers`, a worker copies its numbers into its shared slot at
-/// most this often (a scrape sees them at most this much older than its
-/// own): a cheap timer, not every loop turn, so a busy worker's turns pay
-/// one comparison instead of the copy.
-pub const SLOT_PUBLISH_INTERVAL_MS: u64 = 10;
-
-/// Where a worker publishes its numbers, and where the others' are.
-#[derive(Debug)]
-pub struct SharedSlots {
-    /// Every worker's slot.
-    pub slots: WorkerSlots,
-    /// This worker's index among them.
-    pub index: usize,
-}
 
 /// One metrics connection.
 struct MetricsConn {
@@ -94,12 +80,8 @@ pub struct MetricsEndpoint {
     listener: TcpListener,
     conns: Slab<MetricsConn>,
     counters: HttpCounters,
-    shared: Option<SharedSlots>,
-    /// The next time the shared slot may be written.
-    slot_due_ms: u64,
-    /// A turn passed without writing the slot: the numbers there may be
-    /// stale, so the loop must wake by `slot_due_ms` even if idle.
-    slot_stale: bool,
+    /// Under `--workers`: every worker's slots, summed by a scrape.
+    shared: Option<Arc<WorkerSlots>>,
     /// Resting until this time ([`NEVER`]: not resting): after EMFILE, or
     /// (due at once) after a turn's accept budget.
     paused_until_ms: u64,
@@ -119,63 +101,38 @@ impl MetricsEndpoint {
     /// Register `listener` (already bound, non-blocking) with the loop.
     pub fn new(
         mut listener: TcpListener,
-        shared: Option<SharedSlots>,
+        shared: Option<Arc<WorkerSlots>>,
         registry: &Registry,
     ) -> io::Result<Self> {
         registry.register(&mut listener, METRICS_LISTENER, Interest::READABLE)?;
-        if let Some(shared) = &shared {
-            if let Some(slot) = shared.slots.slot(shared.index) {
-                slot.claim();
-            }
-        }
         Ok(MetricsEndpoint {
             listener,
             conns: Slab::with_capacity(MAX_METRICS_CONNECTIONS),
             counters: HttpCounters::default(),
             shared,
-            slot_due_ms: 0,
-            slot_stale: false,
             paused_until_ms: NEVER,
             accept_warnings: WarnLimiter::default(),
         })
     }
 
-    /// The nearest connection deadline, the end of an accept pause, or the
-    /// time the shared slot is due while it is stale.
+    /// The nearest connection deadline, or the end of an accept pause.
     pub fn next_deadline(&self) -> Option<u64> {
-        let slot = self.slot_stale.then_some(self.slot_due_ms);
         let resume = (self.paused_until_ms != NEVER).then_some(self.paused_until_ms);
         self.conns
             .iter()
             .map(|(_, c)| c.deadline_ms)
-            .chain(slot)
             .chain(resume)
             .min()
     }
 
-    /// Copy the loop's numbers into this worker's shared slot, at most
-    /// every [`SLOT_PUBLISH_INTERVAL_MS`] (called once per turn; nothing
-    /// without `--workers`).
-    #[inline]
-    pub fn publish(
-        &mut self,
-        now_ms: u64,
-        counters: &Counters,
-        gauge: &BufferGauge,
-        active: usize,
-    ) {
-        let Some(shared) = &self.shared else {
-            return;
-        };
-        if now_ms < self.slot_due_ms {
-            self.slot_stale = true;
-            return;
-        }
-        if let Some(slot) = shared.slots.slot(shared.index) {
-            slot.publish(counters, gauge, active);
-        }
-        self.slot_due_ms = due_after(now_ms, SLOT_PUBLISH_INTERVAL_MS);
-        self.slot_stale = false;
+    /// The endpoint's tallies (under `--workers`, for this worker's slot).
+    pub fn counters(&self) -> HttpCounters {
+        self.counters
+    }
+
+    /// Metrics connections open now.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
     }
 
     /// An event for the listener or a connection. `stats` is this
@@ -196,16 +153,22 @@ impl MetricsEndpoint {
         let Some(index) = metrics_conn_index(token) else {
             return;
         };
+        let metrics_fds = self.conns.len() as u64 + 1; // + the listener
         let Some(conn) = self.conns.get_mut(index) else {
             return; // closed earlier in this batch
         };
         let progress = conn.advance(health, &mut self.counters, |counters| {
-            exposition(counters, health, &stats, self.shared.as_ref())
+            exposition(
+                counters,
+                health,
+                &stats,
+                self.shared.as_deref(),
+                metrics_fds,
+            )
         });
         if let Progress::Finished = progress {
             self.close(index, registry);
         }
-        self.publish_http();
     }
 
     /// Close connections past their deadline (they were too slow), and
@@ -230,7 +193,6 @@ impl MetricsEndpoint {
             self.counters.refused[HttpRefusal::Timeout.index()] += 1;
             self.close(index, registry);
         }
-        self.publish_http();
     }
 
     /// Accept until the queue is empty, at most [`ACCEPT_BUDGET`] a turn
@@ -287,7 +249,6 @@ impl MetricsEndpoint {
                 AcceptOutcome::Failed(kind) => debug!("accept metrics connection: {kind:?}"),
             }
         }
-        self.publish_http();
     }
 
     /// Release the spare descriptor, accept and close what waits (a clean
@@ -324,27 +285,22 @@ impl MetricsEndpoint {
             let _ = registry.deregister(&mut conn.stream);
         }
     }
-
-    fn publish_http(&self) {
-        if let Some(shared) = &self.shared {
-            if let Some(slot) = shared.slots.slot(shared.index) {
-                slot.publish_http(&self.counters);
-            }
-        }
-    }
 }
 
 /// What a scrape shows: this reactor's numbers, or every worker's summed.
+/// `metrics_fds` are the descriptors the endpoint holds (its listener and
+/// connections), for the process's count of what it holds.
 fn exposition(
     counters: &HttpCounters,
     health: Health,
     stats: &impl Fn() -> StatsSnapshot,
-    shared: Option<&SharedSlots>,
+    shared: Option<&WorkerSlots>,
+    metrics_fds: u64,
 ) -> Exposition {
     let shutting_down = health == Health::ShuttingDown;
     match shared {
-        Some(shared) => {
-            let total = shared.slots.total();
+        Some(slots) => {
+            let total = slots.total();
             Exposition {
                 stats: total.stats,
                 http: total.http,
@@ -353,13 +309,20 @@ fn exposition(
                 workers: total.workers,
             }
         }
-        None => Exposition {
-            stats: stats(),
-            http: *counters,
-            process: ProcessFigures::read(None),
-            shutting_down,
-            workers: 1,
-        },
+        None => {
+            let stats = stats();
+            // Connections, the endpoint's own, the reactor's base set: what
+            // it knows it holds (listening sockets aside), the figure where
+            // counting descriptors would take a long walk.
+            let held_fds = stats.active + metrics_fds + REACTOR_BASE_FDS as u64;
+            Exposition {
+                stats,
+                http: *counters,
+                process: ProcessFigures::read(None, held_fds),
+                shutting_down,
+                workers: 1,
+            }
+        }
     }
 }
 
@@ -452,13 +415,6 @@ impl MetricsConn {
 mod tests {
     use super::*;
 
-    fn accepted(counters: u64) -> Counters {
-        Counters {
-            accepted: counters,
-            ..Counters::default()
-        }
-    }
-
     #[test]
     fn a_flood_of_connections_is_accepted_a_budget_a_turn_and_none_forgotten() {
         let poll = mio::Poll::new().unwrap();
@@ -512,32 +468,5 @@ mod tests {
             "the rest, with no new edge"
         );
         assert_eq!(endpoint.paused_until_ms, NEVER);
-    }
-
-    #[test]
-    fn a_skipped_slot_copy_makes_the_loop_wake_when_it_is_due() {
-        let poll = mio::Poll::new().unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let slots = WorkerSlots::create(1).unwrap();
-        let shared = SharedSlots { slots, index: 0 };
-        let mut endpoint = MetricsEndpoint::new(listener, Some(shared), poll.registry()).unwrap();
-        let gauge = BufferGauge::default();
-        let seen = |endpoint: &MetricsEndpoint| {
-            let shared = endpoint.shared.as_ref().unwrap();
-            shared.slots.total().stats.accepted
-        };
-        endpoint.publish(100, &accepted(1), &gauge, 1);
-        assert_eq!(seen(&endpoint), 1);
-        assert_eq!(endpoint.next_deadline(), None, "nothing stale, nothing due");
-        // Within the interval: not copied, but the loop must come back.
-        endpoint.publish(105, &accepted(2), &gauge, 1);
-        assert_eq!(seen(&endpoint), 1);
-        assert_eq!(
-            endpoint.next_deadline(),
-            Some(100 + SLOT_PUBLISH_INTERVAL_MS)
-        );
-        endpoint.publish(100 + SLOT_PUBLISH_INTERVAL_MS, &accepted(2), &gauge, 1);
-        assert_eq!(seen(&endpoint), 2);
-        assert_eq!(endpoint.next_deadline(), None);
     }
 }

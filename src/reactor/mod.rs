@@ -21,9 +21,11 @@
 //! 6. reap: free the slab slots of connections closed this turn — only now,
 //!    so a key named by a later event of the same batch is never reused
 //!    for a new connection mid-batch;
-//! 7. publish the counters for other threads (and, under `--workers`
-//!    with `--metrics`, into this worker's shared slot, at most every
-//!    10 ms).
+//! 7. publish the counters for other threads, at most every 10 ms of the
+//!    loop's clock (and, under `--workers`, into this worker's shared
+//!    slot, at most every 10 ms). A turn that skips the copy leaves the
+//!    numbers stale, and step 1 then sleeps no longer than one interval,
+//!    so a reader never waits on stale numbers for longer than that.
 //!
 //! With `--metrics`, one more listener and its HTTP connections take
 //! tokens of their own and are served in step 3, their deadlines expired
@@ -66,16 +68,17 @@ use crate::fdlimit::{open_fds_for_stats, REACTOR_BASE_FDS};
 use crate::http::Health;
 use crate::protocol::Protocol;
 use crate::ratelimit::WarnLimiter;
-use crate::stats::{CloseReason, SharedStats, StatsSnapshot};
+use crate::stats::{CloseReason, PublishGate, SharedStats, StatsSnapshot};
 use crate::timers::{due_after, Clock, DeadlineQueue, NEVER};
 use crate::udp_budget::ReplyBudget;
+use crate::worker_stats::{SlotWriter, WorkerNumbers, WorkerSlots};
 
 pub use accept::{ACCEPT_BUDGET, ACCEPT_PAUSE_MS, EMFILE_WARN_INTERVAL_MS};
 use clients::Clients;
 use endpoints::Endpoint;
 pub use endpoints::Listening;
 use metrics_listener::{MetricsEndpoint, OutOfFiles};
-pub use metrics_listener::{SharedSlots, MAX_METRICS_CONNECTIONS, METRICS_DEADLINE_MS};
+pub use metrics_listener::{MAX_METRICS_CONNECTIONS, METRICS_DEADLINE_MS};
 use tokens::{endpoint_index, endpoint_token, FIRST_RESERVED};
 pub use tokens::{MAX_ENDPOINTS, SIGNALS, WAKER};
 pub use udp::DATAGRAM_BUDGET;
@@ -109,6 +112,11 @@ pub struct ReactorSettings {
     pub udp_reply_budget: usize,
 }
 
+/// Step 7 copies the counters out at most this often (ms of the loop's
+/// clock): other threads and the stats line see numbers at most this old,
+/// or as old as the loop's last turn when it sleeps.
+pub const STATS_PUBLISH_INTERVAL_MS: u64 = 10;
+
 /// Buckets in the UDP reply budget's table (16 bytes each: 64 KiB).
 pub const UDP_BUDGET_SLOTS: usize = 4096;
 
@@ -123,6 +131,9 @@ pub struct Reactor<P: Protocol> {
     stats: Arc<SharedStats>,
     settings: ReactorSettings,
     next_stats_ms: u64,
+    /// Step 7: when the counters may next be copied out (step 1 wakes for
+    /// a copy a turn skipped).
+    publish: PublishGate,
     /// Set when shutdown begins: the end of the flush window.
     shutdown_deadline_ms: Option<u64>,
     /// The Unix socket files we listen on: a second signal exits at once,
@@ -130,6 +141,18 @@ pub struct Reactor<P: Protocol> {
     unix_paths: Vec<std::path::PathBuf>,
     /// `--metrics`: the HTTP listener and its connections (`metrics_listener.rs`).
     metrics: Option<MetricsEndpoint>,
+    /// Under `--workers`: this worker's slot of the numbers every worker
+    /// shares (`worker_stats.rs`).
+    slot: Option<Box<SlotWriter>>, // boxed: the loop's own struct stays small
+    /// When the slot must be written though no event comes ([`NEVER`]: it
+    /// is up to date, or there is none).
+    slot_due_ms: u64,
+    /// The earlier of `next_stats_ms` and `slot_due_ms`: when step 7 has
+    /// work though no event comes (one field for the poll timeout).
+    next_publish_ms: u64,
+    /// Step 7 has more to do than copy the counters: a stats interval, or
+    /// a slot to write.
+    publishes_more: bool,
 }
 
 impl<P: Protocol> Reactor<P> {
@@ -208,20 +231,31 @@ impl<P: Protocol> Reactor<P> {
             stop_requested,
             stats,
             next_stats_ms: settings.stats_interval_ms.unwrap_or(NEVER),
+            publish: PublishGate::new(STATS_PUBLISH_INTERVAL_MS),
             settings,
             shutdown_deadline_ms: None,
             unix_paths,
             metrics: None,
+            slot: None,
+            slot_due_ms: NEVER,
+            next_publish_ms: settings.stats_interval_ms.unwrap_or(NEVER),
+            publishes_more: settings.stats_interval_ms.is_some(),
         })
     }
 
+    /// Under `--workers`: publish this loop's numbers into `slot`, at most
+    /// every 10 ms and once more at exit.
+    pub fn publish_to_slot(&mut self, slot: SlotWriter) {
+        self.slot = Some(Box::new(slot));
+        self.publishes_more = true;
+    }
+
     /// Serve `/metrics` and `/healthz` on `listener` (bound, non-blocking),
-    /// on this loop; with `shared`, publish into a worker's slot and sum
-    /// every worker's in a scrape.
+    /// on this loop; with `shared`, a scrape sums every worker's slot.
     pub fn serve_metrics(
         &mut self,
         listener: mio::net::TcpListener,
-        shared: Option<SharedSlots>,
+        shared: Option<Arc<WorkerSlots>>,
     ) -> io::Result<()> {
         let endpoint = MetricsEndpoint::new(listener, shared, self.poll.registry())?;
         self.metrics = Some(endpoint);
@@ -253,7 +287,12 @@ impl<P: Protocol> Reactor<P> {
                 }
             }
         }
+        self.publish.force_next(); // the final numbers go out whatever the clock says
         self.publish_stats();
+        if let Some(slot) = &self.slot {
+            let numbers = worker_numbers(&self.stats, &self.clients, self.metrics.as_ref());
+            slot.publish_now(&numbers); // the last word, exact
+        }
         Ok(self.stats.snapshot())
     }
 
@@ -298,12 +337,17 @@ impl<P: Protocol> Reactor<P> {
                     .as_ref()
                     .and_then(MetricsEndpoint::next_deadline),
             )
-            .chain([self.next_stats_ms])
+            .chain([self.next_publish_ms])
             .min()
             .unwrap_or(NEVER);
         if nearest == NEVER {
-            return None;
+            // Nothing timed but, maybe, a stats copy this turn skipped:
+            // wake within one publish interval for it, without spending a
+            // clock read on a deadline that needs no precision.
+            let owed = self.publish.wake_at();
+            return owed.map(|_| Duration::from_millis(STATS_PUBLISH_INTERVAL_MS));
         }
+        let nearest = nearest.min(self.publish.wake_at().unwrap_or(NEVER));
         Some(Duration::from_millis(
             nearest.saturating_sub(self.clock.now_ms()),
         ))
@@ -393,19 +437,53 @@ impl<P: Protocol> Reactor<P> {
         }
     }
 
-    /// Step 7: copy the loop's plain counters to the shared atomics (once per
-    /// turn, not per message), and log the stats line when one is due.
+    /// Step 7: copy the loop's plain counters to the shared atomics, at
+    /// most every [`STATS_PUBLISH_INTERVAL_MS`] (not per turn: at one
+    /// message a turn the ~30 atomic stores were a sixth of a message's
+    /// cost); then, with a stats interval or a worker's slot, the rest of
+    /// the step.
+    #[inline]
     fn publish_stats(&mut self) {
+        let now = self.clients.ws.ctx.now_ms;
+        if now >= self.next_publish_ms {
+            // The stats line or the worker's slot is due: they show the
+            // numbers copied out now.
+            self.publish.force_next();
+        }
+        if self.publish.should_publish(now) {
+            self.copy_stats_out();
+        }
+    }
+
+    /// Step 7 when the gate lets it through: the copy itself, then the
+    /// rest of the step when there is one.
+    #[inline(never)]
+    fn copy_stats_out(&mut self) {
         let ws = &self.clients.ws;
         self.stats
             .publish(&ws.ctx.counters, &ws.ctx.gauge, self.clients.conns.len());
-        if let Some(metrics) = &mut self.metrics {
-            let active = self.clients.conns.len();
-            metrics.publish(ws.ctx.now_ms, &ws.ctx.counters, &ws.ctx.gauge, active);
+        if self.publishes_more {
+            self.publish_more();
+        }
+    }
+
+    /// The rest of step 7, out of line (a plain loop carries none of it and
+    /// pays one test a turn): log the stats line when one is due; under
+    /// `--workers`, write this worker's slot when due.
+    #[inline(never)]
+    fn publish_more(&mut self) {
+        let now = self.clients.ws.ctx.now_ms;
+        if let Some(slot) = &mut self.slot {
+            let (stats, clients, metrics) = (&self.stats, &self.clients, self.metrics.as_ref());
+            if let Some(metrics) = metrics {
+                slot.publish_http(&metrics.counters());
+            }
+            slot.publish(now, || worker_numbers(stats, clients, metrics));
+            self.slot_due_ms = slot.next_deadline().unwrap_or(NEVER);
         }
         if let Some(interval) = self.settings.stats_interval_ms {
-            if ws.ctx.now_ms >= self.next_stats_ms {
-                self.next_stats_ms = due_after(ws.ctx.now_ms, interval);
+            if now >= self.next_stats_ms {
+                self.next_stats_ms = due_after(now, interval);
                 // Cheap at any scale: the kernel's own count (Linux 6.2+),
                 // not a walk of /proc/self/fd per interval.
                 let held = self.clients.conns.len() + self.clients.endpoints.len();
@@ -413,5 +491,21 @@ impl<P: Protocol> Reactor<P> {
                 info!("{} open_fds={fds}", self.stats.snapshot());
             }
         }
+        self.next_publish_ms = self.next_stats_ms.min(self.slot_due_ms);
+    }
+}
+
+/// What a worker publishes in its slot: the numbers just copied out to
+/// `stats`, and the descriptors it knows it holds.
+fn worker_numbers<P: Protocol>(
+    stats: &SharedStats,
+    clients: &Clients<P>,
+    metrics: Option<&MetricsEndpoint>,
+) -> WorkerNumbers {
+    let metrics_fds = metrics.map_or(0, |m| m.connections() + 1); // + its listener
+    let held = clients.conns.len() + clients.endpoints.len() + metrics_fds;
+    WorkerNumbers {
+        stats: stats.snapshot(),
+        held_fds: (held + REACTOR_BASE_FDS) as u64,
     }
 }

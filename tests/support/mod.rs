@@ -10,6 +10,9 @@ use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+pub mod scrape;
+pub mod workers;
+
 use echo_reactor::protocol::Protocol;
 use echo_reactor::{Config, Server, ServerHandle, StatsSnapshot};
 
