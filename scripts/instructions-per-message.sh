@@ -2,10 +2,18 @@
 # User-space instructions per echoed message, counted by valgrind's callgrind
 # (deterministic: instruction counts do not depend on machine load).
 #
-# Marginal method: run the same closed-loop load (50 connections x 64 B) for
+# Marginal method: run the same closed-loop load (C connections x 64 B) for
 # two durations against a server under callgrind; the fixed costs (start-up,
 # accepting, shutdown) cancel out of
 #     (instructions_long - instructions_short) / (messages_long - messages_short).
+#
+# Two loads, each server (CONNS="1 50" by default):
+# - 1 connection in strict ping-pong: every message is one wake-up, so the
+#   figure is a whole turn of the loop (epoll_wait, the clock, the timers,
+#   the budget, publishing) plus the message, and it is stable to about ±1;
+# - 50 connections: each epoll_wait returns several events, so the turn's
+#   fixed cost is shared, and the figure moves by a few instructions with
+#   how many events each poll returns (the machine's load).
 #
 # echo-reactor-2-workers runs `serve --workers 2` with callgrind following the
 # re-executed workers (--trace-children), and sums every process's count.
@@ -37,9 +45,9 @@ trap 'rm -rf "$work"' EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# run SERVER SECONDS -> prints "instructions messages"
+# run SERVER SECONDS CONNS -> prints "instructions messages"
 run() {
-  local server=$1 secs=$2 out="$work/cg.$1.$2" port addr pid
+  local server=$1 secs=$2 conns=$3 out="$work/cg.$1.$2.$3" port addr pid
   case $server in
     echo-reactor) cmd=("$bin" serve --listen 127.0.0.1:0) ;;
     echo-reactor-2-workers) cmd=("$bin" serve --listen 127.0.0.1:0 --workers 2) ;;
@@ -71,7 +79,7 @@ while time.time() < deadline:
         time.sleep(0.2)
 PY
   local messages
-  messages=$(taskset -c 1 "$bin" bench --addr "$addr" --connections 50 --size 64 --duration "$secs" --warmup 0 --json \
+  messages=$(taskset -c 1 "$bin" bench --addr "$addr" --connections "$conns" --size 64 --duration "$secs" --warmup 0 --json \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["messages"])')
   kill -TERM "$pid"
   for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done  # workers drain first
@@ -90,7 +98,9 @@ for server in "${servers[@]}"; do
     echo "c-epoll: skipped: $c_peer" >&2
     continue
   fi
-  read -r i1 m1 < <(run "$server" 3)
-  read -r i2 m2 < <(run "$server" 6)
-  python3 -c "print(f'$server: {($i2-$i1)/($m2-$m1):.0f} instructions per message  (runs: $m1 msgs / $i1 Ir, $m2 msgs / $i2 Ir)')"
+  for conns in ${CONNS:-1 50}; do
+    read -r i1 m1 < <(run "$server" 3 "$conns")
+    read -r i2 m2 < <(run "$server" 6 "$conns")
+    python3 -c "print(f'$server, $conns connection(s): {($i2-$i1)/($m2-$m1):.0f} instructions per message  (runs: $m1 msgs / $i1 Ir, $m2 msgs / $i2 Ir)')"
+  done
 done

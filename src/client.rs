@@ -13,8 +13,13 @@
 //!
 //! The handshake is recognised from either side: without a key, a server
 //! that speaks first with 32 bytes (the challenge) is asking for one; with
-//! a key, a server that closes (or resets) before its first reply refused
-//! it. Both are named instead of printing the challenge as garbage.
+//! a key, a server that closes before its first reply refused it. Both are
+//! named instead of printing the challenge as garbage. So are the other
+//! servers set up otherwise than the client was told: one that speaks
+//! first unasked (a `greet` welcome) has that printed as its greeting, so
+//! replies stay in step; one that closes before its first reply may want
+//! a PROXY header. UDP uses a connected socket, so the kernel's "port
+//! unreachable" comes back as "connection refused" instead of a timeout.
 
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -259,28 +264,31 @@ pub fn run(args: &ClientArgs) -> io::Result<()> {
             ));
         }
     }
-    // With a key, the server closing before its first reply refused it. A
-    // server that closed with our next message unread answers that message
-    // with a reset (and a later write fails with a broken pipe): the same
-    // refusal, reported as such.
-    let refused = |e: io::Error| {
-        let closed = matches!(
-            e.kind(),
-            io::ErrorKind::UnexpectedEof
-                | io::ErrorKind::ConnectionReset
-                | io::ErrorKind::BrokenPipe
-        );
-        if answered && closed {
-            io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!("{peer}: authentication refused (the server closed the connection after our answer: is it the server's key?)"),
-            )
+    let refused = |e: io::Error| first_reply_error(e, answered, args.proxy_header.is_some(), &peer);
+    // A server that spoke first, unasked, when we were not told it would:
+    // taken as a reply, its greeting would be printed for our first message
+    // and every reply after it one message late. Print it as the greeting.
+    let greets_unasked = args.protocol != ProtocolName::Greet && !reader.buffer().is_empty();
+    if greets_unasked {
+        let hint = if reader.buffer().starts_with(b"Welcome") {
+            " (its welcome: the server speaks greet; pass --protocol greet)"
         } else {
-            e
-        }
-    };
+            ""
+        };
+        eprintln!(
+            "echo-reactor: warning: {peer} spoke before our first message{hint}: \
+             printed as its greeting, not as a reply"
+        );
+    }
     let mut first = true;
-    if args.protocol == ProtocolName::Greet && !args.raw {
+    if greets_unasked && args.raw {
+        let unasked = reader.buffer().len();
+        let greeting = String::from_utf8_lossy(reader.buffer()).into_owned();
+        reader.consume(unasked);
+        first = false;
+        writeln!(stdout, "{greeting}")?;
+        stdout.flush()?;
+    } else if (args.protocol == ProtocolName::Greet || greets_unasked) && !args.raw {
         let welcome = read_reply_line(&mut reader, &peer).map_err(refused)?;
         first = false;
         writeln!(stdout, "{welcome}")?;
@@ -328,6 +336,39 @@ pub fn run(args: &ClientArgs) -> io::Result<()> {
         stdout.flush()?;
     }
     Ok(())
+}
+
+/// Why the server closed (or reset) the connection before its first reply,
+/// when we can tell the likely cause: with a key, it refused our answer;
+/// without a PROXY header, it may want one (`serve --proxy-protocol`
+/// closes a connection whose first bytes are not a header).
+fn first_reply_error(e: io::Error, answered: bool, proxied: bool, peer: &str) -> io::Error {
+    // A server that closed with our next message unread answers it with a
+    // reset, and a write after that reset fails with a broken pipe: the
+    // same close, seen later.
+    let closed = matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+    );
+    if !closed {
+        return e;
+    }
+    if answered {
+        return io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{peer}: authentication refused (the server closed the connection after our answer: is it the server's key?)"),
+        );
+    }
+    if proxied {
+        return e;
+    }
+    io::Error::new(
+        e.kind(),
+        format!(
+            "{e} before its first reply: if it runs with --proxy-protocol it expects a PROXY \
+             header first (add --proxy-header v1 or v2)"
+        ),
+    )
 }
 
 /// Whether the server sent, unasked and within `wait`, at least a
@@ -396,22 +437,37 @@ fn run_udp(args: &ClientArgs) -> io::Result<()> {
         "0.0.0.0:0".parse().expect("valid")
     };
     let socket = UdpSocket::bind(local).map_err(|e| action_error("bind udp", e))?;
+    // Connected: the kernel keeps only the server's datagrams for us, and
+    // reports an ICMP port unreachable as ECONNREFUSED on the next call
+    // (udp(7)) instead of leaving us to wait out the timeout.
+    socket
+        .connect(args.addr)
+        .map_err(|e| action_error(&format!("connect udp {}", args.addr), e))?;
     socket.set_read_timeout(Some(args.timeout.unwrap_or(UDP_REPLY_TIMEOUT)))?;
+    let udp_error = |action: &str, e: io::Error| {
+        if e.kind() == io::ErrorKind::ConnectionRefused {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "{action} udp {}: connection refused (nothing listens on that port: \
+                     the kernel answered with ICMP port unreachable)",
+                    args.addr
+                ),
+            )
+        } else {
+            action_error(&format!("{action} udp {}", args.addr), e)
+        }
+    };
     let mut stdout = io::stdout().lock();
     let mut source = Source::new(&args.messages);
     let mut buf = vec![0u8; 65_536];
     while let Some(message) = source.next()? {
         socket
-            .send_to(message.as_bytes(), args.addr)
-            .map_err(|e| action_error(&format!("send to udp {}", args.addr), e))?;
-        let n = loop {
-            let (n, from) = socket
-                .recv_from(&mut buf)
-                .map_err(|e| action_error(&format!("read from udp {}", args.addr), e))?;
-            if from == args.addr {
-                break n;
-            }
-        };
+            .send(message.as_bytes())
+            .map_err(|e| udp_error("send to", e))?;
+        let n = socket
+            .recv(&mut buf)
+            .map_err(|e| udp_error("read from", e))?;
         writeln!(stdout, "{}", String::from_utf8_lossy(&buf[..n]))?;
         stdout.flush()?;
     }

@@ -17,7 +17,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`cli`] | the command line (`serve`, `client`, `bench`) as clap parses it, and which subcommand runs |
+//! | [`cli`] | the command line (`serve`, `client`, `bench`) as clap parses it, which subcommand runs, and the completion scripts and man page generated from it |
 //!
 //! **Subcommands.** Each owns its flags and runs on the library below.
 //!

@@ -5,13 +5,12 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use echo_reactor::cli::{self, Cli};
+use echo_reactor::cli;
 use echo_reactor::units::is_usage_error;
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli = Cli::parse();
+    let cli = cli::parse();
     match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -87,7 +87,7 @@ pub struct ServeArgs {
     pub max_line: usize,
     /// Bytes held for all connections together before reads of connections
     /// with unread replies pause and, at the budget, the worst holders are
-    /// closed; 0 = no budget.
+    /// closed; 0 = no budget. At least 1MiB, at most this machine's memory.
     #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_memory_budget)]
     pub max_memory: usize,
     /// UDP reply bytes per second per source network (IPv4 /24, IPv6 /56;
@@ -113,7 +113,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub stats_interval: Option<Duration>,
     /// Worker processes, each the same single-threaded reactor with its share
-    /// of --max-memory and its own open-file limit; `auto` = one per CPU.
+    /// of --max-memory and its own open-file limit; 1 to 256, `auto` = one per CPU.
     #[arg(long, value_name = "N|auto", default_value = "1", value_parser = parse_workers)]
     pub workers: usize,
     /// Serve Prometheus metrics (`/metrics`) and a health check (`/healthz`:
@@ -211,6 +211,14 @@ pub fn check_limits(args: &ServeArgs, config: &Config, hard: u64) -> io::Result<
             )));
         }
     }
+    let memory = physical_memory_bytes();
+    if let Some(memory) = memory.filter(|&memory| config.max_memory as u64 > memory) {
+        return Err(usage_error(format!(
+            "--max-memory {} is more than this machine's memory ({memory} bytes): the budget \
+             would never act; lower it, or give 0 for no budget",
+            config.max_memory
+        )));
+    }
     if config.max_memory != 0 {
         let share = config.max_memory / workers;
         if share < MIN_MEMORY_BUDGET_BYTES {
@@ -241,7 +249,7 @@ pub fn check_limits(args: &ServeArgs, config: &Config, hard: u64) -> io::Result<
                 config.max_buffered
             )));
         }
-    } else if let Some(memory) = physical_memory_bytes() {
+    } else if let Some(memory) = memory {
         if config.max_buffered as u64 > memory {
             return Err(usage_error(format!(
                 "--max-buffered {} is more than this machine's memory ({memory} bytes): it would never pause a reader",
@@ -594,6 +602,32 @@ mod tests {
         .to_string();
         assert!(text.contains("more than this machine's memory"), "{text}");
         assert!(check(&["--max-buffered", "64MiB", "--max-memory", "0"], 1 << 20).is_ok());
+    }
+
+    #[test]
+    fn a_memory_budget_larger_than_the_machine_is_refused() {
+        let memory = physical_memory_bytes().expect("Linux says how much memory it has");
+        let check = |budget: &str| {
+            let args = serve_args(&["--max-memory", budget]);
+            check_limits(&args, &args.to_config(), 1 << 20)
+        };
+        let more = (memory + (1 << 30)).to_string();
+        let err = check(&more).unwrap_err();
+        assert!(crate::units::is_usage_error(&err));
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "--max-memory {more} is more than this machine's memory ({memory} bytes)"
+            )),
+            "{text}"
+        );
+        assert!(
+            check("1PB").is_err(),
+            "a petabyte is more than any machine here"
+        );
+        let half = (memory / 2).to_string();
+        assert!(check(&half).is_ok());
+        assert!(check("0").is_ok(), "0 is no budget at all");
     }
 
     #[test]

@@ -370,7 +370,7 @@ impl Write for SimSocket {
             return Err(ErrorKind::WouldBlock.into());
         }
         let mut n = buf.len().min(room);
-        if self.next_noise() % 4 == 0 {
+        if self.next_noise().is_multiple_of(4) {
             n = 1 + (self.next_noise() as usize % n); // took less than it could
         }
         self.written.extend_from_slice(&buf[..n]);

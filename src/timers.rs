@@ -340,7 +340,7 @@ mod tests {
         for key in 0..1000 {
             queue.schedule(entry(10_000 - key as u64, key));
         }
-        let live = |e: &Entry| e.key % 10 == 0; // 100 live, 900 stale
+        let live = |e: &Entry| e.key.is_multiple_of(10); // 100 live, 900 stale
         assert_eq!(queue.compact_if_needed(100, live), 900);
         assert_eq!(queue.len(), 100);
         let mut last = 0;

@@ -13,8 +13,9 @@
 //!   names are *not* resolved: `localhost` alone is two addresses
 //!   (`127.0.0.1` and `::1`), and silently picking one is a guess.
 //! - **Sizes** are a number, fractions allowed, then an optional unit:
-//!   `B`; binary `KiB`/`MiB`/`GiB` (and `K`/`M`/`G`, binary as in nginx and
-//!   `sort -S`); decimal `kB`/`MB`/`GB` (powers of 1000, exactly). Units are
+//!   `B`; binary `KiB`/`MiB`/`GiB`/`TiB`/`PiB` (and `K`/`M`/`G`/`T`/`P`,
+//!   binary as in nginx and `sort -S`); decimal `kB`/`MB`/`GB`/`TB`/`PB`
+//!   (powers of 1000, exactly). Units are
 //!   case-insensitive. A size must come out a whole number of bytes.
 //! - **Durations** are seconds, fractions allowed, with an optional `s` or
 //!   `ms` suffix (`0.5`, `0.5s` and `500ms` are the same), at least
@@ -143,12 +144,16 @@ fn parse_size(text: &str) -> Result<usize, String> {
         "k" | "kib" => 1 << 10,
         "m" | "mib" => 1 << 20,
         "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "p" | "pib" => 1 << 50,
         "kb" => 1_000,
         "mb" => 1_000_000,
         "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        "pb" => 1_000_000_000_000_000,
         other => {
             return Err(format!(
-                "unknown unit '{other}' (use B, KiB, MiB, GiB, or decimal kB, MB, GB)"
+                "unknown unit '{other}' (use B, KiB, MiB, GiB, TiB, PiB, or decimal kB, MB, GB, TB, PB)"
             ))
         }
     };
@@ -165,7 +170,7 @@ fn parse_size(text: &str) -> Result<usize, String> {
     let mantissa: u128 = digits.parse().map_err(|_| not_a_size())?;
     let divisor = 10u128.pow(fraction.len() as u32);
     let scaled = mantissa * scale;
-    if scaled % divisor != 0 {
+    if !scaled.is_multiple_of(divisor) {
         return Err(format!("'{text}' is not a whole number of bytes"));
     }
     usize::try_from(scaled / divisor).map_err(|_| format!("'{text}' is too large"))
@@ -250,6 +255,10 @@ mod tests {
         assert_eq!(parse_bytes("64kB"), Ok(64_000));
         assert_eq!(parse_bytes("2GB"), Ok(2_000_000_000));
         assert_eq!(parse_bytes("0.5KB"), Ok(500));
+        assert_eq!(parse_bytes("1TB"), Ok(1_000_000_000_000));
+        assert_eq!(parse_bytes("1TiB"), Ok(1 << 40));
+        assert_eq!(parse_bytes("2t"), Ok(2 << 40));
+        assert_eq!(parse_bytes("1PB"), Ok(1_000_000_000_000_000));
         assert_eq!(parse_bytes("100 B"), Ok(100));
         assert!(parse_bytes("1.1KiB")
             .unwrap_err()

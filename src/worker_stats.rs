@@ -365,8 +365,7 @@ fn region_bytes(count: usize) -> usize {
 fn memfd() -> io::Result<OwnedFd> {
     // SAFETY: a NUL-terminated name; MFD_CLOEXEC so only the descriptors
     // placed for a worker on purpose reach it.
-    let fd =
-        unsafe { libc::memfd_create(b"echo-reactor-stats\0".as_ptr().cast(), libc::MFD_CLOEXEC) };
+    let fd = unsafe { libc::memfd_create(c"echo-reactor-stats".as_ptr(), libc::MFD_CLOEXEC) };
     if fd == -1 {
         return Err(io::Error::last_os_error());
     }

@@ -58,7 +58,7 @@ fn bench_against_its_child_server_reports_json_with_zero_errors_and_cleans_up() 
         "2",
     ]);
     let r = successful_report(&out);
-    assert_eq!(r["schema"], 1);
+    assert_eq!(r["schema"], 2);
     assert_eq!(r["scenario"], "echo");
     for key in ["kernel", "cpus", "nofile_soft", "nofile_hard", "version"] {
         assert!(!r["environment"][key].is_null(), "environment.{key}");
@@ -463,7 +463,7 @@ fn decoded(text: &Value) -> Histogram<u64> {
 fn report_of(scenario: &str, size: u64, samples: &[u64]) -> Value {
     let h = samples_histogram(samples);
     json!({
-        "schema": 1, "scenario": scenario,
+        "schema": 2, "scenario": scenario,
         "settings": {"addr": "127.0.0.1:7000", "connections": 10, "size": size, "pipeline": 1,
                      "rate": null, "threads": 1, "protocol": "echo", "duration_s": 1.0},
         "processes": 1,
@@ -482,6 +482,25 @@ fn report_of(scenario: &str, size: u64, samples: &[u64]) -> Value {
 }
 
 /// A directory of one test's own for report files; removed when dropped.
+#[test]
+fn merge_and_compare_refuse_a_schema_1_report_in_one_line_naming_it() {
+    let reports = Reports::new("schema-1");
+    let mut old = report_of("echo", 64, &[100, 200]);
+    old["schema"] = json!(1);
+    let old = reports.write("old.json", &old);
+    let new = reports.write("new.json", &report_of("echo", 64, &[100, 200]));
+    for action in ["merge", "compare"] {
+        let out = bench(&[action, &new, &old]);
+        assert!(!out.status.success(), "{action}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "{action}: {stderr}");
+        assert!(
+            stderr.contains("old.json: a report of schema 1"),
+            "{action}: {stderr}"
+        );
+    }
+}
+
 struct Reports(std::path::PathBuf);
 
 impl Reports {
@@ -610,7 +629,14 @@ fn bench_merge_combines_two_real_runs_exactly() {
         files.push(reports.write(name, &r));
         runs.push(r);
     }
-    let merged = successful_report(&bench(&["merge", "--json", &files[0], &files[1]]));
+    let out = bench(&["merge", "--json", &files[0], &files[1]]);
+    // Each run had its own child server: the merge says so.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the merged figures add up different targets"),
+        "{stderr}"
+    );
+    let merged = successful_report(&out);
     let messages: u64 = runs.iter().map(|r| r["messages"].as_u64().unwrap()).sum();
     assert_eq!(merged["messages"], messages);
     assert_eq!(merged["connections"]["achieved"], 8);
@@ -846,4 +872,60 @@ fn connections_come_round_robin_from_the_source_addresses_given() {
         peers.iter().filter(|&&p| p == ip).count()
     };
     assert_eq!((from(2), from(3)), (4, 4), "peers seen: {peers:?}");
+}
+
+/// The report's text read into the typed schema and written back: the
+/// same JSON, key for key (a key the types lack, or one they add, differs).
+fn assert_typed_round_trip(what: &str, text: &str) {
+    let raw: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let typed: echo_reactor::bench::schema::Report =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("{what}: {e}: {text}"));
+    let back = serde_json::to_value(&typed).unwrap();
+    assert_eq!(back, raw, "{what}: written back differs");
+}
+
+#[test]
+fn every_kind_of_report_reads_into_the_typed_schema_and_back_unchanged() {
+    let short = ["--json", "--duration", "0.3", "--warmup", "0"];
+    let refused = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let refused = refused.to_string(); // (the listener is dropped: nothing listens)
+    let runs: [(&str, Vec<&str>); 8] = [
+        ("closed loop", vec!["--connections", "2"]),
+        ("open loop", vec!["--connections", "2", "--rate", "200"]),
+        (
+            "connect",
+            vec!["--scenario", "connect", "--connections", "2"],
+        ),
+        ("hold", vec!["--scenario", "hold", "--connections", "2"]),
+        (
+            "flood",
+            vec![
+                "--scenario",
+                "flood",
+                "--flooders",
+                "1",
+                "--connections",
+                "2",
+            ],
+        ),
+        ("sweep", vec!["--sweep", "100,200", "--connections", "2"]),
+        ("processes", vec!["--processes", "2", "--connections", "2"]),
+        ("refused", vec!["--addr", &refused, "--connections", "2"]),
+    ];
+    let reports = Reports::new("typed");
+    let mut closed = None;
+    for (what, args) in runs {
+        let out = bench(&[&short[..], &args[..]].concat());
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert_typed_round_trip(what, text.trim());
+        if what == "closed loop" {
+            closed = Some(reports.write("closed.json", &serde_json::from_str(&text).unwrap()));
+        }
+    }
+    let closed = closed.unwrap();
+    let out = bench(&["merge", "--json", &closed, &closed]);
+    assert_typed_round_trip("merged", String::from_utf8(out.stdout).unwrap().trim());
 }

@@ -201,6 +201,46 @@ fn ctrl_c_prints_the_partial_summary_then_exits_130() {
     }
 }
 
+/// The largest corrected latency of a report part, in seconds, against
+/// the time it measured: a latency cannot be longer than the run (plus
+/// the stop's own reaction time, a tenth of a second).
+fn assert_latency_within_measured_time(part: &Value, secs: f64) {
+    let max_s = part["latency_us"]["max"].as_f64().unwrap_or(0.0) / 1e6;
+    assert!(
+        max_s <= secs + 0.5,
+        "max latency {max_s} s in {secs} s measured: {part}"
+    );
+}
+
+#[test]
+fn ctrl_c_in_an_open_loop_counts_only_what_was_intended_before_it() {
+    let mut bench = spawn(&[
+        "--json",
+        "--progress",
+        "--connections",
+        "4",
+        "--rate",
+        "2000",
+        "--duration",
+        "60",
+        "--warmup",
+        "0",
+    ]);
+    let stderr = follow_stderr(&mut bench);
+    lines_until(&stderr, "measuring");
+    lines_until(&stderr, "measuring");
+    signal(bench.id(), libc::SIGINT);
+    let (status, stdout) = finish(bench);
+    assert_eq!(status.code(), Some(130), "{stdout}");
+    let r: Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    let secs = r["duration_s"].as_f64().unwrap();
+    assert!(secs > 0.0 && secs < 60.0, "the part measured: {secs}");
+    assert_latency_within_measured_time(&r, secs);
+    // Intended: about the rate times the part measured, not the 60 s planned.
+    let intended = r["open_loop"]["intended"].as_f64().unwrap();
+    assert!(intended <= 2000.0 * (secs + 0.5), "{intended} in {secs} s");
+}
+
 #[test]
 fn ctrl_c_during_a_sweep_ends_it_at_that_step() {
     let rates = "100,200,300,400,500,600";
@@ -230,7 +270,93 @@ fn ctrl_c_during_a_sweep_ends_it_at_that_step() {
     assert_eq!(r["errors"]["connect"], 0, "{r}");
     let secs = r["duration_s"].as_f64().unwrap();
     assert!(secs > 0.0 && secs < 60.0, "the part measured: {secs}");
+    // The step cut short counts only what was intended before the stop.
+    assert_latency_within_measured_time(&r["steps"][0], secs);
     wait_until("the child server to stop", || is_dead(server));
+}
+
+#[test]
+fn a_sweep_stopped_before_any_window_reports_a_rate_of_zero() {
+    let mut bench = spawn(&[
+        "--json",
+        "--progress",
+        "--connections",
+        "2",
+        "--sweep",
+        "100,200",
+        "--duration",
+        "60",
+        "--warmup",
+        "60",
+    ]);
+    let stderr = follow_stderr(&mut bench);
+    lines_until(&stderr, "warmup");
+    signal(bench.id(), libc::SIGINT);
+    let (status, stdout) = finish(bench);
+    assert_eq!(status.code(), Some(130), "{stdout}");
+    let r: Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert_eq!(r["duration_s"], 0.0, "{r}");
+    assert_eq!(r["msgs_per_sec"], 0.0, "{r}");
+    assert_eq!(r["bytes_per_sec"], 0.0, "{r}");
+}
+
+#[test]
+fn a_sweep_reports_its_latency_and_server_cpu_over_all_steps() {
+    let out = bench(&[
+        "--json",
+        "--connections",
+        "2",
+        "--sweep",
+        "200,400",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r = report(&out);
+    let steps = r["steps"].as_array().unwrap();
+    let step_max = steps
+        .iter()
+        .map(|s| s["latency_us"]["max"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    assert_eq!(r["latency_us"]["max"].as_u64(), Some(step_max), "{r}");
+    assert!(r["latency_us"]["p99"].as_u64().is_some(), "{r}");
+    // Each step, and the sweep, say why connections failed, beside the counts.
+    assert_eq!(steps[0]["connect_failures"]["refused"], 0, "{r}");
+    assert_eq!(r["connect_failures"]["refused"], 0, "{r}");
+    let cpu: f64 = steps
+        .iter()
+        .map(|s| s["server_cpu_s"].as_f64().unwrap())
+        .sum();
+    let total = r["server"]["cpu_s"]
+        .as_f64()
+        .expect("the server's CPU time");
+    assert!((total - cpu).abs() < 1e-9, "{total} vs the steps' {cpu}");
+}
+
+#[test]
+fn a_run_that_measured_no_message_fails() {
+    // 10 ms per message: nothing comes back within a 1 ms window.
+    let addr = support::slow_server(64).to_string();
+    let out = bench(&[
+        "--addr",
+        &addr,
+        "--connections",
+        "1",
+        "--duration",
+        "1ms",
+        "--warmup",
+        "0",
+    ]);
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("no message was measured"), "{stderr}");
+    assert!(
+        text(&out.stdout).contains("throughput   0 messages"),
+        "printed first"
+    );
 }
 
 /// The number after `word` in `line` (`"measuring   123 msgs"` -> 123).
@@ -381,7 +507,11 @@ fn connections_that_never_came_up_are_each_explained_by_their_os_reason() {
         let achieved = r["connections"]["achieved"].as_u64().unwrap();
         assert_eq!(achieved, 0, "{scenario}: {r}");
         let failed = r["errors"]["connect"].as_u64().unwrap();
-        let refused = r["errors"]["connect_reasons"]["refused"].as_u64().unwrap();
+        let refused = r["connect_failures"]["refused"].as_u64().unwrap();
+        // `errors` holds counts only: their sum is the failures' total.
+        let counts = r["errors"].as_object().unwrap().values();
+        let sum: u64 = counts.map(|n| n.as_u64().expect("a count")).sum();
+        assert_eq!(sum, failed, "{scenario}: {r}");
         assert_eq!(
             refused, failed,
             "{scenario}: every failure by its reason: {r}"

@@ -395,6 +395,10 @@ fn the_servers_chart_has_a_curve_per_server() {
         ("tokio".to_string(), sweep(2.0)),
         ("threads".to_string(), sweep(3.0)),
     ];
+    let reports: Vec<(String, echo_reactor::bench::schema::Report)> = reports
+        .into_iter()
+        .map(|(name, r)| (name, serde_json::from_value(r).unwrap()))
+        .collect();
     echo_reactor::bench::plot::servers_chart(&reports, "test subtitle", &svg).unwrap();
     let svg = read(&svg);
     assert_eq!(polylines_by_colour(&svg, 5).len(), 3);
@@ -449,7 +453,7 @@ fn chart_and_log_settings_that_cannot_work_are_refused() {
 fn compare_plots_two_sweeps_as_two_curves_and_refuses_a_run_that_is_not_one() {
     let dir = Scratch::new("compare");
     let sweep = |scale: f64| {
-        json!({"schema": 1, "scenario": "echo", "settings": {"size": 64},
+        json!({"schema": 2, "scenario": "echo", "settings": {"size": 64},
                "sweep": {"slo_p99_us": 1000}, "steps": (1..=4).map(|i| json!({
             "msgs_per_sec": 1000.0 * i as f64,
             "latency_us": {"p99": (scale * 100.0 * i as f64) as u64},
@@ -482,7 +486,7 @@ fn compare_plots_two_sweeps_as_two_curves_and_refuses_a_run_that_is_not_one() {
     }
     // A single run has no curve to draw: refused, saying why.
     let run = dir.path("run.json");
-    std::fs::write(&run, json!({"schema": 1, "scenario": "echo"}).to_string()).unwrap();
+    std::fs::write(&run, json!({"schema": 2, "scenario": "echo"}).to_string()).unwrap();
     let out = bench(&[
         "compare",
         base.to_str().unwrap(),

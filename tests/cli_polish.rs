@@ -92,6 +92,33 @@ fn every_command_says_what_is_wrong_with_an_address() {
 }
 
 #[test]
+fn a_negative_number_or_an_impossible_budget_is_a_usage_error_naming_the_flag() {
+    usage_error(
+        &["serve", "--workers", "-1"],
+        "--workers",
+        "must be positive",
+    );
+    usage_error(
+        &["serve", "--max-memory", "-5"],
+        "--max-memory",
+        "must be positive",
+    );
+    usage_error(&["bench", "--warmup", "-1"], "--warmup", "must be positive");
+    usage_error(
+        &["bench", "--rate", "-1"],
+        "--rate",
+        "must be a positive number",
+    );
+    // A petabyte is a size, and more memory than this machine has.
+    usage_error(
+        &["serve", "--listen", "127.0.0.1:0", "--max-memory", "1PB"],
+        "--max-memory",
+        "more than this machine's memory",
+    );
+    usage_error(&["bench", "--slo-p99-us", "500"], "--sweep", "required");
+}
+
+#[test]
 fn serve_refuses_more_connections_than_the_hard_open_file_limit_allows() {
     // `ulimit -n 64` sets the hard limit too: the server cannot raise past it.
     let script = format!(

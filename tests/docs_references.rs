@@ -153,7 +153,7 @@ fn definitions(source: &str, name: &str) -> Vec<usize> {
             let before_ok = source[..*at]
                 .chars()
                 .next_back()
-                .map_or(true, |c| !c.is_alphanumeric() && c != '_');
+                .is_none_or(|c| !c.is_alphanumeric() && c != '_');
             let after = source[at + needle.len()..].chars().next();
             before_ok && matches!(after, Some('(') | Some('<'))
         })
@@ -203,7 +203,7 @@ fn calls(body: &str, name: &str) -> bool {
         let before_ok = body[..at]
             .chars()
             .next_back()
-            .map_or(true, |c| !c.is_alphanumeric() && c != '_');
+            .is_none_or(|c| !c.is_alphanumeric() && c != '_');
         let rest = &body[at + name.len()..];
         before_ok && (rest.starts_with('(') || rest.starts_with("::<"))
     })

@@ -41,6 +41,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use echo_reactor::bench::schema::Report;
 use echo_reactor::stats::stat_value;
 use serde_json::Value;
 
@@ -768,8 +769,10 @@ fn sweep(setup: &Setup) {
         let mut args = echo_args(50, 64, duration, warmup);
         args.extend(strings(&["--sweep", &list.join(",")]));
         let r = load(&server, &args);
+        let typed =
+            |r: &Value| -> Report { serde_json::from_value(r.clone()).expect("a bench report") };
         // Drawn here rather than with --plot: the subtitle names the server.
-        let about = |r: &Value| {
+        let about = |r: &Report| {
             echo_reactor::bench::plot::describe_report(r).replacen(
                 &format!("server at {}", server.addr),
                 name,
@@ -779,7 +782,9 @@ fn sweep(setup: &Setup) {
         // The report too, so the charts can be redrawn or compared later.
         let _ = std::fs::write(dir.join(format!("sweep-{name}.json")), r.to_string());
         let own_chart = dir.join(format!("sweep-{name}.svg"));
-        echo_reactor::bench::plot::sweep_chart(&r, &about(&r), &own_chart).expect("draw the chart");
+        let sweep = typed(&r);
+        echo_reactor::bench::plot::sweep_chart(&sweep, &about(&sweep), &own_chart)
+            .expect("draw the chart");
         let knee = &r["knee"];
         println!(
             "  {name:<13} knee {}  (steps: {})",
@@ -810,9 +815,10 @@ fn sweep(setup: &Setup) {
         let half = format!("{:.0}", capacity / 2.0);
         args.extend(strings(&["--rate", &half]));
         let single = load(&server, &args);
+        let single = typed(&single);
         echo_reactor::bench::plot::run_chart(&single, &about(&single), &run_chart)
             .expect("draw the chart");
-        reports.push((name.to_string(), r));
+        reports.push((name.to_string(), sweep));
     }
     let chart = dir.join("sweep-servers.svg");
     let subtitle = format!(
@@ -820,10 +826,7 @@ fn sweep(setup: &Setup) {
         rates.len(),
         reports
             .first()
-            .map(|(_, r)| format!(
-                "Linux {}",
-                r["environment"]["kernel"].as_str().unwrap_or("?")
-            ))
+            .map(|(_, r)| format!("Linux {}", r.environment.kernel))
             .unwrap_or_default()
     );
     echo_reactor::bench::plot::servers_chart(&reports, &subtitle, &chart).expect("draw the chart");

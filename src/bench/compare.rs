@@ -10,123 +10,143 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use clap::Args;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
+use super::args::CompareArgs;
 use super::merge::read_report;
 use super::plot;
+use super::schema::{Report, Settings};
 
-/// Flags of `echo-reactor bench compare`.
-#[derive(Debug, Clone, Args)]
-pub struct CompareArgs {
-    /// The report compared against (`bench --json` output).
-    #[arg(value_name = "BASE.json")]
-    pub base: PathBuf,
-    /// The report compared.
-    #[arg(value_name = "NEW.json")]
-    pub new: PathBuf,
-    /// Print the comparison as one JSON object.
-    #[arg(long)]
-    pub json: bool,
-    /// Both reports' sweeps (`bench --sweep ... --json`) in one SVG chart:
-    /// p99 against achieved msgs/s, a curve each, named by file.
-    #[arg(long, value_name = "FILE.svg")]
-    pub plot: Option<PathBuf>,
+/// A figure of a report, where it has one.
+type Pick = fn(&Report) -> Option<f64>;
+
+/// The figures compared: name in the table, name in JSON, the figure.
+const FIGURES: &[(&str, &str, Pick)] = &[
+    ("msgs/s", "msgs_per_sec", |r| Some(r.msgs_per_sec)),
+    ("MB/s", "mb_per_sec", |r| Some(r.bytes_per_sec / 1e6)),
+    ("p50 us", "p50_us", |r| as_f64(r.latency_us.p50)),
+    ("p90 us", "p90_us", |r| as_f64(r.latency_us.p90)),
+    ("p99 us", "p99_us", |r| as_f64(r.latency_us.p99)),
+    ("p99.9 us", "p999_us", |r| as_f64(r.latency_us.p999)),
+    ("max us", "max_us", |r| as_f64(r.latency_us.max)),
+    ("uncorrected p99 us", "uncorrected_p99_us", |r| {
+        as_f64(r.latency_uncorrected_us?.p99)
+    }),
+    ("connections/s", "connections_per_sec", |r| {
+        Some(r.connect.as_ref()?.connections_per_sec)
+    }),
+    ("connect p99 us", "connect_p99_us", |r| {
+        as_f64(r.connect.as_ref()?.latency_us.p99)
+    }),
+    ("rss/conn idle B", "rss_per_conn_idle_bytes", |r| {
+        r.hold.as_ref()?.rss_per_conn_idle_bytes
+    }),
+    // The sum of every kind.
+    ("errors", "errors", |r| Some(r.errors.total() as f64)),
+    ("client us/msg", "client_cpu_us_per_msg", |r| {
+        r.client.cpu_us_per_msg
+    }),
+    ("server us/msg", "server_cpu_us_per_msg", |r| {
+        r.server.cpu_us_per_msg
+    }),
+    ("server peak rss MiB", "server_rss_peak_mib", |r| {
+        Some(r.server.rss_peak_bytes? as f64 / 1048576.0)
+    }),
+];
+
+fn as_f64(v: Option<u64>) -> Option<f64> {
+    v.map(|v| v as f64)
 }
 
-/// The figures compared: name in the table, name in JSON, where in the report.
-const FIGURES: &[(&str, &str, &str)] = &[
-    ("msgs/s", "msgs_per_sec", "/msgs_per_sec"),
-    ("MB/s", "mb_per_sec", "/bytes_per_sec"),
-    ("p50 us", "p50_us", "/latency_us/p50"),
-    ("p90 us", "p90_us", "/latency_us/p90"),
-    ("p99 us", "p99_us", "/latency_us/p99"),
-    ("p99.9 us", "p999_us", "/latency_us/p999"),
-    ("max us", "max_us", "/latency_us/max"),
-    (
-        "uncorrected p99 us",
-        "uncorrected_p99_us",
-        "/latency_uncorrected_us/p99",
-    ),
-    (
-        "connections/s",
-        "connections_per_sec",
-        "/connect/connections_per_sec",
-    ),
-    (
-        "connect p99 us",
-        "connect_p99_us",
-        "/connect/latency_us/p99",
-    ),
-    (
-        "rss/conn idle B",
-        "rss_per_conn_idle_bytes",
-        "/hold/rss_per_conn_idle_bytes",
-    ),
-    ("errors", "errors", ""), // the sum of every kind
-    (
-        "client us/msg",
-        "client_cpu_us_per_msg",
-        "/client/cpu_us_per_msg",
-    ),
-    (
-        "server us/msg",
-        "server_cpu_us_per_msg",
-        "/server/cpu_us_per_msg",
-    ),
-    (
-        "server peak rss MiB",
-        "server_rss_peak_mib",
-        "/server/rss_peak_bytes",
-    ),
-];
+/// A setting of a report, as JSON (so that any kind of value compares).
+type Setting = fn(&Settings) -> Value;
 
 /// The settings worth naming when they differ.
-const SETTINGS: &[&str] = &[
-    "addr",
-    "connections",
-    "size",
-    "pipeline",
-    "rate",
-    "duration_s",
-    "threads",
-    "processes",
-    "protocol",
-    "scenario",
-    "flooders",
+const SETTINGS: &[(&str, Setting)] = &[
+    ("addr", |s| Value::from(s.addr.clone())),
+    ("connections", |s| Value::from(s.connections)),
+    ("size", |s| Value::from(s.size)),
+    ("pipeline", |s| Value::from(s.pipeline)),
+    ("rate", |s| Value::from(s.rate)),
+    ("duration_s", |s| Value::from(s.duration_s)),
+    ("threads", |s| Value::from(s.threads)),
+    ("processes", |s| Value::from(s.processes)),
+    ("protocol", |s| Value::from(s.protocol.clone())),
+    ("scenario", |s| Value::from(s.scenario.clone())),
+    ("flooders", |s| Value::from(s.flooders)),
 ];
 
-fn figure(report: &Value, path: &str) -> Option<f64> {
-    if path.is_empty() {
-        let errors = report["errors"].as_object()?;
-        return Some(errors.values().filter_map(Value::as_u64).sum::<u64>() as f64);
-    }
-    let value = report.pointer(path)?.as_f64()?;
-    Some(match path {
-        "/bytes_per_sec" => value / 1e6,
-        "/server/rss_peak_bytes" => value / 1048576.0,
-        _ => value,
-    })
+/// Two reports compared (`--json` prints it).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    /// The base report's file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// The new report's file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new: Option<String>,
+    /// The settings that differ.
+    pub settings_differ: Vec<SettingDiffers>,
+    /// Every figure both reports have, with its ratio.
+    pub figures: Vec<FigureRatio>,
 }
 
-/// The comparison as a JSON object: what differs, then every figure.
-pub fn compare(base: &Value, new: &Value) -> Value {
-    let differ: Vec<Value> = SETTINGS
+/// A setting that differs between the two reports.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SettingDiffers {
+    /// Its name.
+    pub setting: &'static str,
+    /// In the base report.
+    pub base: Value,
+    /// In the new one.
+    pub new: Value,
+}
+
+/// One figure of both reports.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FigureRatio {
+    /// Its name in JSON.
+    pub figure: &'static str,
+    /// In the base report.
+    pub base: f64,
+    /// In the new one.
+    pub new: f64,
+    /// new / base (`null` over a base of 0).
+    pub ratio: Option<f64>,
+}
+
+/// The comparison: what differs, then every figure.
+pub fn compare(base: &Report, new: &Report) -> Comparison {
+    let settings_differ = SETTINGS
         .iter()
-        .filter_map(|&key| {
-            let (a, b) = (&base["settings"][key], &new["settings"][key]);
-            (a != b).then(|| json!({"setting": key, "base": a, "new": b}))
+        .filter_map(|&(setting, pick)| {
+            let (a, b) = (pick(&base.settings), pick(&new.settings));
+            (a != b).then_some(SettingDiffers {
+                setting,
+                base: a,
+                new: b,
+            })
         })
         .collect();
-    let figures: Vec<Value> = FIGURES
+    let figures = FIGURES
         .iter()
-        .filter_map(|&(_, name, path)| {
-            let (a, b) = (figure(base, path)?, figure(new, path)?);
-            let ratio = (a != 0.0).then(|| b / a);
-            Some(json!({"figure": name, "base": a, "new": b, "ratio": ratio}))
+        .filter_map(|&(_, figure, pick)| {
+            let (a, b) = (pick(base)?, pick(new)?);
+            Some(FigureRatio {
+                figure,
+                base: a,
+                new: b,
+                ratio: (a != 0.0).then(|| b / a),
+            })
         })
         .collect();
-    json!({"settings_differ": differ, "figures": figures})
+    Comparison {
+        base: None,
+        new: None,
+        settings_differ,
+        figures,
+    }
 }
 
 fn number(v: f64) -> String {
@@ -139,31 +159,35 @@ fn number(v: f64) -> String {
     }
 }
 
-fn describe(r: &Value) -> String {
-    let s = &r["settings"];
+/// A number as the JSON report writes it (`1.0`, not `1`).
+fn figure_text(v: f64) -> String {
+    serde_json::Number::from_f64(v).map_or_else(|| v.to_string(), |n| n.to_string())
+}
+
+fn describe(r: &Report) -> String {
+    let s = &r.settings;
     format!(
         "{}, {}/{} connections, {} B, pipeline {}, {}, {} s, target {}",
-        r["scenario"].as_str().unwrap_or("?"),
-        r["connections"]["achieved"],
-        r["connections"]["requested"],
-        s["size"],
-        s["pipeline"],
-        if r["target_rate"].is_null() {
-            "closed loop".to_string()
-        } else {
-            format!("open loop at {} msgs/s", r["target_rate"])
+        r.scenario,
+        r.connections.achieved,
+        r.connections.requested,
+        s.size,
+        s.pipeline,
+        match r.target_rate {
+            None => "closed loop".to_string(),
+            Some(rate) => format!("open loop at {} msgs/s", figure_text(rate)),
         },
-        r["duration_s"],
-        s["addr"].as_str().unwrap_or("?"),
+        figure_text(r.duration_s),
+        s.addr,
     )
 }
 
 /// `--plot`: the two sweeps as two curves of one chart (the chart
 /// `cargo bench -- sweep` draws for its servers), so two servers measured
 /// anywhere, at any time, are compared as a picture too.
-fn plot_sweeps(args: &CompareArgs, (base, new): (&Value, &Value), path: &Path) -> io::Result<()> {
+fn plot_sweeps(args: &CompareArgs, (base, new): (&Report, &Report), path: &Path) -> io::Result<()> {
     for (file, report) in [(&args.base, base), (&args.new, new)] {
-        if report.get("steps").is_none() {
+        if report.steps.is_none() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
@@ -180,15 +204,14 @@ fn plot_sweeps(args: &CompareArgs, (base, new): (&Value, &Value), path: &Path) -
         )
     };
     // Short: what each sweep ran (the chart's width holds one line).
-    let what = |file: &PathBuf, r: &Value| {
-        let s = &r["settings"];
+    let what = |file: &PathBuf, r: &Report| {
         format!(
             "{}: {} connections, {} B, pipeline {}, {} steps",
             name(file),
-            r["connections"]["achieved"],
-            s["size"],
-            s["pipeline"],
-            r["steps"].as_array().map_or(0, Vec::len)
+            r.connections.achieved,
+            r.settings.size,
+            r.settings.pipeline,
+            r.steps.as_ref().map_or(0, Vec::len)
         )
     };
     let subtitle = format!("{} · {}", what(&args.base, base), what(&args.new, new));
@@ -209,28 +232,19 @@ pub fn run_compare(args: &CompareArgs) -> io::Result<()> {
     let mut result = compare(&base, &new);
     let mut out = io::stdout().lock();
     if args.json {
-        result["base"] = json!(args.base.display().to_string());
-        result["new"] = json!(args.new.display().to_string());
-        writeln!(out, "{result}")?;
+        result.base = Some(args.base.display().to_string());
+        result.new = Some(args.new.display().to_string());
+        serde_json::to_writer(&mut out, &result).map_err(io::Error::other)?;
+        writeln!(out)?;
         return Ok(());
     }
     writeln!(out, "base  {}: {}", args.base.display(), describe(&base))?;
     writeln!(out, "new   {}: {}", args.new.display(), describe(&new))?;
-    let differ = result["settings_differ"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    if !differ.is_empty() {
-        let list: Vec<String> = differ
+    if !result.settings_differ.is_empty() {
+        let list: Vec<String> = result
+            .settings_differ
             .iter()
-            .map(|d| {
-                format!(
-                    "{} {} -> {}",
-                    d["setting"].as_str().unwrap_or("?"),
-                    d["base"],
-                    d["new"]
-                )
-            })
+            .map(|d| format!("{} {} -> {}", d.setting, d.base, d.new))
             .collect();
         writeln!(out, "settings that differ: {}", list.join(", "))?;
     }
@@ -239,19 +253,17 @@ pub fn run_compare(args: &CompareArgs) -> io::Result<()> {
         "{:<20} {:>14} {:>14} {:>9}",
         "", "base", "new", "new/base"
     )?;
-    for row in result["figures"].as_array().into_iter().flatten() {
+    for row in &result.figures {
         let label = FIGURES
             .iter()
-            .find(|f| row["figure"] == f.1)
+            .find(|f| row.figure == f.1)
             .map_or("?", |f| f.0);
-        let ratio = row["ratio"]
-            .as_f64()
-            .map_or("-".to_string(), |r| format!("{r:.2}x"));
+        let ratio = row.ratio.map_or("-".to_string(), |r| format!("{r:.2}x"));
         writeln!(
             out,
             "{label:<20} {:>14} {:>14} {ratio:>9}",
-            number(row["base"].as_f64().unwrap_or(0.0)),
-            number(row["new"].as_f64().unwrap_or(0.0)),
+            number(row.base),
+            number(row.new),
         )?;
     }
     Ok(())
@@ -263,26 +275,28 @@ mod tests {
 
     #[test]
     fn each_figure_has_its_ratio_and_differing_settings_are_named() {
-        let base = json!({"settings": {"size": 64}, "msgs_per_sec": 1000.0,
-            "latency_us": {"p99": 100}, "errors": {"reset": 0}});
-        let new = json!({"settings": {"size": 128}, "msgs_per_sec": 2500.0,
-            "latency_us": {"p99": 50}, "errors": {"reset": 3}});
+        let mut base = Report::default();
+        base.settings.size = 64;
+        base.msgs_per_sec = 1000.0;
+        base.latency_us.p99 = Some(100);
+        let mut new = Report::default();
+        new.settings.size = 128;
+        new.msgs_per_sec = 2500.0;
+        new.latency_us.p99 = Some(50);
+        new.errors.reset = 3;
         let c = compare(&base, &new);
-        let ratio = |name: &str| {
-            c["figures"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|f| f["figure"] == name)
-                .map(|f| f["ratio"].clone())
-        };
-        assert_eq!(ratio("msgs_per_sec"), Some(json!(2.5)));
-        assert_eq!(ratio("p99_us"), Some(json!(0.5)));
-        assert_eq!(ratio("errors"), Some(Value::Null), "no ratio over zero");
+        let ratio = |name: &str| c.figures.iter().find(|f| f.figure == name).map(|f| f.ratio);
+        assert_eq!(ratio("msgs_per_sec"), Some(Some(2.5)));
+        assert_eq!(ratio("p99_us"), Some(Some(0.5)));
+        assert_eq!(ratio("errors"), Some(None), "no ratio over zero");
         assert_eq!(ratio("p50_us"), None, "missing in both: left out");
         assert_eq!(
-            c["settings_differ"],
-            json!([{"setting": "size", "base": 64, "new": 128}])
+            c.settings_differ,
+            [SettingDiffers {
+                setting: "size",
+                base: Value::from(64),
+                new: Value::from(128)
+            }]
         );
     }
 

@@ -8,7 +8,7 @@
 
 use std::io;
 
-use serde_json::{json, Value};
+use super::schema::ConnectFailureCounts;
 
 /// Connect failures by class.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -103,17 +103,20 @@ impl ConnectFailures {
         self.other += other.other;
     }
 
-    /// The JSON object `errors.connect_reasons`: a count per class, and the
-    /// OS's own text for the "other" class.
-    pub fn to_json(&self) -> Value {
-        let mut object = serde_json::Map::new();
-        for ((key, _), count) in CLASSES.iter().zip(self.counts()) {
-            object.insert((*key).into(), json!(count));
+    /// The report's `connect_failures`: a count per class, and the OS's
+    /// text for the first `other`.
+    pub fn to_counts(&self) -> ConnectFailureCounts {
+        ConnectFailureCounts {
+            refused: self.refused,
+            timed_out: self.timed_out,
+            gave_up: self.gave_up,
+            stopped: self.stopped,
+            no_ports: self.no_ports,
+            no_descriptors: self.no_descriptors,
+            unreachable: self.unreachable,
+            other: self.other,
+            other_reason: (self.other > 0).then(|| self.other_reason()),
         }
-        if self.other > 0 {
-            object.insert("other_reason".into(), json!(self.other_reason()));
-        }
-        Value::Object(object)
     }
 
     fn other_reason(&self) -> String {
@@ -124,18 +127,26 @@ impl ConnectFailures {
     }
 }
 
-/// The classes with a non-zero count in `reasons` (an `errors.connect_reasons`
-/// object, as [`ConnectFailures::to_json`] writes and `merge` sums), in
-/// words: `"5 refused (ECONNREFUSED: ...), 2 other (Permission denied ...)"`.
-/// Empty when there are none.
-pub fn describe(reasons: &Value) -> String {
+/// The classes with a non-zero count in `reasons` (a report's
+/// `connect_failures`), in words: `"5 refused (ECONNREFUSED: ...), 2 other
+/// (Permission denied ...)"`. Empty when there are none.
+pub fn describe(reasons: &ConnectFailureCounts) -> String {
+    let counts = [
+        reasons.refused,
+        reasons.timed_out,
+        reasons.gave_up,
+        reasons.stopped,
+        reasons.no_ports,
+        reasons.no_descriptors,
+        reasons.unreachable,
+        reasons.other,
+    ];
     let mut parts = Vec::new();
-    for (key, words) in CLASSES {
-        let count = reasons[key].as_u64().unwrap_or(0);
+    for ((key, words), count) in CLASSES.into_iter().zip(counts) {
         if count == 0 {
             continue;
         }
-        match (key, reasons["other_reason"].as_str()) {
+        match (key, &reasons.other_reason) {
             ("other", Some(why)) => parts.push(format!("{count} other ({why})")),
             _ => parts.push(format!("{count} {words}")),
         }
@@ -179,7 +190,7 @@ mod tests {
         );
         assert_eq!((f.other, f.other_errno), (1, libc::EACCES));
         assert_eq!(f.total(), 8 + 3);
-        let text = describe(&f.to_json());
+        let text = describe(&f.to_counts());
         assert!(text.starts_with("2 refused (ECONNREFUSED"), "{text}");
         assert!(text.contains("3 not up within"), "{text}");
         assert!(text.contains("2 out of file descriptors"), "{text}");
@@ -194,6 +205,6 @@ mod tests {
         b.count(&os(libc::EPERM));
         a.add(&b);
         assert_eq!((a.total(), a.other_errno), (2, libc::EPERM));
-        assert_eq!(describe(&ConnectFailures::default().to_json()), "");
+        assert_eq!(describe(&ConnectFailures::default().to_counts()), "");
     }
 }

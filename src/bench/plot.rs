@@ -19,12 +19,12 @@
 use std::io;
 use std::path::Path;
 
+use super::schema::{Percentiles, Report, Second};
 use hdrhistogram::Histogram;
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use serde_json::Value;
 
-use super::merge::decode;
+use super::latency::decode;
 use super::BenchArgs;
 
 /// Chart size in pixels (SVG user units).
@@ -62,43 +62,35 @@ pub fn describe_args(args: &BenchArgs) -> String {
 }
 
 /// What a report measured, on what, with which settings: the chart's subtitle.
-pub fn describe_report(r: &Value) -> String {
-    let s = &r["settings"];
-    let server = if s["child_server"] == true {
+pub fn describe_report(r: &Report) -> String {
+    let s = &r.settings;
+    let server = if s.child_server {
         "echo-reactor (child server)".to_string()
     } else {
-        format!("server at {}", s["addr"].as_str().unwrap_or("?"))
+        format!("server at {}", s.addr)
     };
-    let env = &r["environment"];
-    let per = if r.get("steps").is_some() {
-        "step"
-    } else {
-        "run"
-    };
+    let per = if r.steps.is_some() { "step" } else { "run" };
+    let duration = serde_json::Number::from_f64(s.duration_s)
+        .map_or_else(|| s.duration_s.to_string(), |n| n.to_string());
     format!(
-        "{server} · {} connections · {} B · pipeline {} · {} load thread(s) · {} s per {per} · Linux {} · {} CPU(s)",
-        r["connections"]["requested"],
-        s["size"],
-        s["pipeline"],
-        s["threads"],
-        s["duration_s"],
-        env["kernel"].as_str().unwrap_or("?"),
-        env["cpus"],
+        "{server} · {} connections · {} B · pipeline {} · {} load thread(s) · {duration} s per {per} · Linux {} · {} CPU(s)",
+        r.connections.requested,
+        s.size,
+        s.pipeline,
+        s.threads,
+        r.environment.kernel,
+        r.environment.cpus,
     )
 }
 
 /// Draw `report` into `path`: the sweep chart if it has `steps`, else the
 /// single-run chart.
-pub fn chart_of_report(report: &Value, path: &Path) -> io::Result<()> {
-    if report.get("steps").is_some() {
+pub fn chart_of_report(report: &Report, path: &Path) -> io::Result<()> {
+    if report.steps.is_some() {
         sweep_chart(report, &describe_report(report), path)
     } else {
         run_chart(report, &describe_report(report), path)
     }
-}
-
-fn u64_at(v: &Value, key: &str) -> Option<f64> {
-    v[key].as_u64().map(|n| n as f64)
 }
 
 /// Latency range for a log axis holding `values`: powers of ten around them.
@@ -166,25 +158,32 @@ pub fn spectrum_points(h: &Histogram<u64>) -> Vec<(f64, f64)> {
     points
 }
 
-/// A step's achieved msgs/s and one of its latency percentiles (`key`).
-fn step_points(steps: &Value, key: &str) -> Vec<(f64, f64)> {
+/// A sweep's steps as points: achieved msgs/s, and one of the step's
+/// latency percentiles (`pick`).
+fn step_points(report: &Report, pick: fn(&Percentiles) -> Option<u64>) -> Vec<(f64, f64)> {
+    let steps = report.steps.as_deref().unwrap_or_default();
     steps
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| Some((s["msgs_per_sec"].as_f64()?, u64_at(&s["latency_us"], key)?)))
+        .iter()
+        .filter_map(|s| Some((s.msgs_per_sec, pick(&s.latency_us)? as f64)))
         .collect()
 }
 
 /// The sweep chart: p50/p99/p99.9 against achieved msgs/s.
-pub fn sweep_chart(report: &Value, subtitle: &str, path: &Path) -> io::Result<()> {
-    let series: Vec<(&str, Vec<(f64, f64)>)> = [("p50", "p50"), ("p99", "p99"), ("p99.9", "p999")]
+pub fn sweep_chart(report: &Report, subtitle: &str, path: &Path) -> io::Result<()> {
+    type Pick = fn(&Percentiles) -> Option<u64>;
+    let picks: [(&str, Pick); 3] = [
+        ("p50", |l| l.p50),
+        ("p99", |l| l.p99),
+        ("p99.9", |l| l.p999),
+    ];
+    let series: Vec<(&str, Vec<(f64, f64)>)> = picks
         .iter()
-        .map(|&(label, key)| (label, step_points(&report["steps"], key)))
+        .map(|&(label, pick)| (label, step_points(report, pick)))
         .collect();
-    let knee = report["knee"]["msgs_per_sec"]
-        .as_f64()
-        .zip(report["knee"]["p99_us"].as_u64().map(|p| p as f64));
+    let knee = report
+        .knee
+        .flatten()
+        .and_then(|k| Some((k.msgs_per_sec, k.p99_us? as f64)));
     latency_curves(
         path,
         (
@@ -200,10 +199,10 @@ pub fn sweep_chart(report: &Value, subtitle: &str, path: &Path) -> io::Result<()
 
 /// Servers compared: p99 against achieved msgs/s, one curve per server
 /// (each report a sweep, named by its label).
-pub fn servers_chart(reports: &[(String, Value)], subtitle: &str, path: &Path) -> io::Result<()> {
+pub fn servers_chart(reports: &[(String, Report)], subtitle: &str, path: &Path) -> io::Result<()> {
     let curves: Vec<(&str, Vec<(f64, f64)>)> = reports
         .iter()
-        .map(|(name, r)| (name.as_str(), step_points(&r["steps"], "p99")))
+        .map(|(name, r)| (name.as_str(), step_points(r, |l| l.p99)))
         .collect();
     let slo = reports.first().map_or(1000.0, |(_, r)| slo_of(r));
     latency_curves(
@@ -220,8 +219,8 @@ pub fn servers_chart(reports: &[(String, Value)], subtitle: &str, path: &Path) -
 }
 
 /// A sweep's p99 objective, microseconds (the default when not recorded).
-fn slo_of(report: &Value) -> f64 {
-    report["sweep"]["slo_p99_us"].as_u64().unwrap_or(1000) as f64
+fn slo_of(report: &Report) -> f64 {
+    report.sweep.as_ref().map_or(1000, |s| s.slo_p99_us) as f64
 }
 
 /// What both sweep charts draw: latency curves (log scale) against achieved
@@ -309,22 +308,23 @@ fn latency_curves(
 }
 
 /// The single-run chart: the percentile spectrum, then msgs/s and p99 per second.
-pub fn run_chart(report: &Value, subtitle: &str, path: &Path) -> io::Result<()> {
-    let histogram = report["histogram"]
-        .as_str()
+pub fn run_chart(report: &Report, subtitle: &str, path: &Path) -> io::Result<()> {
+    let histogram = Some(report.histogram.as_str())
+        .filter(|t| !t.is_empty())
         .ok_or("the report has no histogram".to_string())
         .and_then(decode)
         .map_err(|e| fail(path, e))?;
-    let open_loop = !report["target_rate"].is_null();
+    let open_loop = report.target_rate.is_some();
     let spectrum = spectrum_points(&histogram);
-    let uncorrected = report["histogram_uncorrected"]
-        .as_str()
+    let uncorrected = report
+        .histogram_uncorrected
+        .as_deref()
         .and_then(|t| decode(t).ok())
         .map(|h| spectrum_points(&h));
-    let seconds: Vec<&Value> = report["seconds"].as_array().into_iter().flatten().collect();
+    let seconds: &[Second] = report.seconds.as_deref().unwrap_or_default();
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(|e| fail(path, e))?;
-    let loop_kind = match report["target_rate"].as_f64() {
+    let loop_kind = match report.target_rate {
         Some(rate) => format!("open loop at {} msgs/s requested", rate_text(rate)),
         None => "closed loop".to_string(),
     };
@@ -333,7 +333,7 @@ pub fn run_chart(report: &Value, subtitle: &str, path: &Path) -> io::Result<()> 
         &format!(
             "Latency by percentile, {} messages, {loop_kind}: {} msgs/s achieved",
             histogram.len(),
-            rate_text(report["msgs_per_sec"].as_f64().unwrap_or(0.0))
+            rate_text(report.msgs_per_sec)
         ),
         subtitle,
     )
@@ -413,13 +413,10 @@ pub fn run_chart(report: &Value, subtitle: &str, path: &Path) -> io::Result<()> 
     // Second by second.
     if let Some(bottom) = bottom {
         let (rate_area, p99_area) = bottom.split_horizontally(SIZE.0 / 2);
-        let rates: Vec<(f64, f64)> = seconds
-            .iter()
-            .filter_map(|s| Some((s["t_s"].as_f64()?, s["msgs_per_sec"].as_f64()?)))
-            .collect();
+        let rates: Vec<(f64, f64)> = seconds.iter().map(|s| (s.t_s, s.msgs_per_sec)).collect();
         let p99s: Vec<(f64, f64)> = seconds
             .iter()
-            .filter_map(|s| Some((s["t_s"].as_f64()?, u64_at(s, "p99_us")?)))
+            .filter_map(|s| Some((s.t_s, s.p99_us? as f64)))
             .collect();
         let t_max = rates.iter().map(|p| p.0).fold(1.0f64, f64::max);
         let r_max = rates.iter().map(|p| p.1).fold(1.0f64, f64::max) * 1.15;
@@ -501,7 +498,7 @@ fn header<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::driver::new_histogram;
+    use crate::bench::latency::new_histogram;
 
     #[test]
     fn percentiles_are_labelled_as_hdrhistogram_does() {

@@ -33,9 +33,10 @@ use std::sync::mpsc;
 use std::thread;
 
 use clap::ValueEnum;
-use serde_json::{json, Value};
 
-use super::merge::{hold_per_connection, merge, Run};
+use super::merge::{merge, Run};
+use super::report::hold_per_connection;
+use super::schema::{LoadGenerator, Report};
 use super::{interrupt, split, sysinfo, BenchArgs, Scenario};
 
 /// A child's side of the start gate (see the module header): a no-op
@@ -76,8 +77,8 @@ struct Generator {
     stdin: Option<ChildStdin>,
     /// Its stderr, read to the end on a thread of its own.
     stderr: Option<thread::JoinHandle<String>>,
-    /// Its JSON report, once printed.
-    report: Option<Value>,
+    /// Its report, once printed.
+    report: Option<Report>,
 }
 
 impl Drop for Generator {
@@ -167,8 +168,8 @@ pub(super) fn run(
     addr: SocketAddr,
     server_pid: Option<u32>,
     sources: &[IpAddr],
-    base_report: Value,
-) -> io::Result<Value> {
+    base_report: Report,
+) -> io::Result<Report> {
     let p = args.processes;
     let shares = split(args.connections, p);
     let flooders: Vec<Option<usize>> = match (args.scenario, args.flooders) {
@@ -282,35 +283,35 @@ pub(super) fn run(
         let _ = generator.child.wait();
         runs.push(Run {
             name: format!("load generator {} of {p}", index + 1),
-            report: generator.report.take().unwrap_or(Value::Null),
+            report: generator.report.take().unwrap_or_default(),
         });
     }
     // Each process's own figures, to see how evenly the load was spread.
-    let each: Vec<Value> = runs
+    let each: Vec<LoadGenerator> = runs
         .iter()
         .map(|run| {
             let r = &run.report;
-            json!({
-                "connections": r["connections"]["achieved"],
-                "messages": r["messages"],
-                "msgs_per_sec": r["msgs_per_sec"],
-                "latency_us": r["latency_us"],
-                "errors": r["errors"],
-            })
+            LoadGenerator {
+                connections: r.connections.achieved,
+                messages: r.messages,
+                msgs_per_sec: r.msgs_per_sec,
+                latency_us: r.latency_us,
+                errors: r.errors,
+            }
         })
         .collect();
     let mut report = merge(&runs).map_err(io::Error::other)?;
-    report["load_generators"] = Value::Array(each);
-    report["processes"] = json!(p);
-    report["settings"] = base_report["settings"].clone();
-    report["environment"] = base_report["environment"].clone();
-    report["connections"]["requested"] = json!(args.connections);
-    if report.get("hold").is_some() {
-        report["hold"]["rss_before_bytes"] = json!(rss_before);
-        report["hold"]["rss_peak_before_bytes"] = json!(peak_before);
+    report.load_generators = Some(each);
+    report.processes = p as u64;
+    report.settings = base_report.settings;
+    report.environment = base_report.environment;
+    report.connections.requested = args.connections as u64;
+    if let Some(hold) = report.hold.as_mut() {
+        hold.rss_before_bytes = rss_before;
+        hold.rss_peak_before_bytes = peak_before;
         // The children ran with --addr; the server is fresh if this
         // process started it, or was said to be.
-        report["hold"]["rss_fresh_server"] = json!(args.addr.is_none() || args.server_fresh);
+        hold.rss_fresh_server = args.addr.is_none() || args.server_fresh;
         hold_per_connection(&mut report);
     }
     Ok(report)

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::driver::new_histogram;
 use super::interrupt;
+use super::latency::new_histogram;
 
 /// How often a load thread merges its latencies into [`Counters::latency`]
 /// (a histogram merge: too costly per message, cheap a few times a second).

@@ -114,6 +114,14 @@ impl Schedule {
         self.window_until_ns
     }
 
+    /// The run was stopped (by a signal) at `stop_ns`: messages intended
+    /// from then on are not part of it. Without this, the messages it never
+    /// got to send would count as intended, at a latency up to the planned
+    /// end — longer than the time measured.
+    pub fn stop_at(&mut self, stop_ns: u64) {
+        self.window_until_ns = self.window_until_ns.min(stop_ns);
+    }
+
     /// Whether a message intended at `intended_ns` is in the measured window.
     pub fn in_window(&self, intended_ns: u64) -> bool {
         (self.window_from_ns..self.window_until_ns).contains(&intended_ns)
@@ -232,10 +240,23 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::driver::new_histogram;
+    use crate::bench::latency::new_histogram;
 
     fn schedule(period_ps: u64, (total, first, count): (usize, usize, usize)) -> Schedule {
         Schedule::new(period_ps, (total, first, count), (0, u64::MAX))
+    }
+
+    #[test]
+    fn a_stopped_run_intends_nothing_past_its_stop() {
+        // One connection every 1 ms, window [0, 100 ms), stopped at 10 ms.
+        let mut s = Schedule::new(1_000_000_000, (1, 0, 1), (0, 100_000_000));
+        assert_eq!(s.intended_in_window(0), 100);
+        s.stop_at(10_000_000);
+        assert_eq!(s.intended_in_window(0), 10);
+        let mut h = new_histogram();
+        assert_eq!(s.record_unsent(0, (0, u64::MAX), s.until_ns(), &mut h), 10);
+        let max = h.lowest_equivalent(h.max());
+        assert!(max <= 10_000, "at most the 10 ms run: {max}");
     }
 
     #[test]

@@ -18,10 +18,11 @@ use std::fmt;
 use std::io;
 use std::time::Duration;
 
-use serde_json::{json, Value};
-
+use super::latency::new_histogram;
+use super::latency::{decode, encode};
+use super::schema::{ConnectFailureCounts, ErrorCounts, Knee, Probe, Report, Step, Sweep};
 use super::timeline::LogFile;
-use super::{base_report, run_echo, BenchArgs, Scenario, Target};
+use super::{base_report, percentiles, run_echo, BenchArgs, Scenario, Target};
 
 /// Steps of an `auto` sweep.
 pub const AUTO_STEPS: usize = 8;
@@ -113,10 +114,6 @@ pub fn validate(args: &BenchArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// The error kinds a step's (and the sweep's) `errors` count: a step with
-/// any is never the knee, and the sweep's sum is what fails the run.
-const ERROR_KINDS: [&str; 5] = ["connect", "mismatch", "reset", "server_closed", "timeout"];
-
 /// The target rates of an `auto` sweep for a closed-loop capacity.
 pub fn auto_rates(capacity: f64) -> Vec<f64> {
     let step = (AUTO_TO - AUTO_FROM) / (AUTO_STEPS - 1) as f64;
@@ -126,16 +123,14 @@ pub fn auto_rates(capacity: f64) -> Vec<f64> {
 }
 
 /// The knee: the highest step within the SLO and without errors, as
-/// (its index, the step); `None` if no step qualifies.
-pub fn knee(steps: &[Value], slo_p99_us: u64) -> Option<usize> {
-    steps.iter().rposition(|step| {
-        let p99 = step["latency_us"]["p99"].as_u64();
-        let errors: u64 = ERROR_KINDS
-            .iter()
-            .map(|k| step["errors"][k].as_u64().unwrap_or(0))
-            .sum();
-        p99.is_some_and(|p| p <= slo_p99_us) && errors == 0
-    })
+/// its index; `None` if no step qualifies.
+pub fn knee(steps: &[Step], slo_p99_us: u64) -> Option<usize> {
+    steps.iter().rposition(|step| within(step, slo_p99_us))
+}
+
+/// A step within the SLO, with no errors: a candidate for the knee.
+fn within(step: &Step, slo_p99_us: u64) -> bool {
+    step.latency_us.p99.is_some_and(|p| p <= slo_p99_us) && step.errors.total() == 0
 }
 
 /// Run the sweep; returns the report (`steps`, `knee`, summed counts).
@@ -144,10 +139,10 @@ pub(super) fn run(
     target: &Target,
     progress: bool,
     mut log: Option<&mut LogFile<io::BufWriter<std::fs::File>>>,
-) -> io::Result<Value> {
+) -> io::Result<Report> {
     let mut report = base_report(args, target);
     let (rates, probe) = match &args.sweep {
-        Some(SweepRates::List(rates)) => (rates.clone(), Value::Null),
+        Some(SweepRates::List(rates)) => (rates.clone(), None),
         _ => {
             let mut probe_args = args.clone();
             probe_args.sweep = None;
@@ -157,11 +152,11 @@ pub(super) fn run(
                 eprintln!("sweep: probing the closed-loop capacity for {PROBE:?}");
             }
             let (probe, _) = run_echo(&probe_args, target, false)?;
-            let capacity = probe["msgs_per_sec"].as_f64().unwrap_or(0.0);
-            if capacity < 1.0 || probe["errors"].as_object().is_some_and(has_errors) {
+            let capacity = probe.msgs_per_sec;
+            if capacity < 1.0 || probe.errors.total() > 0 {
                 return Err(io::Error::other(format!(
                     "sweep auto: the closed-loop probe measured {capacity:.0} msgs/s with errors {}; no range to sweep",
-                    probe["errors"]
+                    serde_json::to_string(&probe.errors).unwrap_or_default()
                 )));
             }
             let rates = auto_rates(capacity);
@@ -170,16 +165,21 @@ pub(super) fn run(
                     io::Error::other(format!("sweep auto: a step from the probe: {why}"))
                 })?;
             }
-            (
-                rates,
-                json!({"msgs_per_sec": capacity, "duration_s": PROBE.as_secs_f64()}),
-            )
+            let probe = Probe {
+                msgs_per_sec: capacity,
+                duration_s: PROBE.as_secs_f64(),
+            };
+            (rates, Some(probe))
         }
     };
     let mut steps = Vec::new();
-    let mut errors =
-        json!({"connect": 0, "mismatch": 0, "reset": 0, "server_closed": 0, "timeout": 0});
+    let mut errors = ErrorCounts::default();
     let (mut messages, mut client_cpu, mut total_s) = (0u64, 0.0, 0.0);
+    // Of the whole sweep: every step's latencies, the server's CPU time,
+    // the connect failures by reason.
+    let mut latency = new_histogram();
+    let mut server_cpu: Option<f64> = None;
+    let mut failures = ConnectFailureCounts::default();
     for (index, &rate) in rates.iter().enumerate() {
         if super::interrupt::requested() {
             // Ctrl-C (in the probe or a step): the summary covers the steps
@@ -201,81 +201,103 @@ pub(super) fn run(
         if let Some(log) = log.as_deref_mut() {
             seconds.write_intervals(log, Some(&format!("rate={rate}")))?;
         }
-        for key in ERROR_KINDS {
-            errors[key] = json!(
-                errors[key].as_u64().unwrap_or(0) + step["errors"][key].as_u64().unwrap_or(0)
-            );
-        }
-        messages += step["messages"].as_u64().unwrap_or(0);
+        errors.add(&step.errors);
+        failures.add(&step.connect_failures);
+        messages += step.messages;
         // The window measured: shorter than --duration if Ctrl-C ended it.
-        total_s += step["duration_s"]
-            .as_f64()
-            .unwrap_or(args.duration.as_secs_f64());
-        client_cpu += step["client"]["cpu_s"].as_f64().unwrap_or(0.0);
-        report["connections"]["achieved"] = step["connections"]["achieved"].clone();
-        steps.push(json!({
-            "target_rate": rate,
-            "msgs_per_sec": step["msgs_per_sec"],
-            "messages": step["messages"],
-            "connections": step["connections"]["achieved"],
-            "latency_us": step["latency_us"],
-            "latency_uncorrected_us": step["latency_uncorrected_us"],
-            "errors": step["errors"],
-            "client_cpu_s": step["client"]["cpu_s"],
-            "server_cpu_s": step["server"]["cpu_s"],
-            "histogram": step["histogram"],
-            "seconds": step["seconds"],
-        }));
+        total_s += step.duration_s;
+        client_cpu += step.client.cpu_s;
+        if let Some(cpu) = step.server.cpu_s {
+            server_cpu = Some(server_cpu.unwrap_or(0.0) + cpu);
+        }
+        if let Ok(h) = decode(&step.histogram) {
+            let _ = latency.add(&h);
+        }
+        report.connections.achieved = step.connections.achieved;
+        steps.push(Step {
+            target_rate: rate,
+            msgs_per_sec: step.msgs_per_sec,
+            messages: step.messages,
+            connections: step.connections.achieved,
+            latency_us: step.latency_us,
+            latency_uncorrected_us: step.latency_uncorrected_us,
+            errors: step.errors,
+            connect_failures: Some(step.connect_failures),
+            client_cpu_s: step.client.cpu_s,
+            server_cpu_s: step.server.cpu_s,
+            histogram: step.histogram,
+            seconds: step.seconds.unwrap_or_default(),
+        });
     }
     let knee = knee(&steps, args.slo_p99_us).map(|i| {
         let s = &steps[i];
-        json!({"step": i + 1, "target_rate": s["target_rate"], "msgs_per_sec": s["msgs_per_sec"], "p99_us": s["latency_us"]["p99"]})
+        Knee {
+            step: i as u64 + 1,
+            target_rate: s.target_rate,
+            msgs_per_sec: s.msgs_per_sec,
+            p99_us: s.latency_us.p99,
+        }
     });
-    report["duration_s"] = json!(total_s);
-    report["messages"] = json!(messages);
-    report["msgs_per_sec"] = json!(messages as f64 / total_s);
-    report["bytes_per_sec"] = json!((messages * args.size as u64) as f64 / total_s);
-    report["errors"] = errors;
-    report["client"]["cpu_s"] = json!(client_cpu);
-    report["sweep"] = json!({"rates": rates, "slo_p99_us": args.slo_p99_us, "probe": probe});
-    report["steps"] = Value::Array(steps);
-    report["knee"] = knee.unwrap_or(Value::Null);
+    // Stopped before any window was measured: no time, no rate (not 0/0).
+    let per_sec = |n: u64| {
+        if total_s > 0.0 {
+            n as f64 / total_s
+        } else {
+            0.0
+        }
+    };
+    report.duration_s = total_s;
+    report.messages = messages;
+    report.msgs_per_sec = per_sec(messages);
+    report.bytes_per_sec = per_sec(messages * args.size as u64);
+    report.latency_us = percentiles(&latency);
+    report.histogram = encode(&latency);
+    report.server.cpu_s = server_cpu;
+    report.errors = errors;
+    report.connect_failures = failures;
+    report.client.cpu_s = client_cpu;
+    report.sweep = Some(Sweep {
+        rates,
+        slo_p99_us: args.slo_p99_us,
+        probe,
+    });
+    report.steps = Some(steps);
+    report.knee = Some(knee);
     Ok(report)
 }
 
-/// A JSON figure as table text (`Value`'s own Display ignores widths).
-fn cell(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-fn has_errors(errors: &serde_json::Map<String, Value>) -> bool {
-    errors.values().any(|v| v.as_u64().unwrap_or(0) > 0)
+/// A figure as table text (`-` when unknown).
+fn cell(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".into(), |n| n.to_string())
 }
 
 /// The text summary of a sweep: one table, a line per step.
-pub fn print_table(report: &Value) {
+pub fn print_table(report: &Report) {
     print!("{}", table(report));
 }
 
+/// A number as the JSON report writes it (`1.0`, not `1`).
+fn figure(v: f64) -> String {
+    serde_json::Number::from_f64(v).map_or_else(|| v.to_string(), |n| n.to_string())
+}
+
 /// [`print_table`]'s text.
-pub fn table(r: &Value) -> String {
-    let s = &r["settings"];
+pub fn table(r: &Report) -> String {
+    let s = &r.settings;
+    let steps = r.steps.as_deref().unwrap_or_default();
     let mut out = format!(
         "sweep of {} steps, {} s each (+{} s warmup): {} connections, {} B messages, pipeline {}, {} thread(s), target {}\n",
-        r["steps"].as_array().map_or(0, Vec::len),
-        s["duration_s"],
-        s["warmup_s"],
-        r["connections"]["requested"],
-        s["size"],
-        s["pipeline"],
-        s["threads"],
-        s["addr"].as_str().unwrap_or("?"),
+        steps.len(),
+        figure(s.duration_s),
+        figure(s.warmup_s),
+        r.connections.requested,
+        s.size,
+        s.pipeline,
+        s.threads,
+        s.addr,
     );
-    if let Some(c) = r["sweep"]["probe"]["msgs_per_sec"].as_f64() {
+    let sweep = r.sweep.as_ref();
+    if let Some(c) = sweep.and_then(|s| s.probe).map(|p| p.msgs_per_sec) {
         out += &format!("closed-loop probe: {c:.0} msgs/s; steps from a tenth of it to past it\n");
     }
     out += &format!(
@@ -295,49 +317,44 @@ pub fn table(r: &Value) -> String {
         "{:>5} {:>11} {:>11} {:>8} {:>8} {:>8} {:>8} {:>9} {:>10} {:>7}\n",
         "", "", "", "", "", "", "", "p99 us", "", ""
     );
-    let knee = r["knee"]["step"].as_u64();
-    let slo = r["sweep"]["slo_p99_us"].as_u64().unwrap_or(0);
-    for (i, step) in r["steps"].as_array().into_iter().flatten().enumerate() {
-        let l = &step["latency_us"];
-        let errors: u64 = step["errors"]
-            .as_object()
-            .map_or(0, |e| e.values().filter_map(Value::as_u64).sum());
-        let within = l["p99"].as_u64().is_some_and(|p| p <= slo) && errors == 0;
+    let knee = r.knee.flatten();
+    let slo = sweep.map_or(0, |s| s.slo_p99_us);
+    for (i, step) in steps.iter().enumerate() {
+        let l = &step.latency_us;
         out += &format!(
             "{:>5} {:>11.0} {:>11.0} {:>8} {:>8} {:>8} {:>8} {:>9} {:>10} {:>7}\n",
             i + 1,
-            step["target_rate"].as_f64().unwrap_or(0.0),
-            step["msgs_per_sec"].as_f64().unwrap_or(0.0),
-            cell(&l["p50"]),
-            cell(&l["p99"]),
-            cell(&l["p999"]),
-            cell(&l["max"]),
-            cell(&step["latency_uncorrected_us"]["p99"]),
-            if knee == Some(i as u64 + 1) {
+            step.target_rate,
+            step.msgs_per_sec,
+            cell(l.p50),
+            cell(l.p99),
+            cell(l.p999),
+            cell(l.max),
+            cell(step.latency_uncorrected_us.and_then(|u| u.p99)),
+            if knee.is_some_and(|k| k.step == i as u64 + 1) {
                 "<- knee"
-            } else if within {
+            } else if within(step, slo) {
                 ""
             } else {
                 "over SLO"
             },
-            errors,
+            step.errors.total(),
         );
     }
-    out += &match r["knee"]["msgs_per_sec"].as_f64() {
-        Some(achieved) => format!(
-            "knee: {achieved:.0} msgs/s achieved (step {}, target {}) with p99 {} us within the SLO of {slo} us\n",
-            r["knee"]["step"], r["knee"]["target_rate"], r["knee"]["p99_us"]
+    out += &match knee {
+        Some(k) => format!(
+            "knee: {:.0} msgs/s achieved (step {}, target {}) with p99 {} us within the SLO of {slo} us\n",
+            k.msgs_per_sec,
+            k.step,
+            figure(k.target_rate),
+            k.p99_us.map_or_else(|| "null".to_string(), |p| p.to_string())
         ),
         None => format!("knee: none (no step had p99 within {slo} us and no errors)\n"),
     };
+    let e = &r.errors;
     out += &format!(
         "errors: connect {}  mismatch {}  reset {}  server_closed {}  timeout {}; load generator cpu {:.3} s\n",
-        r["errors"]["connect"],
-        r["errors"]["mismatch"],
-        r["errors"]["reset"],
-        r["errors"]["server_closed"],
-        r["errors"]["timeout"],
-        r["client"]["cpu_s"].as_f64().unwrap_or(0.0)
+        e.connect, e.mismatch, e.reset, e.server_closed, e.timeout, r.client.cpu_s
     );
     out
 }
@@ -346,18 +363,27 @@ pub fn table(r: &Value) -> String {
 mod tests {
     use super::*;
 
-    fn step(p99: u64, timeout: u64) -> Value {
-        json!({"latency_us": {"p99": p99}, "errors": {"connect": 0, "mismatch": 0, "reset": 0, "timeout": timeout}})
+    fn step(p99: u64, timeout: u64) -> Step {
+        Step {
+            latency_us: crate::bench::schema::Percentiles {
+                p99: Some(p99),
+                ..Default::default()
+            },
+            errors: ErrorCounts {
+                timeout,
+                ..ErrorCounts::default()
+            },
+            ..Step::default()
+        }
     }
 
     #[test]
     fn a_step_the_server_closed_connections_in_is_not_the_knee() {
         let mut closed = step(100, 0);
-        closed["errors"]["server_closed"] = json!(2);
+        closed.errors.server_closed = 2;
         let steps = [step(100, 0), closed];
         assert_eq!(knee(&steps, 1000), Some(0));
     }
-
     #[test]
     fn rates_parse_or_are_refused_with_a_reason() {
         assert_eq!(parse_rates("auto"), Ok(SweepRates::Auto));

@@ -25,11 +25,11 @@ use std::time::{Duration, Instant, SystemTime};
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
-use serde_json::{json, Value};
 
-use super::driver::new_histogram;
-use super::merge::{decode, encode};
+use super::latency::new_histogram;
+use super::latency::{decode, encode};
 use super::progress::Interval;
+use super::schema::Second;
 
 /// One second of the run, as filed so far.
 struct Slot {
@@ -125,28 +125,29 @@ impl Timeline {
         out
     }
 
-    /// The seconds as the JSON report carries them (key `seconds`): when
-    /// each ends within the measured window, its msgs/s and corrected p99.
-    pub fn to_json(&mut self) -> Value {
+    /// The seconds as the report carries them (key `seconds`): when each
+    /// ends within the measured window, its msgs/s and corrected p99.
+    pub fn seconds_measured(&mut self) -> Vec<Second> {
         let duration = self.duration_s;
-        let seconds = self.seconds();
-        Value::Array(
-            seconds
-                .iter()
-                .map(|(start, messages, h)| {
-                    // The part of this second inside the measured window.
-                    let (from, to) = (start.max(0.0), (start + 1.0).min(duration));
-                    let len = to - from;
-                    json!({
-                        "t_s": to,
-                        "messages": messages,
-                        "msgs_per_sec": if len > 0.0 { *messages as f64 / len } else { 0.0 },
-                        "p99_us": (!h.is_empty()).then(|| h.value_at_quantile(0.99)),
-                        "max_us": (!h.is_empty()).then(|| h.max()),
-                    })
-                })
-                .collect(),
-        )
+        self.seconds()
+            .iter()
+            .map(|(start, messages, h)| {
+                // The part of this second inside the measured window.
+                let (from, to) = (start.max(0.0), (start + 1.0).min(duration));
+                let len = to - from;
+                Second {
+                    t_s: to,
+                    messages: *messages,
+                    msgs_per_sec: if len > 0.0 {
+                        *messages as f64 / len
+                    } else {
+                        0.0
+                    },
+                    p99_us: (!h.is_empty()).then(|| h.value_at_quantile(0.99)),
+                    max_us: (!h.is_empty()).then(|| h.max()),
+                }
+            })
+            .collect()
     }
 
     /// Write the intervals into `log` (HdrHistogram's interval log format),
@@ -255,13 +256,7 @@ mod tests {
         timeline.add(one, &tick(&[10, 20, 30]));
         timeline.add(one, &tick(&[40]));
         timeline.add(two, &tick(&[5000, 6000]));
-        let json = timeline.to_json();
-        let filed: u64 = json
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["messages"].as_u64().unwrap())
-            .sum();
+        let filed: u64 = timeline.seconds_measured().iter().map(|s| s.messages).sum();
         assert_eq!(filed, 6);
         let mut log = LogFile::new(Vec::new(), "test".into());
         timeline.write_intervals(&mut log, Some("step-1")).unwrap();
@@ -294,6 +289,6 @@ mod tests {
         }
         let live = timeline.slots.iter().filter(|s| s.live.is_some()).count();
         assert!(live <= 2, "{live} live histograms");
-        assert_eq!(timeline.to_json().as_array().unwrap().len(), 5);
+        assert_eq!(timeline.seconds_measured().len(), 5);
     }
 }

@@ -648,7 +648,7 @@ mod tests {
     fn a_value_dribbled_in_small_segments_costs_linear_work() {
         let head = [b"[".to_vec(), b"0, ".repeat(12_000)].concat();
         let mut pieces: Vec<&[u8]> = vec![&head];
-        pieces.extend(std::iter::repeat(&b"0, "[..]).take(3_000));
+        pieces.extend(std::iter::repeat_n(&b"0, "[..], 3_000));
         pieces.push(b"0]");
         let total: usize = pieces.iter().map(|p| p.len()).sum();
 

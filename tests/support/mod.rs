@@ -442,3 +442,22 @@ pub fn slow_server(size: usize) -> SocketAddr {
     });
     addr
 }
+
+/// The path of the program `name` on PATH, or `None` (a printed reason to
+/// skip) when it is not installed — except under CI, where its absence is
+/// a failure: `.ci/run` installs `package`, which provides it.
+pub fn required_tool(name: &str, package: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|path| path.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{name} is not installed, and CI is set: .ci/run should have installed {package}"
+        );
+        eprintln!("SKIPPED: {name} is not installed (apt-get install {package})");
+    }
+    found
+}
