@@ -103,6 +103,13 @@ impl ProcessFigures {
     /// any number of connections. Figures the system does not give (no
     /// `/proc`) are 0, or `held_fds`.
     pub fn read(pid: Option<u32>, held_fds: u64) -> Self {
+        Self::read_walking(pid, held_fds, true)
+    }
+
+    /// [`ProcessFigures::read`], and with `may_walk` false never a walk of
+    /// `/proc/PID/fd`: the kernel's count or `held_fds` (a scrape summing
+    /// many workers has spent its walking budget on the others).
+    pub fn read_walking(pid: Option<u32>, held_fds: u64, may_walk: bool) -> Self {
         let dir = match pid {
             Some(pid) => format!("/proc/{pid}"),
             None => "/proc/self".to_string(),
@@ -110,7 +117,16 @@ impl ProcessFigures {
         let held = usize::try_from(held_fds).unwrap_or(usize::MAX);
         let fd_dir = std::path::PathBuf::from(format!("{dir}/fd"));
         ProcessFigures {
-            open_fds: open_fds_in(&fd_dir, held) as u64,
+            open_fds: if may_walk {
+                open_fds_in(&fd_dir, held)
+            } else {
+                // Past the walk limit open_fds_in never walks: the kernel's
+                // count if it gives one, else the `usize::MAX` passed in.
+                match open_fds_in(&fd_dir, usize::MAX) {
+                    usize::MAX => held,
+                    kernel => kernel,
+                }
+            } as u64,
             resident_memory_bytes: resident_bytes_of(&dir),
         }
     }

@@ -49,12 +49,26 @@ pub fn bind_tcp(addr: SocketAddr, backlog: u32) -> io::Result<mio::net::TcpListe
 /// join the port, so a second server would silently share it. First a
 /// plain bind (`probe_tcp`) claims the address the way a single-process
 /// server does: if any server listens there it fails with "address in
-/// use". It also resolves port 0; the group then binds the port it found.
+/// use".
+///
+/// Port 0 is not probed: a probe would find a free port P and let it go,
+/// and until the group binds P any other `bind(0)` on the machine (a
+/// second server starting at the same moment) could be handed P too. The
+/// group's first socket asks the kernel for a port itself, which it gives
+/// only where no socket is bound, and the others join that port.
 pub fn bind_tcp_group(
     addr: SocketAddr,
     backlog: u32,
     count: usize,
 ) -> io::Result<Vec<mio::net::TcpListener>> {
+    if addr.port() == 0 && count > 0 {
+        let first = join_tcp_group(addr, backlog)?;
+        let bound = first
+            .local_addr()
+            .map_err(|e| step_error("address of", &addr, e))?;
+        let rest = (1..count).map(|_| join_tcp_group(bound, backlog));
+        return std::iter::once(Ok(first)).chain(rest).collect();
+    }
     let addr = probe_tcp(addr)?;
     (0..count).map(|_| join_tcp_group(addr, backlog)).collect()
 }
@@ -68,7 +82,8 @@ pub fn join_tcp_group(addr: SocketAddr, backlog: u32) -> io::Result<mio::net::Tc
 
 /// Bind `addr` without `SO_REUSEPORT` and without listening, then let it
 /// go: fails with "address in use" where any server listens, as
-/// [`bind_tcp`] would. Returns the address bound (port 0 resolved).
+/// [`bind_tcp`] would. Returns the address bound. Only for a port asked
+/// by number (port 0: see [`bind_tcp_group`]).
 ///
 /// The window between this socket's close and the group's first bind is
 /// a few microseconds: only a second server starting on the same port at
@@ -149,6 +164,15 @@ pub fn bind_udp(addr: SocketAddr) -> io::Result<mio::net::UdpSocket> {
 /// (datagrams spread by a hash of their source), claimed first by a plain
 /// bind as in [`bind_tcp_group`].
 pub fn bind_udp_group(addr: SocketAddr, count: usize) -> io::Result<Vec<mio::net::UdpSocket>> {
+    if addr.port() == 0 && count > 0 {
+        // As in bind_tcp_group: the kernel picks a port no socket holds.
+        let first = join_udp_group(addr)?;
+        let bound = first
+            .local_addr()
+            .map_err(|e| step_error("address of", &addr, e))?;
+        let rest = (1..count).map(|_| join_udp_group(bound));
+        return std::iter::once(Ok(first)).chain(rest).collect();
+    }
     let addr = probe_udp(addr)?;
     (0..count).map(|_| join_udp_group(addr)).collect()
 }

@@ -2,10 +2,10 @@
 //!
 //! The reactor bumps plain integers in its own [`Counters`] (no atomics on
 //! the per-message path) and copies them into [`SharedStats`] with relaxed
-//! stores at the end of a turn, at most once per millisecond
+//! stores at the end of a turn, at most every 10 ms of the loop's clock
 //! ([`PublishGate`]). Any thread holding a `ServerHandle` can take a
-//! [`StatsSnapshot`] at any time; it is at most a millisecond of loop time
-//! old, since a loop that skipped a copy wakes up for it.
+//! [`StatsSnapshot`] at any time; it is at most 10 ms of loop time old,
+//! since a loop that skipped a copy wakes up for it.
 //!
 //! The syscall counters (`read_calls`, `write_calls`, `poll_calls`) let a
 //! benchmark report system calls per echoed message without `strace`.

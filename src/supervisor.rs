@@ -158,15 +158,14 @@ pub fn run(mut sockets: WorkerSockets, workers: usize, args: Vec<OsString>) -> i
             sockets.close_all();
         }
         for worker in &mut pool {
-            let Some(status) = reap(worker, &slots)? else {
+            let Some(how) = reap(worker, &slots) else {
                 continue;
             };
             if !stopping {
                 warn!(
                     "worker {} exited ({}); starting another (its connections are lost, \
                      those queued on its sockets wait for the new one)",
-                    worker.index,
-                    describe(status)
+                    worker.index, how
                 );
                 worker.needs_start = true;
             }
@@ -233,20 +232,23 @@ pub fn run(mut sockets: WorkerSockets, workers: usize, args: Vec<OsString>) -> i
 }
 
 /// If `worker`'s process has exited: collect it, take its gauges out of
-/// the shared sum, and return how it ended.
-fn reap(worker: &mut Worker, slots: &WorkerSlots) -> io::Result<Option<std::process::ExitStatus>> {
-    let Some(child) = worker.child.as_mut() else {
-        return Ok(None);
-    };
-    let Some(status) = child.try_wait()? else {
-        return Ok(None);
+/// the shared sum, and return how it ended (`None` while it runs). A `waitpid` that fails
+/// (only `ECHILD` can, with `WNOHANG`: the child is not ours to wait for
+/// any more) counts as an exit: the worker is gone either way, and one
+/// worker's bookkeeping must not stop the server the others keep serving.
+fn reap(worker: &mut Worker, slots: &WorkerSlots) -> Option<String> {
+    let child = worker.child.as_mut()?;
+    let how = match child.try_wait() {
+        Ok(None) => return None,
+        Ok(Some(status)) => describe(status),
+        Err(e) => format!("waitpid failed: {e}; taken for gone"),
     };
     worker.child = None;
     if let Some(reader) = worker.reader.take() {
         let _ = reader.join(); // its stdout is closed: the line is logged
     }
     slots.retire(worker.index);
-    Ok(Some(status))
+    Some(how)
 }
 
 /// Start the process for `worker`.

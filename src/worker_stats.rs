@@ -35,6 +35,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
+use crate::fdlimit::WALK_LIMIT_FDS;
 use crate::metrics::{HttpCounters, ProcessFigures};
 use crate::stats::{SharedStats, StatsSnapshot};
 use crate::timers::due_after;
@@ -269,6 +270,10 @@ impl WorkerSlots {
     /// descriptors and memory of the live ones.
     pub fn total(&self) -> WorkersTotal {
         let mut total = WorkersTotal::default();
+        // Where `stat` gives no count (Linux < 6.2) each worker's count
+        // is a walk of its /proc/PID/fd: one budget of entries for the
+        // whole scrape, so its work stays bounded at 256 workers too.
+        let mut walk_left = WALK_LIMIT_FDS as u64;
         for slot in (0..self.count).filter_map(|i| self.slot(i)) {
             total.stats.add(&slot.stats.snapshot());
             total.http.add(&slot.http());
@@ -278,9 +283,11 @@ impl WorkerSlots {
             }
             total.workers += 1;
             let held_fds = slot.held_fds.load(Relaxed);
+            let may_walk = spend_walk(&mut walk_left, held_fds);
+            let pid = u32::try_from(pid).ok();
             total
                 .process
-                .add(&ProcessFigures::read(u32::try_from(pid).ok(), held_fds));
+                .add(&ProcessFigures::read_walking(pid, held_fds, may_walk));
         }
         total
     }
@@ -295,6 +302,16 @@ impl WorkerSlots {
             slot.pid.store(0, Relaxed);
         }
     }
+}
+
+/// Whether a worker holding `held` descriptors may have its /proc/PID/fd
+/// walked from what is `left` of a scrape's walking budget (spent if so).
+fn spend_walk(left: &mut u64, held: u64) -> bool {
+    let may = held <= *left;
+    if may {
+        *left -= held;
+    }
+    may
 }
 
 /// Names the descriptor of the slots region a worker was handed.
@@ -384,6 +401,18 @@ fn memfd() -> io::Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scrape_walks_descriptor_tables_from_one_budget_for_all_workers() {
+        // 256 workers of 1 000 descriptors: one walk, then counts as held.
+        let mut left = WALK_LIMIT_FDS as u64;
+        let walked = (0..256).filter(|_| spend_walk(&mut left, 1_000)).count();
+        assert_eq!(walked, 1);
+        // Small workers share it until it runs out.
+        let mut left = WALK_LIMIT_FDS as u64;
+        let walked = (0..256).filter(|_| spend_walk(&mut left, 100)).count();
+        assert_eq!(walked, WALK_LIMIT_FDS / 100);
+    }
     use crate::stats::CloseReason;
 
     fn numbers(accepted: u64, active: u64) -> WorkerNumbers {
