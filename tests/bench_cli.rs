@@ -146,9 +146,18 @@ fn echo_server() -> TestServer {
     TestServer::start(Config::default(), Echo)
 }
 
-fn closed_port() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
+/// A port that refuses connections for as long as the returned socket
+/// lives: bound, never listening. A port merely bound and let go could be
+/// handed to another test's server (`bind(0)`) while this one runs, and
+/// the bench would then connect; this socket, bound without
+/// `SO_REUSEADDR`, keeps every other bind off the port.
+fn closed_port() -> (socket2::Socket, String) {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&any.into()).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    (socket, addr.to_string())
 }
 
 #[test]
@@ -488,7 +497,7 @@ fn hold_against_a_server_that_already_ran_says_unknown_not_a_smaller_figure() {
 
 #[test]
 fn connections_that_never_came_up_are_each_explained_by_their_os_reason() {
-    let port = closed_port();
+    let (_held, port) = closed_port();
     for scenario in ["echo", "hold", "connect"] {
         let out = bench(&[
             "--json",
