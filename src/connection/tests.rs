@@ -556,3 +556,36 @@ fn shutdown_lingers_only_on_a_connection_we_sent_to_within_the_quiet_time() {
         Next::Close(CloseReason::Shutdown)
     );
 }
+
+#[test]
+fn shutdown_lingers_on_a_client_in_the_middle_of_a_message() {
+    // Half a line in our buffer, nothing sent to it for long: not idle.
+    // Closing at once would reset the connection on its next segment.
+    let mut ws = closing_workspace();
+    let sock = ScriptedStream::new()
+        .gives(b"hal")
+        .would_block()
+        .unacked(Some(0))
+        .last_sent_ago(Some(u64::MAX));
+    let mut conn: Connection<_, ()> = readable(sock);
+    assert_eq!(conn.drive(&Lines, &mut ws), Next::Wait);
+    assert_eq!(conn.inbuf.len(), 3, "a partial line, waiting for its end");
+    ws.ctx.now_ms = QUIET_BEFORE_SHUTDOWN_MS;
+    assert_eq!(conn.stop_reading(&mut ws), Next::Wait);
+    assert!(conn.socket.write_shut(), "FIN sent, lingering");
+}
+
+#[test]
+fn shutdown_lingers_on_bytes_that_arrived_after_the_last_poll() {
+    // No event announced them yet (READ_READY is clear), but they sit in
+    // the receive queue: a close() now would find them unread and reset.
+    let mut ws = closing_workspace();
+    ws.ctx.now_ms = QUIET_BEFORE_SHUTDOWN_MS;
+    let sock = ScriptedStream::new()
+        .gives(b"late\n")
+        .unacked(Some(0))
+        .last_sent_ago(Some(u64::MAX));
+    let mut conn = fresh(sock);
+    assert_eq!(conn.stop_reading(&mut ws), Next::Wait);
+    assert!(conn.socket.write_shut(), "FIN sent, lingering");
+}
