@@ -18,7 +18,9 @@
 //! 1. `shutdown(SHUT_WR)` — the peer reads our last reply, then EOF — and
 //!    start the linger clock;
 //! 2. keep reading and discarding until the peer closes too, or
-//!    [`LINGER_MS`] passes (counted in `linger_timeouts`). Then close.
+//!    [`LINGER_MS`] passes — [`REFUSAL_LINGER_MS`] after a refusal, which
+//!    owes the client nothing but a clean FIN (counted in
+//!    `linger_timeouts`). Then close.
 //!
 //! One shortcut, for shutdown only: a connection with no partial message
 //! of the client's in our input buffer and nothing queued to read (neither
@@ -60,6 +62,24 @@ use crate::timers::due_after;
 /// ample and bounds how long a descriptor can be held.
 pub const LINGER_MS: u64 = 5_000;
 
+/// The linger after a refusal (a wrong handshake answer or none in time,
+/// a bad or late PROXY header), in ms. Such a client owes us nothing and
+/// we owe it no reply, only a clean FIN instead of a reset: what it had
+/// sent is drained at once, and half a second covers the round trip for
+/// what was on the wire. A scanner, refused by the thousand, holds each
+/// descriptor that long, not [`LINGER_MS`].
+pub const REFUSAL_LINGER_MS: u64 = 500;
+
+/// How long a close for `reason` lingers at most.
+fn linger_ms(reason: CloseReason) -> u64 {
+    match reason {
+        CloseReason::Refused
+        | CloseReason::ProxyHeaderInvalid
+        | CloseReason::ProxyHeaderTimeout => REFUSAL_LINGER_MS,
+        _ => LINGER_MS,
+    }
+}
+
 /// At shutdown, a connection silent for this long counts as idle and is
 /// closed without a linger (see the module docs). A second: far longer
 /// than a request/response client's gap between messages, far shorter
@@ -80,7 +100,7 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
             self.state.insert(State::LINGERING | State::NEEDS_REACTOR);
             // While lingering, the protocol's deadline slot holds the
             // linger's end: the protocol has nothing more to say.
-            self.protocol_due_ms = due_after(ws.ctx.now_ms, LINGER_MS);
+            self.protocol_due_ms = due_after(ws.ctx.now_ms, linger_ms(reason));
             ws.ctx.counters.lingers += 1;
         }
         if let Err(next) = self.discard_input(ws) {

@@ -41,7 +41,7 @@ use crate::timers::{due_after, millis, Clock, NEVER};
 mod linger;
 mod output;
 
-pub use linger::{LINGER_MS, QUIET_BEFORE_SHUTDOWN_MS};
+pub use linger::{LINGER_MS, QUIET_BEFORE_SHUTDOWN_MS, REFUSAL_LINGER_MS};
 pub use output::{flush, FlushOutcome};
 
 /// Per-connection limits, from the server's configuration.

@@ -244,7 +244,7 @@ fn a_hangup_event_after_eof_reads_nothing_more() {
 
 // ---- protocol-driven close and input limits ----
 
-/// Consumes nothing until it sees `\n`; closes on "q\n".
+/// Consumes nothing until it sees `\n`; closes on "q\n", refuses "no\n".
 struct Lines;
 impl Protocol for Lines {
     type Session = ();
@@ -258,6 +258,10 @@ impl Protocol for Lines {
             used += end + 1;
             if line == b"q" {
                 reply.close();
+                break;
+            }
+            if line == b"no" {
+                reply.refuse();
                 break;
             }
             reply.send(line);
@@ -416,6 +420,24 @@ fn a_linger_that_outlasts_its_deadline_closes_and_is_counted() {
     assert_eq!(
         conn.on_deadline(&Lines, &mut ws),
         Next::Close(CloseReason::ProtocolClosed)
+    );
+    assert_eq!(ws.ctx.counters.linger_timeouts, 1);
+}
+
+#[test]
+fn a_refusal_lingers_only_briefly() {
+    // A refused client is owed no reply, only a clean FIN: its descriptor
+    // is held for the short linger, not the full one.
+    let sock = ScriptedStream::new().gives(b"no\n").would_block();
+    let mut conn: Connection<_, ()> = readable(sock);
+    let mut ws = closing_workspace();
+    assert_eq!(conn.drive(&Lines, &mut ws), Next::Wait);
+    assert!(conn.socket.write_shut(), "FIN sent, lingering");
+    assert_eq!(conn.next_deadline(&ws.ctx.limits), REFUSAL_LINGER_MS);
+    ws.ctx.now_ms = REFUSAL_LINGER_MS;
+    assert_eq!(
+        conn.on_deadline(&Lines, &mut ws),
+        Next::Close(CloseReason::Refused)
     );
     assert_eq!(ws.ctx.counters.linger_timeouts, 1);
 }
