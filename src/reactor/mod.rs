@@ -78,7 +78,9 @@ use clients::Clients;
 use endpoints::Endpoint;
 pub use endpoints::Listening;
 use metrics_listener::{MetricsEndpoint, OutOfFiles};
-pub use metrics_listener::{MAX_METRICS_CONNECTIONS, METRICS_DEADLINE_MS};
+pub use metrics_listener::{
+    MAX_METRICS_CONNECTIONS, METRICS_DEADLINE_MS, METRICS_LINGER_MS, METRICS_SLOTS,
+};
 use tokens::{endpoint_index, endpoint_token, FIRST_RESERVED};
 pub use tokens::{MAX_ENDPOINTS, SIGNALS, WAKER};
 pub use udp::DATAGRAM_BUDGET;
