@@ -92,6 +92,11 @@ pub trait Linger {
     /// `None` where the platform cannot tell.
     fn unacknowledged(&self) -> Option<usize>;
 
+    /// Bytes waiting in the receive queue, not yet read (`ioctl(FIONREAD)`):
+    /// what arrived after the last `epoll_wait`, whose edge we have not
+    /// fetched yet. `None` where the platform cannot tell.
+    fn unread(&self) -> Option<usize>;
+
     /// How long ago (ms) data last left for the peer, [`u64::MAX`] if none
     /// ever did. `None` where the kernel does not say (Unix sockets, TCP
     /// outside Linux or before 4.6).
@@ -116,6 +121,13 @@ impl Linger for Stream {
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     fn unacknowledged(&self) -> Option<usize> {
         None
+    }
+
+    fn unread(&self) -> Option<usize> {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int through the pointer we pass.
+        let rc = unsafe { libc::ioctl(self.as_raw_fd(), libc::FIONREAD, &mut queued) };
+        (rc == 0).then_some(queued.max(0) as usize)
     }
 
     #[cfg(target_os = "linux")]

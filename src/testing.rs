@@ -147,6 +147,14 @@ impl Linger for ScriptedStream {
     fn unacknowledged(&self) -> Option<usize> {
         self.unacked
     }
+    /// The bytes of the next step, if it gives any: what a poll that came
+    /// before them has not announced.
+    fn unread(&self) -> Option<usize> {
+        match self.script.front() {
+            Some(Step::Give(bytes)) => Some(bytes.len()),
+            _ => Some(0),
+        }
+    }
     fn last_sent_ago_ms(&self) -> Option<u64> {
         self.last_sent_ago
     }
@@ -394,6 +402,9 @@ impl Linger for SimSocket {
     /// not acknowledged, which is fewer): erring towards lingering.
     fn unacknowledged(&self) -> Option<usize> {
         Some(self.in_flight)
+    }
+    fn unread(&self) -> Option<usize> {
+        Some(self.arrived.len())
     }
     /// Unknown, as for a Unix socket: the caller falls back on its own
     /// record of activity.

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use echo_reactor::reactor::{MAX_METRICS_CONNECTIONS, METRICS_SLOTS};
 use support::scrape::*;
 use support::{connect, pattern, round_trip, ServeProcess, DEADLINE};
 
@@ -219,6 +220,44 @@ fn a_refused_request_with_more_bytes_behind_it_reads_its_4xx_not_a_reset() {
             "{response}"
         );
     }
+}
+
+#[test]
+fn scrapers_that_read_their_answer_and_hold_on_do_not_lock_out_healthz() {
+    // Each reads its whole response (to our FIN) and keeps its socket
+    // open: a lingering close on our side. More of them than there are
+    // slots: each past the last takes the slot of the oldest.
+    let (_server, _echo, metrics) = serve_with_metrics(&[]);
+    let holding: Vec<TcpStream> = (0..METRICS_SLOTS + 8)
+        .map(|_| {
+            let mut stream = connect(metrics);
+            stream
+                .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+                .unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).unwrap();
+            assert!(response.starts_with("HTTP/1.1 200 "), "{response}");
+            stream
+        })
+        .collect();
+    assert_eq!(get(metrics, "/healthz").0, 200);
+    drop(holding);
+}
+
+#[test]
+fn a_request_past_the_cap_reads_503_busy_not_a_reset() {
+    // As many connections as are served at once, each silent (its
+    // request never comes): the next one is answered, not dropped.
+    let (_server, _echo, metrics) = serve_with_metrics(&[]);
+    let silent: Vec<TcpStream> = (0..MAX_METRICS_CONNECTIONS)
+        .map(|_| connect(metrics))
+        .collect();
+    // Accepted after them: the listener's queue is first in, first out.
+    let (status, body) = get(metrics, "/healthz");
+    assert_eq!(status, 503, "{body}");
+    drop(silent);
+    let busy = "echo_reactor_metrics_requests_refused_total{reason=\"busy\"}";
+    assert_eq!(wait_for_value(metrics, busy, |n| n >= 1), 1);
 }
 
 #[test]

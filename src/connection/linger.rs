@@ -18,10 +18,14 @@
 //! 1. `shutdown(SHUT_WR)` — the peer reads our last reply, then EOF — and
 //!    start the linger clock;
 //! 2. keep reading and discarding until the peer closes too, or
-//!    [`LINGER_MS`] passes (counted in `linger_timeouts`). Then close.
+//!    [`LINGER_MS`] passes — [`REFUSAL_LINGER_MS`] after a refusal, which
+//!    owes the client nothing but a clean FIN (counted in
+//!    `linger_timeouts`). Then close.
 //!
-//! One shortcut, for shutdown only: a connection with nothing queued to
-//! read, whose peer has acknowledged everything we sent (`SIOCOUTQ` is 0),
+//! One shortcut, for shutdown only: a connection with no partial message
+//! of the client's in our input buffer and nothing queued to read (neither
+//! announced by the last poll nor arrived since it: `FIONREAD` is 0), whose
+//! peer has acknowledged everything we sent (`SIOCOUTQ` is 0),
 //! and to which we sent nothing for at least [`QUIET_BEFORE_SHUTDOWN_MS`]
 //! — an idle client, or one that never got a byte from us — is closed at
 //! once, as nginx closes idle keep-alive connections on a graceful stop:
@@ -30,11 +34,12 @@
 //! on Linux (`TCP_INFO`: `tcpi_data_segs_out`, `tcpi_last_data_sent`);
 //! where the kernel does not say (Unix sockets), the last traffic either
 //! way stands in for it, which errs towards lingering. A client in the
-//! middle of a conversation (we answered it within that time) lingers like
-//! any other: its next message may be on the wire already — "nothing
-//! queued" is only what the last poll saw — and a `close()` that finds it
-//! unread resets the connection, where a draining server (a rolling
-//! restart) owes it a clean FIN. For the closes a *client* causes
+//! middle of a conversation (we answered it within that time, or half of
+//! its message is in our buffer) lingers like any other: its next segment
+//! may be on the wire already — "nothing queued" is only what `FIONREAD`
+//! saw a moment ago — and a `close()` that finds it unread resets the
+//! connection, where a draining server (a rolling restart) owes it a
+//! clean FIN. For the closes a *client* causes
 //! (greet's `exit`, a JSON error, `--max-line`) there is no shortcut: "the
 //! queue is empty right now" does not mean the client has stopped sending,
 //! and its next segment would draw the reset we are avoiding.
@@ -57,6 +62,24 @@ use crate::timers::due_after;
 /// ample and bounds how long a descriptor can be held.
 pub const LINGER_MS: u64 = 5_000;
 
+/// The linger after a refusal (a wrong handshake answer or none in time,
+/// a bad or late PROXY header), in ms. Such a client owes us nothing and
+/// we owe it no reply, only a clean FIN instead of a reset: what it had
+/// sent is drained at once, and half a second covers the round trip for
+/// what was on the wire. A scanner, refused by the thousand, holds each
+/// descriptor that long, not [`LINGER_MS`].
+pub const REFUSAL_LINGER_MS: u64 = 500;
+
+/// How long a close for `reason` lingers at most.
+fn linger_ms(reason: CloseReason) -> u64 {
+    match reason {
+        CloseReason::Refused
+        | CloseReason::ProxyHeaderInvalid
+        | CloseReason::ProxyHeaderTimeout => REFUSAL_LINGER_MS,
+        _ => LINGER_MS,
+    }
+}
+
 /// At shutdown, a connection silent for this long counts as idle and is
 /// closed without a linger (see the module docs). A second: far longer
 /// than a request/response client's gap between messages, far shorter
@@ -69,9 +92,6 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
     /// is empty shut down writing and linger (see the module docs).
     pub(super) fn end_gracefully(&mut self, reason: CloseReason, ws: &mut Workspace) -> Next {
         if self.outbuf.is_empty() && !self.state.contains(State::LINGERING) {
-            if reason == CloseReason::Shutdown && self.idle_at_shutdown(ws.ctx.now_ms) {
-                return Next::Close(reason); // an idle client: nothing to lose
-            }
             if self.socket.shutdown_write().is_err() {
                 return Next::Close(reason); // not connected any more: nothing to save
             }
@@ -80,7 +100,7 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
             self.state.insert(State::LINGERING | State::NEEDS_REACTOR);
             // While lingering, the protocol's deadline slot holds the
             // linger's end: the protocol has nothing more to say.
-            self.protocol_due_ms = due_after(ws.ctx.now_ms, LINGER_MS);
+            self.protocol_due_ms = due_after(ws.ctx.now_ms, linger_ms(reason));
             ws.ctx.counters.lingers += 1;
         }
         if let Err(next) = self.discard_input(ws) {
@@ -99,11 +119,21 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
         }
     }
 
-    /// Whether shutdown may close this connection (nothing owed) at once:
-    /// nothing seen queued to read, everything we sent acknowledged, and
-    /// nothing sent for [`QUIET_BEFORE_SHUTDOWN_MS`] (see the module docs).
-    fn idle_at_shutdown(&self, now_ms: u64) -> bool {
-        if self.state.contains(State::READ_READY) || self.socket.unacknowledged() != Some(0) {
+    /// Whether shutdown may close this connection at once: nothing owed
+    /// or unsent, no partial message of the client's in `inbuf`, nothing
+    /// queued to read (neither seen by the last poll nor arrived since:
+    /// `FIONREAD`), everything we sent acknowledged, and nothing sent for
+    /// [`QUIET_BEFORE_SHUTDOWN_MS`] (see the module docs). Two syscalls a
+    /// connection, only at shutdown.
+    pub(super) fn idle_at_shutdown(&self, now_ms: u64) -> bool {
+        if !self.outbuf.is_empty()
+            || !self.inbuf.is_empty()
+            || self
+                .state
+                .intersects(State::READ_READY | State::PEER_CLOSED | State::LINGERING)
+            || self.socket.unread() != Some(0)
+            || self.socket.unacknowledged() != Some(0)
+        {
             return false;
         }
         match self.socket.last_sent_ago_ms() {

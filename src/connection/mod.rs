@@ -41,7 +41,7 @@ use crate::timers::{due_after, millis, Clock, NEVER};
 mod linger;
 mod output;
 
-pub use linger::{LINGER_MS, QUIET_BEFORE_SHUTDOWN_MS};
+pub use linger::{LINGER_MS, QUIET_BEFORE_SHUTDOWN_MS, REFUSAL_LINGER_MS};
 pub use output::{flush, FlushOutcome};
 
 /// Per-connection limits, from the server's configuration.
@@ -360,6 +360,12 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
     /// Stop reading for good (the server is shutting down): close once the
     /// replies already owed have been delivered.
     pub fn stop_reading(&mut self, ws: &mut Workspace) -> Next {
+        // Decided before the partial message in `inbuf` is dropped: a
+        // client in the middle of one is not idle (`linger.rs`).
+        if self.ending.is_none() && self.idle_at_shutdown(ws.ctx.now_ms) {
+            self.ending = Some(CloseReason::Shutdown);
+            return Next::Close(CloseReason::Shutdown); // an idle client: nothing to lose
+        }
         self.ending.get_or_insert(CloseReason::Shutdown);
         self.inbuf.clear(&mut ws.ctx.gauge);
         self.next_after_output(ws)

@@ -244,7 +244,7 @@ fn a_hangup_event_after_eof_reads_nothing_more() {
 
 // ---- protocol-driven close and input limits ----
 
-/// Consumes nothing until it sees `\n`; closes on "q\n".
+/// Consumes nothing until it sees `\n`; closes on "q\n", refuses "no\n".
 struct Lines;
 impl Protocol for Lines {
     type Session = ();
@@ -258,6 +258,10 @@ impl Protocol for Lines {
             used += end + 1;
             if line == b"q" {
                 reply.close();
+                break;
+            }
+            if line == b"no" {
+                reply.refuse();
                 break;
             }
             reply.send(line);
@@ -421,6 +425,24 @@ fn a_linger_that_outlasts_its_deadline_closes_and_is_counted() {
 }
 
 #[test]
+fn a_refusal_lingers_only_briefly() {
+    // A refused client is owed no reply, only a clean FIN: its descriptor
+    // is held for the short linger, not the full one.
+    let sock = ScriptedStream::new().gives(b"no\n").would_block();
+    let mut conn: Connection<_, ()> = readable(sock);
+    let mut ws = closing_workspace();
+    assert_eq!(conn.drive(&Lines, &mut ws), Next::Wait);
+    assert!(conn.socket.write_shut(), "FIN sent, lingering");
+    assert_eq!(conn.next_deadline(&ws.ctx.limits), REFUSAL_LINGER_MS);
+    ws.ctx.now_ms = REFUSAL_LINGER_MS;
+    assert_eq!(
+        conn.on_deadline(&Lines, &mut ws),
+        Next::Close(CloseReason::Refused)
+    );
+    assert_eq!(ws.ctx.counters.linger_timeouts, 1);
+}
+
+#[test]
 fn shutdown_lingers_only_where_replies_are_still_unacknowledged() {
     let mut ws = closing_workspace();
     ws.ctx.now_ms = QUIET_BEFORE_SHUTDOWN_MS; // silent since it opened at 0
@@ -555,4 +577,37 @@ fn shutdown_lingers_only_on_a_connection_we_sent_to_within_the_quiet_time() {
         quiet.stop_reading(&mut ws),
         Next::Close(CloseReason::Shutdown)
     );
+}
+
+#[test]
+fn shutdown_lingers_on_a_client_in_the_middle_of_a_message() {
+    // Half a line in our buffer, nothing sent to it for long: not idle.
+    // Closing at once would reset the connection on its next segment.
+    let mut ws = closing_workspace();
+    let sock = ScriptedStream::new()
+        .gives(b"hal")
+        .would_block()
+        .unacked(Some(0))
+        .last_sent_ago(Some(u64::MAX));
+    let mut conn: Connection<_, ()> = readable(sock);
+    assert_eq!(conn.drive(&Lines, &mut ws), Next::Wait);
+    assert_eq!(conn.inbuf.len(), 3, "a partial line, waiting for its end");
+    ws.ctx.now_ms = QUIET_BEFORE_SHUTDOWN_MS;
+    assert_eq!(conn.stop_reading(&mut ws), Next::Wait);
+    assert!(conn.socket.write_shut(), "FIN sent, lingering");
+}
+
+#[test]
+fn shutdown_lingers_on_bytes_that_arrived_after_the_last_poll() {
+    // No event announced them yet (READ_READY is clear), but they sit in
+    // the receive queue: a close() now would find them unread and reset.
+    let mut ws = closing_workspace();
+    ws.ctx.now_ms = QUIET_BEFORE_SHUTDOWN_MS;
+    let sock = ScriptedStream::new()
+        .gives(b"late\n")
+        .unacked(Some(0))
+        .last_sent_ago(Some(u64::MAX));
+    let mut conn = fresh(sock);
+    assert_eq!(conn.stop_reading(&mut ws), Next::Wait);
+    assert!(conn.socket.write_shut(), "FIN sent, lingering");
 }

@@ -64,11 +64,25 @@ impl<P: Protocol> Clients<P> {
             return; // resting after EMFILE: the timer brings us back
         }
         for _ in 0..ACCEPT_BUDGET {
+            if self.conns.len() >= self.max_connections && self.open_count() < self.max_connections
+            {
+                // Room is coming, but not yet here: closed connections
+                // whose sockets wait to be reaped (step 6 closes a budget
+                // of them a turn) still hold a descriptor each, so
+                // admitting in their place would pass the cap in
+                // descriptors — after an eviction of a thousand, up to a
+                // thousand more, and EMFILE. The newcomers wait in the
+                // kernel's queue; the ready queue brings us back next turn
+                // (the loop does not sleep while sockets wait to be reaped).
+                self.queue_endpoint(index);
+                return;
+            }
             match self.try_accept(index) {
                 AcceptOutcome::Accepted(stream) => {
-                    // Connections closed this turn still sit in the slab
-                    // until it ends; they no longer count against the cap.
-                    if self.conns.len() - self.closed.len() >= self.max_connections {
+                    // Connections closed but not yet reaped no longer count
+                    // against the cap (the check above keeps their
+                    // descriptors within it).
+                    if self.open_count() >= self.max_connections {
                         // Accept-and-close tells the client at once, instead of
                         // leaving it to time out in the kernel's queue.
                         self.ws.ctx.counters.rejected += 1;

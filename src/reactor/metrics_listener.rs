@@ -4,8 +4,13 @@
 //! answer says are `http.rs` and `metrics.rs`, which know nothing of mio.
 //!
 //! Limits (a scraper gets the same distrust as a client):
-//! - at most [`MAX_METRICS_CONNECTIONS`] open at once; more are accepted
-//!   and closed at once, counted `busy`;
+//! - at most [`MAX_METRICS_CONNECTIONS`] requests served at once; more are
+//!   answered `503` at once (and closed as below), counted `busy`.
+//!   Connections lingering after their answer do not count: those clients
+//!   have their whole response. They hold a slot of their own (up to as
+//!   many again, [`METRICS_SLOTS`] in all), and when every slot is taken
+//!   the oldest lingering one is closed to make room — sixteen scrapers
+//!   that read and do not close cannot lock `/healthz` out;
 //! - the request head is read into a buffer of at most
 //!   [`MAX_REQUEST_HEAD_BYTES`]; past it, 431 and close;
 //! - the whole exchange (request in, response out) must finish within
@@ -16,7 +21,10 @@
 //!   and once it is sent the connection ends with a lingering close, as
 //!   client connections do (`connection/linger.rs`): `shutdown(SHUT_WR)`,
 //!   then read and drop whatever the client still sends until it closes
-//!   or [`LINGER_MS`] passes. A plain `close()` with bytes unread (the
+//!   or [`METRICS_LINGER_MS`] passes (shorter than a client connection's
+//!   linger: a scraper's request is all it sends, and a flood after the
+//!   answer keeps the loop from sleeping only this long). A plain
+//!   `close()` with bytes unread (the
 //!   rest of a head refused with 431, a request pipelined behind the
 //!   first) makes the kernel send RST instead of FIN, and the client would
 //!   see a reset instead of the refusal it was sent. Discarding reads at
@@ -45,9 +53,8 @@ use mio::{Interest, Registry, Token};
 use slab::Slab;
 
 use super::accept::{ACCEPT_BUDGET, ACCEPT_PAUSE_MS, EMFILE_WARN_INTERVAL_MS};
-pub use super::tokens::MAX_METRICS_CONNECTIONS;
 use super::tokens::{metrics_conn_index, metrics_conn_token, METRICS_LISTENER};
-use crate::connection::LINGER_MS;
+pub use super::tokens::{MAX_METRICS_CONNECTIONS, METRICS_SLOTS};
 use crate::fdlimit::REACTOR_BASE_FDS;
 use crate::http::{
     parse_request_head, route, Health, RequestHead, Response, MAX_REQUEST_HEAD_BYTES,
@@ -62,6 +69,10 @@ use crate::worker_stats::WorkerSlots;
 /// A metrics connection must have sent its request and received the whole
 /// response within this long of being accepted.
 pub const METRICS_DEADLINE_MS: u64 = 3_000;
+
+/// The longest a metrics connection lingers after its answer (ms), waiting
+/// for the client to close: a round trip on any network a scraper uses.
+pub const METRICS_LINGER_MS: u64 = 500;
 
 /// Bytes a lingering metrics connection's input is read and dropped per
 /// turn; more waiting is taken up in the next turn (`expire`).
@@ -125,7 +136,7 @@ impl MetricsEndpoint {
         registry.register(&mut listener, METRICS_LISTENER, Interest::READABLE)?;
         Ok(MetricsEndpoint {
             listener,
-            conns: Slab::with_capacity(MAX_METRICS_CONNECTIONS),
+            conns: Slab::with_capacity(METRICS_SLOTS),
             counters: HttpCounters::default(),
             shared,
             paused_until_ms: NEVER,
@@ -243,28 +254,7 @@ impl MetricsEndpoint {
                 break;
             }
             match try_accept(|| self.listener.accept()) {
-                AcceptOutcome::Accepted((mut stream, _)) => {
-                    if self.conns.len() >= MAX_METRICS_CONNECTIONS {
-                        self.counters.refused[HttpRefusal::Busy.index()] += 1;
-                        continue; // dropping `stream` closes it
-                    }
-                    let entry = self.conns.vacant_entry();
-                    let token = metrics_conn_token(entry.key());
-                    let interest = Interest::READABLE | Interest::WRITABLE;
-                    if let Err(e) = registry.register(&mut stream, token, interest) {
-                        debug!("register metrics connection: {e}");
-                        continue;
-                    }
-                    entry.insert(MetricsConn {
-                        stream,
-                        received: Vec::new(),
-                        response: None,
-                        sent: 0,
-                        deadline_ms: due_after(now_ms, METRICS_DEADLINE_MS),
-                        lingering: false,
-                        more_to_discard: false,
-                    });
-                }
+                AcceptOutcome::Accepted((stream, _)) => self.open(stream, now_ms, registry),
                 AcceptOutcome::WouldBlock => break,
                 // The waiting connection keeps the listener readable with no
                 // new edge: turn it away now and retry on a timer.
@@ -282,6 +272,67 @@ impl MetricsEndpoint {
                 AcceptOutcome::Failed(kind) => debug!("accept metrics connection: {kind:?}"),
             }
         }
+    }
+
+    /// Take a new connection: served, or, with [`MAX_METRICS_CONNECTIONS`]
+    /// requests in progress, answered 503 at once and closed as any other
+    /// (lingering) — a bare close could reset the request it has sent.
+    fn open(&mut self, mut stream: TcpStream, now_ms: u64, registry: &Registry) {
+        let busy = self.serving() >= MAX_METRICS_CONNECTIONS;
+        if self.conns.len() >= METRICS_SLOTS && !self.close_oldest_lingering(registry) {
+            // Every slot serving a request: only a busy answer's pending
+            // write keeps one from lingering. Nothing to free; close.
+            self.counters.refused[HttpRefusal::Busy.index()] += 1;
+            return;
+        }
+        let entry = self.conns.vacant_entry();
+        let index = entry.key();
+        let token = metrics_conn_token(index);
+        if let Err(e) =
+            registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+        {
+            debug!("register metrics connection: {e}");
+            return;
+        }
+        let conn = entry.insert(MetricsConn {
+            stream,
+            received: Vec::new(),
+            response: None,
+            sent: 0,
+            deadline_ms: due_after(now_ms, METRICS_DEADLINE_MS),
+            lingering: false,
+            more_to_discard: false,
+        });
+        if busy {
+            self.counters.refused[HttpRefusal::Busy.index()] += 1;
+            conn.response = Some(Response::text(503, "busy\n").to_bytes(false));
+            // A new socket's send buffer takes it whole, and the linger
+            // drops the request, whenever it arrives.
+            if let Progress::Finished = conn.send_response(now_ms) {
+                self.close(index, registry);
+            }
+        }
+    }
+
+    /// Connections still serving a request (not lingering).
+    fn serving(&self) -> usize {
+        self.conns.iter().filter(|(_, c)| !c.lingering).count()
+    }
+
+    /// Close the lingering connection whose linger began first, if there
+    /// is one: its client has had its whole response longest.
+    fn close_oldest_lingering(&mut self, registry: &Registry) -> bool {
+        let oldest = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.lingering)
+            .min_by_key(|(_, c)| c.deadline_ms)
+            .map(|(index, _)| index);
+        if let Some(index) = oldest {
+            debug!("metrics connection {index}: linger cut short, its slot is needed");
+            self.close(index, registry);
+        }
+        oldest.is_some()
     }
 
     /// Release the spare descriptor, accept and close what waits (a clean
@@ -402,6 +453,12 @@ impl MetricsConn {
                 Err(()) => return Progress::Finished,
             }
         }
+        self.send_response(now_ms)
+    }
+
+    /// Write what is left of the response; once all of it is out, shut
+    /// down our side and linger.
+    fn send_response(&mut self, now_ms: u64) -> Progress {
         match self.write_response() {
             Progress::Finished if self.sent == self.response.as_ref().map_or(0, Vec::len) => {
                 // FIN after the response: the client reads to the end of
@@ -410,7 +467,7 @@ impl MetricsConn {
                     return Progress::Finished; // not connected any more
                 }
                 self.lingering = true;
-                self.deadline_ms = due_after(now_ms, LINGER_MS);
+                self.deadline_ms = due_after(now_ms, METRICS_LINGER_MS);
                 self.discard_input()
             }
             progress => progress,
@@ -499,8 +556,9 @@ mod tests {
             .map(|_| std::net::TcpStream::connect(addr).unwrap())
             .collect();
         let (mut spare, mut shed) = (None, 0);
+        // Served, or answered 503 (busy) and lingering or closed.
         let handled = |e: &MetricsEndpoint| {
-            e.conns.len() as u64 + e.counters.refused[HttpRefusal::Busy.index()]
+            e.serving() as u64 + e.counters.refused[HttpRefusal::Busy.index()]
         };
         let health = Health::Accepting;
         let stats = StatsSnapshot::default;
@@ -539,5 +597,47 @@ mod tests {
             "the rest, with no new edge"
         );
         assert_eq!(endpoint.paused_until_ms, NEVER);
+    }
+
+    #[test]
+    fn a_scraper_that_reads_its_answer_but_does_not_close_is_let_go_after_the_short_linger() {
+        let poll = mio::Poll::new().unwrap();
+        let listener = crate::sockets::bind_tcp("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut endpoint = MetricsEndpoint::new(listener, None, poll.registry()).unwrap();
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        // Loopback delivers the request before write_all returns.
+        client.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
+        let (mut spare, mut shed) = (None, 0);
+        for token in [METRICS_LISTENER, metrics_conn_token(0)] {
+            let out_of_files = OutOfFiles {
+                spare_fd: &mut spare,
+                shed: &mut shed,
+            };
+            let stats = StatsSnapshot::default;
+            endpoint.on_event(
+                token,
+                0,
+                Health::Accepting,
+                stats,
+                poll.registry(),
+                out_of_files,
+            );
+        }
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut response = String::new();
+        client.read_to_string(&mut response).unwrap(); // to our FIN
+        assert!(response.starts_with("HTTP/1.1 200 "), "{response}");
+        assert!(endpoint.conns[0].lingering);
+        for (now, open) in [(METRICS_LINGER_MS - 1, 1), (METRICS_LINGER_MS, 0)] {
+            let out_of_files = OutOfFiles {
+                spare_fd: &mut spare,
+                shed: &mut shed,
+            };
+            endpoint.expire(now, poll.registry(), out_of_files);
+            assert_eq!(endpoint.connections(), open, "at {now} ms");
+        }
     }
 }

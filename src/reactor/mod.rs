@@ -78,7 +78,9 @@ use clients::Clients;
 use endpoints::Endpoint;
 pub use endpoints::Listening;
 use metrics_listener::{MetricsEndpoint, OutOfFiles};
-pub use metrics_listener::{MAX_METRICS_CONNECTIONS, METRICS_DEADLINE_MS};
+pub use metrics_listener::{
+    MAX_METRICS_CONNECTIONS, METRICS_DEADLINE_MS, METRICS_LINGER_MS, METRICS_SLOTS,
+};
 use tokens::{endpoint_index, endpoint_token, FIRST_RESERVED};
 pub use tokens::{MAX_ENDPOINTS, SIGNALS, WAKER};
 pub use udp::DATAGRAM_BUDGET;
@@ -587,5 +589,45 @@ mod tests {
         reactor.publish.force_next();
         reactor.publish_stats();
         assert_eq!(reactor.stats.snapshot().active, 0);
+    }
+
+    #[test]
+    fn sockets_waiting_to_be_reaped_keep_new_connections_within_the_cap() {
+        // At --max-connections, every connection evicted at once: their
+        // sockets are closed a budget a turn, and until then each still
+        // holds a descriptor. Newcomers must wait for them, not pile on.
+        let cap = REAP_BUDGET * 2;
+        let (mut reactor, streams) = reactor_with(cap);
+        reactor.clients.max_connections = cap;
+        let addr = streams[0].peer_addr().unwrap();
+        let keys: Vec<usize> = reactor.clients.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            reactor.clients.close(key, CloseReason::Evicted);
+        }
+        // Fewer than the listener's backlog (128): all wait in its queue.
+        let newcomers = 100;
+        let _newcomers: Vec<std::net::TcpStream> = (0..newcomers)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        // What one turn's accepting does, before that turn's reaping.
+        reactor.clients.accept_burst(0, reactor.poll.registry());
+        assert!(
+            reactor.clients.conns.len() <= cap,
+            "{} sockets held, past the cap of {cap}",
+            reactor.clients.conns.len()
+        );
+        // They are admitted as the closed sockets are reaped.
+        for _ in 0..100 {
+            if reactor.clients.open_count() == newcomers {
+                break;
+            }
+            reactor.run_once().unwrap();
+            assert!(reactor.clients.conns.len() <= cap);
+        }
+        assert_eq!(reactor.clients.open_count(), newcomers);
+        assert_eq!(
+            reactor.clients.ws.ctx.counters.rejected, 0,
+            "none turned away"
+        );
     }
 }

@@ -20,10 +20,14 @@ pub const MAX_ENDPOINTS: usize = 256;
 pub(super) const METRICS_LISTENER: Token = Token(FIRST_ENDPOINT - MAX_ENDPOINTS);
 /// Metrics connection `i` has token `FIRST_METRICS_CONN - i`.
 const FIRST_METRICS_CONN: usize = FIRST_ENDPOINT - MAX_ENDPOINTS - 1;
-/// At most this many metrics connections at once (more are closed at once).
+/// At most this many metrics requests served at once (more are answered
+/// 503 and closed); connections lingering after their answer aside.
 pub const MAX_METRICS_CONNECTIONS: usize = 16;
+/// Metrics connections open at once, lingering ones included: room for
+/// the lingering closes of as many again (`metrics_listener.rs`).
+pub const METRICS_SLOTS: usize = 2 * MAX_METRICS_CONNECTIONS;
 /// Tokens from here up are reserved; below are client slab keys.
-pub(super) const FIRST_RESERVED: usize = FIRST_METRICS_CONN - MAX_METRICS_CONNECTIONS + 1;
+pub(super) const FIRST_RESERVED: usize = FIRST_METRICS_CONN - METRICS_SLOTS + 1;
 
 /// The reserved token of listening socket `index` (counted down from
 /// `usize::MAX`, below [`WAKER`] and [`SIGNALS`]).
@@ -42,7 +46,7 @@ pub(super) fn metrics_conn_token(index: usize) -> Token {
 
 pub(super) fn metrics_conn_index(token: Token) -> Option<usize> {
     let index = FIRST_METRICS_CONN.checked_sub(token.0)?;
-    (index < MAX_METRICS_CONNECTIONS).then_some(index)
+    (index < METRICS_SLOTS).then_some(index)
 }
 
 #[cfg(test)]
@@ -66,8 +70,8 @@ mod tests {
         assert_eq!(METRICS_LISTENER.0 + 1, endpoint_token(MAX_ENDPOINTS - 1).0);
         assert_eq!(endpoint_index(Token(FIRST_RESERVED)), None);
         assert_eq!(metrics_conn_index(METRICS_LISTENER), None);
-        let last = metrics_conn_token(MAX_METRICS_CONNECTIONS - 1);
-        assert_eq!(metrics_conn_index(last), Some(MAX_METRICS_CONNECTIONS - 1));
+        let last = metrics_conn_token(METRICS_SLOTS - 1);
+        assert_eq!(metrics_conn_index(last), Some(METRICS_SLOTS - 1));
         assert_eq!(last, Token(FIRST_RESERVED));
         assert_eq!(metrics_conn_index(Token(FIRST_RESERVED - 1)), None);
         assert_eq!(metrics_conn_index(endpoint_token(0)), None);
