@@ -18,8 +18,8 @@ const MIB: usize = 1024 * 1024;
 
 /// Open `count` connections that each write up to `bytes` and never read,
 /// round-robin and non-blocking, until every one has sent it all, been
-/// closed by the server, or stopped moving (paused by the server) for a
-/// whole pass while the server says it is holding them back.
+/// closed by the server, or stopped moving for a whole pass while the
+/// server is under memory pressure or has evicted.
 fn flood(server: &TestServer, count: usize, bytes: usize) -> Vec<TcpStream> {
     let mut flooders: Vec<(TcpStream, usize, bool)> = (0..count)
         .map(|_| {
@@ -46,12 +46,14 @@ fn flood(server: &TestServer, count: usize, bytes: usize) -> Vec<TcpStream> {
         if flooders.iter().all(|f| f.2) {
             break;
         }
-        // Nobody could write: the server has stopped reading them all (by
-        // the budget, or by --max-buffered alone).
+        // Nobody could write: the server has stopped reading them all, by
+        // the budget. Not merely "some read was paused once": on a busy
+        // machine a whole pass can find every send buffer full while the
+        // server waits for a core, and the flood would end before the
+        // budget was ever reached.
         let stats = server.stats();
-        let held_back = stats.memory_pressure == 1
-            || stats.closed_by(CloseReason::Evicted) > 0
-            || stats.read_pauses > 0;
+        let held_back =
+            stats.memory_pressure == 1 || stats.closed_by(CloseReason::Evicted) > 0;
         if !moved && held_back {
             break;
         }
