@@ -52,8 +52,7 @@ fn flood(server: &TestServer, count: usize, bytes: usize) -> Vec<TcpStream> {
         // server waits for a core, and the flood would end before the
         // budget was ever reached.
         let stats = server.stats();
-        let held_back =
-            stats.memory_pressure == 1 || stats.closed_by(CloseReason::Evicted) > 0;
+        let held_back = stats.memory_pressure == 1 || stats.closed_by(CloseReason::Evicted) > 0;
         if !moved && held_back {
             break;
         }
