@@ -31,8 +31,9 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use super::driver::connect_streams;
+use super::driver::connect_streams_from;
 use super::interrupt;
+use super::progress::Counters;
 use crate::nonblocking::{try_write, WriteOutcome};
 
 /// What the flooders send, over and over: short lines, so a line-framed
@@ -61,6 +62,9 @@ pub struct FloodLoad {
     pub warmup: Duration,
     /// How long the flood lasts (the measured window).
     pub duration: Duration,
+    /// Source addresses, round-robin, as for the measured connections
+    /// (empty: the kernel's choice).
+    pub sources: Vec<std::net::IpAddr>,
 }
 
 /// What the flooders did, counted. None of it fails a run.
@@ -153,7 +157,13 @@ fn flood_chunk() -> Vec<u8> {
 pub fn run_flood(load: &FloodLoad, start: &Barrier) -> Flood {
     lower_this_thread();
     let mut poll = Poll::new().expect("epoll_create");
-    let (streams, connect_failed) = connect_streams(&mut poll, load.addr, load.connections);
+    let (streams, connect_failed) = connect_streams_from(
+        &mut poll,
+        load.addr,
+        (&load.sources, 0),
+        load.connections,
+        &Counters::default(),
+    );
     let mut tally = Flood {
         connect_failed: connect_failed.total(),
         ..Flood::default()

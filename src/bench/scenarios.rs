@@ -81,6 +81,7 @@ pub(super) fn run_echo(
             bytes_each: args.flood_bytes as u64,
             warmup: args.warmup,
             duration: args.duration,
+            sources: target.sources.addrs.clone(),
         };
         let start = start.clone();
         thread::spawn(move || flood::run_flood(&load, &start))

@@ -78,7 +78,7 @@ const COMFORTABLE_SHARE: f64 = 0.5;
 const MAX_AUTO_SOURCES: usize = 254;
 
 /// Decide the source addresses for `connections` connections (plus
-/// `flooders`, which always come from the kernel's choice of source) to
+/// `flooders`, spread over the same addresses) to
 /// `target`, given `--source-addrs` (maybe empty) and the port range.
 ///
 /// - Given addresses are used as given (after checking they can carry the load).
@@ -106,9 +106,10 @@ pub fn plan(
         });
     };
     let ports = range.ports();
-    // The busiest source: its round-robin share, plus the flooders when
-    // they share it (the kernel's choice for a loopback target is 127.0.0.1).
-    let busiest = |n: usize| connections.div_ceil(n) + flooders;
+    // The busiest source: its round-robin share of the measured
+    // connections and of the flooders (both spread over the addresses;
+    // with one, the kernel's choice for a loopback target is 127.0.0.1).
+    let busiest = |n: usize| connections.div_ceil(n) + flooders.div_ceil(n);
     let range_text = format!(
         "the {ports} ephemeral ports (net.ipv4.ip_local_port_range {}-{}) one source address has per destination",
         range.low, range.high
@@ -270,9 +271,12 @@ mod tests {
         assert_eq!(sources.addrs, [v4(1), v4(2)]);
         let sources = plan(&[], loopback(), 100_000, 0, HERE).unwrap();
         assert_eq!(sources.addrs.len(), 8, "12 500 each, under 14 116");
-        // Flooders come from 127.0.0.1 too, so they count against its ports.
+        // Flooders are spread over the addresses too, and count with them.
         let sources = plan(&[], loopback(), 28_232, 10, HERE).unwrap();
         assert_eq!(sources.addrs, [v4(1), v4(2), v4(3)]);
+        // 19 000 flooders beside 50 measured: two addresses, not a refusal.
+        let sources = plan(&[], loopback(), 50, 19_000, HERE).unwrap();
+        assert_eq!(sources.addrs, [v4(1), v4(2)]);
     }
 
     #[test]

@@ -88,16 +88,6 @@ fn proxy_preamble(version: Option<HeaderVersion>, stream: &TcpStream) -> Vec<u8>
     }
 }
 
-/// Open `count` connections to `addr` from the kernel's choice of source
-/// address (see [`connect_streams_from`]).
-pub(in crate::bench) fn connect_streams(
-    poll: &mut Poll,
-    addr: SocketAddr,
-    count: usize,
-) -> (Vec<TcpStream>, ConnectFailures) {
-    connect_streams_from(poll, addr, (&[], 0), count, &Counters::default())
-}
-
 /// Open `count` connections to `addr`, at most a wave of them in progress
 /// at a time (so the server's listen queue is not flooded), each with
 /// `TCP_NODELAY`; attempt `i` comes from source address `first_id + i`

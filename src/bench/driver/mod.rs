@@ -49,7 +49,7 @@ use super::latency::{new_histogram, new_histogram_ns};
 use crate::proxy_header::HeaderVersion;
 
 pub use connect::{run_connect, Connects};
-pub(super) use connecting::connect_streams;
+pub(super) use connecting::connect_streams_from;
 pub use echo::run_echo;
 pub use hold::run_hold;
 
