@@ -57,26 +57,6 @@ fn counter_samples(metrics: SocketAddr) -> Option<Samples> {
     Some(samples)
 }
 
-/// The path to a tool from the `prometheus` package, or `None` (a printed
-/// reason to skip) when it is not installed — except under CI, where its
-/// absence is a failure (`.ci/run` installs it).
-pub fn required_tool(name: &str) -> Option<std::path::PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|path| path.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{name} is not installed, and CI is set: .ci/run should have installed \
-             the prometheus package"
-        );
-        eprintln!("SKIPPED: {name} is not installed (apt-get install prometheus)");
-    }
-    found
-}
-
 #[test]
 fn metrics_counts_what_clients_did_and_healthz_says_ok() {
     let (_server, echo, metrics) = serve_with_metrics(&[]);
@@ -110,7 +90,7 @@ fn metrics_counts_what_clients_did_and_healthz_says_ok() {
 
 #[test]
 fn promtool_accepts_the_scrape() {
-    let Some(promtool) = required_tool("promtool") else {
+    let Some(promtool) = support::required_tool("promtool", "prometheus") else {
         return;
     };
     let (_server, echo, metrics) = serve_with_metrics(&[]);
@@ -406,7 +386,7 @@ fn query_value(prometheus: SocketAddr, query: &str) -> Option<u64> {
 
 #[test]
 fn a_real_prometheus_scraping_the_contrib_config_sees_every_connection() {
-    let Some(prometheus) = required_tool("prometheus") else {
+    let Some(prometheus) = support::required_tool("prometheus", "prometheus") else {
         return;
     };
     let (_server, echo, metrics) = serve_with_metrics(&[]);
