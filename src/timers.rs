@@ -170,6 +170,17 @@ impl DeadlineQueue {
         }
     }
 
+    /// Whether [`Self::compact_if_needed`] could rebuild the heap: the
+    /// quick look a loop turn takes before calling it.
+    #[inline]
+    pub fn may_need_compaction(&self, live_at_most: usize) -> bool {
+        self.heap.len() > COMPACT_SLACK
+            && self.heap.len()
+                > live_at_most
+                    .saturating_add(self.excess_kept)
+                    .saturating_mul(2)
+    }
+
     /// Drop stale entries if they may outnumber live ones.
     ///
     /// `live_at_most` bounds how many entries can be live — for the reactor,

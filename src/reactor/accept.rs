@@ -154,7 +154,9 @@ impl<P: Protocol> Clients<P> {
     /// the listener readable). A reactor timer resumes it.
     fn rest_listener(&mut self, index: usize) {
         let now = self.ws.ctx.now_ms;
-        self.endpoints[index].paused_until_ms = due_after(now, ACCEPT_PAUSE_MS);
+        let until = due_after(now, ACCEPT_PAUSE_MS);
+        self.endpoints[index].paused_until_ms = until;
+        self.endpoints_resume_ms = self.endpoints_resume_ms.min(until);
     }
 
     /// Close the spare descriptor so `accept` can succeed, then accept and

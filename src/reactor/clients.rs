@@ -80,6 +80,9 @@ pub(super) struct Clients<P: Protocol> {
     pub(super) udp_reply_budget: Option<ReplyBudget>,
     /// False once shutdown began.
     pub(super) accepting: bool,
+    /// The earliest `paused_until_ms` of the endpoints ([`NEVER`] when none
+    /// rests), kept so a turn looks at one number, not every endpoint.
+    pub(super) endpoints_resume_ms: u64,
     /// `RUST_LOG` asks for trace lines: read once per turn.
     pub(super) tracing: bool,
 }
@@ -287,6 +290,16 @@ impl<P: Protocol> Clients<P> {
             let next = conn.on_deadline(&self.protocol, &mut self.ws);
             self.after(entry.key, next);
         }
+        if self.endpoints_resume_ms <= now {
+            self.resume_endpoints(now, registry);
+        }
+    }
+
+    /// Resume the endpoints whose accept pause is over, and note when the
+    /// next one ends. Off the per-turn path: endpoints rest only after
+    /// EMFILE or ENOBUFS.
+    #[cold]
+    fn resume_endpoints(&mut self, now: u64, registry: &Registry) {
         for index in 0..self.endpoints.len() {
             if self.endpoints[index].paused_until_ms <= now {
                 // No edge will announce connections that queued up while
@@ -295,6 +308,12 @@ impl<P: Protocol> Clients<P> {
                 self.on_endpoint_ready(index, registry);
             }
         }
+        self.endpoints_resume_ms = self
+            .endpoints
+            .iter()
+            .map(|e| e.paused_until_ms)
+            .min()
+            .unwrap_or(NEVER);
     }
 
     /// Step 6: free the slab slots of the connections closed this turn and
@@ -309,9 +328,20 @@ impl<P: Protocol> Clients<P> {
     /// freed when they were closed.
     #[inline]
     pub(super) fn reap_closed(&mut self, budget: usize) {
+        // Most turns close nothing, and the heap of deadlines is small or
+        // mostly live: two compares, no call.
+        if self.closed.is_empty() && !self.deadlines.may_need_compaction(self.conns.len()) {
+            return;
+        }
+        self.reap_closed_now(budget);
+    }
+
+    /// [`Self::reap_closed`] past the quick look.
+    #[inline(never)]
+    fn reap_closed_now(&mut self, budget: usize) {
         if self.closed.is_empty() {
-            // Most turns close nothing. The heap's stale entries grow with
-            // re-armed timers, not closes, so look at those still.
+            // The heap's stale entries grow with re-armed timers, not
+            // closes, so look at those still.
             let conns = &self.conns;
             self.deadlines
                 .compact_if_needed(conns.len(), |entry| entry_is_live(conns, entry));

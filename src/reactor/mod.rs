@@ -228,6 +228,7 @@ impl<P: Protocol> Reactor<P> {
                     ReplyBudget::new(rate, rate, UDP_BUDGET_SLOTS)
                 }),
                 accepting: true,
+                endpoints_resume_ms: NEVER,
                 tracing: false,
             },
             signals,
@@ -331,18 +332,16 @@ impl<P: Protocol> Reactor<P> {
         if !self.clients.ready.is_empty() || !self.clients.closed.is_empty() {
             return Some(Duration::ZERO); // more to serve, or sockets to close
         }
-        let resume = self.clients.endpoints.iter().map(|e| e.paused_until_ms);
-        let nearest = resume
-            .chain(self.clients.deadlines.next_due())
-            .chain(self.shutdown_deadline_ms)
-            .chain(
-                self.metrics
-                    .as_ref()
-                    .and_then(MetricsEndpoint::next_deadline),
-            )
-            .chain([self.next_publish_ms])
-            .min()
-            .unwrap_or(NEVER);
+        // Plain `min`s, not an iterator chain: this runs every turn, and
+        // the chain compiled to an out-of-line fold.
+        let metrics_due = self.metrics.as_ref().and_then(MetricsEndpoint::next_deadline);
+        let nearest = self
+            .clients
+            .endpoints_resume_ms
+            .min(self.clients.deadlines.next_due().unwrap_or(NEVER))
+            .min(self.shutdown_deadline_ms.unwrap_or(NEVER))
+            .min(metrics_due.unwrap_or(NEVER))
+            .min(self.next_publish_ms);
         if nearest == NEVER {
             // Nothing timed but, maybe, a stats copy this turn skipped:
             // wake within one publish interval for it, without spending a
