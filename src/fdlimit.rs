@@ -80,8 +80,9 @@ pub const WALK_LIMIT_FDS: usize = 1024;
 
 /// Descriptors a reactor holds besides its connections and listening
 /// sockets: stdin/stdout/stderr, the epoll instance, the waker's eventfd,
-/// the signal self-pipe (two ends) and the spare descriptor kept for EMFILE.
-pub const REACTOR_BASE_FDS: usize = 8;
+/// the signal self-pipe (two ends), the stats-copy timer (a timerfd) and the
+/// spare descriptor kept for EMFILE.
+pub const REACTOR_BASE_FDS: usize = 9;
 
 /// The open-descriptor figure of the periodic stats line, cheap at any
 /// number of connections.

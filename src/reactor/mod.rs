@@ -45,6 +45,7 @@ mod clients;
 mod endpoints;
 mod memory;
 mod metrics_listener;
+mod publish_timer;
 mod shutdown;
 mod tokens;
 mod udp;
@@ -81,7 +82,8 @@ use metrics_listener::{MetricsEndpoint, OutOfFiles};
 pub use metrics_listener::{
     MAX_METRICS_CONNECTIONS, METRICS_DEADLINE_MS, METRICS_LINGER_MS, METRICS_SLOTS,
 };
-use tokens::{endpoint_index, endpoint_token, FIRST_RESERVED};
+use publish_timer::PublishTimer;
+use tokens::{endpoint_index, endpoint_token, FIRST_RESERVED, PUBLISH_TIMER};
 pub use tokens::{MAX_ENDPOINTS, SIGNALS, WAKER};
 pub use udp::DATAGRAM_BUDGET;
 
@@ -136,9 +138,10 @@ pub struct Reactor<P: Protocol> {
     stats: Arc<SharedStats>,
     settings: ReactorSettings,
     next_stats_ms: u64,
-    /// Step 7: when the counters may next be copied out (step 1 wakes for
-    /// a copy a turn skipped).
+    /// Step 7: when the counters may next be copied out.
     publish: PublishGate,
+    /// Wakes the loop for a copy a turn skipped (`publish_timer.rs`).
+    publish_timer: PublishTimer,
     /// Set when shutdown begins: the end of the flush window.
     shutdown_deadline_ms: Option<u64>,
     /// The Unix socket files we listen on: a second signal exits at once,
@@ -205,6 +208,7 @@ impl<P: Protocol> Reactor<P> {
         } else {
             None
         };
+        let publish_timer = PublishTimer::new(poll.registry(), PUBLISH_TIMER)?;
         Ok(Reactor {
             poll,
             events: Events::with_capacity(EVENTS_PER_POLL),
@@ -236,6 +240,7 @@ impl<P: Protocol> Reactor<P> {
             stats,
             next_stats_ms: settings.stats_interval_ms.unwrap_or(NEVER),
             publish: PublishGate::new(STATS_PUBLISH_INTERVAL_MS),
+            publish_timer,
             settings,
             shutdown_deadline_ms: None,
             unix_paths,
@@ -334,7 +339,10 @@ impl<P: Protocol> Reactor<P> {
         }
         // Plain `min`s, not an iterator chain: this runs every turn, and
         // the chain compiled to an out-of-line fold.
-        let metrics_due = self.metrics.as_ref().and_then(MetricsEndpoint::next_deadline);
+        let metrics_due = self
+            .metrics
+            .as_ref()
+            .and_then(MetricsEndpoint::next_deadline);
         let nearest = self
             .clients
             .endpoints_resume_ms
@@ -343,13 +351,8 @@ impl<P: Protocol> Reactor<P> {
             .min(metrics_due.unwrap_or(NEVER))
             .min(self.next_publish_ms);
         if nearest == NEVER {
-            // Nothing timed but, maybe, a stats copy this turn skipped:
-            // wake within one publish interval for it, without spending a
-            // clock read on a deadline that needs no precision.
-            let owed = self.publish.wake_at();
-            return owed.map(|_| Duration::from_millis(STATS_PUBLISH_INTERVAL_MS));
+            return None; // a skipped stats copy has its own timer
         }
-        let nearest = nearest.min(self.publish.wake_at().unwrap_or(NEVER));
         Some(Duration::from_millis(
             nearest.saturating_sub(self.clients.ws.ctx.clock.now_ms()),
         ))
@@ -407,6 +410,8 @@ impl<P: Protocol> Reactor<P> {
                 }
                 // The flag itself is read by `run`; the wake only ended the wait.
                 WAKER => {}
+                // Step 7 of this turn finds the owed copy due.
+                PUBLISH_TIMER => {}
                 SIGNALS => signalled = true,
                 token => {
                     // A queued endpoint is served in step 4, once a turn.
@@ -454,6 +459,10 @@ impl<P: Protocol> Reactor<P> {
         }
         if self.publish.should_publish(now) {
             self.copy_stats_out();
+        } else if let Some(due) = self.publish.wake_at() {
+            // Skipped: if traffic stops now, the timer still brings the
+            // loop back for the copy.
+            self.publish_timer.wake_by(due, now);
         }
     }
 

@@ -1,7 +1,7 @@
 //! Tokens: how an event names its source.
 //!
 //! A client's token is its slab key. Every other source takes a reserved
-//! token counted down from `usize::MAX` ([`WAKER`], [`SIGNALS`], the
+//! token counted down from `usize::MAX` ([`WAKER`], [`SIGNALS`], [`PUBLISH_TIMER`], the
 //! listening sockets by index, then the `--metrics` listener and its
 //! connections), far above any key a slab can reach, so one
 //! comparison tells a client event from the rest.
@@ -12,8 +12,11 @@ use mio::Token;
 pub const WAKER: Token = Token(usize::MAX);
 /// The token of the SIGINT/SIGTERM self-pipe.
 pub const SIGNALS: Token = Token(usize::MAX - 1);
+/// The token of the timer that wakes the loop for an owed stats copy
+/// (`publish_timer.rs`).
+pub(super) const PUBLISH_TIMER: Token = Token(usize::MAX - 2);
 /// Listening socket `i` has token `FIRST_ENDPOINT - i`.
-pub(super) const FIRST_ENDPOINT: usize = usize::MAX - 2;
+pub(super) const FIRST_ENDPOINT: usize = usize::MAX - 3;
 /// At most this many listening sockets (their tokens must stay reserved).
 pub const MAX_ENDPOINTS: usize = 256;
 /// The `--metrics` listener, just below the listening sockets' range.
@@ -30,7 +33,7 @@ pub const METRICS_SLOTS: usize = 2 * MAX_METRICS_CONNECTIONS;
 pub(super) const FIRST_RESERVED: usize = FIRST_METRICS_CONN - METRICS_SLOTS + 1;
 
 /// The reserved token of listening socket `index` (counted down from
-/// `usize::MAX`, below [`WAKER`] and [`SIGNALS`]).
+/// `usize::MAX`, below [`WAKER`], [`SIGNALS`] and [`PUBLISH_TIMER`]).
 pub(super) fn endpoint_token(index: usize) -> Token {
     Token(FIRST_ENDPOINT - index)
 }
