@@ -25,13 +25,13 @@ use std::net::SocketAddr;
 
 use ppp::{v1, v2};
 
-/// The longest v1 header, `\r\n` included (the specification's bound,
+/// The longest v1 header, `\r\n` included (the PROXY protocol specification's bound,
 /// reached by a `TCP6` line with the longest addresses and ports).
 pub const MAX_V1_HEADER_BYTES: usize = 107;
 
 /// The longest header accepted, either version. A v2 header is 16 bytes
 /// plus a declared length of up to 65 535 bytes (addresses, then TLVs);
-/// 536 is the size the specification says a receiver may rely on getting
+/// 536 is the size the PROXY protocol specification says a receiver may rely on getting
 /// in one segment (the IPv4 minimum MSS), which is room for IPv6 addresses
 /// (36 bytes) and 484 bytes of TLVs — HAProxy sends far fewer unless told
 /// to add SSL details. A longer declared length is refused at once.
@@ -197,7 +197,7 @@ fn client_of_v1(addresses: &v1::Addresses) -> ClientAddr {
 
 fn client_of_v2(header: &v2::Header<'_>) -> ClientAddr {
     if header.command == v2::Command::Local {
-        // The specification: for LOCAL the receiver ignores the addresses.
+        // The PROXY protocol specification: for LOCAL the receiver ignores the addresses.
         return ClientAddr::Local;
     }
     match header.addresses {

@@ -164,7 +164,10 @@ fn definitions(source: &str, name: &str) -> Vec<usize> {
 /// Whether the definition at `at` has a `///` doc comment above it
 /// (attributes and plain `//` comments may sit in between).
 fn is_documented(source: &str, at: usize) -> bool {
-    for line in source[..at].lines().rev().skip(1) {
+    // The lines above the one `at` is on (a definition at column 0 has no
+    // indentation to stand for its own line).
+    let above = &source[..source[..at].rfind('\n').unwrap_or(0)];
+    for line in above.lines().rev() {
         let line = line.trim();
         if line.starts_with("///") {
             return true;
