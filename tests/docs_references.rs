@@ -640,3 +640,943 @@ fn the_map_readers_find_layers_modules_and_uses() {
                   my_crate::y();\n#[cfg(test)]\nmod tests {\n    use crate::t;\n}\n";
     assert_eq!(used_modules(source, "crate"), ["a", "c", "f", "g"]);
 }
+
+// ---- the repository stands alone ----
+
+/// Every text a reader of a clone meets: the docs, and the comments and
+/// strings of the code, tests, examples, benches and scripts.
+fn repository_texts(root: &Path) -> Vec<(String, String)> {
+    let mut texts = Vec::new();
+    let mut dirs: Vec<_> = [
+        "src", "tests", "examples", "benches", "scripts", "docs", "contrib",
+    ]
+    .iter()
+    .map(|d| root.join(d))
+    .collect();
+    for file in ["README.md", "CONTRIBUTING.md", "CHANGELOG.md", "Cargo.toml"] {
+        texts.push((
+            file.to_string(),
+            std::fs::read_to_string(root.join(file)).unwrap(),
+        ));
+    }
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let textual = path.extension().is_some_and(|e| {
+                ["rs", "md", "py", "sh", "toml", "yml", "cfg", "c"].contains(&e.to_str().unwrap())
+            });
+            // This file spells out what it looks for.
+            if textual && !path.ends_with("tests/docs_references.rs") {
+                let name = path.strip_prefix(root).unwrap().display().to_string();
+                texts.push((name, std::fs::read_to_string(&path).unwrap()));
+            }
+        }
+    }
+    texts
+}
+
+/// Where `text` points at a document a clone of the repository does not
+/// contain: a specification or an issue tracker entry of the project's own
+/// ("the spec", "SPEC §9", "issue 12", "the issue's target").
+fn outside_references(text: &str) -> Vec<String> {
+    let lower = text.to_lowercase();
+    let mut found = Vec::new();
+    let followed_by_word_end = |at: usize, len: usize| {
+        lower[at + len..]
+            .chars()
+            .next()
+            .is_none_or(|c| !c.is_alphanumeric())
+    };
+    let starts_a_word = |at: usize| {
+        lower[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !c.is_alphanumeric())
+    };
+    for needle in ["the spec", "spec §", "spec.md", "the issue", "issue's"] {
+        for (at, _) in lower.match_indices(needle) {
+            if starts_a_word(at)
+                && (needle.ends_with('§') || followed_by_word_end(at, needle.len()))
+            {
+                found.push(needle.to_string());
+            }
+        }
+    }
+    for (at, _) in lower.match_indices("issue ") {
+        let numbered = lower[at + 6..].starts_with(|c: char| c.is_ascii_digit());
+        if starts_a_word(at) && numbered {
+            found.push(lower[at..].chars().take(8).collect());
+        }
+    }
+    found
+}
+
+#[test]
+fn nothing_points_at_a_document_the_repository_does_not_contain() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let texts = repository_texts(root);
+    assert!(texts.len() > 100, "only {} files read", texts.len());
+    let mut outside = Vec::new();
+    for (name, text) in &texts {
+        for found in outside_references(text) {
+            outside.push(format!("{name}: \"{found}\""));
+        }
+    }
+    assert!(
+        outside.is_empty(),
+        "references to documents a clone does not have (say what they said instead):\n{}",
+        outside.join("\n")
+    );
+}
+
+#[test]
+fn the_outside_reference_check_finds_specs_and_issues_but_not_their_neighbours() {
+    for outside in [
+        "as the spec says",
+        "(SPEC §5.3)",
+        "see SPEC.md",
+        "after issue 12 made it",
+        "The issue's target flood",
+        "the issue.",
+    ] {
+        assert!(!outside_references(outside).is_empty(), "{outside}");
+    }
+    for inside in [
+        "the specification of the PROXY protocol",
+        "the percentile spectrum",
+        "an unspecified address",
+        "the issues a client can cause",
+        "no tissue 3 here",
+    ] {
+        assert!(outside_references(inside).is_empty(), "{inside}");
+    }
+}
+
+// ---- figures the docs quote from the code ----
+
+/// A constant's value in `src/`: `const NAME: T = EXPR;` where EXPR is a
+/// product of integer literals and other such constants, or a
+/// `Duration::from_secs`/`from_millis` of one (in ms).
+fn constant_value(sources: &str, name: &str) -> Option<u64> {
+    let needle = format!("const {name}: ");
+    let at = sources
+        .match_indices(&needle)
+        .map(|(at, _)| at)
+        .find(|&at| {
+            sources[..at]
+                .chars()
+                .next_back()
+                .is_none_or(|c| c.is_whitespace())
+        })?;
+    let rest = &sources[at + needle.len()..];
+    let expr = rest[rest.find('=')? + 1..rest.find(';')?].trim();
+    let (expr, scale) = if let Some(inner) = expr
+        .strip_prefix("Duration::from_secs(")
+        .and_then(|e| e.strip_suffix(')'))
+    {
+        (inner, 1000)
+    } else if let Some(inner) = expr
+        .strip_prefix("Duration::from_millis(")
+        .and_then(|e| e.strip_suffix(')'))
+    {
+        (inner, 1)
+    } else {
+        (expr, 1)
+    };
+    let mut value: u64 = scale;
+    for factor in expr.split('*') {
+        let factor = factor.trim();
+        let factor_value = match factor.replace('_', "").parse::<u64>() {
+            Ok(n) => n,
+            Err(_) if factor.chars().all(|c| c.is_ascii_uppercase() || c == '_') => {
+                constant_value(sources, factor)?
+            }
+            Err(_) => return None,
+        };
+        value = value.checked_mul(factor_value)?;
+    }
+    Some(value)
+}
+
+/// A figure as the docs write it: `128`, `100 ms`, `5 s`, `256 KiB`,
+/// `10 000` — in the constant's own unit (ms for a `_MS` name or a
+/// `Duration`, bytes for sizes). `None` when `text` does not start with one.
+fn quoted_figure(text: &str) -> Option<(u64, String)> {
+    let text = text.trim_start();
+    let mut digits = String::new();
+    let mut chars = text.char_indices().peekable();
+    let mut end = 0;
+    while let Some(&(i, c)) = chars.peek() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            end = i + 1;
+        } else if (c == ' ' || c == '\u{202f}' || c == '_')
+            && !digits.is_empty()
+            && text[i + c.len_utf8()..]
+                .chars()
+                .take(3)
+                .filter(char::is_ascii_digit)
+                .count()
+                == 3
+            && !text[i + c.len_utf8()..]
+                .chars()
+                .nth(3)
+                .is_some_and(|c| c.is_ascii_digit())
+        {
+            // a thousands separator
+        } else {
+            break;
+        }
+        chars.next();
+    }
+    let number: u64 = digits.parse().ok()?;
+    let unit: String = text[end..]
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect();
+    let (value, unit) = match unit.as_str() {
+        "ms" => (number, "ms"),
+        "s" => (number * 1000, "ms"),
+        "KiB" => (number << 10, "bytes"),
+        "MiB" => (number << 20, "bytes"),
+        _ => (number, ""),
+    };
+    Some((value, unit.to_string()))
+}
+
+/// `` `NAME` (FIGURE ``, `` (`NAME`, FIGURE `` and `` FIGURE (`NAME`) ``:
+/// a constant named and its value quoted beside it.
+fn quoted_constants(text: &str) -> Vec<(String, u64, String)> {
+    let spans: Vec<&str> = text.split('`').collect();
+    let mut found = Vec::new();
+    let is_constant = |s: &str| {
+        s.len() > 3
+            && s.contains('_')
+            && s.chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+    };
+    for i in (1..spans.len()).step_by(2) {
+        let name = spans[i];
+        if !is_constant(name) || i + 1 >= spans.len() {
+            continue;
+        }
+        let (before, after) = (spans[i - 1], spans[i + 1]);
+        let figure = if let Some(rest) = after.strip_prefix(" (") {
+            quoted_figure(rest)
+        } else if let Some(rest) = after.strip_prefix(',').or(after.strip_prefix(':')) {
+            quoted_figure(rest)
+        } else if before.ends_with('(') && after.starts_with(')') {
+            // FIGURE (`NAME`): the figure ends the text before.
+            let before = before[..before.len() - 1].trim_end();
+            let start = before
+                .char_indices()
+                .rev()
+                .find(|&(_, c)| !(c.is_ascii_alphanumeric() || c == ' ' || c == '\u{202f}'))
+                .map_or(0, |(i, c)| i + c.len_utf8());
+            // Only the last few words: a figure and its unit.
+            let tail: Vec<&str> = before[start..].split_whitespace().collect();
+            let tail = tail[tail.len().saturating_sub(3)..].join(" ");
+            (0..tail.len())
+                .filter(|&i| tail.is_char_boundary(i))
+                .find_map(|i| {
+                    let (value, unit) = quoted_figure(&tail[i..])?;
+                    let rest = tail[i..].trim_start_matches(|c: char| {
+                        c.is_ascii_digit() || c == ' ' || c == '\u{202f}'
+                    });
+                    (rest.is_empty() || rest == "ms" || rest == "s" || rest.ends_with("iB"))
+                        .then_some((value, unit))
+                })
+        } else {
+            None
+        };
+        if let Some((value, unit)) = figure {
+            found.push((name.to_string(), value, unit));
+        }
+    }
+    found
+}
+
+/// Every `.rs` file under `src/`, concatenated.
+fn all_sources(root: &Path) -> String {
+    let mut sources = String::new();
+    let mut dirs = vec![root.join("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                sources.push_str(&std::fs::read_to_string(path).unwrap());
+                sources.push('\n');
+            }
+        }
+    }
+    sources
+}
+
+/// The prose docs (BENCHMARKS is a record of past runs, some of them
+/// with the constants of their day).
+const PROSE_DOCS: [&str; 6] = [
+    "README.md",
+    "docs/ARCHITECTURE.md",
+    "docs/TOUR.md",
+    "docs/OPERATIONS.md",
+    "docs/SCALING.md",
+    "docs/PYTHON.md",
+];
+
+#[test]
+fn every_constant_quoted_with_its_value_has_that_value() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sources = all_sources(root);
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for doc in PROSE_DOCS {
+        let text = std::fs::read_to_string(root.join(doc)).unwrap();
+        for (name, quoted, unit) in quoted_constants(&text) {
+            checked += 1;
+            match constant_value(&sources, &name) {
+                None => wrong.push(format!("{doc}: `{name}` is no constant in src/")),
+                Some(value) if value != quoted => wrong.push(format!(
+                    "{doc}: `{name}` quoted as {quoted} {unit}, but it is {value}"
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "constants quoted wrong:\n{}",
+        wrong.join("\n")
+    );
+    assert!(checked >= 10, "only {checked} quoted constants found");
+}
+
+#[test]
+fn the_quoted_constant_reader_finds_the_three_ways_of_quoting() {
+    let text = "at most `REAP_BUDGET` (128) a turn, for `ACCEPT_PAUSE_MS` (100 ms); \
+                (`READ_BUDGET_BYTES`, 256 KiB), or 5 s (`LINGER_MS`) pass, \
+                10 000 (`SOME_CAP`) and `LONG_MS` (1 500 ms), `BUDGET_BYTES`: 64 KiB per turn, \
+                but `NOT_QUOTED` alone";
+    assert_eq!(
+        quoted_constants(text),
+        [
+            ("REAP_BUDGET".to_string(), 128, String::new()),
+            ("ACCEPT_PAUSE_MS".to_string(), 100, "ms".to_string()),
+            (
+                "READ_BUDGET_BYTES".to_string(),
+                256 * 1024,
+                "bytes".to_string()
+            ),
+            ("LINGER_MS".to_string(), 5000, "ms".to_string()),
+            ("SOME_CAP".to_string(), 10_000, String::new()),
+            ("LONG_MS".to_string(), 1_500, "ms".to_string()),
+            ("BUDGET_BYTES".to_string(), 64 * 1024, "bytes".to_string()),
+        ]
+    );
+    let sources =
+        "pub const A_MS: u64 = 5_000;\nconst B: usize = 2 * C_C;\nconst C_C: usize = 16;\n\
+                   pub const D: Duration = Duration::from_secs(60);";
+    assert_eq!(constant_value(sources, "A_MS"), Some(5_000));
+    assert_eq!(constant_value(sources, "B"), Some(32));
+    assert_eq!(constant_value(sources, "D"), Some(60_000));
+    assert_eq!(constant_value(sources, "NONE"), None);
+}
+
+/// Whitespace (line breaks, indentation, comment markers) collapsed to one
+/// space, so a claim may wrap anywhere.
+fn flattened(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            let line = line.trim();
+            line.strip_prefix("//!")
+                .or_else(|| line.strip_prefix("///"))
+                .unwrap_or(line)
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn figures_the_docs_state_in_words_are_the_code_s() {
+    use echo_reactor::budget::Marks;
+    use echo_reactor::connection::{LINGER_MS, REFUSAL_LINGER_MS};
+    use echo_reactor::http::MAX_REQUEST_HEAD_BYTES;
+    use echo_reactor::reactor::{
+        ACCEPT_PAUSE_MS, MAX_METRICS_CONNECTIONS, METRICS_DEADLINE_MS, METRICS_LINGER_MS,
+        METRICS_SLOTS,
+    };
+    use echo_reactor::supervisor::{MAX_RESTARTS, RESTART_WINDOW, RETRY_DELAY};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sources = all_sources(root);
+    // The budget's marks as fractions of it, as the docs write them.
+    let budget = 1 << 20;
+    let marks = Marks::for_budget(budget).unwrap();
+    let fraction = |mark: usize| match (mark * 4 / budget, mark * 4 % budget) {
+        (1, 0) => "¼",
+        (2, 0) => "½",
+        (3, 0) => "¾",
+        _ => "?",
+    };
+    let (low, high) = (fraction(marks.low), fraction(marks.high));
+    let minute = |window: std::time::Duration| {
+        assert_eq!(window.as_secs(), 60, "the docs say \"a minute\"");
+        "a minute"
+    };
+    let memory_warn_s = constant_value(&sources, "MEMORY_WARN_INTERVAL_MS").unwrap() / 1000;
+    let claims: Vec<(&str, String)> = vec![
+        // --max-memory's marks
+        ("README.md", format!("past {high} of it")),
+        ("README.md", format!("until under {low}")),
+        (
+            "docs/ARCHITECTURE.md",
+            format!("High-water mark, {high} of the budget"),
+        ),
+        ("docs/ARCHITECTURE.md", format!("Low-water mark, {low}.")),
+        (
+            "docs/TOUR.md",
+            format!("high-water mark ({high} of `--max-memory`"),
+        ),
+        ("docs/TOUR.md", format!("low-water mark ({low})")),
+        ("docs/TOUR.md", format!("starts the pressure at {high}")),
+        ("docs/TOUR.md", format!("down to {low}.")),
+        ("src/budget.rs", format!("low ({low})")),
+        ("src/budget.rs", format!("high ({high})")),
+        (
+            "README.md",
+            format!("(at most one line per {memory_warn_s} s)"),
+        ),
+        // restarts of workers
+        (
+            "README.md",
+            format!(
+                "(at most {MAX_RESTARTS} restarts {})",
+                minute(RESTART_WINDOW)
+            ),
+        ),
+        (
+            "docs/OPERATIONS.md",
+            format!(
+                "after {MAX_RESTARTS} restarts in {}",
+                minute(RESTART_WINDOW)
+            ),
+        ),
+        (
+            "docs/OPERATIONS.md",
+            format!("trying again in {}s", RETRY_DELAY.as_secs()),
+        ),
+        (
+            "docs/ARCHITECTURE.md",
+            format!(
+                "throttled after {MAX_RESTARTS} restarts {}",
+                minute(RESTART_WINDOW)
+            ),
+        ),
+        // lingering closes
+        (
+            "README.md",
+            format!("for at most {} s (nginx's", LINGER_MS / 1000),
+        ),
+        (
+            "docs/OPERATIONS.md",
+            format!(
+                "it waits {} s, {REFUSAL_LINGER_MS} ms after refusing",
+                LINGER_MS / 1000
+            ),
+        ),
+        (
+            "docs/OPERATIONS.md",
+            format!("dropped for at most {REFUSAL_LINGER_MS} ms"),
+        ),
+        (
+            "docs/ARCHITECTURE.md",
+            format!("dropped until it closes, at most {} s", LINGER_MS / 1000),
+        ),
+        // the metrics endpoint
+        (
+            "docs/OPERATIONS.md",
+            format!("a request head over {} KiB", MAX_REQUEST_HEAD_BYTES / 1024),
+        ),
+        (
+            "docs/OPERATIONS.md",
+            format!("within {} s of the accept", METRICS_DEADLINE_MS / 1000),
+        ),
+        (
+            "docs/OPERATIONS.md",
+            format!("at most {MAX_METRICS_CONNECTIONS} metrics requests served at once"),
+        ),
+        (
+            "docs/OPERATIONS.md",
+            format!("the server waits up to {METRICS_LINGER_MS} ms"),
+        ),
+        (
+            "docs/ARCHITECTURE.md",
+            format!("stops at {} KiB", MAX_REQUEST_HEAD_BYTES / 1024),
+        ),
+        (
+            "docs/ARCHITECTURE.md",
+            format!("{MAX_METRICS_CONNECTIONS} requests served at once"),
+        ),
+        (
+            "docs/ARCHITECTURE.md",
+            format!("hold one of {METRICS_SLOTS} slots"),
+        ),
+        (
+            "README.md",
+            format!(
+                "heads over {} KiB and requests slower than {} s",
+                MAX_REQUEST_HEAD_BYTES / 1024,
+                METRICS_DEADLINE_MS / 1000
+            ),
+        ),
+        // out of descriptors
+        (
+            "README.md",
+            format!("rests that listener for {ACCEPT_PAUSE_MS} ms"),
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (file, claim) in &claims {
+        let text = flattened(&std::fs::read_to_string(root.join(file)).unwrap());
+        if !text.contains(claim.as_str()) {
+            wrong.push(format!("{file}: no \"{claim}\""));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "the docs no longer say what the code does (or the claim moved: update it here):\n{}",
+        wrong.join("\n")
+    );
+}
+
+// ---- flag defaults: the README's tables, clap and the library ----
+
+/// The rows of the flag table in the README section headed `heading`:
+/// (the flags named in the first cell, the default cell).
+fn flag_rows(readme: &str, heading: &str) -> Vec<(Vec<String>, String)> {
+    let section = readme
+        .split("\n## ")
+        .find(|s| s.starts_with(heading))
+        .unwrap_or_else(|| panic!("README has no section {heading}"));
+    let mut rows = Vec::new();
+    for line in section.lines().filter(|l| l.starts_with("| `--")) {
+        let line = line.replace("\\|", "¦"); // `echo\|upper` is one cell
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let flags = cells[1]
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter_map(|span| span.split_whitespace().next())
+            .filter(|flag| flag.starts_with("--"))
+            .map(str::to_string)
+            .collect();
+        rows.push((flags, cells[2].to_string()));
+    }
+    rows
+}
+
+/// What a default cell says first: its first backticked value, or its
+/// first word (`none`, `off`, `50`).
+fn documented_default(cell: &str) -> String {
+    let cell = cell.trim();
+    if let Some(rest) = cell.strip_prefix('`') {
+        return rest.split('`').next().unwrap_or("").to_string();
+    }
+    cell.split(|c: char| c.is_whitespace() || c == ';' || c == ',')
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn every_default_in_the_readme_flag_tables_is_clap_s() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let command = echo_reactor::cli::command();
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for (heading, subcommand) in [("Using `serve`", "serve"), ("Benchmarking", "bench")] {
+        let sub = command.find_subcommand(subcommand).unwrap();
+        let rows = flag_rows(&readme, heading);
+        assert!(rows.len() >= 10, "{subcommand}: only {} rows", rows.len());
+        for (flags, cell) in rows {
+            let cells: Vec<&str> = if flags.len() > 1 {
+                cell.split(" / ").collect()
+            } else {
+                vec![&cell]
+            };
+            for (flag, cell) in flags.iter().zip(cells) {
+                let long = flag.trim_start_matches("--");
+                let Some(arg) = sub.get_arguments().find(|a| a.get_long() == Some(long)) else {
+                    wrong.push(format!("{subcommand} {flag}: no such flag"));
+                    continue;
+                };
+                let documented = documented_default(cell);
+                let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                let expected = if !arg.get_action().takes_values() {
+                    Some("off".to_string()) // a switch
+                } else if let [value] = arg.get_default_values() {
+                    Some(value.to_string_lossy().into_owned())
+                } else {
+                    // Defaults decided in code say so in the help, when they are one value.
+                    help.split("[default: ")
+                        .nth(1)
+                        .and_then(|d| d.split(']').next())
+                        .filter(|d| !d.contains(' '))
+                        .map(str::to_string)
+                };
+                let Some(expected) = expected else { continue };
+                checked += 1;
+                if documented != expected {
+                    wrong.push(format!(
+                        "{subcommand} {flag}: the README says {documented:?}, clap {expected:?}"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "flag defaults the README gets wrong:\n{}",
+        wrong.join("\n")
+    );
+    assert!(checked >= 20, "only {checked} defaults checked");
+}
+
+#[test]
+fn the_library_s_defaults_are_the_command_line_s() {
+    use echo_reactor::units::{parse_bytes, parse_bytes_or_zero, parse_secs, parse_secs_or_zero};
+    let command = echo_reactor::cli::command();
+    let serve = command.find_subcommand("serve").unwrap();
+    let default_of = |long: &str| -> String {
+        let arg = serve
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long))
+            .unwrap();
+        arg.get_default_values()[0].to_string_lossy().into_owned()
+    };
+    let config = echo_reactor::Config::default();
+    assert_eq!(
+        parse_bytes(&default_of("max-buffered")),
+        Ok(config.max_buffered)
+    );
+    assert_eq!(parse_bytes(&default_of("max-line")), Ok(config.max_line));
+    assert_eq!(
+        parse_bytes_or_zero(&default_of("max-memory")),
+        Ok(config.max_memory)
+    );
+    assert_eq!(
+        parse_bytes_or_zero(&default_of("udp-reply-budget")),
+        Ok(config.udp_reply_budget)
+    );
+    assert_eq!(default_of("backlog"), config.backlog.to_string());
+    assert_eq!(
+        parse_secs(&default_of("stall-timeout")).ok(),
+        config.stall_timeout
+    );
+    assert_eq!(
+        parse_secs_or_zero(&default_of("shutdown-grace")),
+        Ok(config.shutdown_grace)
+    );
+}
+
+#[test]
+fn the_flag_table_reader_finds_flags_and_defaults() {
+    let readme = "# T\n\n## Using `x`\n\n| flag | default | meaning |\n|---|---|---|\n\
+                  | `--a N\\|auto` | `1` | one |\n| `--b SECS` / `--c SECS` | 10 / 1 | two |\n\
+                  | `--d` | off | three |\n\n## Next\n| `--e` | 5 | not this one |\n";
+    let rows = flag_rows(readme, "Using `x`");
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0], (vec!["--a".to_string()], "`1`".to_string()));
+    assert_eq!(rows[1].0, ["--b", "--c"]);
+    assert_eq!(documented_default("`0` (off)"), "0");
+    assert_eq!(documented_default("none (closed loop)"), "none");
+    assert_eq!(documented_default("10"), "10");
+}
+
+// ---- the registration's interest set ----
+
+/// The interests `src/reactor/accept.rs` registers a new connection for:
+/// the names after `Interest::` on its `let interest =` line, a local
+/// constant (`URGENT`) read through its first definition (the Linux one).
+fn registered_interests(accept: &str) -> Vec<String> {
+    let line = accept
+        .lines()
+        .find(|l| l.trim_start().starts_with("let interest ="))
+        .expect("accept.rs registers with `let interest = ...`");
+    let expr = line.split('=').nth(1).unwrap().trim().trim_end_matches(';');
+    let mut names: Vec<String> = expr
+        .split('|')
+        .map(str::trim)
+        .map(|term| match term.strip_prefix("Interest::") {
+            Some(name) => name.to_string(),
+            None => {
+                let needle = format!("const {term}: Interest = Interest::");
+                let at = accept.find(&needle).expect("a local Interest constant") + needle.len();
+                accept[at..]
+                    .split(|c: char| !c.is_ascii_uppercase())
+                    .next()
+                    .unwrap()
+                    .to_string()
+            }
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Backticked interest sets written in `text`: `READABLE | WRITABLE ...`.
+fn documented_interest_sets(text: &str) -> Vec<Vec<String>> {
+    const INTERESTS: [&str; 5] = ["READABLE", "WRITABLE", "PRIORITY", "AIO", "LIO"];
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|span| span.contains('|'))
+        .filter_map(|span| {
+            let mut names: Vec<String> = span
+                .split('|')
+                .map(|n| n.trim().trim_start_matches("Interest::").to_string())
+                .collect();
+            names
+                .iter()
+                .all(|n| INTERESTS.contains(&n.as_str()))
+                .then(|| {
+                    names.sort();
+                    names
+                })
+        })
+        .collect()
+}
+
+#[test]
+fn every_interest_set_the_docs_give_a_connection_is_the_one_registered() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let accept = std::fs::read_to_string(root.join("src/reactor/accept.rs")).unwrap();
+    let registered = registered_interests(&accept);
+    assert!(registered.len() >= 2, "{registered:?}");
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    // PYTHON.md's table maps selectors' flags to mio's, not to our registration.
+    for file in [
+        "README.md",
+        "docs/ARCHITECTURE.md",
+        "docs/TOUR.md",
+        "src/reactor/mod.rs",
+        "src/reactor/accept.rs",
+        "src/connection/mod.rs",
+    ] {
+        let text = flattened(&std::fs::read_to_string(root.join(file)).unwrap());
+        for set in documented_interest_sets(&text) {
+            checked += 1;
+            if set != registered {
+                wrong.push(format!("{file}: {set:?}, registered {registered:?}"));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "interest sets that are not the registration's:\n{}",
+        wrong.join("\n")
+    );
+    assert!(checked >= 3, "only {checked} interest sets found");
+}
+
+#[test]
+fn the_interest_readers_see_through_the_local_constant() {
+    let accept = "const URGENT: Interest = Interest::PRIORITY;\n\
+                  const URGENT: Interest = Interest::READABLE;\n\
+                  let interest = Interest::READABLE | Interest::WRITABLE | URGENT;\n";
+    assert_eq!(
+        registered_interests(accept),
+        ["PRIORITY", "READABLE", "WRITABLE"]
+    );
+    assert_eq!(
+        documented_interest_sets("for `READABLE | WRITABLE`, not `a | b` or `READABLE`"),
+        [vec!["READABLE".to_string(), "WRITABLE".to_string()]]
+    );
+}
+
+// ---- the pictures ----
+
+/// The Mermaid diagrams in `text`, each as its lines.
+fn mermaid_blocks(text: &str) -> Vec<Vec<&str>> {
+    let mut blocks = Vec::new();
+    let mut lines = text.lines();
+    while lines.any(|l| l.trim() == "```mermaid") {
+        blocks.push(lines.by_ref().take_while(|l| l.trim() != "```").collect());
+    }
+    blocks
+}
+
+/// Words in a diagram that look like code: `snake_case`, `ALL_CAPS` (or
+/// one capitalised word of five letters or more, `LINGERING`), `CamelCase`
+/// with two humps, or a `path::to::item`.
+fn code_like_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    for c in line.chars().chain([' ']) {
+        if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+            word.push(c);
+            continue;
+        }
+        let w = word.trim_matches(':').to_string();
+        word.clear();
+        let humps = w.chars().filter(char::is_ascii_uppercase).count();
+        let camel = w.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+            && w.chars().any(|c| c.is_ascii_lowercase())
+            && humps >= 2
+            && !w.contains('_');
+        let shouting = w.len() >= 5 && w.chars().all(|c| c.is_ascii_uppercase());
+        let code = w.contains("::")
+            || (w.contains('_') && w.chars().any(|c| c.is_ascii_alphabetic()))
+            || camel
+            || shouting;
+        if code && !w.starts_with("--") {
+            words.push(w);
+        }
+    }
+    words
+}
+
+/// Whether `word` names something in `sources`: a function (`fn word`), a
+/// module, a system call the comments name, a type, or a constant, flag
+/// bit or enum variant that appears as a word; `a::b` needs both halves.
+fn names_something(sources: &str, root: &Path, word: &str) -> bool {
+    let is_word_in = |text: &str, w: &str| {
+        text.match_indices(w).any(|(at, _)| {
+            let before = text[..at].chars().next_back();
+            let after = text[at + w.len()..].chars().next();
+            !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+                && !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
+        })
+    };
+    if let Some((head, tail)) = word.rsplit_once("::") {
+        return names_something(sources, root, head) && names_something(sources, root, tail);
+    }
+    if word.chars().next().is_some_and(|c| c.is_ascii_lowercase()) {
+        // A function, a module, or a call the code's comments name
+        // (`epoll_wait`).
+        return !definitions(sources, word).is_empty()
+            || module_exists(root, word)
+            || sources.contains(&format!("`{word}`"));
+    }
+    if word.chars().any(|c| c.is_ascii_lowercase()) {
+        // A type or an enum variant.
+        return ["struct", "enum", "trait", "type"]
+            .iter()
+            .any(|k| sources.contains(&format!("{k} {word}")))
+            || is_word_in(sources, word);
+    }
+    is_word_in(sources, word) // a constant, a flag bit, an OS name the code uses
+}
+
+#[test]
+fn every_name_in_a_diagram_exists_in_the_code() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sources = all_sources(root);
+    let mut diagrams = 0;
+    let mut checked = 0;
+    let mut missing = Vec::new();
+    let mut docs: Vec<_> = std::fs::read_dir(root.join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.push(root.join("README.md"));
+    for doc in &docs {
+        let text = std::fs::read_to_string(doc).unwrap();
+        for block in mermaid_blocks(&text) {
+            diagrams += 1;
+            // The first line says what kind of diagram it is.
+            for line in &block[1..] {
+                for word in code_like_words(line) {
+                    checked += 1;
+                    if !names_something(&sources, root, &word) {
+                        missing.push(format!("{}: {word}", doc.display()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "names in a diagram that the code does not have:\n{}",
+        missing.join("\n")
+    );
+    assert!(diagrams >= 4, "only {diagrams} Mermaid diagrams found");
+    assert!(
+        checked >= 40,
+        "only {checked} names checked in the diagrams"
+    );
+}
+
+#[test]
+fn the_diagram_reader_takes_code_names_and_leaves_prose() {
+    assert_eq!(
+        code_like_words(
+            r#"t6["6 reap_closed: at most REAP_BUDGET, Reactor::run, WorkerSockets, LINGERING, EOF"] --> t7"#
+        ),
+        [
+            "reap_closed",
+            "REAP_BUDGET",
+            "Reactor::run",
+            "WorkerSockets",
+            "LINGERING"
+        ]
+    );
+    assert!(code_like_words("Open --> Paused: a writable edge, or --max-line").is_empty());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sources = all_sources(root);
+    for real in [
+        "reap_closed",
+        "REAP_BUDGET",
+        "Reactor::run",
+        "supervisor::run",
+        "worker_sockets",
+        "SO_REUSEPORT",
+    ] {
+        assert!(names_something(&sources, root, real), "{real}");
+    }
+    for made_up in [
+        "reap_all",
+        "REAP_LIMIT",
+        "Reactor::spin",
+        "supervisor::spin",
+    ] {
+        assert!(!names_something(&sources, root, made_up), "{made_up}");
+    }
+    let doc = "x\n```mermaid\nflowchart TB\n  a --> b\n```\ny\n```mermaid\nstateDiagram-v2\n```\n";
+    assert_eq!(mermaid_blocks(doc).len(), 2);
+}
+
+// ---- the metrics table names every close reason ----
+
+#[test]
+fn every_close_reason_is_in_the_operations_metrics_table() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let operations = std::fs::read_to_string(root.join("docs/OPERATIONS.md")).unwrap();
+    let row = operations
+        .lines()
+        .find(|l| l.starts_with("| `echo_reactor_connections_closed_total{reason}`"))
+        .expect("the closed_total row");
+    let missing: Vec<&str> = echo_reactor::CloseReason::ALL
+        .iter()
+        .map(|r| r.name())
+        .filter(|name| !row.contains(&format!("`{name}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "close reasons the metrics table does not name: {missing:?}"
+    );
+}
