@@ -123,6 +123,9 @@ pub fn parse(input: &[u8]) -> HeaderOutcome {
     }
 }
 
+/// A v2 (binary) header: `ppp` reads it; a declared length past
+/// [`MAX_HEADER_BYTES`] is refused as soon as it is known, before waiting
+/// for bytes we would not hold.
 fn parse_v2(window: &[u8]) -> HeaderOutcome {
     match v2::Header::try_from(window) {
         Ok(header) => HeaderOutcome::Done {
@@ -147,6 +150,8 @@ fn parse_v2(window: &[u8]) -> HeaderOutcome {
     }
 }
 
+/// A v1 (text) header: `ppp` reads it, and a cut the parser cannot yet
+/// judge waits for the line's end (see the comment inside).
 fn parse_v1(window: &[u8]) -> HeaderOutcome {
     use ppp::PartialResult;
     // A v1 header ends at its `\r\n`. `ppp` judges a *prefix* of a valid

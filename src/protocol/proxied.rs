@@ -103,6 +103,8 @@ impl<P: Protocol> Protocol for ProxyHeaderFirst<P> {
         self.inner.transform_in_place(bytes);
     }
 
+    /// Still waiting for the header (or refused): the reactor must not
+    /// take its byte-for-byte shortcut and echo the header's bytes.
     #[inline(always)] // once per read, on the reactor's shortest path
     fn in_preamble(&self, session: &Self::Session) -> bool {
         !matches!(session, ProxiedSession::Open(_))
@@ -160,6 +162,8 @@ impl<P: Protocol> Protocol for ProxyHeaderFirst<P> {
         consumed + taken
     }
 
+    /// The client's EOF: the inner protocol's to answer once open; before
+    /// that, a header cut short by it can never complete, so it is refused.
     fn on_peer_closed(
         &self,
         session: &mut Self::Session,
