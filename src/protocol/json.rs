@@ -24,8 +24,8 @@
 //! The reactor passes the unconsumed input again, with more appended, until
 //! a value completes; re-parsing it each time would make a large value
 //! dribbled in small segments O(n²) (the parser that did so spent 0.15 s
-//! of CPU on 9 KB). So the cursor remembers how far it scanned and in what state,
-//! and each call scans only the new bytes: every byte is looked at once
+//! of CPU on 9 KB). So the cursor remembers how far it scanned and in what
+//! state, and each call scans only the new bytes: every byte is looked at once
 //! (the byte that ends a top-level number twice: once to end the number,
 //! once as the start of what follows), and handed to serde_json once, inside
 //! its complete value. The scanner knows only what it takes to find a
@@ -638,9 +638,9 @@ mod tests {
 
     // ---- cost: linear in the bytes received ----
 
-    /// A dribble that was quadratic before the scanner: `[`, 12 000 × `0, ` in one read (36 KB), then
-    /// 3 000 × `0, ` one read each (a reply-less 45 KB open array), then
-    /// the closing `0]`. The parser that ran serde_json over the whole
+    /// A dribble that was quadratic before the scanner: `[`, 12 000 ×
+    /// `0, ` in one read (36 KB), then 3 000 × `0, ` one read each (a
+    /// reply-less 45 KB open array), then the closing `0]`. The parser that ran serde_json over the whole
     /// unconsumed input on every segment (each ends in a space, which may
     /// end a value) did about 120 MB of parsing here; the scanner steps
     /// through each byte once, and serde_json sees the array once.

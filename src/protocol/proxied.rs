@@ -22,9 +22,10 @@
 //!   others each call is one `match` on the session, then the inner protocol.
 //! - Refusals end the connection at once with nothing sent (a lingering
 //!   close of at most `REFUSAL_LINGER_MS`, so the close is a FIN, not a
-//!   reset) and are counted apart from other refusals: a header that cannot be valid → `proxy_header_invalid`;
-//!   none complete within the handshake time (5 s, or `--idle-timeout` if
-//!   shorter) → `proxy_header_timeout`. Each logs a rate-limited warning.
+//!   reset) and are counted apart from other refusals: a header that
+//!   cannot be valid → `proxy_header_invalid`; none complete within the
+//!   handshake time (5 s, or `--idle-timeout` if shorter) →
+//!   `proxy_header_timeout`. Each logs a rate-limited warning.
 //! - The address is logged at `debug` (target
 //!   `echo_reactor::protocol::proxied`): the client the header names, or,
 //!   for `LOCAL`/`UNKNOWN`, that the socket's peer stands.
