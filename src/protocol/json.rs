@@ -640,10 +640,11 @@ mod tests {
 
     /// A dribble that was quadratic before the scanner: `[`, 12 000 ×
     /// `0, ` in one read (36 KB), then 3 000 × `0, ` one read each (a
-    /// reply-less 45 KB open array), then the closing `0]`. The parser that ran serde_json over the whole
-    /// unconsumed input on every segment (each ends in a space, which may
-    /// end a value) did about 120 MB of parsing here; the scanner steps
-    /// through each byte once, and serde_json sees the array once.
+    /// reply-less 45 KB open array), then the closing `0]`. The parser that
+    /// ran serde_json over the whole unconsumed input on every segment
+    /// (each ends in a space, which may end a value) did about 120 MB of
+    /// parsing here; the scanner steps through each byte once, and
+    /// serde_json sees the array once.
     #[test]
     fn a_value_dribbled_in_small_segments_costs_linear_work() {
         let head = [b"[".to_vec(), b"0, ".repeat(12_000)].concat();
