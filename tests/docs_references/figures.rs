@@ -175,7 +175,12 @@ fn every_constant_quoted_with_its_value_has_that_value() {
             match constant_value(&sources, &name) {
                 None => wrong.push(format!("{doc}: `{name}` is no constant in src/")),
                 Some(value) if value != quoted => wrong.push(format!(
-                    "{doc}: `{name}` quoted as {quoted} {unit}, but it is {value}"
+                    "{doc}: `{name}` quoted as {quoted}{}, but it is {value}",
+                    if unit.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" {unit}")
+                    }
                 )),
                 Some(_) => {}
             }
