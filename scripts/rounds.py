@@ -25,7 +25,7 @@ Usage:
                by connecting, for servers that print nothing)
       --load 'NAME=BENCH ARGS ...' (repeatable)
 
-Example (issue 10 item 2, the throughput A/B):
+Example (the memory budget's throughput A/B):
   scripts/rounds.py --rounds 3 \\
     --server 'base=/work/target-base/release/echo-reactor serve --listen 127.0.0.1:0' \\
     --server 'this=target/release/echo-reactor serve --listen 127.0.0.1:0' \\

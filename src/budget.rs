@@ -1,4 +1,4 @@
-//! The server-wide memory budget (`--max-memory`, SPEC §9): plain numbers
+//! The server-wide memory budget (`--max-memory`): plain numbers
 //! and the decisions they lead to. No sockets, no `Poll`: the reactor feeds
 //! it the bytes held (`BufferGauge::held_capacity`) and carries out what it
 //! says (`reactor/memory.rs`).
@@ -28,10 +28,12 @@
 //!
 //! Why these marks: the high mark leaves a quarter of the budget for what
 //! connections that are still read may queue before they are paused in
-//! turn (one read, at most 64 KiB each); the low mark frees a quarter at a
-//! time, so an eviction pass (a scan of every connection) runs at most once
-//! per quarter-budget of memory a flood can pin. docs/ARCHITECTURE.md has
-//! the measurements.
+//! turn (one read, at most 64 KiB each). An eviction frees down to the low
+//! mark, half the budget at least, so an eviction pass (a scan of every
+//! connection) runs at most once per half-budget of memory a flood can pin;
+//! and a quarter lies between the end of one pressure episode and the start
+//! of the next, so the scan for paused reads runs at most once per
+//! quarter-budget. docs/ARCHITECTURE.md has the measurements.
 
 /// `--max-memory`'s default: 64 MiB held for all connections together.
 pub const DEFAULT_MAX_MEMORY_BYTES: usize = 64 * 1024 * 1024;

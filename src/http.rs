@@ -6,8 +6,8 @@
 //! `Connection: close` and the server closes after sending it, so a client
 //! that pipelines a second request gets the first answer and then the end
 //! of the stream (Prometheus, curl and load-balancer health checks send one
-//! request and read to the end). Bodies are never read: `GET` has none, and
-//! anything else is answered 405 at once.
+//! request and read to the end). Bodies are never read: `GET` and `HEAD` have
+//! none, and any other method is answered 405 at once.
 //!
 //! The request head is parsed by `httparse` (the parser `hyper` uses), never
 //! by hand. What a client can do wrong has a named outcome:

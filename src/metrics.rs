@@ -37,7 +37,8 @@ pub enum HttpRefusal {
     Invalid,
     /// Not complete within the request deadline: closed without an answer.
     Timeout,
-    /// Too many metrics connections open at once: closed at once.
+    /// Too many metrics requests in progress at once: answered 503, then
+    /// a lingering close.
     Busy,
 }
 

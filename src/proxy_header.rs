@@ -25,13 +25,13 @@ use std::net::SocketAddr;
 
 use ppp::{v1, v2};
 
-/// The longest v1 header, `\r\n` included (the specification's bound,
+/// The longest v1 header, `\r\n` included (the PROXY protocol specification's bound,
 /// reached by a `TCP6` line with the longest addresses and ports).
 pub const MAX_V1_HEADER_BYTES: usize = 107;
 
 /// The longest header accepted, either version. A v2 header is 16 bytes
 /// plus a declared length of up to 65 535 bytes (addresses, then TLVs);
-/// 536 is the size the specification says a receiver may rely on getting
+/// 536 is the size the PROXY protocol specification says a receiver may rely on getting
 /// in one segment (the IPv4 minimum MSS), which is room for IPv6 addresses
 /// (36 bytes) and 484 bytes of TLVs — HAProxy sends far fewer unless told
 /// to add SSL details. A longer declared length is refused at once.
@@ -123,6 +123,9 @@ pub fn parse(input: &[u8]) -> HeaderOutcome {
     }
 }
 
+/// A v2 (binary) header: `ppp` reads it; a declared length past
+/// [`MAX_HEADER_BYTES`] is refused as soon as it is known, before waiting
+/// for bytes we would not hold.
 fn parse_v2(window: &[u8]) -> HeaderOutcome {
     match v2::Header::try_from(window) {
         Ok(header) => HeaderOutcome::Done {
@@ -147,6 +150,8 @@ fn parse_v2(window: &[u8]) -> HeaderOutcome {
     }
 }
 
+/// A v1 (text) header: `ppp` reads it, and a cut the parser cannot yet
+/// judge waits for the line's end (see the comment inside).
 fn parse_v1(window: &[u8]) -> HeaderOutcome {
     use ppp::PartialResult;
     // A v1 header ends at its `\r\n`. `ppp` judges a *prefix* of a valid
@@ -197,7 +202,7 @@ fn client_of_v1(addresses: &v1::Addresses) -> ClientAddr {
 
 fn client_of_v2(header: &v2::Header<'_>) -> ClientAddr {
     if header.command == v2::Command::Local {
-        // The specification: for LOCAL the receiver ignores the addresses.
+        // The PROXY protocol specification: for LOCAL the receiver ignores the addresses.
         return ClientAddr::Local;
     }
     match header.addresses {

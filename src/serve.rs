@@ -380,6 +380,10 @@ fn serve_guarded<P: Protocol>(
     }
 }
 
+/// Run one server process for `protocol`: the only process, or one worker
+/// of a supervisor. Raises the open-file limit, serves the sockets handed
+/// over (socket activation, or a worker's from its supervisor:
+/// `LISTEN_FDS`) or binds `config`'s own, and prints the final stats.
 fn serve_with<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
     // Every connection is a descriptor: take all the process may have.
     // (Not fatal: macOS, for one, refuses a soft limit of RLIM_INFINITY.)

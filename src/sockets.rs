@@ -96,6 +96,8 @@ fn probe_tcp(addr: SocketAddr) -> io::Result<SocketAddr> {
     local_addr_of(&probe, &addr)
 }
 
+/// The address `socket` was bound to (the real port when 0 was asked),
+/// with an error that names the address asked for.
 fn local_addr_of(socket: &Socket, addr: &SocketAddr) -> io::Result<SocketAddr> {
     socket
         .local_addr()
@@ -107,6 +109,8 @@ fn local_addr_of(socket: &Socket, addr: &SocketAddr) -> io::Result<SocketAddr> {
         .map_err(|e| step_error("address of", addr, e))
 }
 
+/// The one sequence every TCP listener of ours goes through (socket and
+/// options, non-blocking, bind, listen), alone or as one of a worker group.
 fn bind_tcp_with(
     addr: SocketAddr,
     backlog: u32,
@@ -194,6 +198,8 @@ fn probe_udp(addr: SocketAddr) -> io::Result<SocketAddr> {
     local_addr_of(&probe, &addr)
 }
 
+/// The one sequence every UDP socket of ours goes through, alone or as one
+/// of a worker group.
 fn bind_udp_with(addr: SocketAddr, reuse_port: bool) -> io::Result<mio::net::UdpSocket> {
     let socket = udp_socket(addr, reuse_port)?;
     socket

@@ -36,8 +36,9 @@ pub enum CloseReason {
     Stalled,
     /// The server shut down.
     Shutdown,
-    /// Closed to keep the server within `--max-memory` (it held the most
-    /// unread output when the budget was reached).
+    /// Closed to keep the server within `--max-memory`: when the budget was
+    /// reached it was among the worst holders (never seen reading a queued
+    /// reply first, then output stuck longest, then the largest).
     Evicted,
     /// `--proxy-protocol`: the connection did not begin with a valid PROXY header.
     ProxyHeaderInvalid,

@@ -86,6 +86,9 @@ struct Launcher {
 }
 
 impl Launcher {
+    /// What every start needs, found once: the running image (so a binary
+    /// replaced or deleted on disk cannot stop a restart), `argv[0]` and
+    /// the arguments to give each worker.
     fn new(workers: usize, args: Vec<OsString>) -> io::Result<Self> {
         // The image this process runs, wherever it came from: exec'ing
         // /proc/self/exe works even once the file on disk is replaced or
@@ -328,6 +331,9 @@ fn drain_if_orphaned(command: &mut Command, parent: libc::pid_t) {
     let _ = (command, parent);
 }
 
+/// Send `signal` to every worker alive: they run in their own process
+/// group, so a terminal's signal reaches the supervisor alone, and this is
+/// how each worker hears of a shutdown, exactly once.
 fn forward(pool: &[Worker], signal: i32) {
     for child in pool.iter().filter_map(|w| w.child.as_ref()) {
         // SAFETY: kill only sends a signal, to a child we started.
@@ -335,6 +341,7 @@ fn forward(pool: &[Worker], signal: i32) {
     }
 }
 
+/// How a worker ended, for the log line that says it is replaced.
 fn describe(status: std::process::ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit code {code}"),

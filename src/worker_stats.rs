@@ -23,8 +23,8 @@
 //! and `increase()` would jump by every other worker's total. What a killed
 //! worker counted after its last publish (at most 10 ms of it) is lost.
 //! Each slot has one writer at a time (the worker, or the supervisor once
-//! it is reaped), and every number it writes is at least the one before,
-//! so a reader never sees one go down, even mid-update.
+//! it is reaped), and every counter it writes is at least the one before,
+//! so a reader never sees a counter go down, even mid-update.
 //!
 //! Every process mapping the region is the same binary (the supervisor
 //! re-executes itself), so the slot layout agrees; a fresh `memfd` is

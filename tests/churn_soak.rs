@@ -3,7 +3,7 @@
 //! transfers, greet, json, echo behind the handshake), beside well-behaved
 //! clients whose every reply is checked. Afterwards everything must be
 //! back where it started: no connection open, no byte held, no descriptor
-//! leaked, resident memory within a stated margin (issue 10, item 5).
+//! leaked, resident memory within a stated margin.
 //!
 //! Checked behaviours (every reply compared, and how the stream ended):
 //! echo with small messages, and medium ones on the server under memory

@@ -1,6 +1,6 @@
 //! The command line as a newcomer meets it: every refused value names the
 //! flag at fault and says what would be right, with the same rules for
-//! `serve`, `client` and `bench` (issue 17).
+//! `serve`, `client` and `bench`.
 
 mod support;
 

@@ -693,7 +693,7 @@ fn served_with_max_line<P: Protocol>(
 
 #[test]
 fn max_line_means_the_same_whether_a_message_comes_whole_or_split_at_any_point() {
-    // SPEC §5: longer than --max-line closes the connection. With
+    // A message longer than --max-line closes the connection. With
     // --max-line 16: a 20-byte message closes it, a 16-byte one is
     // answered, however the bytes arrive.
     let long_line = [&b"Ann\n"[..], &[b'x'; 20], b"\n"].concat();

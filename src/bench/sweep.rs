@@ -11,8 +11,8 @@
 //! probe (same connections and pipeline), then steps linearly from `C/10`
 //! to `1.15 C`: evenly spaced steps find the knee to within one step
 //! (0.15 C), where geometric ones would be coarsest exactly where the knee
-//! is. Choice made here (the spec only says "from a tenth of the capacity to
-//! past saturation"): 8 steps; the probe is 2 s after a 0.5 s warmup.
+//! is. Choices made here, for a sweep from a tenth of the capacity to past
+//! saturation: 8 steps; the probe is 2 s after a 0.5 s warmup.
 
 use std::fmt;
 use std::io;

@@ -11,9 +11,10 @@
 //! reports only *changes*:
 //! - `READ_READY`: the kernel may hold bytes we have not read. Set by a
 //!   readable event; cleared only when a read says the queue is empty
-//!   (`WouldBlock`, or a short read). While it is set and we are not reading
-//!   (budget spent, or backpressure) no new edge will come for those bytes,
-//!   so whoever stops reading must arrange to come back.
+//!   (`WouldBlock`, or a short read) or the peer closed (`Ok(0)`). While
+//!   it is set and we are not reading (budget spent, or backpressure) no
+//!   new edge will come for those bytes, so whoever stops reading must
+//!   arrange to come back.
 //! - `WRITE_READY`: the send buffer had room last we looked. Cleared by a
 //!   write that would block; set again by a writable event.
 //!
@@ -169,10 +170,11 @@ bitflags! {
         /// The reactor must look after this drive: something may have moved
         /// a deadline *earlier* than the one it has scheduled (a new
         /// connection, output starting to wait, a protocol deadline, a
-        /// fired entry), or queued output took the server's held memory
-        /// past the high-water mark of `--max-memory`. Activity only moves
-        /// deadlines later, so without this bit the reactor need not look:
-        /// that saves the work on every message.
+        /// fired entry), or what it holds (queued output, a partial
+        /// message) took the server's held memory past the high-water mark
+        /// of `--max-memory`, or that mark paused its reading. Activity
+        /// only moves deadlines later, so without this bit the reactor need
+        /// not look: that saves the work on every message.
         const NEEDS_REACTOR = 1 << 4;
         /// We ended the connection, sent every owed byte and shut down our
         /// sending side; now reading and discarding until the peer closes

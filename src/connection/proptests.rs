@@ -748,7 +748,7 @@ fn a_lingering_connection_past_its_idle_time_is_not_due_again_at_once() {
 
 #[test]
 fn a_line_past_max_line_is_refused_even_when_one_read_holds_it_whole() {
-    // SPEC §5: "Lines longer than --max-line: the connection is closed."
+    // A line longer than --max-line closes the connection, however it arrives.
     // `Connection::on_input` enforces the limit on the *unconsumed* input (a
     // partial line); a whole line inside one read is refused by the
     // protocol itself, which leaves it unconsumed (`LineCursor`, told

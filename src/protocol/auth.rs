@@ -1,4 +1,4 @@
-//! The HMAC handshake in front of any protocol (SPEC §5.6).
+//! The HMAC handshake in front of any protocol.
 //!
 //! On connect the server sends 32 random bytes (the challenge). The client
 //! must answer `HMAC-SHA256(key, challenge)` — 32 bytes — before the

@@ -1,4 +1,4 @@
-//! `echo`: every byte back, unchanged, in order (SPEC §5.1).
+//! `echo`: every byte back, unchanged, in order.
 //!
 //! The simplest protocol, and the one the reactor's fast path is tuned for:
 //! it consumes all input at once, so nothing is ever kept per connection,

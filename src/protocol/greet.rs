@@ -1,5 +1,4 @@
-//! `greet`: `Welcome!` on connect, `Hello, X!` per message, `exit` to leave
-//! (SPEC §5.4).
+//! `greet`: `Welcome!` on connect, `Hello, X!` per message, `exit` to leave.
 //!
 //! `exit` closes the connection only after every message before it has
 //! been answered: the reactor sends what is queued, then closes, and

@@ -1,5 +1,5 @@
 //! `json`: a stream of JSON values in, each answered with its compact form
-//! plus `\n` (SPEC §5.5).
+//! plus `\n`.
 //!
 //! Values may come one per line (JSON Lines) or back to back with nothing
 //! between them (`json.dumps(x)` sent twice). A small scanner
@@ -23,9 +23,9 @@
 //! Cost: linear in the bytes received, however they are split into reads.
 //! The reactor passes the unconsumed input again, with more appended, until
 //! a value completes; re-parsing it each time would make a large value
-//! dribbled in small segments O(n²) (issue 16 measured 0.15 s of CPU for
-//! 9 KB). So the cursor remembers how far it scanned and in what state,
-//! and each call scans only the new bytes: every byte is looked at once
+//! dribbled in small segments O(n²) (the parser that did so spent 0.15 s
+//! of CPU on 9 KB). So the cursor remembers how far it scanned and in what
+//! state, and each call scans only the new bytes: every byte is looked at once
 //! (the byte that ends a top-level number twice: once to end the number,
 //! once as the start of what follows), and handed to serde_json once, inside
 //! its complete value. The scanner knows only what it takes to find a
@@ -638,12 +638,13 @@ mod tests {
 
     // ---- cost: linear in the bytes received ----
 
-    /// Issue 16's dribble: `[`, 12 000 × `0, ` in one read (36 KB), then
-    /// 3 000 × `0, ` one read each (a reply-less 45 KB open array), then
-    /// the closing `0]`. The parser that ran serde_json over the whole
-    /// unconsumed input on every segment (each ends in a space, which may
-    /// end a value) did about 120 MB of parsing here; the scanner steps
-    /// through each byte once, and serde_json sees the array once.
+    /// A dribble that was quadratic before the scanner: `[`, 12 000 ×
+    /// `0, ` in one read (36 KB), then 3 000 × `0, ` one read each (a
+    /// reply-less 45 KB open array), then the closing `0]`. The parser that
+    /// ran serde_json over the whole unconsumed input on every segment
+    /// (each ends in a space, which may end a value) did about 120 MB of
+    /// parsing here; the scanner steps through each byte once, and
+    /// serde_json sees the array once.
     #[test]
     fn a_value_dribbled_in_small_segments_costs_linear_work() {
         let head = [b"[".to_vec(), b"0, ".repeat(12_000)].concat();

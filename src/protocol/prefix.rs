@@ -1,4 +1,4 @@
-//! `prefix`: each message `M` answered with `PREFIX + M` (SPEC §5.3).
+//! `prefix`: each message `M` answered with `PREFIX + M`.
 //!
 //! The classic tutorial server does `conn.send(b'Echo=>' + data)` after
 //! each `recv(1024)`; here the same in `chunk` framing, and a reliable

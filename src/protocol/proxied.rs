@@ -20,10 +20,12 @@
 //!   applies again (read bytes written straight back, `on_bytes` skipped):
 //!   [`Protocol::in_preamble`] tells it when the header is in; for the
 //!   others each call is one `match` on the session, then the inner protocol.
-//! - Refusals close at once with nothing sent and are counted apart from
-//!   other refusals: a header that cannot be valid → `proxy_header_invalid`;
-//!   none complete within the handshake time (5 s, or `--idle-timeout` if
-//!   shorter) → `proxy_header_timeout`. Each logs a rate-limited warning.
+//! - Refusals end the connection at once with nothing sent (a lingering
+//!   close of at most `REFUSAL_LINGER_MS`, so the close is a FIN, not a
+//!   reset) and are counted apart from other refusals: a header that
+//!   cannot be valid → `proxy_header_invalid`; none complete within the
+//!   handshake time (5 s, or `--idle-timeout` if shorter) →
+//!   `proxy_header_timeout`. Each logs a rate-limited warning.
 //! - The address is logged at `debug` (target
 //!   `echo_reactor::protocol::proxied`): the client the header names, or,
 //!   for `LOCAL`/`UNKNOWN`, that the socket's peer stands.
@@ -102,11 +104,15 @@ impl<P: Protocol> Protocol for ProxyHeaderFirst<P> {
         self.inner.transform_in_place(bytes);
     }
 
+    /// Still waiting for the header (or refused): the reactor must not
+    /// take its byte-for-byte shortcut and echo the header's bytes.
     #[inline(always)] // once per read, on the reactor's shortest path
     fn in_preamble(&self, session: &Self::Session) -> bool {
         !matches!(session, ProxiedSession::Open(_))
     }
 
+    /// Nothing is said yet (the inner protocol does not exist until the
+    /// header is in); the header's deadline is armed.
     fn on_open(&self, reply: &mut Reply<'_>) -> Self::Session {
         reply.set_deadline(self.timeout);
         ProxiedSession::AwaitingHeader
@@ -120,6 +126,10 @@ impl<P: Protocol> Protocol for ProxyHeaderFirst<P> {
         }
     }
 
+    /// Until the header is in: read it (`proxy_header::parse`), consuming
+    /// nothing while it is incomplete, refusing input that cannot be one;
+    /// once it is, open the inner protocol and give it the bytes behind
+    /// the header. Afterwards, the inner protocol's.
     fn on_bytes(&self, session: &mut Self::Session, input: &[u8], reply: &mut Reply<'_>) -> usize {
         match session {
             ProxiedSession::Open(inner) => return self.inner.on_bytes(inner, input, reply),
@@ -153,6 +163,8 @@ impl<P: Protocol> Protocol for ProxyHeaderFirst<P> {
         consumed + taken
     }
 
+    /// The client's EOF: the inner protocol's to answer once open; before
+    /// that, a header cut short by it can never complete, so it is refused.
     fn on_peer_closed(
         &self,
         session: &mut Self::Session,
@@ -169,6 +181,8 @@ impl<P: Protocol> Protocol for ProxyHeaderFirst<P> {
         }
     }
 
+    /// Still no complete header when its deadline passed: refuse
+    /// (`closed_proxy_header_timeout`). Once open, the inner protocol's.
     fn on_deadline(&self, session: &mut Self::Session, reply: &mut Reply<'_>) {
         match session {
             ProxiedSession::Open(inner) => self.inner.on_deadline(inner, reply),

@@ -1,4 +1,4 @@
-//! `upper`: ASCII `a-z` upper-cased, every other byte unchanged (SPEC §5.2).
+//! `upper`: ASCII `a-z` upper-cased, every other byte unchanged.
 //!
 //! Works byte by byte with no framing, so a message split across reads is
 //! still transformed correctly. Bytes >= 0x80 (every byte of a multi-byte

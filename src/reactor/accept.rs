@@ -39,6 +39,11 @@ pub const ACCEPT_PAUSE_MS: u64 = 100;
 pub const EMFILE_WARN_INTERVAL_MS: u64 = 10_000;
 
 impl<P: Protocol> Clients<P> {
+    /// A listening socket is ready (its event in step 3, or its turn on the
+    /// ready queue in step 4, or the end of its rest in step 5): a UDP
+    /// socket receives and answers datagrams, a TCP or Unix listener
+    /// accepts. The one entry point for all three, so each caller need not
+    /// know the socket's kind.
     pub(super) fn on_endpoint_ready(&mut self, index: usize, registry: &Registry) {
         let Some(endpoint) = self.endpoints.get(index) else {
             return; // closed by shutdown earlier in this batch
@@ -50,6 +55,10 @@ impl<P: Protocol> Clients<P> {
         }
     }
 
+    /// Put listening socket `index` on the ready queue, at most once: it
+    /// stopped on its per-turn budget (or at the connection cap) with
+    /// clients or datagrams possibly still waiting, and edge-triggered epoll
+    /// will not announce them again. Step 4 of the next turn comes back.
     pub(super) fn queue_endpoint(&mut self, index: usize) {
         let endpoint = &mut self.endpoints[index];
         if !endpoint.queued {
@@ -114,6 +123,10 @@ impl<P: Protocol> Clients<P> {
         self.queue_endpoint(index);
     }
 
+    /// One `accept` on listening socket `index`, as a named outcome
+    /// (`nonblocking::try_accept`), the accepted socket wrapped as the
+    /// [`Stream`] a connection holds whatever its kind. A UDP socket has
+    /// nothing to accept: `WouldBlock`.
     pub(super) fn try_accept(&self, index: usize) -> AcceptOutcome<Stream> {
         match &self.endpoints[index].socket {
             Listening::Tcp(l) => try_accept(|| l.accept().map(|(s, _)| Stream::Tcp(s))),

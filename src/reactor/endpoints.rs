@@ -31,6 +31,7 @@ pub(super) struct Endpoint {
 }
 
 impl Endpoint {
+    /// A socket just registered: not queued, not resting.
     pub(super) fn new(socket: Listening) -> Self {
         Endpoint {
             socket,

@@ -5,7 +5,7 @@
 //! held total past the high-water mark (the connection raises
 //! `NEEDS_REACTOR`, so [`Clients::act_on`] looks before anyone else is
 //! served). Eviction scans every connection, so it runs only at the budget,
-//! and frees a quarter of it each time.
+//! and frees down to the low-water mark (half the budget) each time.
 
 use log::{info, warn};
 

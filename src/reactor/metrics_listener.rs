@@ -354,6 +354,10 @@ impl MetricsEndpoint {
         shed
     }
 
+    /// Accepting failed for want of descriptors or socket memory: warn
+    /// (rate-limited) and rest the listener [`ACCEPT_PAUSE_MS`], since
+    /// retrying at once would fail again and the queued connection keeps
+    /// the listener readable.
     fn rest(&mut self, now_ms: u64, why: &str, shed: u64) {
         if let Some(suppressed) = self.accept_warnings.allow(now_ms, EMFILE_WARN_INTERVAL_MS) {
             warn!(
@@ -364,6 +368,11 @@ impl MetricsEndpoint {
         self.paused_until_ms = due_after(now_ms, ACCEPT_PAUSE_MS);
     }
 
+    /// Close metrics connection `index` now: deregister it and drop the
+    /// socket, which frees its slot for the next accept. (A stale event
+    /// later in the same batch naming a reused slot only costs a read that
+    /// would block: every exchange here is non-blocking and starts over
+    /// from what the socket says.)
     fn close(&mut self, index: usize, registry: &Registry) {
         if let Some(mut conn) = self.conns.try_remove(index) {
             let _ = registry.deregister(&mut conn.stream);

@@ -3,9 +3,10 @@
 //! Each turn of [`Reactor::run_once`] is the same steps (numbered the same
 //! way in `docs/ARCHITECTURE.md`):
 //!
-//! 1. choose the poll timeout: zero if the ready queue holds work, else
-//!    the nearest deadline (a connection timer, an accept pause, the stats
-//!    interval, the end of the shutdown grace), else forever;
+//! 1. choose the poll timeout: zero if the ready queue holds work or
+//!    closed sockets wait to be reaped, else the nearest deadline (a
+//!    connection timer, an accept pause, the stats interval, the end of
+//!    the shutdown grace), else forever;
 //! 2. `epoll_wait` for events (`EINTR` counts as "no events"), then read the
 //!    clock — once per turn, not per event;
 //! 3. dispatch each event: accept on a listener, receive on a UDP socket,
@@ -35,10 +36,12 @@
 //! tokens counted down from `usize::MAX` ([`WAKER`], [`SIGNALS`], then the
 //! listening sockets by index), far above any key a slab can reach.
 //!
-//! Interest is registered once per connection, `READABLE | WRITABLE`,
-//! edge-triggered. With edges, a writable interest costs nothing while the
-//! send buffer has room (no edge fires), and it saves an `epoll_ctl` to arm
-//! and disarm `EPOLLOUT` around every partial write.
+//! Interest is registered once per connection, `READABLE | WRITABLE |
+//! PRIORITY`, edge-triggered. With edges, a writable interest costs nothing
+//! while the send buffer has room (no edge fires), and it saves an
+//! `epoll_ctl` to arm and disarm `EPOLLOUT` around every partial write.
+//! `PRIORITY` (`EPOLLPRI`, Linux) reports urgent data, after which a short
+//! read no longer proves the receive queue empty.
 
 mod accept;
 mod clients;

@@ -4,8 +4,9 @@
 //!
 //! A connection we owe nothing closes at once, unless we sent to it within
 //! the last second — it may be mid-conversation, its next message on the
-//! wire — and only those linger (`connection/linger.rs`). So the grace
-//! is spent only on output still to flush and on clients still talking; a
+//! wire — or it is in the middle of a message, or bytes arrived that the
+//! loop has not read yet: only those linger (`connection/linger.rs`). So
+//! the grace is spent only on output still to flush and on clients still talking; a
 //! server holding thousands of idle clients exits as soon as it has closed
 //! them.
 

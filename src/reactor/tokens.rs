@@ -38,15 +38,22 @@ pub(super) fn endpoint_token(index: usize) -> Token {
     Token(FIRST_ENDPOINT - index)
 }
 
+/// The listening socket a reserved token names, if it names one: how step
+/// 3 tells a listener's event from the waker's, the signals' and the
+/// metrics endpoint's.
 pub(super) fn endpoint_index(token: Token) -> Option<usize> {
     let index = FIRST_ENDPOINT.checked_sub(token.0)?;
     (index < MAX_ENDPOINTS).then_some(index)
 }
 
+/// The reserved token of metrics connection `index` (its slab key in the
+/// metrics endpoint), counted down below the metrics listener.
 pub(super) fn metrics_conn_token(index: usize) -> Token {
     Token(FIRST_METRICS_CONN - index)
 }
 
+/// The metrics connection a token names, if it names one: how the
+/// metrics endpoint finds the connection an event is for.
 pub(super) fn metrics_conn_index(token: Token) -> Option<usize> {
     let index = FIRST_METRICS_CONN.checked_sub(token.0)?;
     (index < METRICS_SLOTS).then_some(index)
