@@ -5,7 +5,8 @@
 //! Under EMFILE/ENFILE the waiting connection stays in the kernel's queue,
 //! so the listener stays readable and retrying at once would spin. Instead
 //! the reactor releases a spare descriptor to accept-and-close what waits
-//! (those clients see a clean close, not a hang), logs a rate-limited
+//! (those clients see a close, not a hang: a reset if they had already
+//! sent bytes, since unread input turns a close into one), logs a rate-limited
 //! warning, and rests the listener on a reactor timer.
 //!
 //! These are methods of `Clients` (`clients.rs`), in their own file;
@@ -173,7 +174,7 @@ impl<P: Protocol> Clients<P> {
     }
 
     /// Close the spare descriptor so `accept` can succeed, then accept and
-    /// close the waiting connections (they see a clean close, not a hang),
+    /// close the waiting connections (they see a close, not a hang; a reset if they had already sent),
     /// and take the spare back. Returns how many were shed.
     pub(super) fn shed_waiting_connections(&mut self, index: usize) -> u64 {
         let mut shed = 0;

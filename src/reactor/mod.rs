@@ -25,16 +25,18 @@
 //! 7. publish the counters for other threads, at most every 10 ms of the
 //!    loop's clock (and, under `--workers`, into this worker's shared
 //!    slot, at most every 10 ms). A turn that skips the copy leaves the
-//!    numbers stale, and step 1 then sleeps no longer than one interval,
-//!    so a reader never waits on stale numbers for longer than that.
+//!    numbers stale and arms a timer for the copy's due time
+//!    (`publish_timer.rs`, a `timerfd` in the epoll set), so a reader never
+//!    waits on stale numbers for longer than that, even if no event comes.
 //!
 //! With `--metrics`, one more listener and its HTTP connections take
 //! tokens of their own and are served in step 3, their deadlines expired
 //! in step 5 (`metrics_listener.rs`).
 //!
 //! Tokens: a client's token is its slab key. Other sources take reserved
-//! tokens counted down from `usize::MAX` ([`WAKER`], [`SIGNALS`], then the
-//! listening sockets by index), far above any key a slab can reach.
+//! tokens counted down from `usize::MAX` ([`WAKER`], [`SIGNALS`], the
+//! stats-copy timer, then the listening sockets by index, then `--metrics`
+//! and its connections; `tokens.rs`), far above any key a slab can reach.
 //!
 //! Interest is registered once per connection, `READABLE | WRITABLE |
 //! PRIORITY`, edge-triggered. With edges, a writable interest costs nothing
@@ -168,7 +170,8 @@ pub struct Reactor<P: Protocol> {
 
 impl<P: Protocol> Reactor<P> {
     /// A reactor over already bound sockets. `stop_requested` is checked
-    /// whenever the [`WAKER`] fires.
+    /// once a turn (another thread sets it, then wakes the loop through
+    /// the [`WAKER`] so the turn comes at once).
     pub fn new(
         poll: Poll,
         sockets: Vec<Listening>,
