@@ -79,6 +79,16 @@ pub fn listening_fd(socket: &Listening) -> RawFd {
     }
 }
 
+/// Take ownership of descriptor `fd`, handed to this process by its
+/// parent outside `LISTEN_FDS` (named by a variable of its own), made
+/// close-on-exec first so nothing we start gets it.
+pub fn claim_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    set_cloexec(fd)?; // EBADF if it was not handed over after all
+                      // SAFETY: open (checked just above), and handed to us alone; each
+                      // caller claims a number once.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// Descriptors we were handed arrive inheritable; nothing we start later
 /// should get them by accident.
 fn set_cloexec(fd: RawFd) -> io::Result<()> {
