@@ -10,6 +10,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -95,6 +96,8 @@ fn spawn_from(scratch: &Scratch, args: &[&str], lines: usize) -> (ServeProcess, 
         .stdout(Stdio::piped())
         .env("RUST_LOG", "info");
     let (server, stderr) = spawn_workers_with(cmd, lines);
+    // A SIGUSR2 before then is ignored.
+    expect_line(&stderr, "workers accepting");
     assert_eq!(
         scratch.pid_in_file(),
         server.pid(),
@@ -137,6 +140,11 @@ fn expect_line(stderr: &Receiver<String>, needle: &str) -> String {
 /// `SIGUSR2`, then the line saying the new generation accepts: its pid.
 fn upgrade(server: &ServeProcess, stderr: &Receiver<String>) -> Generation {
     server.signal(libc::SIGUSR2);
+    accepting(stderr)
+}
+
+/// The line saying the new generation accepts: its pid.
+fn accepting(stderr: &Receiver<String>) -> Generation {
     let line = expect_line(stderr, "upgrade: new generation pid");
     assert!(line.ends_with("accepting"), "{line}");
     let pid = line
@@ -396,4 +404,66 @@ fn a_pid_file_that_cannot_be_written_is_refused_in_one_line_naming_it() {
         stderr.contains("--pid-file /nonexistent-dir/echo.pid: No such file"),
         "{stderr}"
     );
+}
+
+#[test]
+fn the_old_generation_answers_healthz_503_from_the_handover_and_new_scrapes_reach_the_new_one() {
+    use support::scrape::{get, metrics_addr};
+    let scratch = Scratch::new("upgrade-healthz");
+    let (server, stderr) = spawn_from(
+        &scratch,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+        ],
+        2,
+    );
+    let metrics = metrics_addr(&server.sockets[1]);
+    wait_for_children(server.pid(), 2);
+    assert_eq!(get(metrics, "/healthz").0, 200);
+    // A health check an old worker holds, its request not finished yet
+    // (it has METRICS_DEADLINE_MS, 3 s, to finish it).
+    let mut held = connect(metrics);
+    held.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n")
+        .unwrap();
+    let _new = upgrade(&server, &stderr);
+    expect_line(&stderr, "SIGQUIT: draining");
+    expect_line(&stderr, "SIGQUIT: draining");
+    held.write_all(b"\r\n").unwrap();
+    let mut response = String::new();
+    held.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 503"), "{response:?}");
+    // The port itself answers: the new generation holds it.
+    assert_eq!(get(metrics, "/healthz").0, 200);
+}
+
+#[test]
+fn a_socket_activated_server_upgrades_on_the_socket_it_was_handed() {
+    let scratch = Scratch::new("upgrade-activated");
+    scratch.install_real_binary();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let args = format!("--workers 2 --pid-file '{}'", scratch.pid_file().display());
+    let mut cmd = serve_handed(&scratch.binary(), listener.as_raw_fd(), &args);
+    cmd.env("RUST_LOG", "info");
+    let (mut server, stderr) = spawn_workers_with(cmd, 1);
+    assert_eq!(server.addr(0), addr);
+    expect_line(&stderr, "workers accepting");
+    drop(listener); // the server's copies keep it open
+    let held = echo_once(addr, "before\n");
+    server.signal(libc::SIGUSR2);
+    let line = expect_line(&stderr, "took over");
+    assert!(line.contains("took over 1 sockets"), "{line}");
+    let new = accepting(&stderr);
+    assert_eq!(scratch.pid_in_file(), new.0);
+    expect_line(&stderr, "SIGQUIT: draining");
+    expect_line(&stderr, "SIGQUIT: draining");
+    drop(echo_once(addr, "after\n"));
+    drop(held); // the last old connection: the old generation exits
+    assert_eq!(wait_for_exit(&mut server).code(), Some(0));
+    drop(echo_once(addr, "new generation alone\n"));
 }

@@ -289,7 +289,11 @@ impl<P: Protocol> Reactor<P> {
                 self.begin_shutdown();
             }
             if let Some(deadline) = self.shutdown_deadline_ms {
-                if self.clients.conns.is_empty() {
+                // A drain waits for the health checks it holds too (each
+                // has METRICS_DEADLINE_MS): exiting would reset them.
+                let scrapes =
+                    self.draining && self.metrics.as_ref().is_some_and(|m| m.connections() > 0);
+                if self.clients.conns.is_empty() && !scrapes {
                     break;
                 }
                 if now >= deadline && self.draining {
