@@ -467,3 +467,18 @@ fn a_socket_activated_server_upgrades_on_the_socket_it_was_handed() {
     assert_eq!(wait_for_exit(&mut server).code(), Some(0));
     drop(echo_once(addr, "new generation alone\n"));
 }
+
+#[test]
+fn sigusr2_to_a_server_without_a_supervisor_is_logged_and_ignored() {
+    let (mut server, stderr) = spawn_workers(&["--listen", "127.0.0.1:0"]);
+    let addr = server.addr(0);
+    drop(echo_once(addr, "before\n")); // serving: its signal handlers are in place
+    server.signal(libc::SIGUSR2);
+    let line = expect_line(&stderr, "SIGUSR2");
+    assert!(
+        line.contains("ignored") && line.contains("--pid-file"),
+        "{line}"
+    );
+    assert!(server.is_running());
+    drop(echo_once(addr, "after\n"));
+}

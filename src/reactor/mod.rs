@@ -58,7 +58,7 @@ use std::time::Duration;
 
 use log::{info, log_enabled, trace, warn, Level};
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
@@ -113,7 +113,7 @@ pub struct ReactorSettings {
     /// (ms) before the shutdown above closes the rest.
     pub drain_timeout_ms: u64,
     /// Shut down on SIGINT/SIGTERM (a second signal exits at once); drain
-    /// on SIGQUIT.
+    /// on SIGQUIT; say SIGUSR2 (an upgrade) is not for this process.
     pub handle_signals: bool,
     /// `--max-memory`: bytes held for all connections together (0: no budget).
     pub max_memory: usize,
@@ -207,7 +207,7 @@ impl<P: Protocol> Reactor<P> {
             endpoints.push(Endpoint::new(socket));
         }
         let signals = if settings.handle_signals {
-            let mut signals = Signals::new([SIGINT, SIGTERM, SIGQUIT])?;
+            let mut signals = Signals::new([SIGINT, SIGTERM, SIGQUIT, SIGUSR2])?;
             poll.registry()
                 .register(&mut signals, SIGNALS, Interest::READABLE)?;
             Some(signals)

@@ -22,7 +22,7 @@ use std::sync::atomic::Ordering;
 
 use log::{info, warn};
 use mio::Registry;
-use signal_hook::consts::{SIGINT, SIGQUIT};
+use signal_hook::consts::{SIGINT, SIGQUIT, SIGUSR2};
 
 use super::clients::Clients;
 use super::endpoints::Listening;
@@ -32,7 +32,7 @@ use crate::protocol::Protocol;
 use crate::timers::due_after;
 
 impl<P: Protocol> Reactor<P> {
-    /// SIGINT/SIGTERM/SIGQUIT arrived (read from the self-pipe, inside the loop).
+    /// SIGINT/SIGTERM/SIGQUIT/SIGUSR2 arrived (read from the self-pipe, inside the loop).
     pub(super) fn on_signals(&mut self) {
         let Some(signals) = self.signals.as_mut() else {
             return;
@@ -41,6 +41,15 @@ impl<P: Protocol> Reactor<P> {
         for signal in arrived {
             if signal == SIGQUIT {
                 self.begin_drain();
+                continue;
+            }
+            if signal == SIGUSR2 {
+                // Its default action would end the process: an operator's
+                // upgrade attempt must not be a crash.
+                warn!(
+                    "SIGUSR2 ignored: upgrades need a supervisor \
+                     (serve --pid-file, or --workers 2 or more), which this process is not"
+                );
                 continue;
             }
             let name = if signal == SIGINT {
