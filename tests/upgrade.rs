@@ -482,3 +482,28 @@ fn sigusr2_to_a_server_without_a_supervisor_is_logged_and_ignored() {
     assert!(server.is_running());
     drop(echo_once(addr, "after\n"));
 }
+
+#[test]
+fn systemd_is_told_ready_with_the_main_pid_by_each_generation() {
+    use std::os::unix::net::UnixDatagram;
+    let scratch = Scratch::new("upgrade-notify");
+    let socket_path = scratch.0.join("notify.sock");
+    let manager = UnixDatagram::bind(&socket_path).unwrap();
+    manager.set_read_timeout(Some(DEADLINE)).unwrap();
+    let received = || {
+        let mut buf = [0u8; 512];
+        let n = manager.recv(&mut buf).expect("a notification");
+        String::from_utf8(buf[..n].to_vec()).unwrap()
+    };
+    scratch.install_real_binary();
+    let mut cmd = Command::new(scratch.binary());
+    cmd.arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--workers", "2", "--pid-file"])
+        .arg(scratch.pid_file())
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdout(Stdio::piped());
+    let (server, stderr) = spawn_workers_with(cmd, 1);
+    assert_eq!(received(), format!("MAINPID={}\nREADY=1", server.pid()));
+    let new = upgrade(&server, &stderr);
+    assert_eq!(received(), format!("MAINPID={}\nREADY=1", new.0));
+}
