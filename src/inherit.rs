@@ -1,7 +1,8 @@
 //! Listening sockets handed over by a parent process instead of bound here:
 //! systemd's socket activation (`LISTEN_FDS`, `LISTEN_PID`: descriptors 3,
 //! 4, ... are open, listening sockets), which is also how the supervisor
-//! hands its sockets to worker processes (`supervisor.rs`).
+//! hands its sockets to worker processes (`supervisor.rs`) and to a new
+//! generation (`upgrade.rs`).
 //!
 //! Reading the environment is the `listenfd` crate's; here each descriptor
 //! is classified (TCP listener, Unix listener, UDP socket), made

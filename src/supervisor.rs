@@ -127,11 +127,7 @@ pub fn run(
         .map_err(|e| io::Error::new(e.kind(), format!("install signal handlers: {e}")))?;
     let slots = WorkerSlots::create(workers)?;
     let launcher = Launcher::new(workers, args)?;
-    let mut upgrader = Upgrader::new(
-        program_path()?,
-        launcher.arg0.clone(),
-        launcher.args.clone(),
-    );
+    let mut upgrader = Upgrader::new(program_path(), launcher.arg0.clone(), launcher.args.clone());
     let pid_file = ready.pid_file.clone();
     let mut ready = Some(ready); // until every worker accepts
                                  // A new generation accepts: our workers drain, none is restarted.

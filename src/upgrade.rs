@@ -154,7 +154,8 @@ impl Layout {
 
 /// The old supervisor's upgrades: at most one under way.
 pub struct Upgrader {
-    program: PathBuf,
+    /// Where the new binary is; why not, if that was not found at start.
+    program: Result<PathBuf, String>,
     arg0: OsString,
     args: Vec<OsString>,
     under_way: Option<Upgrade>,
@@ -170,9 +171,11 @@ struct Upgrade {
 
 impl Upgrader {
     /// Upgrades to the binary at `program`, started as `arg0 args...`.
-    pub fn new(program: PathBuf, arg0: OsString, args: Vec<OsString>) -> Self {
+    /// Not knowing where it is stops upgrades (each `SIGUSR2` says why),
+    /// not the server.
+    pub fn new(program: io::Result<PathBuf>, arg0: OsString, args: Vec<OsString>) -> Self {
         Upgrader {
-            program,
+            program: program.map_err(|e| e.to_string()),
             arg0,
             args,
             under_way: None,
@@ -194,14 +197,21 @@ impl Upgrader {
             );
             return;
         }
-        info!("upgrade: starting {}", self.program.display());
-        match self.start(sockets) {
+        let program = match &self.program {
+            Ok(program) => program.clone(),
+            Err(why) => {
+                error!("upgrade: not started: {why}");
+                return;
+            }
+        };
+        info!("upgrade: starting {}", program.display());
+        match self.start(&program, sockets) {
             Ok(upgrade) => self.under_way = Some(upgrade),
             Err(e) => error!("upgrade: rolled back: {e}; this generation serves on"),
         }
     }
 
-    fn start(&self, sockets: &mut WorkerSockets) -> io::Result<Upgrade> {
+    fn start(&self, program: &Path, sockets: &mut WorkerSockets) -> io::Result<Upgrade> {
         let handed = sockets.handover_fds()?;
         let layout = Layout {
             old_pid: std::process::id(),
@@ -215,7 +225,7 @@ impl Upgrader {
         fds.extend(handed.shared);
         fds.extend(handed.metrics);
         fds.push(tell.as_raw_fd());
-        let mut command = Command::new(&self.program);
+        let mut command = Command::new(program);
         command
             .arg0(&self.arg0)
             .args(&self.args)
@@ -226,9 +236,9 @@ impl Upgrader {
             .process_group(0);
         let _copies = pass_sockets(&mut command, &fds)?;
         command.env("LISTEN_FDS", layout.listening().to_string());
-        let child = command.spawn().map_err(|e| {
-            io::Error::new(e.kind(), format!("start {}: {e}", self.program.display()))
-        })?;
+        let child = command
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("start {}: {e}", program.display())))?;
         drop(tell); // the child has its copy: its exit closes the pipe
         Ok(Upgrade {
             child,

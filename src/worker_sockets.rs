@@ -122,7 +122,7 @@ impl WorkerSockets {
     /// owns the Unix socket file until we accept: [`Self::own_unix_file`]). With
     /// a different worker count, extra workers get sockets of their own
     /// joining each group when started; with fewer, the sockets of the
-    /// workers that are gone go to those left ([`regroup`]), so no socket
+    /// workers that are gone go to those left (`regroup`), so no socket
     /// closes — a closing listener would reset the connections queued on it.
     pub fn handed_over(
         own: Vec<Vec<(BoundSocket, Listening)>>,

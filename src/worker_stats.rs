@@ -27,7 +27,8 @@
 //! so a reader never sees one go down, even mid-update.
 //!
 //! Every process mapping the region is the same binary (the supervisor
-//! re-executes itself), so the slot layout agrees; a fresh `memfd` is
+//! re-executes itself; a new generation after an upgrade creates a region
+//! of its own, `upgrade.rs`), so the slot layout agrees; a fresh `memfd` is
 //! zero-filled, and all zeros is a valid `AtomicU64`.
 
 use std::io;
