@@ -176,7 +176,7 @@ pub fn run(
                 }
                 continue;
             }
-            upgrader.abort("shutting down");
+            upgrader.abort("shutting down instead");
             let name = if signal == SIGINT {
                 "SIGINT"
             } else {

@@ -264,7 +264,7 @@ impl Upgrader {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.exited_or_late()?,
             Err(e) => format!("read new generation pid {pid}'s pipe: {e}"),
         };
-        self.abort(&failure);
+        self.abort(&format!("{failure}; this generation serves on"));
         None
     }
 
@@ -297,7 +297,7 @@ impl Upgrader {
             libc::kill(pid, libc::SIGKILL);
         }
         let _ = upgrade.child.wait();
-        error!("upgrade: rolled back: {why}; this generation serves on");
+        error!("upgrade: rolled back: {why}");
     }
 }
 
