@@ -507,3 +507,56 @@ fn systemd_is_told_ready_with_the_main_pid_by_each_generation() {
     let new = upgrade(&server, &stderr);
     assert_eq!(received(), format!("MAINPID={}\nREADY=1", new.0));
 }
+
+#[test]
+fn udp_and_unix_sockets_are_handed_over_and_the_unix_file_outlives_the_old_generation() {
+    use std::os::unix::net::UnixStream;
+    let scratch = Scratch::new("upgrade-sockets");
+    let unix = scratch.0.join("echo.sock");
+    let unix_arg = unix.display().to_string();
+    let (mut server, stderr) = spawn_from(
+        &scratch,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--udp",
+            "127.0.0.1:0",
+            "--unix",
+            &unix_arg,
+            "--workers",
+            "2",
+        ],
+        3,
+    );
+    let udp = server.addr(1);
+    let new = upgrade(&server, &stderr);
+    assert_eq!(wait_for_exit(&mut server).code(), Some(0));
+    assert!(
+        unix.exists(),
+        "the old generation removed the Unix socket file"
+    );
+    // The new generation answers on both.
+    let mut stream = UnixStream::connect(&unix).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream.write_all(b"over unix\n").unwrap();
+    let mut reply = [0u8; 10];
+    stream.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"over unix\n");
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(DEADLINE)).unwrap();
+    client.send_to(b"over udp", udp).unwrap();
+    let mut reply = [0u8; 16];
+    let (n, _) = client.recv_from(&mut reply).unwrap();
+    assert_eq!(&reply[..n], b"over udp");
+    // The file is the new generation's now: removed when it exits.
+    drop(stream);
+    kill(new.0, libc::SIGTERM);
+    let start = Instant::now();
+    while unix.exists() {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the new generation left the file"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
