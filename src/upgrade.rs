@@ -182,11 +182,6 @@ impl Upgrader {
         }
     }
 
-    /// Whether a new generation is started and not yet accepting.
-    pub fn is_under_way(&self) -> bool {
-        self.under_way.is_some()
-    }
-
     /// `SIGUSR2`: start a new generation on `sockets`, unless one is
     /// under way already. A start that fails is a rollback at once.
     pub fn begin(&mut self, sockets: &mut WorkerSockets) {
@@ -290,6 +285,8 @@ impl Upgrader {
             return;
         };
         let pid = upgrade.child.id() as libc::pid_t;
+        // Not yet waited for, the child keeps its pid (a zombie at worst),
+        // so neither number can name another process.
         // SAFETY: kill only sends a signal: to the process group of a
         // child we started in a group of its own, then to the child.
         unsafe {
