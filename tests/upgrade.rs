@@ -19,8 +19,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::scrape::{metrics_addr, wait_for_value};
 use support::workers::*;
 use support::*;
+
+const ACTIVE: &str = "echo_reactor_connections_active";
+const ACCEPTED: &str = "echo_reactor_connections_accepted_total";
 
 /// A directory of the test's own, removed at the end.
 struct Scratch(PathBuf);
@@ -159,7 +163,7 @@ fn accepting(stderr: &Receiver<String>) -> Generation {
 /// The pid of the process holding the server side of `client`'s
 /// connection to `server`, among `candidates`.
 fn server_side_owner(client: &TcpStream, server: SocketAddr, candidates: &[i32]) -> Option<i32> {
-    let inode = tcp_socket_inode(server, client.local_addr().unwrap())?;
+    let inode = server_side_inode(server, client.local_addr().unwrap())?;
     let target = format!("socket:[{inode}]");
     candidates.iter().copied().find(|pid| {
         std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -170,19 +174,27 @@ fn server_side_owner(client: &TcpStream, server: SocketAddr, candidates: &[i32])
     })
 }
 
-/// Established connections to `port` on the server's side, from /proc/net/tcp.
-fn established_to(port: u16) -> usize {
-    let port = format!(":{port:04X}");
-    std::fs::read_to_string("/proc/net/tcp")
-        .unwrap()
-        .lines()
-        .skip(1)
-        .filter(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            fields.get(1).is_some_and(|local| local.ends_with(&port))
-                && fields.get(3) == Some(&"01")
-        })
-        .count()
+/// The inode of the server's socket of the connection `server` <-
+/// `client`. `ss` asks the kernel for that one socket (sock_diag, filtered
+/// in the kernel), which stays quick on a machine holding a million
+/// sockets, where reading /proc/net/tcp whole takes seconds; without `ss`,
+/// that is the way.
+fn server_side_inode(server: SocketAddr, client: SocketAddr) -> Option<u64> {
+    let Some(ss) = required_tool("ss", "iproute2") else {
+        return tcp_socket_inode(server, client);
+    };
+    let filter = format!(
+        "( sport = :{} and dport = :{} )",
+        server.port(),
+        client.port()
+    );
+    let out = Command::new(ss)
+        .args(["-tnHe", "state", "established", &filter])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .find_map(|field| field.strip_prefix("ino:")?.parse().ok())
 }
 
 /// One line echoed on a new connection; the connection kept open.
@@ -197,9 +209,20 @@ fn echo_once(addr: SocketAddr, line: &str) -> TcpStream {
 fn a_rate_bench_across_an_upgrade_sees_no_error_and_new_connections_reach_the_new_generation() {
     raise_limit_for_children();
     let scratch = Scratch::new("upgrade-bench");
-    let (mut server, stderr) =
-        spawn_from(&scratch, &["--listen", "127.0.0.1:0", "--workers", "2"], 1);
+    let (mut server, stderr) = spawn_from(
+        &scratch,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+        ],
+        2,
+    );
     let addr = server.addr(0);
+    let metrics = metrics_addr(&server.sockets[1]);
     let old_workers = wait_for_children(server.pid(), 2);
     let addr_text = addr.to_string();
     let bench = bench_command(&[
@@ -219,14 +242,7 @@ fn a_rate_bench_across_an_upgrade_sees_no_error_and_new_connections_reach_the_ne
     .spawn()
     .unwrap();
     // Every bench connection is up, on the old generation.
-    let start = Instant::now();
-    while established_to(addr.port()) < 100 {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "the bench's connections never came up"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_value(metrics, ACTIVE, |n| n >= 100);
     let new = upgrade(&server, &stderr);
     assert_eq!(
         scratch.pid_in_file(),
@@ -250,6 +266,9 @@ fn a_rate_bench_across_an_upgrade_sees_no_error_and_new_connections_reach_the_ne
             "connection {i} served by {owner:?}: old {old_workers:?}, new {new_workers:?}"
         );
     }
+    // And counted there: the metrics port is the new generation's too,
+    // its numbers its own workers' alone.
+    wait_for_value(metrics, ACCEPTED, |n| n == 10);
     let out = bench.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -408,7 +427,7 @@ fn a_pid_file_that_cannot_be_written_is_refused_in_one_line_naming_it() {
 
 #[test]
 fn the_old_generation_answers_healthz_503_from_the_handover_and_new_scrapes_reach_the_new_one() {
-    use support::scrape::{get, metrics_addr};
+    use support::scrape::get;
     let scratch = Scratch::new("upgrade-healthz");
     let (server, stderr) = spawn_from(
         &scratch,
