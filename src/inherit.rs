@@ -1,7 +1,8 @@
 //! Listening sockets handed over by a parent process instead of bound here:
 //! systemd's socket activation (`LISTEN_FDS`, `LISTEN_PID`: descriptors 3,
 //! 4, ... are open, listening sockets), which is also how the supervisor
-//! hands its sockets to worker processes (`supervisor.rs`).
+//! hands its sockets to worker processes (`supervisor.rs`) and to a new
+//! generation (`upgrade.rs`).
 //!
 //! Reading the environment is the `listenfd` crate's; here each descriptor
 //! is classified (TCP listener, Unix listener, UDP socket), made
@@ -77,6 +78,16 @@ pub fn listening_fd(socket: &Listening) -> RawFd {
         Listening::Unix(s) => s.as_raw_fd(),
         Listening::Udp(s) => s.as_raw_fd(),
     }
+}
+
+/// Take ownership of descriptor `fd`, handed to this process by its
+/// parent outside `LISTEN_FDS` (named by a variable of its own), made
+/// close-on-exec first so nothing we start gets it.
+pub fn claim_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    set_cloexec(fd)?; // EBADF if it was not handed over after all
+                      // SAFETY: open (checked just above), and handed to us alone; each
+                      // caller claims a number once.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Descriptors we were handed arrive inheritable; nothing we start later

@@ -34,6 +34,8 @@
 //! | [`supervisor`] | `--workers N`: starts, restarts and stops worker processes, sums their stats |
 //! | [`worker_sockets`] | `--workers N`: the listening sockets the supervisor binds once, hands to each worker, closes and reopens |
 //! | [`inherit`] | sockets handed over by a parent: systemd's `LISTEN_FDS`, and the supervisor's workers |
+//! | [`upgrade`] | `SIGUSR2`: a new generation handed every socket, its readiness, the rollback |
+//! | [`pidfile`], [`notify`] | `--pid-file` (replaced whole), and systemd's `sd_notify` (`READY=1`, `MAINPID`) |
 //! | [`auth_key`] | where the handshake key comes from: `--auth-key-file` or `ECHO_REACTOR_AUTH_KEY` |
 //! | [`stdout`] | report lines on stdout, flushed at once; a closed pipe is an error to log, not a panic |
 //! | [`machine`] | the machine's physical memory |
@@ -96,6 +98,8 @@ pub mod inherit;
 pub mod machine;
 pub mod metrics;
 pub mod nonblocking;
+pub mod notify;
+pub mod pidfile;
 pub mod protocol;
 pub mod proxy_header;
 pub mod ratelimit;
@@ -110,6 +114,7 @@ pub mod supervisor;
 pub mod timers;
 pub mod udp_budget;
 pub mod units;
+pub mod upgrade;
 pub mod worker_sockets;
 pub mod worker_stats;
 

@@ -28,6 +28,7 @@ use crate::auth_key::load_auth_key;
 use crate::fdlimit::{default_max_connections, nofile_limits, raise_nofile_limit};
 use crate::inherit::inherited_sockets;
 use crate::machine::physical_memory_bytes;
+use crate::pidfile::PidFile;
 use crate::protocol::{
     AuthKey, Authenticated, Echo, Framing, FramingName, Greet, Json, Prefix, Protocol,
     ProtocolName, ProxyHeaderFirst, Upper, CHALLENGE_BYTES, HANDSHAKE_TIMEOUT,
@@ -40,6 +41,7 @@ use crate::supervisor::{self, WorkerSockets, WORKER_ENV};
 use crate::units::{
     parse_addr, parse_bytes, parse_bytes_or_zero, parse_secs, parse_secs_or_zero, usage_error,
 };
+use crate::upgrade::{take_over, Announcement};
 use crate::worker_stats::inherited_handover;
 
 /// Flags of `echo-reactor serve`.
@@ -124,6 +126,17 @@ pub struct ServeArgs {
     /// On SIGINT/SIGTERM, flush pending output for at most this long (0: close at once).
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs_or_zero)]
     pub shutdown_grace: Duration,
+    /// Write the supervisor's pid to this file (rewritten when an upgrade's
+    /// new generation takes over; SIGUSR2 upgrades). Runs the supervisor
+    /// even with --workers 1, so that an upgrade has one to hand the
+    /// sockets over.
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+    /// On SIGQUIT (an upgrade's old workers), serve the connections held for
+    /// at most this long after accepting stops, then close what remains
+    /// as on SIGTERM (at least 0.001).
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
+    pub drain_timeout: Duration,
 }
 
 impl ServeArgs {
@@ -151,6 +164,7 @@ impl ServeArgs {
             stall_timeout: Some(self.stall_timeout),
             stats_interval: self.stats_interval,
             shutdown_grace: self.shutdown_grace,
+            drain_timeout: self.drain_timeout,
             metrics: self.metrics,
             handle_signals: true,
         }
@@ -333,7 +347,9 @@ pub fn run(args: &ServeArgs) -> io::Result<()> {
     let timeout = config
         .idle_timeout
         .map_or(HANDSHAKE_TIMEOUT, |idle| idle.min(HANDSHAKE_TIMEOUT));
-    if args.workers > 1 && std::env::var(WORKER_ENV).is_err() {
+    // A pid file names a supervisor: one that can hand the sockets over
+    // to an upgrade, even for a single worker.
+    if (args.workers > 1 || args.pid_file.is_some()) && std::env::var(WORKER_ENV).is_err() {
         return supervise(args, &config);
     }
     let framing = Framing::from(args.framing.unwrap_or(FramingName::Line));
@@ -452,16 +468,31 @@ fn print_listening(bound: &[BoundSocket], metrics: Option<SocketAddr>) {
     }
 }
 
-/// `serve --workers N` (N > 1): bind (or take over) every socket, print the
-/// `listening on` lines once, and supervise the workers (`supervisor.rs`).
+/// `serve --workers N` (N > 1, or a `--pid-file`): bind (or take over)
+/// every socket, print the `listening on` lines once, and supervise the
+/// workers (`supervisor.rs`).
 fn supervise(args: &ServeArgs, config: &Config) -> io::Result<()> {
-    let mut sockets = match inherited_sockets()? {
-        Some(inherited) => WorkerSockets::inherited(inherited, args.workers),
-        None => WorkerSockets::bind(config, args.workers)?,
+    let pid_file = args.pid_file.clone().map(PidFile::new);
+    let (mut sockets, takeover) = match take_over(config.backlog, args.workers)? {
+        // A new generation: the old one's sockets; the pid file is
+        // rewritten once our workers accept.
+        Some((sockets, takeover)) => (sockets, Some(takeover)),
+        None => {
+            if let Some(file) = &pid_file {
+                file.write(std::process::id())?; // before binding: a bad path binds nothing
+            }
+            let sockets = match inherited_sockets()? {
+                Some(inherited) => WorkerSockets::inherited(inherited, args.workers),
+                None => WorkerSockets::bind(config, args.workers)?,
+            };
+            (sockets, None)
+        }
     };
-    let metrics = match config.metrics {
-        Some(addr) => Some(sockets.serve_metrics(addr)?),
-        None => None,
+    let metrics = match (config.metrics, sockets.metrics_addr()) {
+        // Handed over: the same listener, already bound.
+        (Some(_), Some(handed)) => Some(handed),
+        (Some(addr), None) => Some(sockets.serve_metrics(addr)?),
+        (None, _) => None,
     };
     print_listening(&sockets.bound, metrics);
     let share = config.max_memory / args.workers;
@@ -478,7 +509,9 @@ fn supervise(args: &ServeArgs, config: &Config) -> io::Result<()> {
             share * args.workers
         ),
     }
-    let code = supervisor::run(sockets, args.workers, std::env::args_os().skip(1).collect())?;
+    let ready = Announcement { pid_file, takeover };
+    let args_again = std::env::args_os().skip(1).collect();
+    let code = supervisor::run(sockets, args.workers, args_again, ready)?;
     if code != 0 {
         std::process::exit(code);
     }

@@ -48,6 +48,9 @@ pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub const METRICS_BACKLOG: u32 = 64;
 /// `--shutdown-grace`'s default.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// `--drain-timeout`'s default: a minute for held connections to finish
+/// after SIGQUIT (an upgrade's old workers).
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How to run a server. `Config::default()` listens on `127.0.0.1:8888`.
 #[derive(Debug, Clone)]
@@ -82,6 +85,9 @@ pub struct Config {
     pub stats_interval: Option<Duration>,
     /// After a stop request, flush pending output for at most this long.
     pub shutdown_grace: Duration,
+    /// After SIGQUIT (a drain: stop accepting, serve the connections held
+    /// until they close), shut down after at most this long.
+    pub drain_timeout: Duration,
     /// `--metrics`: serve `/metrics` and `/healthz` over HTTP on this TCP
     /// address, on the same loop (`reactor/metrics_listener.rs`).
     pub metrics: Option<SocketAddr>,
@@ -106,6 +112,7 @@ impl Default for Config {
             stall_timeout: Some(DEFAULT_STALL_TIMEOUT),
             stats_interval: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             metrics: None,
             handle_signals: false,
         }
@@ -217,6 +224,7 @@ impl<P: Protocol> Server<P> {
             max_connections,
             stats_interval_ms: config.stats_interval.map(millis),
             shutdown_grace_ms: millis(config.shutdown_grace),
+            drain_timeout_ms: millis(config.drain_timeout),
             handle_signals: config.handle_signals,
             max_memory: config.max_memory,
             udp_reply_budget: config.udp_reply_budget,

@@ -19,6 +19,8 @@
 //!   within the same budget, while the other workers serve; it never stops
 //!   the server. While a worker's restart waits, its sockets are closed so
 //!   the other workers take its new connections (`worker_sockets.rs`);
+//! - on SIGUSR2, starts a new generation on the same sockets and, once it
+//!   accepts, has its workers drain and exits (`upgrade.rs`);
 //! - forwards SIGINT/SIGTERM (each worker drains as `serve` does; a second
 //!   signal makes them, and it, exit at once), closing its copies of the
 //!   sockets so the port refuses new connections once the workers stop
@@ -42,10 +44,11 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM, SIGUSR2};
 use signal_hook::iterator::Signals;
 
 use crate::inherit::pass_sockets;
+use crate::upgrade::{program_path, Announcement, Upgrader, UPGRADE_ENV};
 pub use crate::worker_sockets::WorkerSockets;
 use crate::worker_stats::{WorkerSlots, METRICS_FD_ENV, SLOTS_FD_ENV};
 
@@ -113,13 +116,26 @@ impl Launcher {
 }
 
 /// Run `workers` workers over `sockets` until they have all exited after a
-/// signal. `args` are this process's own arguments (`serve ...`), given
-/// again to each worker. Returns the exit code.
-pub fn run(mut sockets: WorkerSockets, workers: usize, args: Vec<OsString>) -> io::Result<i32> {
-    let mut signals = Signals::new([SIGINT, SIGTERM])
+/// signal, or drained after a new generation took over. `args` are this
+/// process's own arguments (`serve ...`), given again to each worker and
+/// to a new generation; `ready` is said once every worker accepts.
+/// Returns the exit code.
+pub fn run(
+    mut sockets: WorkerSockets,
+    workers: usize,
+    args: Vec<OsString>,
+    ready: Announcement,
+) -> io::Result<i32> {
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR2])
         .map_err(|e| io::Error::new(e.kind(), format!("install signal handlers: {e}")))?;
     let slots = WorkerSlots::create(workers)?;
     let launcher = Launcher::new(workers, args)?;
+    let mut upgrader = Upgrader::new(program_path(), launcher.arg0.clone(), launcher.args.clone());
+    let pid_file = ready.pid_file.clone();
+    let mut ready = Some(ready); // until every worker accepts
+                                 // A new generation accepts: our workers drain, none is restarted.
+    let mut draining = false;
+    let mut successor = None; // the new generation, reaped if it exits first
     let mut pool: Vec<Worker> = (0..workers)
         .map(|index| Worker {
             index,
@@ -134,6 +150,9 @@ pub fn run(mut sockets: WorkerSockets, workers: usize, args: Vec<OsString>) -> i
         // workers already started are told to by their death signal).
         if let Err(e) = start(worker, &mut sockets, &slots, &launcher) {
             sockets.remove_unix_file();
+            if let Some(file) = &pid_file {
+                file.remove_if_names(std::process::id());
+            }
             return Err(e);
         }
     }
@@ -141,7 +160,26 @@ pub fn run(mut sockets: WorkerSockets, workers: usize, args: Vec<OsString>) -> i
     let mut stopping = false;
     let mut throttled_logged = false;
     loop {
+        // Before the signals: a SIGUSR2 that comes once a worker served a
+        // client finds the generation announced.
+        if ready.is_some() && slots.all_accepting() {
+            if let Some(ready) = ready.take() {
+                info!("all {workers} workers accepting");
+                if let Some(path) = ready.announce()? {
+                    sockets.own_unix_file(path); // ours to remove at exit, from now on
+                }
+            }
+        }
         for signal in signals.pending() {
+            if signal == SIGUSR2 {
+                match (stopping || draining, ready.is_some()) {
+                    (true, _) => warn!("SIGUSR2 during shutdown or a drain: ignored"),
+                    (_, true) => warn!("SIGUSR2 before every worker accepts: ignored"),
+                    _ => upgrader.begin(&mut sockets),
+                }
+                continue;
+            }
+            upgrader.abort("shutting down instead");
             let name = if signal == SIGINT {
                 "SIGINT"
             } else {
@@ -155,16 +193,32 @@ pub fn run(mut sockets: WorkerSockets, workers: usize, args: Vec<OsString>) -> i
             }
             info!("{name}: shutting down {workers} workers (a second signal exits at once)");
             stopping = true;
+            draining = false; // a drain's workers shut down instead
             forward(&pool, SIGTERM);
             // Our copies would keep the sockets open, and new clients
             // queued in them, after every worker stopped accepting.
             sockets.close_all();
         }
+        if let Some(child) = upgrader.poll() {
+            successor = Some(child);
+            let left = pool.iter().filter(|w| w.child.is_some()).count();
+            info!("draining {left} workers");
+            draining = true;
+            sockets.close_all(); // the new generation holds them now
+            sockets.forget_unix_file(); // and its file
+            forward(&pool, SIGQUIT);
+        }
+        if let Some(child) = successor.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                warn!("the new generation (pid {}) exited: {status}", child.id());
+                successor = None;
+            }
+        }
         for worker in &mut pool {
             let Some(how) = reap(worker, &slots) else {
                 continue;
             };
-            if !stopping {
+            if !stopping && !draining {
                 warn!(
                     "worker {} exited ({}); starting another (its connections are lost, \
                      those queued on its sockets wait for the new one)",
@@ -173,7 +227,7 @@ pub fn run(mut sockets: WorkerSockets, workers: usize, args: Vec<OsString>) -> i
                 worker.needs_start = true;
             }
         }
-        if !stopping {
+        if !stopping && !draining {
             let now = Instant::now();
             while restarts
                 .front()
@@ -214,12 +268,18 @@ pub fn run(mut sockets: WorkerSockets, workers: usize, args: Vec<OsString>) -> i
                 }
             }
         }
-        if stopping && pool.iter().all(|w| w.child.is_none()) {
+        if (stopping || draining) && pool.iter().all(|w| w.child.is_none()) {
             break;
         }
         thread::sleep(TICK);
     }
-    sockets.remove_unix_file();
+    if draining {
+        info!("drained, exiting");
+    }
+    sockets.remove_unix_file(); // not after a handover: forgotten then
+    if let Some(file) = &pid_file {
+        file.remove_if_names(std::process::id());
+    }
     // Every worker has exited and published its last numbers; a killed
     // one's are those it published last.
     let summed = slots.total().stats;
@@ -269,6 +329,7 @@ fn start(
         .arg0(&launcher.arg0)
         .args(&launcher.args)
         .env(WORKER_ENV, format!("{index}/{}", launcher.workers))
+        .env_remove(UPGRADE_ENV) // a new generation's variable, not its workers'
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         // Its own process group: a terminal's Ctrl-C reaches the supervisor

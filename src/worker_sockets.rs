@@ -116,6 +116,78 @@ impl WorkerSockets {
         }
     }
 
+    /// Sockets a previous generation handed over (`upgrade.rs`): `own[i]`
+    /// were its worker `i`'s, `shared` everyone's. Nothing is bound or
+    /// probed: the old generation still serves on the same sockets (and
+    /// owns the Unix socket file until we accept: [`Self::own_unix_file`]). With
+    /// a different worker count, extra workers get sockets of their own
+    /// joining each group when started; with fewer, the sockets of the
+    /// workers that are gone go to those left (`regroup`), so no socket
+    /// closes — a closing listener would reset the connections queued on it.
+    pub fn handed_over(
+        own: Vec<Vec<(BoundSocket, Listening)>>,
+        shared: Vec<(BoundSocket, Listening)>,
+        metrics: Option<std::net::TcpListener>,
+        backlog: u32,
+        workers: usize,
+    ) -> Self {
+        let mut groups: Vec<BoundSocket> = Vec::new();
+        for (bound, _) in own.iter().flatten() {
+            if !groups.contains(bound) {
+                groups.push(bound.clone());
+            }
+        }
+        let own = own
+            .into_iter()
+            .map(|sockets| sockets.into_iter().map(|(_, socket)| socket).collect())
+            .collect();
+        let (shared_bound, shared): (Vec<BoundSocket>, Vec<Listening>) = shared.into_iter().unzip();
+        let mut bound = groups.clone();
+        bound.extend(shared_bound);
+        WorkerSockets {
+            bound,
+            groups,
+            backlog,
+            own: regroup(own, workers),
+            shared,
+            unix_file: None,
+            metrics,
+        }
+    }
+
+    /// Every socket, for a new generation (`upgrade.rs`): each worker's
+    /// own (reopened first if closed, so every worker hands over a full
+    /// set), the shared ones, and the metrics listener.
+    pub fn handover_fds(&mut self) -> io::Result<HandoverFds> {
+        for index in 0..self.own.len() {
+            if self.own[index].is_none() {
+                self.own[index] = Some(self.reopen_own()?);
+            }
+        }
+        Ok(HandoverFds {
+            own: self
+                .own
+                .iter()
+                .map(|own| own.iter().flatten().map(listening_fd).collect())
+                .collect(),
+            shared: self.shared.iter().map(listening_fd).collect(),
+            metrics: self.metrics.as_ref().map(AsRawFd::as_raw_fd),
+            unix_file: self.unix_file.is_some(),
+        })
+    }
+
+    /// A new generation took over: the Unix socket file is its to remove
+    /// now, not ours.
+    pub fn forget_unix_file(&mut self) {
+        self.unix_file = None;
+    }
+
+    /// We took over from an old generation, which created the Unix socket
+    /// file at `path`: it is ours to remove at exit now.
+    pub fn own_unix_file(&mut self, path: PathBuf) {
+        self.unix_file = Some(path);
+    }
+
     /// `--metrics ADDR`: bind it once, for every worker to serve. Returns
     /// the address bound.
     pub fn serve_metrics(&mut self, addr: SocketAddr) -> io::Result<SocketAddr> {
@@ -125,6 +197,12 @@ impl WorkerSockets {
         // Back to std: it crosses to the workers as a plain descriptor.
         self.metrics = Some(std::net::TcpListener::from(OwnedFd::from(listener)));
         Ok(bound)
+    }
+
+    /// The `--metrics` listener's address, if one is held (bound, or
+    /// handed over).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref()?.local_addr().ok()
     }
 
     /// Worker `index`'s listening descriptors, in the order it will list
@@ -193,5 +271,58 @@ impl WorkerSockets {
         if let Some(path) = &self.unix_file {
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+/// The descriptors handed to a new generation, grouped as it must take
+/// them ([`WorkerSockets::handover_fds`]).
+#[derive(Debug)]
+pub struct HandoverFds {
+    /// Per worker, its own sockets.
+    pub own: Vec<Vec<RawFd>>,
+    /// Shared by every worker.
+    pub shared: Vec<RawFd>,
+    /// The `--metrics` listener.
+    pub metrics: Option<RawFd>,
+    /// Whether we created the Unix socket's file (the taker removes it at its exit).
+    pub unix_file: bool,
+}
+
+/// `own[i]` (worker `i`'s sockets under the old generation) for `workers`
+/// workers: extra workers get `None` (sockets of their own are opened
+/// when they start); with fewer, worker `i` also serves the sockets of old
+/// workers `i + workers`, `i + 2 * workers`, ...
+fn regroup<T>(own: Vec<Vec<T>>, workers: usize) -> Vec<Option<Vec<T>>> {
+    let mut regrouped: Vec<Option<Vec<T>>> = (0..workers).map(|_| None).collect();
+    for (index, sockets) in own.into_iter().enumerate() {
+        regrouped[index % workers]
+            .get_or_insert_with(Vec::new)
+            .extend(sockets);
+    }
+    regrouped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::regroup;
+
+    #[test]
+    fn a_generation_with_other_worker_counts_keeps_every_handed_socket() {
+        let old = || vec![vec![1, 2], vec![3, 4], vec![5, 6]];
+        // Same count: each worker its own.
+        assert_eq!(
+            regroup(old(), 3),
+            [Some(vec![1, 2]), Some(vec![3, 4]), Some(vec![5, 6])]
+        );
+        // More: the new worker opens sockets of its own when started.
+        assert_eq!(
+            regroup(old(), 4),
+            [Some(vec![1, 2]), Some(vec![3, 4]), Some(vec![5, 6]), None]
+        );
+        // Fewer: nothing is closed; the third worker's go to the first.
+        assert_eq!(
+            regroup(old(), 2),
+            [Some(vec![1, 2, 5, 6]), Some(vec![3, 4])]
+        );
     }
 }

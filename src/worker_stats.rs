@@ -27,7 +27,8 @@
 //! so a reader never sees a counter go down, even mid-update.
 //!
 //! Every process mapping the region is the same binary (the supervisor
-//! re-executes itself), so the slot layout agrees; a fresh `memfd` is
+//! re-executes itself; a new generation after an upgrade creates a region
+//! of its own, `upgrade.rs`), so the slot layout agrees; a fresh `memfd` is
 //! zero-filled, and all zeros is a valid `AtomicU64`.
 
 use std::io;
@@ -52,6 +53,9 @@ pub const SLOT_PUBLISH_INTERVAL_MS: u64 = 10;
 pub struct WorkerSlot {
     /// The live worker's pid (0: none now), for its descriptors and memory.
     pid: AtomicU64,
+    /// 1 once the live worker's loop runs with its listeners registered:
+    /// what a new generation waits for before it takes over (`upgrade.rs`).
+    accepting: AtomicU64,
     stats: SharedStats,
     http_answered: AtomicU64,
     http_refused: [AtomicU64; 4],
@@ -125,6 +129,15 @@ impl SlotWriter {
             due_ms: 0,
             stale: false,
         })
+    }
+
+    /// Say the worker accepts: its loop is about to run, every listener
+    /// registered (connections that come before its first turn wait in
+    /// the listeners' queues, served in that turn).
+    pub fn mark_accepting(&self) {
+        if let Some(slot) = self.slots.slot(self.index) {
+            slot.accepting.store(1, Relaxed);
+        }
     }
 
     /// Every worker's slots, for summing.
@@ -292,6 +305,14 @@ impl WorkerSlots {
         total
     }
 
+    /// Whether every slot's worker has said it accepts
+    /// ([`SlotWriter::mark_accepting`]) and not been retired since.
+    pub fn all_accepting(&self) -> bool {
+        (0..self.count)
+            .filter_map(|i| self.slot(i))
+            .all(|slot| slot.accepting.load(Relaxed) == 1)
+    }
+
     /// Slot `index`'s worker is gone (the supervisor reaped it): its
     /// gauges leave the sum, its counters stay for its successor to carry
     /// on from.
@@ -299,6 +320,7 @@ impl WorkerSlots {
         if let Some(slot) = self.slot(index) {
             slot.stats.store(&slot.stats.snapshot().without_gauges());
             slot.held_fds.store(0, Relaxed);
+            slot.accepting.store(0, Relaxed);
             slot.pid.store(0, Relaxed);
         }
     }
@@ -492,6 +514,20 @@ mod tests {
         assert_eq!(total.stats.closed_by(CloseReason::ALL[0]), 107);
         assert_eq!(total.http.answered, 3);
         assert_eq!(total.workers, 2);
+    }
+
+    #[test]
+    fn the_workers_accept_once_each_has_said_so_and_none_was_retired_since() {
+        let slots = Arc::new(WorkerSlots::create(2).unwrap());
+        let first = SlotWriter::claim(Arc::clone(&slots), 0).unwrap();
+        let second = SlotWriter::claim(Arc::clone(&slots), 1).unwrap();
+        assert!(!slots.all_accepting(), "started, not yet in their loops");
+        first.mark_accepting();
+        assert!(!slots.all_accepting());
+        second.mark_accepting();
+        assert!(slots.all_accepting());
+        slots.retire(1); // died: its successor must say so again
+        assert!(!slots.all_accepting());
     }
 
     #[test]

@@ -6,8 +6,7 @@ mod support;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc::Receiver;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -90,7 +89,11 @@ fn a_killed_worker_is_replaced_and_new_connections_are_served() {
 fn a_socket_handed_over_as_fd_3_is_served_and_nothing_is_bound() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let cmd = serve_handed(listener.as_raw_fd(), "");
+    let cmd = serve_handed(
+        env!("CARGO_BIN_EXE_echo-reactor").as_ref(),
+        listener.as_raw_fd(),
+        "",
+    );
     let server = ServeProcess::spawn_command(cmd, 1);
     assert_eq!(
         server.sockets,
@@ -285,35 +288,6 @@ fn a_second_server_is_refused_on_a_port_a_workers_group_holds_tcp_and_udp() {
     assert!(status.success(), "{status}");
 }
 
-/// `serve ARGS` started the way systemd starts a socket-activated service:
-/// `fd` at descriptor 3, `LISTEN_FDS=1`, `LISTEN_PID` its own pid (the
-/// shell execs the server, so `$$` is its pid).
-fn serve_handed(fd: std::os::fd::RawFd, args: &str) -> Command {
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(format!(
-            "LISTEN_PID=$$ LISTEN_FDS=1 exec '{}' serve {args}",
-            env!("CARGO_BIN_EXE_echo-reactor")
-        ))
-        .stdout(Stdio::piped());
-    // SAFETY: only dup2/fcntl between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            // dup2 onto itself would leave close-on-exec set: clear it then.
-            let placed = if fd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(fd, 3)
-            };
-            if placed == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    cmd
-}
-
 #[test]
 fn workers_serve_a_handed_reuseport_socket_while_a_second_server_is_refused_its_port() {
     // What an upgrade hands its new generation: a listening socket with
@@ -328,7 +302,11 @@ fn workers_serve_a_handed_reuseport_socket_while_a_second_server_is_refused_its_
     socket.listen(128).unwrap();
     let listener: TcpListener = socket.into();
     let addr = listener.local_addr().unwrap();
-    let cmd = serve_handed(listener.as_raw_fd(), "--workers 2");
+    let cmd = serve_handed(
+        env!("CARGO_BIN_EXE_echo-reactor").as_ref(),
+        listener.as_raw_fd(),
+        "--workers 2",
+    );
     let (server, _stderr) = spawn_workers_with(cmd, 1);
     assert_eq!(server.sockets, [format!("tcp {addr}")]);
     drop(listener); // the server holds its own copy

@@ -106,7 +106,8 @@ enum Progress {
 
 /// The metrics listener, its connections and its tallies.
 pub struct MetricsEndpoint {
-    listener: TcpListener,
+    /// `None` once the worker drains: new scrapes go to the other holders.
+    listener: Option<TcpListener>,
     conns: Slab<MetricsConn>,
     counters: HttpCounters,
     /// Under `--workers`: every worker's slots, summed by a scrape.
@@ -135,13 +136,22 @@ impl MetricsEndpoint {
     ) -> io::Result<Self> {
         registry.register(&mut listener, METRICS_LISTENER, Interest::READABLE)?;
         Ok(MetricsEndpoint {
-            listener,
+            listener: Some(listener),
             conns: Slab::with_capacity(METRICS_SLOTS),
             counters: HttpCounters::default(),
             shared,
             paused_until_ms: NEVER,
             accept_warnings: WarnLimiter::default(),
         })
+    }
+
+    /// Close the listener (a drain): the connections held are served on,
+    /// new ones go to whoever else holds the socket.
+    pub fn stop_accepting(&mut self, registry: &Registry) {
+        if let Some(mut listener) = self.listener.take() {
+            let _ = registry.deregister(&mut listener);
+        }
+        self.paused_until_ms = NEVER;
     }
 
     /// The nearest connection deadline, or the end of an accept pause.
@@ -165,6 +175,11 @@ impl MetricsEndpoint {
         self.conns.len()
     }
 
+    /// Descriptors held: the connections and, until a drain, the listener.
+    pub fn held_fds(&self) -> usize {
+        self.connections() + usize::from(self.listener.is_some())
+    }
+
     /// An event for the listener or a connection. `stats` is this
     /// reactor's latest snapshot; `health` what `/healthz` says.
     pub fn on_event(
@@ -183,7 +198,7 @@ impl MetricsEndpoint {
         let Some(index) = metrics_conn_index(token) else {
             return;
         };
-        let metrics_fds = self.conns.len() as u64 + 1; // + the listener
+        let metrics_fds = self.conns.len() as u64 + u64::from(self.listener.is_some());
         let Some(conn) = self.conns.get_mut(index) else {
             return; // closed earlier in this batch
         };
@@ -253,7 +268,10 @@ impl MetricsEndpoint {
                 self.paused_until_ms = now_ms;
                 break;
             }
-            match try_accept(|| self.listener.accept()) {
+            let Some(listener) = &self.listener else {
+                return; // draining: closed
+            };
+            match try_accept(|| listener.accept()) {
                 AcceptOutcome::Accepted((stream, _)) => self.open(stream, now_ms, registry),
                 AcceptOutcome::WouldBlock => break,
                 // The waiting connection keeps the listener readable with no
@@ -339,9 +357,12 @@ impl MetricsEndpoint {
     /// close, not a hang), take the spare back. Returns how many were shed.
     fn shed_waiting(&mut self, spare_fd: &mut Option<File>) -> u64 {
         let mut shed = 0;
+        let Some(listener) = &self.listener else {
+            return 0;
+        };
         if spare_fd.take().is_some() {
             for _ in 0..ACCEPT_BUDGET {
-                match try_accept(|| self.listener.accept()) {
+                match try_accept(|| listener.accept()) {
                     AcceptOutcome::Accepted(stream) => {
                         drop(stream);
                         shed += 1;

@@ -64,7 +64,7 @@ use std::time::Duration;
 
 use log::{info, log_enabled, trace, warn, Level};
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
@@ -116,7 +116,11 @@ pub struct ReactorSettings {
     pub stats_interval_ms: Option<u64>,
     /// After a stop request, flush pending output for at most this long (ms).
     pub shutdown_grace_ms: u64,
-    /// Shut down on SIGINT/SIGTERM (a second signal exits at once).
+    /// After SIGQUIT (drain), serve held connections for at most this long
+    /// (ms) before the shutdown above closes the rest.
+    pub drain_timeout_ms: u64,
+    /// Shut down on SIGINT/SIGTERM (a second signal exits at once); drain
+    /// on SIGQUIT; say SIGUSR2 (an upgrade) is not for this process.
     pub handle_signals: bool,
     /// `--max-memory`: bytes held for all connections together (0: no budget).
     pub max_memory: usize,
@@ -147,8 +151,13 @@ pub struct Reactor<P: Protocol> {
     publish: PublishGate,
     /// Wakes the loop for a copy a turn skipped (`publish_timer.rs`).
     publish_timer: PublishTimer,
-    /// Set when shutdown begins: the end of the flush window.
+    /// Set when shutdown begins: the end of the flush window. Also set
+    /// while draining (`draining`): the end of the drain, after which the
+    /// shutdown begins. One field for both, so a turn tests one value.
     shutdown_deadline_ms: Option<u64>,
+    /// SIGQUIT: not accepting, serving what is held until it closes or
+    /// `shutdown_deadline_ms` (`shutdown.rs`).
+    draining: bool,
     /// The Unix socket files we listen on: a second signal exits at once,
     /// skipping the destructors that would remove them, so it does.
     unix_paths: Vec<std::path::PathBuf>,
@@ -207,7 +216,7 @@ impl<P: Protocol> Reactor<P> {
             endpoints.push(Endpoint::new(socket));
         }
         let signals = if settings.handle_signals {
-            let mut signals = Signals::new([SIGINT, SIGTERM])?;
+            let mut signals = Signals::new([SIGINT, SIGTERM, SIGQUIT, SIGUSR2])?;
             poll.registry()
                 .register(&mut signals, SIGNALS, Interest::READABLE)?;
             Some(signals)
@@ -249,6 +258,7 @@ impl<P: Protocol> Reactor<P> {
             publish_timer,
             settings,
             shutdown_deadline_ms: None,
+            draining: false,
             unix_paths,
             metrics: None,
             slot: None,
@@ -281,6 +291,9 @@ impl<P: Protocol> Reactor<P> {
     /// accepting, flush pending output for up to the grace period, close
     /// everything. Returns the final stats.
     pub fn run(&mut self) -> io::Result<StatsSnapshot> {
+        if let Some(slot) = &self.slot {
+            slot.mark_accepting(); // a new generation waits for this (`upgrade.rs`)
+        }
         loop {
             self.run_once()?;
             let now = self.clients.ws.ctx.now_ms;
@@ -288,8 +301,16 @@ impl<P: Protocol> Reactor<P> {
                 self.begin_shutdown();
             }
             if let Some(deadline) = self.shutdown_deadline_ms {
-                if self.clients.conns.is_empty() {
+                // A drain waits for the health checks it holds too (each
+                // has METRICS_DEADLINE_MS): exiting would reset them.
+                let scrapes =
+                    self.draining && self.metrics.as_ref().is_some_and(|m| m.connections() > 0);
+                if self.clients.conns.is_empty() && !scrapes {
                     break;
+                }
+                if now >= deadline && self.draining {
+                    self.end_drain(); // the drain's time is up: shut down
+                    continue;
                 }
                 if now >= deadline {
                     warn!(
@@ -519,7 +540,7 @@ fn worker_numbers<P: Protocol>(
     clients: &Clients<P>,
     metrics: Option<&MetricsEndpoint>,
 ) -> WorkerNumbers {
-    let metrics_fds = metrics.map_or(0, |m| m.connections() + 1); // + its listener
+    let metrics_fds = metrics.map_or(0, MetricsEndpoint::held_fds);
     let held = clients.conns.len() + clients.endpoints.len() + metrics_fds;
     WorkerNumbers {
         stats: stats.snapshot(),
@@ -548,6 +569,7 @@ mod tests {
             max_connections: 10_000,
             stats_interval_ms: None,
             shutdown_grace_ms: 1_000,
+            drain_timeout_ms: 1_000,
             handle_signals: false,
             max_memory: 0,
             udp_reply_budget: 0,

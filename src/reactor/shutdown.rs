@@ -2,6 +2,15 @@
 //! then stop accepting, stop reading, and give owed replies the grace period.
 //! A second signal exits at once.
 //!
+//! The drain, on SIGQUIT (what nginx's workers do on QUIT; the supervisor
+//! sends it to the old workers once a new generation accepts, `upgrade.rs`):
+//! stop accepting — every listener closed, the metrics one too, so new
+//! clients and scrapes go to whoever else holds the sockets — and keep
+//! serving the connections held, reading and answering, until each closes.
+//! `/healthz` on a metrics connection still held answers 503. After the
+//! drain timeout the shutdown above closes what remains (owed replies
+//! first, then the lingering close); a SIGINT/SIGTERM starts it sooner.
+//!
 //! A connection we owe nothing closes at once, unless we sent to it within
 //! the last second — it may be mid-conversation, its next message on the
 //! wire — or it is in the middle of a message, or bytes arrived that the
@@ -14,7 +23,7 @@ use std::sync::atomic::Ordering;
 
 use log::{info, warn};
 use mio::Registry;
-use signal_hook::consts::SIGINT;
+use signal_hook::consts::{SIGINT, SIGQUIT, SIGUSR2};
 
 use super::clients::Clients;
 use super::endpoints::Listening;
@@ -24,17 +33,40 @@ use crate::protocol::Protocol;
 use crate::timers::due_after;
 
 impl<P: Protocol> Reactor<P> {
-    /// SIGINT/SIGTERM arrived (read from the self-pipe, inside the loop).
+    /// SIGINT/SIGTERM/SIGQUIT/SIGUSR2 arrived (read from the self-pipe, inside the loop).
     pub(super) fn on_signals(&mut self) {
         let Some(signals) = self.signals.as_mut() else {
             return;
         };
-        for signal in signals.pending() {
+        let arrived: Vec<i32> = signals.pending().collect();
+        for signal in arrived {
+            if signal == SIGQUIT {
+                self.begin_drain();
+                continue;
+            }
+            if signal == SIGUSR2 {
+                // Its default action would end the process: an operator's
+                // upgrade attempt must not be a crash.
+                warn!(
+                    "SIGUSR2 ignored: upgrades need a supervisor \
+                     (serve --pid-file, or --workers 2 or more), which this process is not"
+                );
+                continue;
+            }
             let name = if signal == SIGINT {
                 "SIGINT"
             } else {
                 "SIGTERM"
             };
+            if self.draining {
+                // Not "again": the drain is a shutdown that waits on the
+                // clients; this one waits only on owed replies.
+                info!("{name} during the drain: shutting down (a second signal exits at once)");
+                self.draining = false;
+                self.shutdown_deadline_ms = None; // `run` begins the shutdown after this turn
+                self.stop_requested.store(true, Ordering::Release);
+                continue;
+            }
             if self.shutdown_deadline_ms.is_some() {
                 // The operator insists: no more waiting for slow clients.
                 warn!("{name} again during shutdown: exiting now");
@@ -46,6 +78,41 @@ impl<P: Protocol> Reactor<P> {
             info!("{name}: shutting down (a second signal exits at once)");
             self.stop_requested.store(true, Ordering::Release);
         }
+    }
+
+    /// SIGQUIT: stop accepting (the metrics listener too) and serve the
+    /// connections held until they close, for at most the drain timeout.
+    fn begin_drain(&mut self) {
+        if self.shutdown_deadline_ms.is_some() || self.stop_requested.load(Ordering::Acquire) {
+            info!("SIGQUIT during a drain or shutdown: ignored");
+            return;
+        }
+        let now = self.clients.ws.ctx.now_ms;
+        self.draining = true;
+        self.shutdown_deadline_ms = Some(due_after(now, self.settings.drain_timeout_ms));
+        let registry = self.poll.registry();
+        self.clients.stop_accepting(registry);
+        if let Some(metrics) = &mut self.metrics {
+            metrics.stop_accepting(registry);
+        }
+        info!(
+            "SIGQUIT: draining: stopped accepting; serving {} connections until they close \
+             (at most {} ms)",
+            self.clients.open_count(),
+            self.settings.drain_timeout_ms
+        );
+    }
+
+    /// The drain timeout is over: shut down as on SIGTERM, closing what
+    /// remains gracefully (called by `run` between turns).
+    pub(super) fn end_drain(&mut self) {
+        info!(
+            "drain timeout: {} connections still open; shutting down",
+            self.clients.open_count()
+        );
+        self.draining = false;
+        self.stop_requested.store(true, Ordering::Release);
+        self.begin_shutdown();
     }
 
     /// Stop accepting, stop reading, and give pending output the grace period.
@@ -86,9 +153,9 @@ fn waiting_on(waiting: Waiting) -> String {
 }
 
 impl<P: Protocol> Clients<P> {
-    /// Close every listening socket and stop reading every connection;
-    /// idle ones close now. Returns what is left to wait on.
-    pub(super) fn stop_accepting_and_reading(&mut self, registry: &Registry) -> Waiting {
+    /// Close every listening socket (new clients go to whoever else holds
+    /// them, or are refused).
+    pub(super) fn stop_accepting(&mut self, registry: &Registry) {
         self.accepting = false;
         for endpoint in &mut self.endpoints {
             let _ = match &mut endpoint.socket {
@@ -99,6 +166,12 @@ impl<P: Protocol> Clients<P> {
         }
         self.endpoints.clear(); // closes them; later events for their tokens are ignored
         self.ready.retain(|t| endpoint_index(*t).is_none());
+    }
+
+    /// Close every listening socket and stop reading every connection;
+    /// idle ones close now. Returns what is left to wait on.
+    pub(super) fn stop_accepting_and_reading(&mut self, registry: &Registry) -> Waiting {
+        self.stop_accepting(registry);
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for &key in &keys {
             let conn = &mut self.conns[key];

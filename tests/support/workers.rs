@@ -3,7 +3,9 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::process::Stdio;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -182,4 +184,33 @@ impl Hoarder {
         self.sender.join().unwrap();
         super::assert_same_bytes(&echoed, &self.payload);
     }
+}
+
+/// `BINARY serve ARGS` started the way systemd starts a socket-activated
+/// service: `fd` at descriptor 3, `LISTEN_FDS=1`, `LISTEN_PID` its own
+/// pid (the shell execs the server, so `$$` is its pid).
+pub fn serve_handed(binary: &Path, fd: std::os::fd::RawFd, args: &str) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "LISTEN_PID=$$ LISTEN_FDS=1 exec '{}' serve {args}",
+            binary.display()
+        ))
+        .stdout(Stdio::piped());
+    // SAFETY: only dup2/fcntl between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself would leave close-on-exec set: clear it then.
+            let placed = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if placed == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
 }

@@ -1,0 +1,122 @@
+//! `serve --pid-file PATH`: the file that names the live supervisor, for
+//! `kill -USR2 $(cat PATH)` and for service managers (`PIDFile=`).
+//!
+//! The file is only ever replaced whole: the pid is written to a temporary
+//! file beside it, then renamed over it (`rename(2)` is atomic within a
+//! directory). A reader — an operator's shell, systemd — sees the old pid
+//! or the new one, never an empty or half-written file; that matters when
+//! a new generation takes over (`upgrade.rs`) while someone reads the file.
+//!
+//! At exit a supervisor removes the file only if it still names itself:
+//! after a handover it names the new generation, which must keep it.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Where the supervisor's pid is written.
+#[derive(Debug, Clone)]
+pub struct PidFile {
+    path: PathBuf,
+}
+
+impl PidFile {
+    /// The pid file at `path` (nothing is written yet).
+    pub fn new(path: PathBuf) -> Self {
+        PidFile { path }
+    }
+
+    /// Where the file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Replace the file with `pid` and a newline, atomically (a temporary
+    /// file in the same directory, renamed over it). The error names the file.
+    pub fn write(&self, pid: u32) -> io::Result<()> {
+        let named = |e: io::Error| {
+            io::Error::new(e.kind(), format!("--pid-file {}: {e}", self.path.display()))
+        };
+        let temporary = self.temporary();
+        let written = std::fs::File::create(&temporary)
+            .and_then(|mut file| file.write_all(format!("{pid}\n").as_bytes()))
+            .and_then(|()| std::fs::rename(&temporary, &self.path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temporary);
+        }
+        written.map_err(named)
+    }
+
+    /// The pid the file names now, if it can be read and names one.
+    pub fn read(&self) -> Option<u32> {
+        std::fs::read_to_string(&self.path)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Remove the file if it still names `pid` (a supervisor exiting: once
+    /// a new generation took over, the file is the new one's).
+    pub fn remove_if_names(&self, pid: u32) {
+        if self.read() == Some(pid) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+
+    /// `PATH.tmp.PID`: beside the file (a rename across filesystems is not
+    /// atomic), and per process, so two writers never share one.
+    fn temporary(&self) -> PathBuf {
+        let mut name = self.path.clone().into_os_string();
+        name.push(format!(".tmp.{}", std::process::id()));
+        PathBuf::from(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("echo-reactor-pidfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    #[test]
+    fn the_file_is_replaced_whole_and_names_the_last_pid_written() {
+        let file = PidFile::new(scratch("replaced.pid"));
+        file.write(41).unwrap();
+        assert_eq!(std::fs::read_to_string(file.path()).unwrap(), "41\n");
+        file.write(42).unwrap();
+        assert_eq!(file.read(), Some(42));
+        // No temporary file is left beside it.
+        let dir = file.path().parent().unwrap();
+        let left: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|name| name.starts_with("replaced.pid."))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn only_the_supervisor_the_file_names_removes_it() {
+        let file = PidFile::new(scratch("removed.pid"));
+        file.write(7).unwrap();
+        file.remove_if_names(8); // an old generation, exiting after a handover
+        assert_eq!(file.read(), Some(7));
+        file.remove_if_names(7);
+        assert!(!file.path().exists());
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_written_is_named_in_the_error() {
+        let file = PidFile::new(PathBuf::from("/nonexistent-dir/echo.pid"));
+        let text = file.write(1).unwrap_err().to_string();
+        assert!(
+            text.starts_with("--pid-file /nonexistent-dir/echo.pid: "),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 1);
+    }
+}

@@ -1,0 +1,466 @@
+//! Upgrading without downtime: on `SIGUSR2` the supervisor starts a new
+//! generation — the binary on disk, as a new supervisor — hands it every
+//! listening socket, and steps aside once it accepts (nginx's `USR2`;
+//! HAProxy's seamless reload hands its listeners over the same way).
+//!
+//! The handover, old supervisor's side ([`Upgrader`]):
+//! 1. start the file it was started from ([`program_path`]; not
+//!    `/proc/self/exe`, which is the old image) with the same arguments,
+//!    in a process group of its own and *without* a parent-death signal
+//!    (it outlives us). Descriptors 3, 4, ... are every worker's own
+//!    sockets, worker by worker, then the shared ones (`LISTEN_FDS` counts
+//!    these), then the metrics listener and the write end of a pipe;
+//!    [`UPGRADE_ENV`] describes the layout ([`Layout`]) so each new worker
+//!    gets the sockets of the old worker of its index — the same sockets,
+//!    the same queues: nothing is bound, probed or unlinked, no connection
+//!    waits in a queue nobody will accept from;
+//! 2. wait for one byte on the pipe, for at most [`READY_TIMEOUT`]. The
+//!    byte means "every new worker accepts": then the old workers drain
+//!    (`supervisor.rs` sends them SIGQUIT, `reactor/shutdown.rs`).
+//!    The new generation exiting, closing the pipe, or the timeout instead
+//!    is a **rollback**: its process group is killed (its workers, in
+//!    groups of their own, get SIGTERM from their parent-death signal and
+//!    close what they took), it is reaped, the reason is logged in one
+//!    line, and the old generation serves on as if nothing happened.
+//!
+//! The new supervisor's side ([`take_over`], [`Announcement`]): take the
+//! sockets as the layout says, start the workers, and once every one has
+//! said it accepts (`worker_stats.rs`), rewrite the pid file, write the
+//! byte, and tell systemd (`notify.rs`: `MAINPID`, `READY=1`).
+//!
+//! Only one upgrade is under way at a time; a `SIGUSR2` meanwhile is
+//! logged and ignored. Nothing here knows of connections.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use log::{error, info, warn};
+
+use crate::inherit::{claim_fd, inherited_sockets, pass_sockets};
+use crate::notify::notify;
+use crate::pidfile::PidFile;
+use crate::server::BoundSocket;
+use crate::worker_sockets::WorkerSockets;
+
+/// Set in a new generation's environment: the layout of the descriptors
+/// it was handed ([`Layout`]), and the old supervisor's pid.
+pub const UPGRADE_ENV: &str = "ECHO_REACTOR_UPGRADE";
+/// How long a new generation has to accept before it is rolled back.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The binary an upgrade starts: the file this process was started from,
+/// looked up now, at start (the working directory may not stay). A path
+/// in `argv[0]` is taken as given, so a symlink swapped to a new release
+/// is followed; a bare name (found on `PATH`) is the file it resolved to.
+pub fn program_path() -> io::Result<PathBuf> {
+    let named = |e: io::Error| io::Error::new(e.kind(), format!("find this program's file: {e}"));
+    match std::env::args_os().next() {
+        Some(arg0) if Path::new(&arg0).components().count() > 1 => {
+            std::path::absolute(&arg0).map_err(named)
+        }
+        _ => std::env::current_exe().map_err(named),
+    }
+}
+
+/// What a new generation is handed besides the descriptors, as
+/// [`UPGRADE_ENV`]'s value: `pid=12 own=2,2 shared=1 metrics=1 unix_file=1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The old supervisor's pid.
+    pub old_pid: u32,
+    /// How many sockets each old worker had of its own, in order (first
+    /// in the descriptors).
+    pub own: Vec<usize>,
+    /// Sockets every worker shared (the Unix socket; under socket
+    /// activation, all of them), after the own ones.
+    pub shared: usize,
+    /// A `--metrics` listener follows the listening sockets.
+    pub metrics: bool,
+    /// The old generation created the Unix socket's file: whoever exits
+    /// last must remove it.
+    pub unix_file: bool,
+}
+
+impl Layout {
+    /// Listening sockets in all (`LISTEN_FDS`).
+    pub fn listening(&self) -> usize {
+        self.own.iter().sum::<usize>() + self.shared
+    }
+
+    /// The variable's value.
+    pub fn to_env(&self) -> String {
+        let own: Vec<String> = self.own.iter().map(usize::to_string).collect();
+        format!(
+            "pid={} own={} shared={} metrics={} unix_file={}",
+            self.old_pid,
+            own.join(","),
+            self.shared,
+            u8::from(self.metrics),
+            u8::from(self.unix_file)
+        )
+    }
+
+    /// Read [`Layout::to_env`]'s text back; the error says what is wrong.
+    pub fn parse(text: &str) -> Result<Layout, String> {
+        let mut layout = Layout {
+            old_pid: 0,
+            own: Vec::new(),
+            shared: 0,
+            metrics: false,
+            unix_file: false,
+        };
+        let number = |key: &str, value: &str| {
+            value
+                .parse::<usize>()
+                .map_err(|_| format!("{key}={value}: not a number"))
+        };
+        let flag = |key: &str, value: &str| match value {
+            "0" => Ok(false),
+            "1" => Ok(true),
+            _ => Err(format!("{key}={value}: expected 0 or 1")),
+        };
+        let mut seen = 0;
+        for field in text.split_whitespace() {
+            let (key, value) = field
+                .split_once('=')
+                .ok_or_else(|| format!("{field}: expected KEY=VALUE"))?;
+            match key {
+                "pid" => layout.old_pid = number(key, value)? as u32,
+                "own" => {
+                    layout.own = value
+                        .split(',')
+                        .map(|n| number(key, n))
+                        .collect::<Result<_, _>>()?
+                }
+                "shared" => layout.shared = number(key, value)?,
+                "metrics" => layout.metrics = flag(key, value)?,
+                "unix_file" => layout.unix_file = flag(key, value)?,
+                _ => return Err(format!("{key}: unknown")),
+            }
+            seen += 1;
+        }
+        if seen != 5 || layout.own.is_empty() {
+            return Err("expected pid, own, shared, metrics and unix_file".into());
+        }
+        Ok(layout)
+    }
+}
+
+/// The old supervisor's upgrades: at most one under way.
+pub struct Upgrader {
+    /// Where the new binary is; why not, if that was not found at start.
+    program: Result<PathBuf, String>,
+    arg0: OsString,
+    args: Vec<OsString>,
+    under_way: Option<Upgrade>,
+}
+
+/// A new generation started and not yet accepting.
+struct Upgrade {
+    child: Child,
+    /// The pipe's read end (non-blocking): one byte = accepting.
+    ready: File,
+    deadline: Instant,
+}
+
+impl Upgrader {
+    /// Upgrades to the binary at `program`, started as `arg0 args...`.
+    /// Not knowing where it is stops upgrades (each `SIGUSR2` says why),
+    /// not the server.
+    pub fn new(program: io::Result<PathBuf>, arg0: OsString, args: Vec<OsString>) -> Self {
+        Upgrader {
+            program: program.map_err(|e| e.to_string()),
+            arg0,
+            args,
+            under_way: None,
+        }
+    }
+
+    /// `SIGUSR2`: start a new generation on `sockets`, unless one is
+    /// under way already. A start that fails is a rollback at once.
+    pub fn begin(&mut self, sockets: &mut WorkerSockets) {
+        if let Some(upgrade) = &self.under_way {
+            warn!(
+                "SIGUSR2: an upgrade is under way (new generation pid {}): ignored",
+                upgrade.child.id()
+            );
+            return;
+        }
+        let program = match &self.program {
+            Ok(program) => program.clone(),
+            Err(why) => {
+                error!("upgrade: not started: {why}");
+                return;
+            }
+        };
+        info!("upgrade: starting {}", program.display());
+        match self.start(&program, sockets) {
+            Ok(upgrade) => self.under_way = Some(upgrade),
+            Err(e) => error!("upgrade: rolled back: {e}; this generation serves on"),
+        }
+    }
+
+    fn start(&self, program: &Path, sockets: &mut WorkerSockets) -> io::Result<Upgrade> {
+        let handed = sockets.handover_fds()?;
+        let layout = Layout {
+            old_pid: std::process::id(),
+            own: handed.own.iter().map(Vec::len).collect(),
+            shared: handed.shared.len(),
+            metrics: handed.metrics.is_some(),
+            unix_file: handed.unix_file,
+        };
+        let (ready, tell) = pipe()?;
+        let mut fds: Vec<RawFd> = handed.own.into_iter().flatten().collect();
+        fds.extend(handed.shared);
+        fds.extend(handed.metrics);
+        fds.push(tell.as_raw_fd());
+        let mut command = Command::new(program);
+        command
+            .arg0(&self.arg0)
+            .args(&self.args)
+            .env(UPGRADE_ENV, layout.to_env())
+            .stdin(Stdio::null())
+            // Its own group: rolled back, it is killed as a whole; a
+            // terminal's Ctrl-C reaching us does not reach it.
+            .process_group(0);
+        let _copies = pass_sockets(&mut command, &fds)?;
+        command.env("LISTEN_FDS", layout.listening().to_string());
+        let child = command
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("start {}: {e}", program.display())))?;
+        drop(tell); // the child has its copy: its exit closes the pipe
+        Ok(Upgrade {
+            child,
+            ready: File::from(ready),
+            deadline: Instant::now() + READY_TIMEOUT,
+        })
+    }
+
+    /// Look at the upgrade under way, if any: `Some(child)` once the new
+    /// generation accepts (the old one drains now; the child is returned
+    /// to be reaped). A failure is rolled back here, and logged.
+    pub fn poll(&mut self) -> Option<Child> {
+        let upgrade = self.under_way.as_mut()?;
+        let pid = upgrade.child.id();
+        let failure = match upgrade.ready.read(&mut [0u8; 1]) {
+            Ok(1..) => {
+                info!("upgrade: new generation pid {pid} accepting");
+                return self.under_way.take().map(|u| u.child);
+            }
+            // Nothing yet, or the end of the pipe (the new generation is
+            // exiting, or gave its end away): its exit says more.
+            Ok(0) => self.exited_or_late()?,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.exited_or_late()?,
+            Err(e) => format!("read new generation pid {pid}'s pipe: {e}"),
+        };
+        self.abort(&format!("{failure}; this generation serves on"));
+        None
+    }
+
+    /// Why the upgrade under way failed, if it has: its new generation
+    /// exited, or is not accepting by the deadline. `None`: still waiting.
+    fn exited_or_late(&mut self) -> Option<String> {
+        let upgrade = self.under_way.as_mut()?;
+        let pid = upgrade.child.id();
+        match upgrade.child.try_wait() {
+            Ok(Some(status)) => Some(format!(
+                "new generation pid {pid} exited ({status}) before accepting"
+            )),
+            _ if Instant::now() >= upgrade.deadline => Some(format!(
+                "new generation pid {pid} not accepting within {READY_TIMEOUT:?}"
+            )),
+            _ => None,
+        }
+    }
+
+    /// Roll the upgrade under way back, `why` logged.
+    pub fn abort(&mut self, why: &str) {
+        let Some(mut upgrade) = self.under_way.take() else {
+            return;
+        };
+        let pid = upgrade.child.id() as libc::pid_t;
+        // Not yet waited for, the child keeps its pid (a zombie at worst),
+        // so neither number can name another process.
+        // SAFETY: kill only sends a signal: to the process group of a
+        // child we started in a group of its own, then to the child.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+            libc::kill(pid, libc::SIGKILL);
+        }
+        let _ = upgrade.child.wait();
+        error!("upgrade: rolled back: {why}");
+    }
+}
+
+/// A pipe, both ends close-on-exec, the read end non-blocking.
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two new descriptors into `fds`.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("pipe: {e}")));
+    }
+    // SAFETY: both are fresh descriptors nothing else owns.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: fcntl on a descriptor we own.
+    if unsafe { libc::fcntl(read.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((read, write))
+}
+
+/// What a new generation took over: where to say it accepts.
+#[derive(Debug)]
+pub struct Takeover {
+    old_pid: u32,
+    tell: File,
+    /// The Unix socket file the old generation created: ours to remove
+    /// once we accept (not before: a new generation rolled back must leave
+    /// it).
+    unix_file: Option<PathBuf>,
+}
+
+/// In a new generation (with [`UPGRADE_ENV`]): the sockets handed over,
+/// as `workers` workers' ([`WorkerSockets::handed_over`]), and the way
+/// back to the old supervisor. `None` when this is no new generation.
+pub fn take_over(backlog: u32, workers: usize) -> io::Result<Option<(WorkerSockets, Takeover)>> {
+    let Ok(text) = std::env::var(UPGRADE_ENV) else {
+        return Ok(None);
+    };
+    let layout = Layout::parse(&text).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{UPGRADE_ENV}={text}: {e}"),
+        )
+    })?;
+    let handed = inherited_sockets()?.unwrap_or_default();
+    if handed.len() != layout.listening() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{UPGRADE_ENV}={text}: {} listening sockets handed over, {} described",
+                handed.len(),
+                layout.listening()
+            ),
+        ));
+    }
+    let mut handed = handed.into_iter();
+    let own: Vec<Vec<_>> = layout
+        .own
+        .iter()
+        .map(|&n| handed.by_ref().take(n).collect())
+        .collect();
+    let shared: Vec<_> = handed.collect();
+    let mut next = 3 + layout.listening() as RawFd;
+    let metrics = if layout.metrics {
+        let listener = std::net::TcpListener::from(claim_fd(next)?);
+        listener.set_nonblocking(true)?;
+        next += 1;
+        Some(listener)
+    } else {
+        None
+    };
+    let tell = File::from(claim_fd(next)?);
+    let unix_file = shared.iter().find_map(|(bound, _)| match bound {
+        BoundSocket::Unix(path) if layout.unix_file => Some(path.clone()),
+        _ => None,
+    });
+    info!(
+        "took over {} sockets from pid {} ({} workers there, {workers} here)",
+        layout.listening() + usize::from(layout.metrics),
+        layout.old_pid,
+        layout.own.len()
+    );
+    let sockets = WorkerSockets::handed_over(own, shared, metrics, backlog, workers);
+    Ok(Some((
+        sockets,
+        Takeover {
+            old_pid: layout.old_pid,
+            tell,
+            unix_file,
+        },
+    )))
+}
+
+/// What a supervisor says once every worker accepts: the pid file (a new
+/// generation's, rewritten now; a first one's was written at start), the
+/// old generation told, systemd told.
+#[derive(Debug, Default)]
+pub struct Announcement {
+    /// `--pid-file`.
+    pub pid_file: Option<PidFile>,
+    /// Set in a new generation.
+    pub takeover: Option<Takeover>,
+}
+
+impl Announcement {
+    /// Every worker accepts: say so. An error (the pid file) is the new
+    /// generation's end; its old one rolls back when it exits. Returns the
+    /// Unix socket file a new generation is now to remove at its exit.
+    pub fn announce(self) -> io::Result<Option<PathBuf>> {
+        let pid = std::process::id();
+        let mut unix_file = None;
+        if let Some(mut takeover) = self.takeover {
+            if let Some(file) = &self.pid_file {
+                file.write(pid)?;
+            }
+            takeover.tell.write_all(b"1").map_err(|e| {
+                io::Error::new(e.kind(), format!("tell pid {}: {e}", takeover.old_pid))
+            })?;
+            info!("accepting: pid {} drains now", takeover.old_pid);
+            unix_file = takeover.unix_file;
+        }
+        // MAINPID first: systemd must know whom to track before "ready".
+        if let Err(e) = notify(&format!("MAINPID={pid}\nREADY=1")) {
+            warn!("sd_notify: {e}");
+        }
+        Ok(unix_file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_layout_reads_back_as_written_and_bad_text_is_named() {
+        let layout = Layout {
+            old_pid: 41,
+            own: vec![2, 2, 2],
+            shared: 1,
+            metrics: true,
+            unix_file: true,
+        };
+        assert_eq!(
+            layout.to_env(),
+            "pid=41 own=2,2,2 shared=1 metrics=1 unix_file=1"
+        );
+        assert_eq!(Layout::parse(&layout.to_env()), Ok(layout.clone()));
+        assert_eq!(layout.listening(), 7);
+        // Socket activation: nothing of their own, all shared.
+        let activated = Layout::parse("pid=1 own=0,0 shared=3 metrics=0 unix_file=0").unwrap();
+        assert_eq!(activated.listening(), 3);
+        for bad in [
+            "",
+            "pid=1 own=2 shared=0 metrics=0",
+            "pid=x own=2 shared=0 metrics=0 unix_file=0",
+            "pid=1 own=2 shared=0 metrics=2 unix_file=0",
+            "pid=1 own=2 shared=0 metrics=0 unix_file=0 color=red",
+        ] {
+            assert!(Layout::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_program_upgraded_to_is_a_file_on_disk_not_the_running_image() {
+        let path = program_path().unwrap();
+        assert!(path.is_absolute(), "{}", path.display());
+        assert!(!path.starts_with("/proc"), "{}", path.display());
+    }
+}
