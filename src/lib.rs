@@ -33,6 +33,7 @@
 //! |---|---|
 //! | [`supervisor`] | `--workers N`: starts, restarts and stops worker processes, sums their stats |
 //! | [`worker_sockets`] | `--workers N`: the listening sockets the supervisor binds once, hands to each worker, closes and reopens |
+//! | [`affinity`] | `--cpu-affinity`: which CPU each worker runs on, and pinning a process there |
 //! | [`inherit`] | sockets handed over by a parent: systemd's `LISTEN_FDS`, and the supervisor's workers |
 //! | [`auth_key`] | where the handshake key comes from: `--auth-key-file` or `ECHO_REACTOR_AUTH_KEY` |
 //! | [`stdout`] | report lines on stdout, flushed at once; a closed pipe is an error to log, not a panic |
@@ -83,6 +84,7 @@
 //! in that order; `docs/PYTHON.md` maps the Python socket calls onto them.
 #![warn(missing_docs)]
 
+pub mod affinity;
 pub mod auth_key;
 pub mod bench;
 pub mod budget;

@@ -24,6 +24,9 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use log::{info, warn};
 
+use crate::affinity::{
+    allowed_cpus, cpu_list, cpus_for_workers, parse_cpu_affinity, pin_to, CpuAffinity,
+};
 use crate::auth_key::load_auth_key;
 use crate::fdlimit::{default_max_connections, nofile_limits, raise_nofile_limit};
 use crate::inherit::inherited_sockets;
@@ -116,6 +119,13 @@ pub struct ServeArgs {
     /// of --max-memory and its own open-file limit; 1 to 256, `auto` = one per CPU.
     #[arg(long, value_name = "N|auto", default_value = "1", value_parser = parse_workers)]
     pub workers: usize,
+    /// Pin each worker to one CPU: `auto` (worker i on the i-th CPU this
+    /// process may run on, going round if there are more workers) or a list
+    /// like `0,1` or `0-3` (worker i on entry i; one entry per worker, a CPU
+    /// may repeat). Without --workers the one process is pinned to the first.
+    /// A CPU this process may not run on (taskset, cpuset) is refused.
+    #[arg(long, value_name = "auto|LIST", value_parser = parse_cpu_affinity)]
+    pub cpu_affinity: Option<CpuAffinity>,
     /// Serve Prometheus metrics (`/metrics`) and a health check (`/healthz`:
     /// 200 while accepting, 503 once shutdown begins) over HTTP on this TCP
     /// address, on the same loop (docs/OPERATIONS.md).
@@ -294,6 +304,8 @@ pub fn parse_memory_budget(text: &str) -> Result<usize, String> {
 /// Run `serve`: check the command line, then serve until a signal (or
 /// supervise `--workers`). Errors are meant to be printed as one line.
 pub fn run(args: &ServeArgs) -> io::Result<()> {
+    // First, before any thread starts: threads inherit their CPU mask.
+    apply_cpu_affinity(args)?;
     let mut config = args.to_config();
     let (_, hard) = nofile_limits()?;
     check_limits(args, &config, hard)?;
@@ -479,6 +491,55 @@ fn supervise(args: &ServeArgs, config: &Config) -> io::Result<()> {
         std::process::exit(code);
     }
     Ok(())
+}
+
+/// `--cpu-affinity`: refuse a plan that cannot work before anything is
+/// bound (the supervisor, or the only process), and pin this process if it
+/// serves: a worker to its CPU, the only process to the first.
+fn apply_cpu_affinity(args: &ServeArgs) -> io::Result<()> {
+    let Some(affinity) = &args.cpu_affinity else {
+        return Ok(());
+    };
+    let workers = args.workers.max(1);
+    let plan = allowed_cpus()
+        .and_then(|allowed| cpus_for_workers(affinity, workers, &allowed).map_err(usage_error));
+    if let Some((index, _)) = worker_index() {
+        // The supervisor checked the plan at start. A restarted worker whose
+        // CPU has gone since (unplugged, a cpuset narrowed) serves unpinned
+        // rather than not at all, as nginx's workers do.
+        let pinned = plan.and_then(|cpus| pin_to(cpus[index % cpus.len()]).map(|()| cpus));
+        match pinned {
+            Ok(cpus) => info!("worker {index} pinned to CPU {}", cpus[index % cpus.len()]),
+            Err(e) => warn!("worker {index}: --cpu-affinity {affinity}: {e}; running unpinned"),
+        }
+        return Ok(());
+    }
+    let cpus = plan?;
+    if let CpuAffinity::List(listed) = affinity {
+        if listed.len() > workers {
+            warn!(
+                "--cpu-affinity {affinity}: CPU(s) {} unused: one per worker, and there are {workers}",
+                cpu_list(&listed[workers..])
+            );
+        }
+    }
+    if workers > 1 {
+        info!("--cpu-affinity {affinity}: {}", workers_on(&cpus));
+        return Ok(()); // the supervisor itself sleeps between ticks: not pinned
+    }
+    pin_to(cpus[0])?;
+    info!("pinned to CPU {}", cpus[0]);
+    Ok(())
+}
+
+/// `worker 0 on CPU 1, worker 1 on CPU 0`: `cpus`, one per worker.
+fn workers_on(cpus: &[usize]) -> String {
+    let each: Vec<String> = cpus
+        .iter()
+        .enumerate()
+        .map(|(worker, cpu)| format!("worker {worker} on CPU {cpu}"))
+        .collect();
+    each.join(", ")
 }
 
 /// `(index, count)` from [`WORKER_ENV`] in a worker, else `None`.
