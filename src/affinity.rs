@@ -23,10 +23,15 @@
 //! Each process pins itself ([`pin_to`]: `sched_setaffinity(0, ...)`),
 //! first thing, before it starts any thread: the mask is per thread, and
 //! only threads started later inherit it. The supervisor is not pinned;
-//! it sleeps between ticks. Nothing here knows of sockets or connections.
+//! it sleeps between ticks.
+//!
+//! With `--incoming-cpu` a pinned worker also asks for what its own CPU
+//! received ([`steer_incoming_cpu`], one socket option on a descriptor):
+//! nothing here knows of connections.
 
 use std::fmt;
 use std::io;
+use std::os::fd::RawFd;
 
 /// The most CPUs a list may name, and one past the highest CPU number: a
 /// `cpu_set_t` holds 1024 (`CPU_SETSIZE`).
@@ -197,6 +202,41 @@ pub fn pin_to(cpu: usize) -> io::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Have the kernel hand `socket`, a member of a `SO_REUSEPORT` group, the
+/// connections (SYNs) and datagrams it processed on `cpu`
+/// (`SO_INCOMING_CPU`): Linux 6.2+ picks the member whose CPU matches,
+/// and hashes when none does.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn steer_incoming_cpu(socket: RawFd, cpu: usize) -> io::Result<()> {
+    let cpu = libc::c_int::try_from(cpu)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "CPU number out of range"))?;
+    // SAFETY: setsockopt reads an int from `cpu`, whose size we pass.
+    let set = unsafe {
+        libc::setsockopt(
+            socket,
+            libc::SOL_SOCKET,
+            libc::SO_INCOMING_CPU,
+            (&cpu as *const libc::c_int).cast(),
+            std::mem::size_of_val(&cpu) as libc::socklen_t,
+        )
+    };
+    if set != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("steer to CPU {cpu} (SO_INCOMING_CPU): {e}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Not on this system: `--cpu-affinity` is refused (by [`allowed_cpus`] first).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn steer_incoming_cpu(socket: RawFd, cpu: usize) -> io::Result<()> {
+    let _ = (socket, cpu);
+    allowed_cpus().map(drop)
 }
 
 /// Not on this system: `--cpu-affinity` is refused.

@@ -1,6 +1,7 @@
 //! `serve --cpu-affinity auto|LIST`, through the real binary: each worker
 //! runs on its one CPU (as `/proc/PID/status` says), a replacement on the
-//! same one, and a plan that cannot work is refused before anything runs.
+//! same one, and a plan that cannot work is refused before anything runs;
+//! with `--incoming-cpu`, a connection goes to the worker on its CPU.
 
 mod support;
 
@@ -9,7 +10,8 @@ use std::sync::mpsc::Receiver;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use echo_reactor::affinity::{allowed_cpus, cpu_list, MAX_CPUS};
+use echo_reactor::affinity::{allowed_cpus, cpu_list, pin_to, MAX_CPUS};
+use echo_reactor::stats::stat_value;
 use support::workers::*;
 use support::*;
 
@@ -205,4 +207,69 @@ fn a_malformed_list_and_too_few_cpus_for_the_workers_are_refused() {
         )) && !stderr.contains('\n'),
         "{stderr}"
     );
+}
+
+/// Each worker's final `accepted`, by worker index, from the supervisor's
+/// `worker N final stats ...` lines. Reads stderr until it closes: call
+/// once the server exited.
+fn accepted_per_worker(stderr: &Receiver<String>) -> Vec<(usize, u64)> {
+    let mut accepted: Vec<(usize, u64)> = stderr
+        .iter()
+        .filter_map(|line| {
+            let at = line.find("worker ")?;
+            let (index, rest) = line[at + 7..].split_once(" final stats ")?;
+            Some((index.parse().ok()?, stat_value(rest, "accepted")?))
+        })
+        .collect();
+    accepted.sort();
+    accepted
+}
+
+/// `count` connections echoing a line each, made from a thread pinned to `cpu`.
+fn echo_from_cpu(addr: std::net::SocketAddr, cpu: usize, count: usize) {
+    thread::spawn(move || {
+        pin_to(cpu).unwrap();
+        echo_each(addr, count);
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn with_incoming_cpu_each_connection_goes_to_the_worker_on_its_clients_cpu() {
+    let allowed = allowed_cpus().unwrap();
+    let Some(&other) = allowed.get(1) else {
+        eprintln!("one CPU allowed: nothing to steer between");
+        return;
+    };
+    let first = allowed[0];
+    // Worker 0 on `other`, worker 1 on `first`: not the order of the CPUs.
+    let list = format!("{other},{first}");
+    let (server, stderr) = spawn_workers(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--cpu-affinity",
+        &list,
+        "--incoming-cpu",
+    ]);
+    // Both workers' sockets steered (each logs it before it serves), in
+    // whichever order the workers got there.
+    let mut steered = Vec::new();
+    while steered.len() < 2 {
+        let line = wait_for_line(&stderr, "received (--incoming-cpu)");
+        steered.push(line.contains(&format!("taking what CPU {first} ")));
+    }
+    steered.sort();
+    assert_eq!(steered, [false, true], "one line per worker's CPU");
+    // On loopback the kernel takes a SYN on the connecting thread's CPU.
+    echo_from_cpu(server.addr(0), first, 30);
+    echo_from_cpu(server.addr(0), other, 10);
+    server.signal(libc::SIGTERM);
+    let (status, _) = server.wait_exit();
+    assert!(status.success(), "{status}");
+    // By hash (each connection a coin toss), 10 and 30 would come in
+    // fewer than 1 run in 1 000 (C(40,10) / 2^40).
+    assert_eq!(accepted_per_worker(&stderr), [(0, 10), (1, 30)]);
 }
