@@ -572,8 +572,10 @@ fn apply_cpu_affinity(args: &ServeArgs) -> io::Result<Option<usize>> {
 /// `--incoming-cpu`: have the kernel hand this worker's TCP and UDP
 /// sockets what it received on `cpu`. Each worker has its own member of
 /// every `SO_REUSEPORT` group, so the group picks, per SYN or datagram, the
-/// member whose CPU processed it (else its hash). A failure leaves the
-/// hash's spread, with a warning: serving matters more than steering.
+/// member whose CPU processed it (else its hash). Sockets handed over by
+/// systemd are shared by all workers instead: there it chooses nothing.
+/// A failure leaves the hash's spread, with a warning: serving matters
+/// more than steering.
 fn steer_to(cpu: usize, sockets: &[(BoundSocket, Listening)]) {
     for (bound, socket) in sockets {
         if matches!(socket, Listening::Unix(_)) {
