@@ -135,6 +135,12 @@ fn child_args(
         "--scenario".into(),
         name(&|| args.scenario.to_possible_value()),
     ];
+    if args.scenario != Scenario::Connect {
+        // The deadline for the whole run's connections, not the share's:
+        // every child connects at once, to the same server.
+        let deadline = args.connect_deadline().as_secs_f64();
+        a.extend(["--connect-timeout".into(), deadline.to_string()]);
+    }
     if let Some(version) = args.proxy_header {
         a.extend(["--proxy-header".into(), version.to_string()]);
     }
@@ -178,7 +184,7 @@ pub(super) fn run(
     };
     // The server before any child connects (a child's own "before" may
     // include another child's connections).
-    let rss_before = server_pid.and_then(sysinfo::process_rss);
+    let before = server_pid.and_then(sysinfo::tree_memory);
     let peak_before = server_pid.and_then(sysinfo::process_rss_hwm);
     let exe = std::env::current_exe()?;
     let (said, hear) = mpsc::channel();
@@ -307,7 +313,9 @@ pub(super) fn run(
     report.environment = base_report.environment;
     report.connections.requested = args.connections as u64;
     if let Some(hold) = report.hold.as_mut() {
-        hold.rss_before_bytes = rss_before;
+        hold.rss_before_bytes = before.map(|m| m.rss);
+        hold.anon_before_bytes = before.map(|m| m.anon);
+        hold.server_processes_before = before.map(|m| m.processes);
         hold.rss_peak_before_bytes = peak_before;
         // The children ran with --addr; the server is fresh if this
         // process started it, or was said to be.
