@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use log::{info, warn};
+use log::{debug, info, warn};
 
 use crate::auth_key::load_auth_key;
 use crate::fdlimit::{default_max_connections, nofile_limits, raise_nofile_limit};
@@ -297,6 +297,11 @@ pub fn run(args: &ServeArgs) -> io::Result<()> {
     let mut config = args.to_config();
     let (_, hard) = nofile_limits()?;
     check_limits(args, &config, hard)?;
+    // Before any worker starts: they inherit it. Refused only by a kernel
+    // without it, where there is nothing to opt out of.
+    if !crate::machine::keep_small_pages() {
+        debug!("transparent huge pages: could not opt out (prctl PR_SET_THP_DISABLE)");
+    }
     if std::env::var_os(WORKER_ENV).is_none() {
         // Once, by the supervisor or the only process, not by every worker.
         for warning in ignored_flags(args) {
