@@ -120,3 +120,50 @@ impl Answers {
         clients[self.asked..].iter().filter(|c| c.open).count() as u64
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::driver::{Load, Measured};
+
+    #[test]
+    fn answers_are_asked_for_a_window_at_a_time_and_the_unasked_are_counted() {
+        // A listener that accepts nothing: its backlog completes the
+        // handshakes, and nothing is ever answered.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let load = Load {
+            addr: listener.local_addr().unwrap(),
+            size: 64,
+            pipeline: 1,
+            pacing: None,
+            warmup: Duration::ZERO,
+            duration: Duration::ZERO,
+            drain: Duration::from_secs(5),
+            connect_deadline: Duration::from_secs(30),
+            sources: Vec::new(),
+            proxy_header: None,
+        };
+        let mut poll = Poll::new().unwrap();
+        let (mut clients, _, _) = connect_all(&mut poll, &load, (0, 10), &Counters::default());
+        assert_eq!(clients.len(), 10);
+        let now = Instant::now();
+        let measured = Measured::new(10, Default::default());
+        let mut tally = Tally::new(64, (now, now + load.drain), false, measured);
+        let mut answers = Answers::new(4);
+        answers.ask_more(&mut clients, 64, &mut tally);
+        let asked: Vec<bool> = clients.iter().map(waiting).collect();
+        let first_four: Vec<bool> = (0..10).map(|i| i < 4).collect();
+        assert_eq!(asked, first_four);
+        assert_eq!((answers.asked, answers.in_flight), (4, 4));
+        // One answer comes back: one more connection is asked, no more.
+        clients[0].in_flight.clear();
+        answers.in_flight -= 1;
+        answers.ask_more(&mut clients, 64, &mut tally);
+        assert_eq!((answers.asked, answers.in_flight), (5, 4));
+        assert!(waiting(&clients[4]) && !waiting(&clients[5]));
+        assert!(!answers.all_in(&clients));
+        // Were the deadline now, the 5 never asked are unanswered too.
+        assert_eq!(answers.never_asked(&clients), 5);
+        drop(listener);
+    }
+}
