@@ -83,6 +83,14 @@ fn the_report_says_how_long_the_connections_took_and_how_fast_they_came() {
     let rate = c["connects_per_sec"].as_f64().unwrap();
     assert!(secs > 0.0 && secs < 15.04, "{r}");
     assert!((rate * secs - 400.0).abs() < 1e-6, "{r}");
+    // ... the slowest of the two load generators' own times.
+    let each: Vec<f64> = r["load_generators"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["connect_s"].as_f64().unwrap())
+        .collect();
+    assert_eq!(each.iter().copied().fold(0.0, f64::max), secs, "{r}");
 }
 
 #[test]

@@ -303,6 +303,7 @@ pub(super) fn run(
                 msgs_per_sec: r.msgs_per_sec,
                 latency_us: r.latency_us,
                 errors: r.errors,
+                connect_s: r.connections.connect_s,
             }
         })
         .collect();

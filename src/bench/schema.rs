@@ -588,4 +588,7 @@ pub struct LoadGenerator {
     pub latency_us: Percentiles,
     /// Its errors.
     pub errors: ErrorCounts,
+    /// Its time to connect, seconds (echo, hold, flood).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_s: Option<f64>,
 }
