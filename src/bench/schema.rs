@@ -217,7 +217,8 @@ pub struct Connections {
     /// Established (connect: slots that completed one).
     pub achieved: u64,
     /// Echo, hold, flood: seconds from the first connect to the last
-    /// connection up, in the slowest load generator (they connect at once).
+    /// connection up (the slowest thread's); with `--processes`, from
+    /// starting the load generators to the last one connected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_s: Option<f64>,
     /// Echo, hold, flood: `achieved` over `connect_s`.
