@@ -98,7 +98,10 @@ fn hold_reports_what_a_server_of_several_workers_holds_per_connection() {
     let hold = &r["hold"];
     assert_eq!(hold["server_processes_before"], 4, "{r}");
     assert_eq!(hold["server_processes_idle"], 4, "{r}");
-    let per_conn = hold["rss_per_conn_idle_bytes"]
+    // Read once every connection has answered, so every one has been
+    // accepted (the "idle" reading comes when the bench's connects are up,
+    // which can be before a slow server has accepted them all).
+    let per_conn = hold["rss_per_conn_after_echo_bytes"]
         .as_f64()
         .unwrap_or_else(|| panic!("a figure: {r}"));
     // K, plus what Python itself keeps per connection (a socket object
