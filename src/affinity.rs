@@ -33,6 +33,10 @@ use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
 
+use log::{info, warn};
+
+use crate::units::usage_error;
+
 /// The most CPUs a list may name, and one past the highest CPU number: a
 /// `cpu_set_t` holds 1024 (`CPU_SETSIZE`).
 pub const MAX_CPUS: usize = 1024;
@@ -253,6 +257,69 @@ pub fn allowed_cpus() -> io::Result<Vec<usize>> {
 pub fn pin_to(cpu: usize) -> io::Result<()> {
     let _ = cpu;
     allowed_cpus().map(drop)
+}
+
+/// `--cpu-affinity`: refuse a plan that cannot work before anything is
+/// bound (the supervisor, or the only process), and pin this process if it
+/// serves: a worker (`worker_index`) to its CPU, the only process to the
+/// first.
+/// Returns the CPU this process now runs on alone, if it was pinned.
+pub fn apply_cpu_affinity(
+    affinity: Option<&CpuAffinity>,
+    workers: usize,
+    worker_index: Option<usize>,
+) -> io::Result<Option<usize>> {
+    let Some(affinity) = affinity else {
+        return Ok(None);
+    };
+    let workers = workers.max(1);
+    let plan = allowed_cpus()
+        .and_then(|allowed| cpus_for_workers(affinity, workers, &allowed).map_err(usage_error));
+    if let Some(index) = worker_index {
+        // The supervisor checked the plan at start. A restarted worker whose
+        // CPU has gone since (unplugged, a cpuset narrowed) serves unpinned
+        // rather than not at all, as nginx's workers do.
+        let pinned = plan.and_then(|cpus| {
+            let cpu = cpus[index % cpus.len()];
+            pin_to(cpu).map(|()| cpu)
+        });
+        return Ok(match pinned {
+            Ok(cpu) => {
+                info!("worker {index} pinned to CPU {cpu}");
+                Some(cpu)
+            }
+            Err(e) => {
+                warn!("worker {index}: --cpu-affinity {affinity}: {e}; running unpinned");
+                None
+            }
+        });
+    }
+    let cpus = plan?;
+    if let CpuAffinity::List(listed) = affinity {
+        if listed.len() > workers {
+            warn!(
+                "--cpu-affinity {affinity}: CPU(s) {} unused: one per worker, and there are {workers}",
+                cpu_list(&listed[workers..])
+            );
+        }
+    }
+    if workers > 1 {
+        info!("--cpu-affinity {affinity}: {}", workers_on(&cpus));
+        return Ok(None); // the supervisor itself sleeps between ticks: not pinned
+    }
+    pin_to(cpus[0])?;
+    info!("pinned to CPU {}", cpus[0]);
+    Ok(Some(cpus[0]))
+}
+
+/// `worker 0 on CPU 1, worker 1 on CPU 0`: `cpus`, one per worker.
+fn workers_on(cpus: &[usize]) -> String {
+    let each: Vec<String> = cpus
+        .iter()
+        .enumerate()
+        .map(|(worker, cpu)| format!("worker {worker} on CPU {cpu}"))
+        .collect();
+    each.join(", ")
 }
 
 #[cfg(test)]

@@ -22,12 +22,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use log::{info, warn};
+use log::{debug, info, warn};
 
-use crate::affinity::{
-    allowed_cpus, cpu_list, cpus_for_workers, parse_cpu_affinity, pin_to, steer_incoming_cpu,
-    CpuAffinity,
-};
+use crate::affinity::{apply_cpu_affinity, parse_cpu_affinity, steer_incoming_cpu, CpuAffinity};
 use crate::auth_key::load_auth_key;
 use crate::fdlimit::{default_max_connections, nofile_limits, raise_nofile_limit};
 use crate::inherit::{inherited_sockets, listening_fd};
@@ -335,12 +332,21 @@ pub fn parse_memory_budget(text: &str) -> Result<usize, String> {
 /// supervise `--workers`). Errors are meant to be printed as one line.
 pub fn run(args: &ServeArgs) -> io::Result<()> {
     // First, before any thread starts: threads inherit their CPU mask.
-    let pinned = apply_cpu_affinity(args)?;
+    let pinned = apply_cpu_affinity(
+        args.cpu_affinity.as_ref(),
+        args.workers,
+        worker_index().map(|(index, _)| index),
+    )?;
     // A worker's own sockets, steered to the CPU it runs on.
     let steer = pinned.filter(|_| args.incoming_cpu && worker_index().is_some());
     let mut config = args.to_config();
     let (_, hard) = nofile_limits()?;
     check_limits(args, &config, hard)?;
+    // Before any worker starts: they inherit it. Refused only by a kernel
+    // without it, where there is nothing to opt out of.
+    if !crate::machine::keep_small_pages() {
+        debug!("transparent huge pages: could not opt out (prctl PR_SET_THP_DISABLE)");
+    }
     if std::env::var_os(WORKER_ENV).is_none() {
         // Once, by the supervisor or the only process, not by every worker.
         for warning in ignored_flags(args) {
@@ -558,54 +564,6 @@ fn supervise(args: &ServeArgs, config: &Config) -> io::Result<()> {
     Ok(())
 }
 
-/// `--cpu-affinity`: refuse a plan that cannot work before anything is
-/// bound (the supervisor, or the only process), and pin this process if it
-/// serves: a worker to its CPU, the only process to the first.
-/// Returns the CPU this process now runs on alone, if it was pinned.
-fn apply_cpu_affinity(args: &ServeArgs) -> io::Result<Option<usize>> {
-    let Some(affinity) = &args.cpu_affinity else {
-        return Ok(None);
-    };
-    let workers = args.workers.max(1);
-    let plan = allowed_cpus()
-        .and_then(|allowed| cpus_for_workers(affinity, workers, &allowed).map_err(usage_error));
-    if let Some((index, _)) = worker_index() {
-        // The supervisor checked the plan at start. A restarted worker whose
-        // CPU has gone since (unplugged, a cpuset narrowed) serves unpinned
-        // rather than not at all, as nginx's workers do.
-        let pinned = plan.and_then(|cpus| {
-            let cpu = cpus[index % cpus.len()];
-            pin_to(cpu).map(|()| cpu)
-        });
-        return Ok(match pinned {
-            Ok(cpu) => {
-                info!("worker {index} pinned to CPU {cpu}");
-                Some(cpu)
-            }
-            Err(e) => {
-                warn!("worker {index}: --cpu-affinity {affinity}: {e}; running unpinned");
-                None
-            }
-        });
-    }
-    let cpus = plan?;
-    if let CpuAffinity::List(listed) = affinity {
-        if listed.len() > workers {
-            warn!(
-                "--cpu-affinity {affinity}: CPU(s) {} unused: one per worker, and there are {workers}",
-                cpu_list(&listed[workers..])
-            );
-        }
-    }
-    if workers > 1 {
-        info!("--cpu-affinity {affinity}: {}", workers_on(&cpus));
-        return Ok(None); // the supervisor itself sleeps between ticks: not pinned
-    }
-    pin_to(cpus[0])?;
-    info!("pinned to CPU {}", cpus[0]);
-    Ok(Some(cpus[0]))
-}
-
 /// `--incoming-cpu`: have the kernel hand this worker's TCP and UDP
 /// sockets what it received on `cpu`. Each worker has its own member of
 /// every `SO_REUSEPORT` group, so the group picks, per SYN or datagram, the
@@ -623,16 +581,6 @@ fn steer_to(cpu: usize, sockets: &[(BoundSocket, Listening)]) {
             Err(e) => warn!("{bound}: --incoming-cpu: {e}; connections spread by hash"),
         }
     }
-}
-
-/// `worker 0 on CPU 1, worker 1 on CPU 0`: `cpus`, one per worker.
-fn workers_on(cpus: &[usize]) -> String {
-    let each: Vec<String> = cpus
-        .iter()
-        .enumerate()
-        .map(|(worker, cpu)| format!("worker {worker} on CPU {cpu}"))
-        .collect();
-    each.join(", ")
 }
 
 /// `(index, count)` from [`WORKER_ENV`] in a worker, else `None`.
