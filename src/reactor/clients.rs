@@ -19,6 +19,7 @@ use slab::Slab;
 
 use super::endpoints::Endpoint;
 use super::tokens::endpoint_index;
+use super::TURN_READ_BUDGET;
 use crate::budget::MemoryBudget;
 use crate::connection::{Connection, Next, Workspace};
 use crate::protocol::Protocol;
@@ -125,8 +126,17 @@ impl<P: Protocol> Clients<P> {
         if TRACE {
             trace!("conn {key} {}", readiness(event));
         }
-        if conn.closed {
-            return; // closed earlier in this batch; the event is stale
+        if conn.closed | conn.queued {
+            // Closed earlier in this batch: the event is stale. On the ready
+            // queue: it is driven there, in its order, and what the event
+            // says is kept for then — driving it now would let a thousand
+            // bulk senders' new bytes each cost a read before the events
+            // behind theirs are reached (docs/BENCHMARKS.md, "A reader
+            // beside a flood").
+            if !conn.closed {
+                record(conn, event);
+            }
+            return;
         }
         record(conn, event);
         // Drive it now, on the connection already in hand (one slab lookup).
@@ -164,6 +174,11 @@ impl<P: Protocol> Clients<P> {
     /// its deadline if one moved earlier — the one place that consumes
     /// `NEEDS_REACTOR`.
     pub(super) fn act_on(&mut self, key: usize, next: Next) {
+        if self.ws.ctx.turn_budget_spent() {
+            // The turn's read budget, not only this connection's: the rest
+            // of the turn reads small (`Workspace::trickle`).
+            self.ws.trickle();
+        }
         let conn = &mut self.conns[key];
         match next {
             Next::Wait => {}
@@ -242,9 +257,19 @@ impl<P: Protocol> Clients<P> {
     /// turn, as does one that re-queues itself now, and one whose event
     /// already spent this turn's budget (`BUDGET_SPENT`): the read budget is
     /// per connection *per turn*, and a zero-timeout poll lets fresh events
-    /// in before anyone gets another.
+    /// in before anyone gets another. The step reads at most about
+    /// [`TURN_READ_BUDGET`] in bulk: once it is spent the rest of the queue
+    /// waits, in order, for the next turns, so a queue of thousands of bulk
+    /// senders does not hold up the next `epoll_wait`.
     pub(super) fn serve_ready_queue(&mut self, registry: &Registry, carried: usize) {
+        if carried == 0 {
+            return;
+        }
+        self.ws.refill_turn_budget(TURN_READ_BUDGET);
         for _ in 0..carried.min(self.ready.len()) {
+            if self.ws.ctx.turn_budget_spent() {
+                break; // the step's budget is spent: the rest next turn
+            }
             let Some(token) = self.ready.pop_front() else {
                 break;
             };
