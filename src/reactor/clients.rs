@@ -19,7 +19,7 @@ use slab::Slab;
 
 use super::endpoints::Endpoint;
 use super::tokens::endpoint_index;
-use super::TURN_READ_BUDGET;
+use super::{REAP_CLOCK_EVERY, REAP_TIME_BUDGET_US, TURN_READ_BUDGET};
 use crate::budget::MemoryBudget;
 use crate::connection::{Connection, Next, Workspace};
 use crate::protocol::Protocol;
@@ -325,13 +325,13 @@ impl<P: Protocol> Clients<P> {
     /// Step 6: free the slab slots of the connections closed this turn and
     /// drop their sockets (closing the descriptor also takes it out of the
     /// epoll set). Only now, so no later event of the batch finds its key
-    /// reused by a new connection. At most `budget` of them: closing a
-    /// socket frees what the kernel holds for it, a flooder's megabytes, so
-    /// an eviction of a thousand flooders closed in one turn held every
-    /// other client for all of those frees (docs/BENCHMARKS.md, "A reader
-    /// beside a flood"). The rest are closed in the next turns (the loop
-    /// does not sleep while any wait); their memory in our buffers was
-    /// freed when they were closed.
+    /// reused by a new connection. At most `budget` of them, and for at
+    /// most [`REAP_TIME_BUDGET_US`]: closing a socket frees what the kernel
+    /// holds for it, a flooder's megabytes, so an eviction of a thousand
+    /// flooders closed in one turn held every other client for all of
+    /// those frees (docs/BENCHMARKS.md, "A reader beside a flood"). The
+    /// rest are closed in the next turns (the loop does not sleep while any
+    /// wait); their memory in our buffers was freed when they were closed.
     #[inline]
     pub(super) fn reap_closed(&mut self, budget: usize) {
         if self.closed.is_empty() {
@@ -342,7 +342,21 @@ impl<P: Protocol> Clients<P> {
                 .compact_if_needed(conns.len(), |entry| entry_is_live(conns, entry));
             return;
         }
-        self.close_sockets(budget);
+        let clock = self.ws.ctx.clock;
+        let until_ns = clock.elapsed_ns() + REAP_TIME_BUDGET_US * 1_000;
+        self.close_sockets(budget, || clock.elapsed_ns() < until_ns);
+        self.after_reaping();
+    }
+
+    /// Step 6 at exit: every closed connection's socket, however long it takes.
+    pub(super) fn reap_all_closed(&mut self) {
+        self.close_sockets(usize::MAX, || true);
+        self.after_reaping();
+    }
+
+    /// What reaping leaves to tidy: stale timers, and queue entries of
+    /// freed keys.
+    fn after_reaping(&mut self) {
         // Stale deadline entries wait in the heap until they come due: with
         // a long --idle-timeout and fast churn they would pile up. Rebuild
         // it when they outnumber the live ones (at most one per connection).
@@ -358,15 +372,25 @@ impl<P: Protocol> Clients<P> {
     }
 
     /// Free the slab slots and sockets of up to `budget` closed connections,
-    /// the earliest closed first.
+    /// the earliest closed first, [`REAP_CLOCK_EVERY`] at a time; after each
+    /// batch, go on only while `time_left()` says so.
     #[inline(never)] // off the per-turn path: most turns close nothing
-    fn close_sockets(&mut self, budget: usize) {
-        let batch = self.closed.len().min(budget);
-        for key in self.closed.drain(..batch) {
-            let conn = self.conns.remove(key);
-            // Dropping the socket closes the fd, which also removes it from
-            // the epoll set: no epoll_ctl(DEL) needed.
-            drop(conn.release(&mut self.ws.ctx.gauge));
+    pub(super) fn close_sockets(&mut self, budget: usize, mut time_left: impl FnMut() -> bool) {
+        let budget = self.closed.len().min(budget);
+        let mut done = 0;
+        while done < budget {
+            let end = budget.min(done + REAP_CLOCK_EVERY);
+            for &key in &self.closed[done..end] {
+                let conn = self.conns.remove(key);
+                // Dropping the socket closes the fd, which also removes it
+                // from the epoll set: no epoll_ctl(DEL) needed.
+                drop(conn.release(&mut self.ws.ctx.gauge));
+            }
+            done = end;
+            if done < budget && !time_left() {
+                break;
+            }
         }
+        self.closed.drain(..done);
     }
 }

@@ -25,7 +25,9 @@
 //!    crosses its high-water mark);
 //! 6. reap: free the slab slots of connections closed this turn — only now,
 //!    so a key named by a later event of the same batch is never reused
-//!    for a new connection mid-batch;
+//!    for a new connection mid-batch — and close their sockets, at most
+//!    [`REAP_BUDGET`] of them and for at most [`REAP_TIME_BUDGET_US`]; the
+//!    rest wait for the next turns, which do not sleep while any wait;
 //! 7. publish the counters for other threads, at most every 10 ms of the
 //!    loop's clock (and, under `--workers`, into this worker's shared
 //!    slot, at most every 10 ms). A turn that skips the copy leaves the
@@ -110,6 +112,14 @@ pub const TURN_READ_BUDGET: isize = READ_BUDGET_BYTES as isize;
 /// Sockets of closed connections closed (reaped) per loop turn at most;
 /// the rest wait for the next turns (`Clients::reap_closed`).
 pub const REAP_BUDGET: usize = 128;
+/// Step 6 also stops once it has spent this long closing sockets in one
+/// turn (µs): a close costs from a few µs to tens of µs (a socket holding
+/// a flood's unread bytes frees them all), so a count alone did not bound
+/// the turn.
+pub const REAP_TIME_BUDGET_US: u64 = 200;
+/// Step 6 reads the clock after every this many closes (and always closes
+/// at least this many, so the reaping goes on however slow a close is).
+pub const REAP_CLOCK_EVERY: usize = 8;
 
 /// epoll events fetched per `epoll_wait`.
 pub const EVENTS_PER_POLL: usize = 1024;
@@ -299,7 +309,7 @@ impl<P: Protocol> Reactor<P> {
                         self.clients.open_count()
                     );
                     self.clients.close_all(CloseReason::Shutdown);
-                    self.clients.reap_closed(usize::MAX); // exiting: all of them
+                    self.clients.reap_all_closed(); // exiting: all of them
                     break;
                 }
             }
@@ -660,11 +670,16 @@ mod tests {
             0,
             "closed at once, as counted"
         );
-        // Each turn closes at most a budget of sockets, and does not sleep
-        // while more wait.
-        for left in [REAP_BUDGET + 10, 10, 0] {
+        // Each turn closes at most a budget of sockets (fewer if the time
+        // for them runs out, but always a batch), and does not sleep while
+        // more wait.
+        let mut left = reactor.clients.conns.len();
+        while left > 0 {
             reactor.run_once().unwrap();
-            assert_eq!(reactor.clients.conns.len(), left);
+            let closed = left - reactor.clients.conns.len();
+            assert!(closed <= REAP_BUDGET, "{closed} sockets closed in one turn");
+            assert!(closed >= REAP_CLOCK_EVERY.min(left), "only {closed} closed");
+            left = reactor.clients.conns.len();
         }
         // What other threads see counts only open connections.
         let (mut reactor, _streams) = reactor_with(REAP_BUDGET * 2 + 10);
@@ -675,6 +690,31 @@ mod tests {
         reactor.publish.force_next();
         reactor.publish_stats();
         assert_eq!(reactor.stats.snapshot().active, 0);
+    }
+
+    #[test]
+    fn closing_sockets_stops_when_the_time_is_up_a_batch_at_a_time() {
+        let (mut reactor, _streams) = reactor_with(REAP_CLOCK_EVERY * 5);
+        let keys: Vec<usize> = reactor.clients.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            reactor.clients.close(key, CloseReason::Evicted);
+        }
+        // The clock is asked after every batch: time is up at the second.
+        let mut asked = 0;
+        reactor.clients.close_sockets(REAP_BUDGET, || {
+            asked += 1;
+            asked < 2
+        });
+        assert_eq!(asked, 2);
+        assert_eq!(reactor.clients.conns.len(), REAP_CLOCK_EVERY * 3);
+        assert_eq!(reactor.clients.closed.len(), REAP_CLOCK_EVERY * 3);
+        // With time to spare, the count bounds it; the earliest closed go
+        // first, and the rest stay listed.
+        let next = reactor.clients.closed[0];
+        reactor.clients.close_sockets(REAP_CLOCK_EVERY + 1, || true);
+        assert!(!reactor.clients.conns.contains(next));
+        assert_eq!(reactor.clients.closed.len(), REAP_CLOCK_EVERY * 2 - 1);
+        assert_eq!(reactor.clients.conns.len(), REAP_CLOCK_EVERY * 2 - 1);
     }
 
     #[test]
