@@ -134,8 +134,9 @@ bitflags! {
         /// has shown it reads its replies. Memory eviction takes such a
         /// connection only after every one that never did (`budget.rs`).
         const OUTPUT_DRAINED = 1 << 6;
-        /// On the ready queue, and an event drove it until its read budget
-        /// ran out: this turn's budget is spent, so the reactor's ready
+        /// On the ready queue, and something drove it until its read budget
+        /// ran out (a deadline: events wait for the queue): this turn's
+        /// budget is spent, so the reactor's ready
         /// queue passes over it until the next turn (a bit here, not a
         /// field: a new field would grow every connection's slab entry).
         const BUDGET_SPENT = 1 << 7;

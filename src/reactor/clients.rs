@@ -188,8 +188,9 @@ impl<P: Protocol> Clients<P> {
                     conn.queued = true;
                     self.ready.push_back(Token(key));
                 } else {
-                    // Already queued from an earlier turn, and an event drove
-                    // it meanwhile: that was this turn's budget. Its entry is
+                    // Already queued from an earlier turn, and a deadline
+                    // drove it meanwhile (events wait for the queue): that
+                    // was this turn's budget. Its entry is
                     // passed over in step 4 and served next turn (checked
                     // here, off the per-message path; tests/read_budget.rs).
                     conn.mark_budget_spent();
