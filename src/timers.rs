@@ -93,7 +93,7 @@ impl Clock {
     }
 
     /// Nanoseconds elapsed since the start.
-    fn elapsed_ns(&self) -> u64 {
+    pub fn elapsed_ns(&self) -> u64 {
         monotonic_ns().saturating_sub(self.start_ns)
     }
 }

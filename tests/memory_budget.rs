@@ -169,6 +169,20 @@ fn a_reader_that_keeps_sending_large_messages_it_reads_back_is_never_evicted() {
     drop(flooders);
 }
 
+/// Whether the server has closed `stream` (a client that sent a partial
+/// line, so no reply is owed): a read finds its end or a reset.
+fn closed_by_server(stream: &TcpStream) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    let mut byte = [0; 1];
+    let closed = match (&*stream).read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != ErrorKind::WouldBlock,
+    };
+    stream.set_nonblocking(false).unwrap();
+    closed
+}
+
 #[test]
 fn partial_messages_from_one_batch_of_events_cannot_overshoot_the_budget() {
     // 200 clients each send 60 KB of a line that never ends while the
@@ -197,9 +211,18 @@ fn partial_messages_from_one_batch_of_events_cannot_overshoot_the_budget() {
         })
         .collect();
     server.signal(libc::SIGCONT);
-    // Every client's bytes were read (held, or dropped with an eviction)
-    // once every connection is either evicted or holding its 60 KB; a final
-    // round trip on a fresh connection shows the loop got past the batch.
+    // The batch is read a turn's budget at a time, and a fresh connection
+    // is answered between those turns, so wait for the eviction itself:
+    // the server closing one of the clients.
+    let start = Instant::now();
+    while !clients.iter().any(closed_by_server) {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no client evicted in {DEADLINE:?}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    // The loop still answers.
     let mut probe = connect(server.addr(0));
     probe.write_all(b"probe\n").unwrap();
     assert_eq!(read_exact(&mut probe, 12), b"Echo=>probe\n");

@@ -161,12 +161,15 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
                     ctx.counters.bytes_in += n as u64;
                     ctx.counters.bytes_discarded += n as u64;
                     taken += n;
+                    let turn_spent = ctx.count_turn_read(n);
                     // A short read empties the queue (as in `fill`), unless
                     // DRAIN_FULLY says it may not.
                     if n < scratch.len() && !self.state.contains(State::DRAIN_FULLY) {
                         self.state.remove(State::READ_READY);
-                    } else if taken >= ctx.limits.read_budget_bytes {
-                        return Err(Next::Requeue); // fairness, as in `fill`
+                    } else if taken >= ctx.limits.read_budget_bytes || turn_spent {
+                        // Fairness, as in `fill`: this connection's budget,
+                        // or the turn's.
+                        return Err(Next::Requeue);
                     }
                 }
                 ReadOutcome::WouldBlock => self.state.remove(State::READ_READY),

@@ -34,16 +34,18 @@ use log::{debug, error, trace};
 use crate::buffer::{BufferGauge, ByteQueue};
 use crate::nonblocking::{try_read, ReadOutcome};
 use crate::protocol::{DeadlineRequest, Protocol, Reply, Requests};
-use crate::ratelimit::{WarnLimiter, CLIENT_WARN_INTERVAL_MS};
-use crate::stats::{CloseReason, Counters};
+use crate::ratelimit::CLIENT_WARN_INTERVAL_MS;
+use crate::stats::CloseReason;
 use crate::stream::Linger;
-use crate::timers::{due_after, millis, Clock, NEVER};
+use crate::timers::{due_after, millis, NEVER};
 
 mod linger;
 mod output;
+mod workspace;
 
 pub use linger::{LINGER_MS, QUIET_BEFORE_SHUTDOWN_MS, REFUSAL_LINGER_MS};
 pub use output::{flush, FlushOutcome};
+pub use workspace::{Context, Workspace, TRICKLE_BYTES};
 
 /// Per-connection limits, from the server's configuration.
 #[derive(Debug, Clone, Copy)]
@@ -64,56 +66,6 @@ pub struct Limits {
     /// with output waiting stop being read (`--max-memory`'s high-water
     /// mark; `usize::MAX` without a budget).
     pub high_water_bytes: usize,
-}
-
-/// What every connection call needs besides buffers: limits, the loop
-/// turn's clock reading (and the clock, for a deadline set), and the tallies.
-#[derive(Debug)]
-pub struct Context {
-    /// Bytes and capacity held in connection buffers.
-    pub gauge: BufferGauge,
-    /// Syscall and byte counters.
-    pub counters: Counters,
-    /// Limits applied to every connection.
-    pub limits: Limits,
-    /// Milliseconds since start, read once per loop turn (when it began).
-    pub now_ms: u64,
-    /// The clock `now_ms` is read from: a deadline a protocol sets counts
-    /// from a fresh reading, not from the turn's (`timers.rs`).
-    pub clock: Clock,
-    /// Rate-limits warnings a connection can trigger.
-    pub warnings: WarnLimiter,
-}
-
-/// What the reactor lends a connection while it runs: one scratch buffer,
-/// one reply buffer, and the [`Context`]. One per reactor, so buffer memory
-/// does not grow with the number of clients.
-#[derive(Debug)]
-pub struct Workspace {
-    /// Every read lands here first (64 KiB in the server).
-    pub scratch: Box<[u8]>,
-    /// Protocols write replies here; reused, so replying allocates nothing.
-    pub reply: Vec<u8>,
-    /// Limits, clock and tallies.
-    pub ctx: Context,
-}
-
-impl Workspace {
-    /// A workspace whose reads land in a `scratch_bytes`-byte buffer.
-    pub fn new(limits: Limits, scratch_bytes: usize) -> Self {
-        Workspace {
-            scratch: vec![0; scratch_bytes].into_boxed_slice(),
-            reply: Vec::new(),
-            ctx: Context {
-                gauge: BufferGauge::default(),
-                counters: Counters::default(),
-                limits,
-                now_ms: 0,
-                clock: Clock::start(),
-                warnings: WarnLimiter::default(),
-            },
-        }
-    }
 }
 
 /// What the reactor should do with a connection after driving it.
@@ -184,8 +136,9 @@ bitflags! {
         /// has shown it reads its replies. Memory eviction takes such a
         /// connection only after every one that never did (`budget.rs`).
         const OUTPUT_DRAINED = 1 << 6;
-        /// On the ready queue, and an event drove it until its read budget
-        /// ran out: this turn's budget is spent, so the reactor's ready
+        /// On the ready queue, and something drove it until its read budget
+        /// ran out (a deadline: events wait for the queue): this turn's
+        /// budget is spent, so the reactor's ready
         /// queue passes over it until the next turn (a bit here, not a
         /// field: a new field would grow every connection's slab entry).
         const BUDGET_SPENT = 1 << 7;
@@ -517,6 +470,7 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
             scratch,
             reply,
             ctx,
+            ..
         } = ws;
         let mut taken = 0;
         // Edge-triggered: epoll reported a *change* and will not report again
@@ -587,13 +541,23 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
                             trace!("short read: queue empty");
                         }
                         self.state.remove(State::READ_READY);
+                        // A bulk sender's tail counts against the turn's
+                        // budget; a small message (one per event at most)
+                        // is left out, off the per-message path.
+                        if n >= TRICKLE_BYTES && ctx.count_turn_read(n) {
+                            // Spent: the reactor makes the rest of the
+                            // turn's reads small.
+                            self.state.insert(State::NEEDS_REACTOR);
+                        }
                         return FillOutcome::Drained;
                     }
                     // The read filled the buffer: more may be waiting.
                     taken += n;
-                    if taken >= ctx.limits.read_budget_bytes {
+                    let turn_spent = ctx.count_turn_read(n);
+                    if taken >= ctx.limits.read_budget_bytes || turn_spent {
                         if TRACE {
-                            trace!("read budget spent: {taken} bytes");
+                            let left = ctx.turn_bytes_left;
+                            trace!("read budget spent: {taken} bytes ({left} left this turn)");
                         }
                         return FillOutcome::BudgetSpent;
                     }

@@ -6,6 +6,7 @@ use std::io::ErrorKind;
 use super::*;
 use crate::protocol::Echo;
 use crate::testing::ScriptedStream;
+use crate::timers::Clock;
 
 const SCRATCH: usize = 8;
 

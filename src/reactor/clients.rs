@@ -19,6 +19,7 @@ use slab::Slab;
 
 use super::endpoints::Endpoint;
 use super::tokens::endpoint_index;
+use super::{REAP_CLOCK_EVERY, REAP_TIME_BUDGET_US, TURN_READ_BUDGET};
 use crate::budget::MemoryBudget;
 use crate::connection::{Connection, Next, Workspace};
 use crate::protocol::Protocol;
@@ -128,8 +129,17 @@ impl<P: Protocol> Clients<P> {
         if TRACE {
             trace!("conn {key} {}", readiness(event));
         }
-        if conn.closed {
-            return; // closed earlier in this batch; the event is stale
+        if conn.closed | conn.queued {
+            // Closed earlier in this batch: the event is stale. On the ready
+            // queue: it is driven there, in its order, and what the event
+            // says is kept for then — driving it now would let a thousand
+            // bulk senders' new bytes each cost a read before the events
+            // behind theirs are reached (docs/BENCHMARKS.md, "A reader
+            // beside a flood").
+            if !conn.closed {
+                record(conn, event);
+            }
+            return;
         }
         record(conn, event);
         // Drive it now, on the connection already in hand (one slab lookup).
@@ -167,6 +177,11 @@ impl<P: Protocol> Clients<P> {
     /// its deadline if one moved earlier — the one place that consumes
     /// `NEEDS_REACTOR`.
     pub(super) fn act_on(&mut self, key: usize, next: Next) {
+        if self.ws.ctx.turn_budget_spent() {
+            // The turn's read budget, not only this connection's: the rest
+            // of the turn reads small (`Workspace::trickle`).
+            self.ws.trickle();
+        }
         let conn = &mut self.conns[key];
         match next {
             Next::Wait => {}
@@ -176,8 +191,9 @@ impl<P: Protocol> Clients<P> {
                     conn.queued = true;
                     self.ready.push_back(Token(key));
                 } else {
-                    // Already queued from an earlier turn, and an event drove
-                    // it meanwhile: that was this turn's budget. Its entry is
+                    // Already queued from an earlier turn, and a deadline
+                    // drove it meanwhile (events wait for the queue): that
+                    // was this turn's budget. Its entry is
                     // passed over in step 4 and served next turn (checked
                     // here, off the per-message path; tests/read_budget.rs).
                     conn.mark_budget_spent();
@@ -245,9 +261,19 @@ impl<P: Protocol> Clients<P> {
     /// turn, as does one that re-queues itself now, and one whose event
     /// already spent this turn's budget (`BUDGET_SPENT`): the read budget is
     /// per connection *per turn*, and a zero-timeout poll lets fresh events
-    /// in before anyone gets another.
+    /// in before anyone gets another. The step reads at most about
+    /// [`TURN_READ_BUDGET`] in bulk: once it is spent the rest of the queue
+    /// waits, in order, for the next turns, so a queue of thousands of bulk
+    /// senders does not hold up the next `epoll_wait`.
     pub(super) fn serve_ready_queue(&mut self, registry: &Registry, carried: usize) {
+        if carried == 0 {
+            return;
+        }
+        self.ws.refill_turn_budget(TURN_READ_BUDGET);
         for _ in 0..carried.min(self.ready.len()) {
+            if self.ws.ctx.turn_budget_spent() {
+                break; // the step's budget is spent: the rest next turn
+            }
             let Some(token) = self.ready.pop_front() else {
                 break;
             };
@@ -319,13 +345,13 @@ impl<P: Protocol> Clients<P> {
     /// Step 6: free the slab slots of the connections closed this turn and
     /// drop their sockets (closing the descriptor also takes it out of the
     /// epoll set). Only now, so no later event of the batch finds its key
-    /// reused by a new connection. At most `budget` of them: closing a
-    /// socket frees what the kernel holds for it, a flooder's megabytes, so
-    /// an eviction of a thousand flooders closed in one turn held every
-    /// other client for all of those frees (docs/BENCHMARKS.md, "A reader
-    /// beside a flood"). The rest are closed in the next turns (the loop
-    /// does not sleep while any wait); their memory in our buffers was
-    /// freed when they were closed.
+    /// reused by a new connection. At most `budget` of them, and for at
+    /// most [`REAP_TIME_BUDGET_US`]: closing a socket frees what the kernel
+    /// holds for it, a flooder's megabytes, so an eviction of a thousand
+    /// flooders closed in one turn held every other client for all of
+    /// those frees (docs/BENCHMARKS.md, "A reader beside a flood"). The
+    /// rest are closed in the next turns (the loop does not sleep while any
+    /// wait); their memory in our buffers was freed when they were closed.
     #[inline]
     pub(super) fn reap_closed(&mut self, budget: usize) {
         // Most turns close nothing, and the heap of deadlines is small or
@@ -347,7 +373,21 @@ impl<P: Protocol> Clients<P> {
                 .compact_if_needed(conns.len(), |entry| entry_is_live(conns, entry));
             return;
         }
-        self.close_sockets(budget);
+        let clock = self.ws.ctx.clock;
+        let until_ns = clock.elapsed_ns() + REAP_TIME_BUDGET_US * 1_000;
+        self.close_sockets(budget, || clock.elapsed_ns() < until_ns);
+        self.after_reaping();
+    }
+
+    /// Step 6 at exit: every closed connection's socket, however long it takes.
+    pub(super) fn reap_all_closed(&mut self) {
+        self.close_sockets(usize::MAX, || true);
+        self.after_reaping();
+    }
+
+    /// What reaping leaves to tidy: stale timers, and queue entries of
+    /// freed keys.
+    fn after_reaping(&mut self) {
         // Stale deadline entries wait in the heap until they come due: with
         // a long --idle-timeout and fast churn they would pile up. Rebuild
         // it when they outnumber the live ones (at most one per connection).
@@ -363,15 +403,25 @@ impl<P: Protocol> Clients<P> {
     }
 
     /// Free the slab slots and sockets of up to `budget` closed connections,
-    /// the earliest closed first.
+    /// the earliest closed first, [`REAP_CLOCK_EVERY`] at a time; after each
+    /// batch, go on only while `time_left()` says so.
     #[inline(never)] // off the per-turn path: most turns close nothing
-    fn close_sockets(&mut self, budget: usize) {
-        let batch = self.closed.len().min(budget);
-        for key in self.closed.drain(..batch) {
-            let conn = self.conns.remove(key);
-            // Dropping the socket closes the fd, which also removes it from
-            // the epoll set: no epoll_ctl(DEL) needed.
-            drop(conn.release(&mut self.ws.ctx.gauge));
+    pub(super) fn close_sockets(&mut self, budget: usize, mut time_left: impl FnMut() -> bool) {
+        let budget = self.closed.len().min(budget);
+        let mut done = 0;
+        while done < budget {
+            let end = budget.min(done + REAP_CLOCK_EVERY);
+            for &key in &self.closed[done..end] {
+                let conn = self.conns.remove(key);
+                // Dropping the socket closes the fd, which also removes it
+                // from the epoll set: no epoll_ctl(DEL) needed.
+                drop(conn.release(&mut self.ws.ctx.gauge));
+            }
+            done = end;
+            if done < budget && !time_left() {
+                break;
+            }
         }
+        self.closed.drain(..done);
     }
 }

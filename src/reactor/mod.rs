@@ -10,18 +10,25 @@
 //! 2. `epoll_wait` for events (`EINTR` counts as "no events"), then read the
 //!    clock — once per turn, not per event;
 //! 3. dispatch each event: accept on a listener, receive on a UDP socket,
-//!    drive a connection, handle a signal;
+//!    drive a connection, handle a signal. Reads that fill the scratch
+//!    buffer share one budget for the step ([`TURN_READ_BUDGET`]); once it
+//!    is spent, each read takes at most [`TRICKLE_BYTES`], so a small
+//!    message behind a thousand bulk senders is still answered this turn;
 //! 4. serve the ready queue: connections and sockets that stopped on their
 //!    per-turn budget with work possibly left, which no new edge would
 //!    announce — only those queued before step 3, and not one whose event
-//!    in step 3 already spent this turn's budget: one budget per turn each;
+//!    in step 3 already spent this turn's budget: one budget per turn each.
+//!    The step has a [`TURN_READ_BUDGET`] of its own and stops once it is
+//!    spent; the rest of the queue waits, in order, for the next turns;
 //! 5. expire deadlines: protocol timers, idle and stalled connections,
 //!    lingering closes, accept pauses that are over; then check the memory
 //!    budget (`memory.rs`; also checked at once when output or input
 //!    crosses its high-water mark);
 //! 6. reap: free the slab slots of connections closed this turn — only now,
 //!    so a key named by a later event of the same batch is never reused
-//!    for a new connection mid-batch;
+//!    for a new connection mid-batch — and close their sockets, at most
+//!    [`REAP_BUDGET`] of them and for at most [`REAP_TIME_BUDGET_US`]; the
+//!    rest wait for the next turns, which do not sleep while any wait;
 //! 7. publish the counters for other threads, at most every 10 ms of the
 //!    loop's clock (and, under `--workers`, into this worker's shared
 //!    slot, at most every 10 ms). A turn that skips the copy leaves the
@@ -69,6 +76,7 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::budget::MemoryBudget;
+pub use crate::connection::TRICKLE_BYTES;
 use crate::connection::{Limits, Workspace};
 use crate::fdlimit::{open_fds_for_stats, REACTOR_BASE_FDS};
 use crate::http::Health;
@@ -100,9 +108,25 @@ pub const SCRATCH_BYTES: usize = 64 * 1024;
 /// after an `epoll_wait` (zero timeout) has let the others' events in: at
 /// most one budget per connection per turn (`tests/read_budget.rs`).
 pub const READ_BUDGET_BYTES: usize = 256 * 1024;
+/// Bytes that reads filling the whole scratch buffer may take in step 3 of
+/// one turn, from all connections together, and again in step 4. Past it,
+/// reads take at most [`TRICKLE_BYTES`] for the rest of step 3 and step 4
+/// stops: a turn's copying is bounded however many connections have bulk
+/// input, so the next `epoll_wait`, and whoever waits in it, comes soon.
+/// As large as one connection's budget: a lone bulk sender reads as much
+/// per turn as before.
+pub const TURN_READ_BUDGET: isize = READ_BUDGET_BYTES as isize;
 /// Sockets of closed connections closed (reaped) per loop turn at most;
 /// the rest wait for the next turns (`Clients::reap_closed`).
 pub const REAP_BUDGET: usize = 128;
+/// Step 6 also stops once it has spent this long closing sockets in one
+/// turn (µs): a close costs from a few µs to tens of µs (a socket holding
+/// a flood's unread bytes frees them all), so a count alone did not bound
+/// the turn.
+pub const REAP_TIME_BUDGET_US: u64 = 200;
+/// Step 6 reads the clock after every this many closes (and always closes
+/// at least this many, so the reaping goes on however slow a close is).
+pub const REAP_CLOCK_EVERY: usize = 8;
 
 /// epoll events fetched per `epoll_wait`.
 pub const EVENTS_PER_POLL: usize = 1024;
@@ -318,7 +342,7 @@ impl<P: Protocol> Reactor<P> {
                         self.clients.open_count()
                     );
                     self.clients.close_all(CloseReason::Shutdown);
-                    self.clients.reap_closed(usize::MAX); // exiting: all of them
+                    self.clients.reap_all_closed(); // exiting: all of them
                     break;
                 }
             }
@@ -337,6 +361,7 @@ impl<P: Protocol> Reactor<P> {
         let timeout = self.next_timeout(); // 1. zero if work is queued, else nearest deadline
         self.poll_events(timeout)?; // 2. epoll_wait; EINTR counts as "no events"
         self.clients.ws.ctx.now_ms = self.clients.ws.ctx.clock.now_ms(); // the clock, once per turn
+        self.clients.ws.begin_turn(TURN_READ_BUDGET); //         a fresh read budget for the turn
         let carried = self.clients.ready.len(); //              queued before this turn
         self.dispatch_events(); // 3. accept / receive / read / write per event
         let registry = self.poll.registry();
@@ -598,6 +623,77 @@ mod tests {
         (reactor, connecting.join().unwrap())
     }
 
+    /// Write up to `bytes` to `stream` without blocking; the bytes written.
+    fn write_some(stream: &mut std::net::TcpStream, bytes: usize) -> usize {
+        use std::io::Write;
+        stream.set_nonblocking(true).unwrap();
+        let chunk = vec![b'x'; 16 * 1024];
+        let mut written = 0;
+        while written < bytes {
+            match stream.write(&chunk) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+        written
+    }
+
+    #[test]
+    fn a_turn_reads_a_bounded_bulk_and_still_answers_a_small_message_behind_it() {
+        use std::io::{Read, Write};
+        // Many bulk senders, then one small message: epoll reports the
+        // small one last. Loopback delivers a write before it returns, so
+        // every byte below waits in the server's receive queues.
+        const BULK: usize = 16;
+        let (mut reactor, mut streams) = reactor_with(BULK + 1);
+        let mut reader = streams.pop().unwrap();
+        let queued: usize = streams.iter_mut().map(|s| write_some(s, 1 << 20)).sum();
+        assert!(
+            queued > 3 * TURN_READ_BUDGET as usize,
+            "only {queued} bytes queued"
+        );
+        reader.write_all(b"hi\n").unwrap();
+        let read = |reactor: &Reactor<Echo>| reactor.clients.ws.ctx.counters.bytes_in;
+        let before = read(&reactor);
+        reactor.run_once().unwrap();
+        // Step 3 read the turn's budget (and at most one read past it),
+        // then a small read per bulk sender; the ready queue, empty when
+        // the turn began, was not served.
+        let bound = TURN_READ_BUDGET as usize + SCRATCH_BYTES + BULK * TRICKLE_BYTES + 3;
+        let first = (read(&reactor) - before) as usize;
+        assert!(
+            first <= bound,
+            "{first} bytes read in one turn, over {bound}"
+        );
+        // The small message was answered in that same turn.
+        reader
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut reply = [0; 3];
+        reader.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"hi\n");
+        // The next turn serves the ready queue within a budget of its own
+        // and leaves the rest of it, in order, for later turns.
+        let before = read(&reactor);
+        reactor.run_once().unwrap();
+        let second = (read(&reactor) - before) as usize;
+        let bound = 2 * (TURN_READ_BUDGET as usize + SCRATCH_BYTES) + BULK * TRICKLE_BYTES;
+        assert!(
+            second <= bound,
+            "{second} bytes read in one turn, over {bound}"
+        );
+        assert!(!reactor.clients.ready.is_empty(), "the whole queue served");
+        // Every byte is read in the end, a turn at a time.
+        for _ in 0..10_000 {
+            if read(&reactor) as usize == queued + 3 {
+                break;
+            }
+            reactor.run_once().unwrap();
+        }
+        assert_eq!(read(&reactor) as usize, queued + 3);
+    }
+
     #[test]
     fn an_eviction_of_many_connections_closes_their_sockets_a_budget_a_turn() {
         let (mut reactor, _streams) = reactor_with(REAP_BUDGET * 2 + 10);
@@ -610,11 +706,16 @@ mod tests {
             0,
             "closed at once, as counted"
         );
-        // Each turn closes at most a budget of sockets, and does not sleep
-        // while more wait.
-        for left in [REAP_BUDGET + 10, 10, 0] {
+        // Each turn closes at most a budget of sockets (fewer if the time
+        // for them runs out, but always a batch), and does not sleep while
+        // more wait.
+        let mut left = reactor.clients.conns.len();
+        while left > 0 {
             reactor.run_once().unwrap();
-            assert_eq!(reactor.clients.conns.len(), left);
+            let closed = left - reactor.clients.conns.len();
+            assert!(closed <= REAP_BUDGET, "{closed} sockets closed in one turn");
+            assert!(closed >= REAP_CLOCK_EVERY.min(left), "only {closed} closed");
+            left = reactor.clients.conns.len();
         }
         // What other threads see counts only open connections.
         let (mut reactor, _streams) = reactor_with(REAP_BUDGET * 2 + 10);
@@ -625,6 +726,31 @@ mod tests {
         reactor.publish.force_next();
         reactor.publish_stats();
         assert_eq!(reactor.stats.snapshot().active, 0);
+    }
+
+    #[test]
+    fn closing_sockets_stops_when_the_time_is_up_a_batch_at_a_time() {
+        let (mut reactor, _streams) = reactor_with(REAP_CLOCK_EVERY * 5);
+        let keys: Vec<usize> = reactor.clients.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            reactor.clients.close(key, CloseReason::Evicted);
+        }
+        // The clock is asked after every batch: time is up at the second.
+        let mut asked = 0;
+        reactor.clients.close_sockets(REAP_BUDGET, || {
+            asked += 1;
+            asked < 2
+        });
+        assert_eq!(asked, 2);
+        assert_eq!(reactor.clients.conns.len(), REAP_CLOCK_EVERY * 3);
+        assert_eq!(reactor.clients.closed.len(), REAP_CLOCK_EVERY * 3);
+        // With time to spare, the count bounds it; the earliest closed go
+        // first, and the rest stay listed.
+        let next = reactor.clients.closed[0];
+        reactor.clients.close_sockets(REAP_CLOCK_EVERY + 1, || true);
+        assert!(!reactor.clients.conns.contains(next));
+        assert_eq!(reactor.clients.closed.len(), REAP_CLOCK_EVERY * 2 - 1);
+        assert_eq!(reactor.clients.conns.len(), REAP_CLOCK_EVERY * 2 - 1);
     }
 
     #[test]

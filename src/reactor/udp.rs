@@ -20,11 +20,8 @@ impl<P: Protocol> Clients<P> {
         let Listening::Udp(socket) = &self.endpoints[index].socket else {
             return;
         };
-        let (scratch, reply, counters) = (
-            &mut self.ws.scratch,
-            &mut self.ws.reply,
-            &mut self.ws.ctx.counters,
-        );
+        let (scratch, reply, ctx) = self.ws.full_scratch();
+        let (counters, now_ms) = (&mut ctx.counters, ctx.now_ms);
         for _ in 0..DATAGRAM_BUDGET {
             counters.read_calls += 1;
             match try_recv_from(socket, scratch) {
@@ -34,7 +31,7 @@ impl<P: Protocol> Clients<P> {
                     reply.clear();
                     self.protocol.on_datagram(&scratch[..n], reply);
                     if let Some(budget) = self.udp_reply_budget.as_mut() {
-                        if !budget.allow(from.ip(), reply.len(), self.ws.ctx.now_ms) {
+                        if !budget.allow(from.ip(), reply.len(), now_ms) {
                             // Over this source network's reply budget: a
                             // spoofed flood must not make us a reflector.
                             counters.datagrams_limited += 1;
