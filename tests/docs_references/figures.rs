@@ -9,8 +9,8 @@ use std::path::Path;
 use super::*;
 
 /// A constant's value in `src/`: `const NAME: T = EXPR;` where EXPR is a
-/// product of integer literals and other such constants, or a
-/// `Duration::from_secs`/`from_millis` of one (in ms).
+/// product of integer literals and other such constants (each maybe cast
+/// with `as`), or a `Duration::from_secs`/`from_millis` of one (in ms).
 fn constant_value(sources: &str, name: &str) -> Option<u64> {
     let needle = format!("const {name}: ");
     let at = sources
@@ -39,7 +39,8 @@ fn constant_value(sources: &str, name: &str) -> Option<u64> {
     };
     let mut value: u64 = scale;
     for factor in expr.split('*') {
-        let factor = factor.trim();
+        // `OTHER as isize`: the cast keeps the value.
+        let factor = factor.split(" as ").next().unwrap_or(factor).trim();
         let factor_value = match factor.replace('_', "").parse::<u64>() {
             Ok(n) => n,
             Err(_) if factor.chars().all(|c| c.is_ascii_uppercase() || c == '_') => {
@@ -218,10 +219,12 @@ fn the_quoted_constant_reader_finds_the_three_ways_of_quoting() {
     );
     let sources =
         "pub const A_MS: u64 = 5_000;\nconst B: usize = 2 * C_C;\nconst C_C: usize = 16;\n\
+                   const E: isize = C_C as isize;\n\
                    pub const D: Duration = Duration::from_secs(60);";
     assert_eq!(constant_value(sources, "A_MS"), Some(5_000));
     assert_eq!(constant_value(sources, "B"), Some(32));
     assert_eq!(constant_value(sources, "D"), Some(60_000));
+    assert_eq!(constant_value(sources, "E"), Some(16));
     assert_eq!(constant_value(sources, "NONE"), None);
 }
 
