@@ -260,6 +260,7 @@ def p99_run(a, binary, work, upgrade):
             "during_p99_us": max((s["p99_us"] or 0) for s in during) if during else None,
             "during_max_us": max((s["max_us"] or 0) for s in during) if during else None,
             "others_p99_us": statistics.median(s["p99_us"] for s in others if s["p99_us"]),
+            "others_max_us": statistics.median(s["max_us"] for s in others if s["max_us"]),
             "errors": errors,
             "msgs": report["messages"],
             "achieved": report["connections"]["achieved"],
@@ -280,11 +281,21 @@ def p99(a, binary, work):
                       if upgrade else "")
             print(f"round {i + 1} {what}: {r['achieved']} connections, "
                   f"{r['rate']:.0f} msgs/s, {r['msgs']} replies verified, errors {r['errors']}; "
-                  f"{during}other seconds' median p99 {r['others_p99_us']:.0f} µs, "
+                  f"{during}other seconds' median p99 {r['others_p99_us']:.0f} µs "
+                  f"(max {r['others_max_us']:.0f} µs), "
                   f"run p99 {r['p99_us']} µs")
     up, calm = rows[True], rows[False]
     print(f"the handover's second, p99: median {statistics.median(r['during_p99_us'] for r in up):.0f} µs, "
           f"range {min(r['during_p99_us'] for r in up)}–{max(r['during_p99_us'] for r in up)} µs")
+    ratios = sorted(r["during_p99_us"] / r["others_p99_us"] for r in up)
+    print(f"the handover's second's p99 over its run's other seconds' median p99: "
+          + ", ".join(f"{x:.2f}" for x in ratios)
+          + f" (median {statistics.median(ratios):.2f})")
+    print(f"the handover's second, max: median "
+          f"{statistics.median(r['during_max_us'] for r in up):.0f} µs; the other seconds' "
+          f"max (median of medians): with SIGUSR2 "
+          f"{statistics.median(r['others_max_us'] for r in up):.0f} µs, without "
+          f"{statistics.median(r['others_max_us'] for r in calm):.0f} µs")
     print(f"the other seconds, p99 (median of medians): with SIGUSR2 "
           f"{statistics.median(r['others_p99_us'] for r in up):.0f} µs, without "
           f"{statistics.median(r['others_p99_us'] for r in calm):.0f} µs")
