@@ -177,6 +177,17 @@ def rss_bytes(pids):
     return total
 
 
+def open_fds(pids):
+    """Descriptors the processes hold (0 for one that is gone)."""
+    total = 0
+    for pid in pids:
+        try:
+            total += len(os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            pass
+    return total
+
+
 def spread(values, unit="ms", scale=1000):
     values = sorted(values)
     return (f"median {statistics.median(values) * scale:.0f} {unit}, "
@@ -334,15 +345,29 @@ def held(a, binary, work):
         print(f"SIGUSR2 -> new generation accepting {r['accepting_s'] * 1000:.0f} ms, "
               f"old supervisor told {r['heard_s'] * 1000:.0f} ms, pid file {r['pid_file_s'] * 1000:.0f} ms; "
               f"new generation's RSS {rss_new / 2**20:.0f} MiB, its active connections {held_after:.0f}")
+        # The drain: from the bench's first closes (the old workers'
+        # descriptors falling) to the old supervisor's last line.
+        samples, stop = [], threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                samples.append((time.monotonic(), open_fds(old_workers)))
+                time.sleep(0.05)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         out, _ = bench.communicate(timeout=a.hold + DEADLINE)
-        bench_done = time.monotonic()
         report = json.loads(out)
-        exited = wait_exit(r["old"])
         drained_stamp, _ = server.wait_line("drained, exiting")
+        stop.set()
+        sampler.join()
         status = server.proc.wait(timeout=DEADLINE)  # the first supervisor: our child
+        wait_exit(r["old"])
+        held_level = samples[0][1]
+        closing = next(t for t, n in samples if n < held_level - 1000)
         print(f"hold over: {report['hold']['answered']} answered, errors {report['errors']}; "
-              f"old supervisor said 'drained, exiting' {max(0.0, drained_stamp - bench_done) * 1000:.0f} ms "
-              f"and was gone {exited * 1000:.0f} ms after the bench ended, exit status {status}")
+              f"the bench began closing, and {drained_stamp - closing:.2f} s later the old "
+              f"supervisor said 'drained, exiting'; exit status {status}")
     finally:
         if bench and bench.poll() is None:
             bench.send_signal(signal.SIGINT)
