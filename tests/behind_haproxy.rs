@@ -438,6 +438,18 @@ impl Drop for Generation {
     }
 }
 
+/// A child killed (by pid, then reaped) if the test ends before taking it.
+struct Stopped(Option<Child>);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Clients that connect, echo one line (verified) and close, one after
 /// another, on a thread, until stopped (or [`Churn::MOST`] of them).
 struct Churn {
@@ -505,14 +517,16 @@ fn a_binary_upgrade_behind_haproxy_costs_no_error_and_takes_no_server_down() {
     // until the test interrupts it (SIGINT: a summary of what it measured).
     const CONNECTIONS: u64 = 100;
     let frontend = haproxy.frontend.to_string();
-    let rate_bench = Command::new(env!("CARGO_BIN_EXE_echo-reactor"))
-        .args(["bench", "--addr", &frontend, "--source-addrs", BENCH_SOURCE])
-        .args(["--connections", &CONNECTIONS.to_string(), "--rate", "2000"])
-        .args(["--duration", "120", "--warmup", "0", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the bench");
+    let mut rate_bench = Stopped(Some(
+        Command::new(env!("CARGO_BIN_EXE_echo-reactor"))
+            .args(["bench", "--addr", &frontend, "--source-addrs", BENCH_SOURCE])
+            .args(["--connections", &CONNECTIONS.to_string(), "--rate", "2000"])
+            .args(["--duration", "120", "--warmup", "0", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the bench"),
+    ));
     wait_for_value(server.metrics, "echo_reactor_connections_active", |n| {
         n >= CONNECTIONS
     });
@@ -549,12 +563,13 @@ fn a_binary_upgrade_behind_haproxy_costs_no_error_and_takes_no_server_down() {
 
     // 4. The bench ran across the handover: every reply verified, no
     // error of any kind.
-    let mut rate_bench = rate_bench;
+    let mut rate_bench = rate_bench.0.take().unwrap();
     assert!(
         rate_bench.try_wait().unwrap().is_none(),
         "the bench ended before the test interrupted it"
     );
-    // SAFETY: kill only sends a signal, to the bench this test started.
+    // SAFETY: kill only sends a signal, to the bench this test started
+    // and has not reaped.
     unsafe { libc::kill(rate_bench.id() as i32, libc::SIGINT) };
     let (_, run) = report(rate_bench);
     assert_eq!(run["connections"]["achieved"], CONNECTIONS, "{run}");
