@@ -2,8 +2,9 @@
 """Interleaved rounds of `echo-reactor bench` against several servers; medians.
 
 Every run gets a fresh server, started by this script pinned to core 0
-(`taskset -c 0`), and the load (`BENCH bench --addr ... --server-pid PID
---json ...`) pinned to core 1. In each round every load point runs against
+(`taskset -c 0`; `--server-cpus`), and the load (`BENCH bench --addr ...
+--server-pid PID --json ...`) pinned to core 1 (`--load-cpus`; '' for
+either: unpinned). In each round every load point runs against
 every server, one after another (the server order rotates each round), so
 drift on a shared machine hits them alike. After each run the server gets
 SIGTERM, by its pid; echo-reactor's final stats line supplies its own
@@ -18,7 +19,7 @@ quietest attempt is kept.
 
 Usage:
   scripts/rounds.py [--rounds N] [--bench PATH] [--out FILE.jsonl] [--quiet SECS]
-                    [--retries N --busy CORES]
+                    [--retries N --busy CORES] [--server-cpus LIST] [--load-cpus LIST]
       --server 'NAME=COMMAND ...' (repeatable; the command prints
                `listening on tcp ADDR` first; `{port}` in it, if present, is
                replaced by a free port and the server is then waited for
@@ -45,7 +46,13 @@ import subprocess
 import sys
 import time
 
-SERVER_CORE, LOAD_CORE = "0", "1"
+# taskset lists (`--server-cpus`, `--load-cpus`); '' runs unpinned.
+CPUS = {"server": "0", "load": "1"}
+
+
+def pinned(who, argv):
+    """`argv` under `taskset -c` for `who`'s CPUs, or as it is."""
+    return ["taskset", "-c", CPUS[who]] + argv if CPUS[who] else argv
 
 
 def free_port():
@@ -55,9 +62,9 @@ def free_port():
 
 
 def start(command):
-    """Start a server pinned to the server core; returns (process, address)."""
+    """Start a server on the server CPUs; returns (process, address)."""
     port = free_port() if "{port}" in command else None
-    argv = ["taskset", "-c", SERVER_CORE] + shlex.split(command.replace("{port}", str(port or "")))
+    argv = pinned("server", shlex.split(command.replace("{port}", str(port or ""))))
     env = dict(os.environ, RUST_LOG="warn")
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
     if port is None:
@@ -139,8 +146,8 @@ def process_cpu_seconds(pid):
 
 def run(bench, command, load_args):
     proc, addr = start(command)
-    argv = ["taskset", "-c", LOAD_CORE, bench, "bench", "--addr", addr,
-            "--server-pid", str(proc.pid), "--json"] + shlex.split(load_args)
+    argv = pinned("load", [bench, "bench", "--addr", addr,
+                           "--server-pid", str(proc.pid), "--json"] + shlex.split(load_args))
     # Everyone else's CPU time during the run: the machine's busy time
     # minus this server's and this load generator's.
     began, busy0, server0 = time.monotonic(), busy_seconds(), process_cpu_seconds(proc.pid)
@@ -244,7 +251,12 @@ def main():
     parser.add_argument("--busy", type=float, default=0.25, metavar="CORES")
     parser.add_argument("--quiet", type=float, default=0, metavar="SECS",
                         help="before each run, wait up to SECS for a quiet machine (see wait_for_quiet)")
+    parser.add_argument("--server-cpus", default=CPUS["server"], metavar="LIST",
+                        help="taskset list for the servers ('' = unpinned)")
+    parser.add_argument("--load-cpus", default=CPUS["load"], metavar="LIST",
+                        help="taskset list for the load generator ('' = unpinned)")
     args = parser.parse_args()
+    CPUS.update(server=args.server_cpus, load=args.load_cpus)
     servers = [tuple(s.split("=", 1)) for s in args.server]
     loads = [tuple(s.split("=", 1)) for s in args.load]
     runs = {(load, name): [] for load, _ in loads for name, _ in servers}

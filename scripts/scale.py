@@ -22,8 +22,12 @@ mark or MemAvailable falls under --min-available-gib.
                                        kernel memory per connection) and echo (msgs/s, p99)
   scale.py restart                     SIGKILL a worker: queued and arriving connections
 
+With --cpu-affinity auto|LIST every server is started with that flag:
+each worker pinned to one CPU (auto: the i-th of --server-cpus).
+
 Prints one JSON object per run on stdout (and a summary on stderr).
-Usage: scripts/scale.py [--bin target/release/echo-reactor] SUBCOMMAND ...
+Usage: scripts/scale.py [--bin target/release/echo-reactor] [--server-cpus LIST]
+                        [--bench-cpus LIST] [--cpu-affinity auto|LIST] SUBCOMMAND ...
 """
 import argparse
 import json
@@ -178,9 +182,13 @@ class Watch(threading.Thread):
 # ---- the server and the bench ----
 
 class Server:
+    # Flags every server gets (`--cpu-affinity X`, set from the command line).
+    common_flags = ()
+
     def __init__(self, binary, workers, cpus, extra=()):
         cmd = ["taskset", "-c", cpus] if cpus else []
-        cmd += [binary, "serve", "--listen", "127.0.0.1:0", "--workers", str(workers), *extra]
+        cmd += [binary, "serve", "--listen", "127.0.0.1:0", "--workers", str(workers),
+                *self.common_flags, *extra]
         self.workers = workers
         self.stderr = tempfile.TemporaryFile(mode="w+")
         # taskset execs the server: the pid is the server's (the supervisor's).
@@ -555,6 +563,8 @@ def main():
     p.add_argument("--server-cpus", default="0", help="taskset list for the server ('' = unpinned)")
     p.add_argument("--bench-cpus", default="1", help="taskset list for the bench ('' = unpinned)")
     p.add_argument("--min-available-gib", type=int, default=8)
+    p.add_argument("--cpu-affinity", metavar="auto|LIST",
+                   help="serve --cpu-affinity: each worker pinned to one CPU of --server-cpus")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("spread")
     s.add_argument("--rounds", type=int, default=3)
@@ -575,6 +585,8 @@ def main():
     s.add_argument("--before-s", type=float, default=1.0)
     s.add_argument("--after-s", type=float, default=1.5)
     a = p.parse_args()
+    if a.cpu_affinity:
+        Server.common_flags = ("--cpu-affinity", a.cpu_affinity)
     {"spread": cmd_spread, "cpu": cmd_cpu, "scale": cmd_scale, "restart": cmd_restart}[a.cmd](a)
 
 

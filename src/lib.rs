@@ -33,6 +33,7 @@
 //! |---|---|
 //! | [`supervisor`] | `--workers N`: starts, restarts and stops worker processes, sums their stats |
 //! | [`worker_sockets`] | `--workers N`: the listening sockets the supervisor binds once, hands to each worker, closes and reopens |
+//! | [`affinity`] | `--cpu-affinity`: which CPU each worker runs on, and pinning a process there |
 //! | [`inherit`] | sockets handed over by a parent: systemd's `LISTEN_FDS`, and the supervisor's workers |
 //! | [`upgrade`] | `SIGUSR2`: a new generation handed every socket, its readiness, the rollback |
 //! | [`pidfile`], [`notify`] | `--pid-file` (replaced whole), and systemd's `sd_notify` (`READY=1`, `MAINPID`) |
@@ -85,6 +86,7 @@
 //! in that order; `docs/PYTHON.md` maps the Python socket calls onto them.
 #![warn(missing_docs)]
 
+pub mod affinity;
 pub mod auth_key;
 pub mod bench;
 pub mod budget;

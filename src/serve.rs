@@ -22,11 +22,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use log::{info, warn};
+use log::{debug, info, warn};
 
+use crate::affinity::{apply_cpu_affinity, parse_cpu_affinity, steer_incoming_cpu, CpuAffinity};
 use crate::auth_key::load_auth_key;
 use crate::fdlimit::{default_max_connections, nofile_limits, raise_nofile_limit};
-use crate::inherit::inherited_sockets;
+use crate::inherit::{inherited_sockets, listening_fd};
 use crate::machine::physical_memory_bytes;
 use crate::pidfile::PidFile;
 use crate::protocol::{
@@ -34,6 +35,7 @@ use crate::protocol::{
     ProtocolName, ProxyHeaderFirst, Upper, CHALLENGE_BYTES, HANDSHAKE_TIMEOUT,
     MIN_MAX_LINE_WITH_PROXY_HEADER,
 };
+use crate::reactor::Listening;
 use crate::server::{BoundSocket, Config, Server, DEFAULT_BACKLOG};
 use crate::sockets::somaxconn;
 use crate::stdout::print_report;
@@ -118,6 +120,20 @@ pub struct ServeArgs {
     /// of --max-memory and its own open-file limit; 1 to 256, `auto` = one per CPU.
     #[arg(long, value_name = "N|auto", default_value = "1", value_parser = parse_workers)]
     pub workers: usize,
+    /// Pin each worker to one CPU: `auto` (worker i on the i-th CPU this
+    /// process may run on, going round if there are more workers) or a list
+    /// like `0,1` or `0-3` (worker i on entry i; one entry per worker, a CPU
+    /// may repeat). Without --workers the one process is pinned to the first.
+    /// A CPU this process may not run on (taskset, cpuset) is refused.
+    #[arg(long, value_name = "auto|LIST", value_parser = parse_cpu_affinity)]
+    pub cpu_affinity: Option<CpuAffinity>,
+    /// With --workers and --cpu-affinity: each worker's TCP and UDP sockets
+    /// take the connections and datagrams the kernel received on that
+    /// worker's CPU (SO_INCOMING_CPU; Linux 6.2+), instead of the hash's
+    /// even spread. Clients whose packets all arrive on one CPU all go to
+    /// one worker (docs/SCALING.md).
+    #[arg(long, requires = "cpu_affinity")]
+    pub incoming_cpu: bool,
     /// Serve Prometheus metrics (`/metrics`) and a health check (`/healthz`:
     /// 200 while accepting, 503 once shutdown begins) over HTTP on this TCP
     /// address, on the same loop (docs/OPERATIONS.md).
@@ -186,6 +202,13 @@ pub fn ignored_flags(args: &ServeArgs) -> Vec<String> {
             "--prefix is ignored: only --protocol prefix uses it (this is {})",
             protocol.get_name()
         ));
+    }
+    if args.incoming_cpu && args.workers < 2 {
+        warnings.push(
+            "--incoming-cpu is ignored without --workers 2 or more: one process takes every \
+             connection"
+                .to_string(),
+        );
     }
     let framed = matches!(args.protocol, ProtocolName::Prefix | ProtocolName::Greet);
     if let (Some(framing), false) = (args.framing, framed) {
@@ -308,9 +331,22 @@ pub fn parse_memory_budget(text: &str) -> Result<usize, String> {
 /// Run `serve`: check the command line, then serve until a signal (or
 /// supervise `--workers`). Errors are meant to be printed as one line.
 pub fn run(args: &ServeArgs) -> io::Result<()> {
+    // First, before any thread starts: threads inherit their CPU mask.
+    let pinned = apply_cpu_affinity(
+        args.cpu_affinity.as_ref(),
+        args.workers,
+        worker_index().map(|(index, _)| index),
+    )?;
+    // A worker's own sockets, steered to the CPU it runs on.
+    let steer = pinned.filter(|_| args.incoming_cpu && worker_index().is_some());
     let mut config = args.to_config();
     let (_, hard) = nofile_limits()?;
     check_limits(args, &config, hard)?;
+    // Before any worker starts: they inherit it. Refused only by a kernel
+    // without it, where there is nothing to opt out of.
+    if !crate::machine::keep_small_pages() {
+        debug!("transparent huge pages: could not opt out (prctl PR_SET_THP_DISABLE)");
+    }
     if std::env::var_os(WORKER_ENV).is_none() {
         // Once, by the supervisor or the only process, not by every worker.
         for warning in ignored_flags(args) {
@@ -355,15 +391,17 @@ pub fn run(args: &ServeArgs) -> io::Result<()> {
     let framing = Framing::from(args.framing.unwrap_or(FramingName::Line));
     let proxy = args.proxy_protocol;
     match args.protocol {
-        ProtocolName::Echo => serve_guarded(&config, Echo, auth, proxy, timeout),
-        ProtocolName::Upper => serve_guarded(&config, Upper, auth, proxy, timeout),
+        ProtocolName::Echo => serve_guarded(&config, Echo, auth, proxy, timeout, steer),
+        ProtocolName::Upper => serve_guarded(&config, Upper, auth, proxy, timeout, steer),
         ProtocolName::Prefix => {
             let prefix = args.prefix.as_deref().unwrap_or(DEFAULT_PREFIX);
             let prefix = Prefix::new(prefix.as_bytes(), framing);
-            serve_guarded(&config, prefix, auth, proxy, timeout)
+            serve_guarded(&config, prefix, auth, proxy, timeout, steer)
         }
-        ProtocolName::Greet => serve_guarded(&config, Greet::new(framing), auth, proxy, timeout),
-        ProtocolName::Json => serve_guarded(&config, Json, auth, proxy, timeout),
+        ProtocolName::Greet => {
+            serve_guarded(&config, Greet::new(framing), auth, proxy, timeout, steer)
+        }
+        ProtocolName::Json => serve_guarded(&config, Json, auth, proxy, timeout, steer),
     }
 }
 
@@ -377,6 +415,7 @@ fn serve_guarded<P: Protocol>(
     auth: Option<AuthKey>,
     proxy_header: bool,
     timeout: Duration,
+    steer: Option<usize>,
 ) -> io::Result<()> {
     if proxy_header {
         info!("proxy protocol: connections must begin with a PROXY v1 or v2 header within {timeout:?}");
@@ -384,15 +423,15 @@ fn serve_guarded<P: Protocol>(
     match (auth, proxy_header) {
         (Some(key), false) => {
             info!("auth: clients must answer the HMAC-SHA256 challenge within {timeout:?}");
-            serve_with(config, Authenticated::new(protocol, key, timeout))
+            serve_with(config, Authenticated::new(protocol, key, timeout), steer)
         }
         (Some(key), true) => {
             info!("auth: clients must answer the HMAC-SHA256 challenge within {timeout:?}");
             let inner = Authenticated::new(protocol, key, timeout);
-            serve_with(config, ProxyHeaderFirst::new(inner, timeout))
+            serve_with(config, ProxyHeaderFirst::new(inner, timeout), steer)
         }
-        (None, true) => serve_with(config, ProxyHeaderFirst::new(protocol, timeout)),
-        (None, false) => serve_with(config, protocol),
+        (None, true) => serve_with(config, ProxyHeaderFirst::new(protocol, timeout), steer),
+        (None, false) => serve_with(config, protocol, steer),
     }
 }
 
@@ -400,7 +439,9 @@ fn serve_guarded<P: Protocol>(
 /// of a supervisor. Raises the open-file limit, serves the sockets handed
 /// over (socket activation, or a worker's from its supervisor:
 /// `LISTEN_FDS`) or binds `config`'s own, and prints the final stats.
-fn serve_with<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
+/// `steer`: the CPU a worker's TCP and UDP sockets take their connections
+/// from (`--incoming-cpu`).
+fn serve_with<P: Protocol>(config: &Config, protocol: P, steer: Option<usize>) -> io::Result<()> {
     // Every connection is a descriptor: take all the process may have.
     // (Not fatal: macOS, for one, refuses a soft limit of RLIM_INFINITY.)
     let (soft, hard) = raise_nofile_limit().or_else(|e| {
@@ -420,7 +461,12 @@ fn serve_with<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
     let config = &config;
     let mut server = match inherited_sockets()? {
         // Socket activation, or a worker of ours: serve what we were handed.
-        Some(sockets) => Server::adopt(config, protocol, sockets)?,
+        Some(sockets) => {
+            if let Some(cpu) = steer {
+                steer_to(cpu, &sockets);
+            }
+            Server::adopt(config, protocol, sockets)?
+        }
         None if worker => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -518,6 +564,25 @@ fn supervise(args: &ServeArgs, config: &Config) -> io::Result<()> {
     Ok(())
 }
 
+/// `--incoming-cpu`: have the kernel hand this worker's TCP and UDP
+/// sockets what it received on `cpu`. Each worker has its own member of
+/// every `SO_REUSEPORT` group, so the group picks, per SYN or datagram, the
+/// member whose CPU processed it (else its hash). Sockets handed over by
+/// systemd are shared by all workers instead: there it chooses nothing.
+/// A failure leaves the hash's spread, with a warning: serving matters
+/// more than steering.
+fn steer_to(cpu: usize, sockets: &[(BoundSocket, Listening)]) {
+    for (bound, socket) in sockets {
+        if matches!(socket, Listening::Unix(_)) {
+            continue; // one socket shared by all workers: nothing to choose
+        }
+        match steer_incoming_cpu(listening_fd(socket), cpu) {
+            Ok(()) => info!("{bound}: taking what CPU {cpu} received (--incoming-cpu)"),
+            Err(e) => warn!("{bound}: --incoming-cpu: {e}; connections spread by hash"),
+        }
+    }
+}
+
 /// `(index, count)` from [`WORKER_ENV`] in a worker, else `None`.
 fn worker_index() -> Option<(usize, usize)> {
     let value = std::env::var(WORKER_ENV).ok()?;
@@ -572,6 +637,14 @@ mod tests {
             ignored_flags(&serve_args(&["--protocol", "greet", "--framing", "chunk"])).is_empty()
         );
         assert!(ignored_flags(&serve_args(&["--protocol", "json"])).is_empty());
+        let steered = ["--cpu-affinity", "auto", "--incoming-cpu"];
+        assert!(
+            ignored_flags(&serve_args(&[&steered[..], &["--workers", "2"]].concat())).is_empty()
+        );
+        assert_eq!(
+            ignored_flags(&serve_args(&steered)),
+            ["--incoming-cpu is ignored without --workers 2 or more: one process takes every connection"]
+        );
         let warnings = ignored_flags(&serve_args(&["--prefix", "> "]));
         assert_eq!(
             warnings,

@@ -19,6 +19,18 @@ use crate::units::{parse_addr, parse_bytes, parse_secs, parse_secs_or_zero, usag
 /// Descriptors the bench keeps for itself besides its connections.
 const FD_RESERVE: u64 = 64;
 
+/// The connect deadline without `--connect-timeout`: this much, plus
+/// [`CONNECT_SECS_PER_10K`] for every 10 000 connections of the run.
+const CONNECT_TIMEOUT_BASE: Duration = Duration::from_secs(15);
+
+/// Seconds of connect deadline per 10 000 connections (of the whole run:
+/// every load generator connects to the same server, whose accepts set the
+/// pace). 1 s per 10 000 is four times slower than the 40 000 a second
+/// measured at 100 000 on a 2-core machine (docs/BENCHMARKS.md), so a
+/// busy machine is not mistaken for a failing server; a fixed 15 s cut a
+/// run of 1 000 000 off at 692 740.
+const CONNECT_SECS_PER_10K: f64 = 1.0;
+
 /// What the bench does (`--scenario`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
@@ -146,6 +158,11 @@ pub struct BenchArgs {
     /// Flood scenario: the most each flooder sends (then it holds its connection, silent).
     #[arg(long, value_name = "BYTES", default_value = "4MiB", value_parser = parse_bytes)]
     pub flood_bytes: usize,
+    /// How long the connections may take to come up; those not up by then
+    /// count as connect errors (`gave_up`). Default: 15 s plus 1 s per
+    /// 10 000 --connections (115 s for 1 000 000).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub connect_timeout: Option<Duration>,
     /// Load-generator processes, each with its own open-file limit and a
     /// share of --connections (and --rate, --flooders); merged into one report.
     #[arg(long, value_name = "P", default_value_t = 1)]
@@ -181,6 +198,18 @@ pub struct BenchArgs {
     /// (Internal: a child of --processes) the id of its first connection.
     #[arg(long, hide = true, default_value_t = 0)]
     pub first_connection_id: u32,
+}
+
+impl BenchArgs {
+    /// How long the connections may take to come up: `--connect-timeout`,
+    /// or a deadline that grows with `--connections`: 15 s plus 1 s per
+    /// 10 000 connections.
+    pub fn connect_deadline(&self) -> Duration {
+        self.connect_timeout.unwrap_or_else(|| {
+            let tens_of_thousands = self.connections as f64 / 10_000.0;
+            CONNECT_TIMEOUT_BASE + Duration::from_secs_f64(tens_of_thousands * CONNECT_SECS_PER_10K)
+        })
+    }
 }
 
 /// Settings that cannot work are usage errors: one line, exit 2.
@@ -234,6 +263,11 @@ pub fn validate(args: &BenchArgs) -> io::Result<Sources> {
             "--threads {} > --connections {}: every thread needs a connection",
             args.threads, args.connections
         )));
+    }
+    if args.connect_timeout.is_some() && args.scenario == Scenario::Connect {
+        return Err(refuse(
+            "--connect-timeout applies to the echo, hold and flood scenarios (connect times each connect instead)".into(),
+        ));
     }
     if let Some(rate) = args.rate {
         schedule::check_rate(rate, args.connections).map_err(refuse)?;
@@ -320,4 +354,37 @@ pub fn validate(args: &BenchArgs) -> io::Result<Sources> {
     .map_err(refuse)?;
     sources::check_bindable(&sources.addrs)?;
     Ok(sources)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// `bench`'s flags alone, as clap parses them.
+    #[derive(Parser)]
+    struct Bench {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
+
+    fn parse(args: &[&str]) -> BenchArgs {
+        Bench::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    #[test]
+    fn the_connect_deadline_grows_with_the_connections_unless_given() {
+        let deadline = |args: &[&str]| parse(args).connect_deadline();
+        assert_eq!(deadline(&[]), Duration::from_secs_f64(15.005));
+        assert_eq!(
+            deadline(&["--connections", "1000000"]),
+            Duration::from_secs(115)
+        );
+        assert_eq!(
+            deadline(&["--connections", "1000000", "--connect-timeout", "40"]),
+            Duration::from_secs(40)
+        );
+    }
 }

@@ -62,6 +62,8 @@ pub struct FloodLoad {
     pub warmup: Duration,
     /// How long the flood lasts (the measured window).
     pub duration: Duration,
+    /// How long the flooders may take to come up (`--connect-timeout`).
+    pub connect_deadline: Duration,
     /// Source addresses, round-robin, as for the measured connections
     /// (empty: the kernel's choice).
     pub sources: Vec<std::net::IpAddr>,
@@ -157,15 +159,16 @@ fn flood_chunk() -> Vec<u8> {
 pub fn run_flood(load: &FloodLoad, start: &Barrier) -> Flood {
     lower_this_thread();
     let mut poll = Poll::new().expect("epoll_create");
-    let (streams, connect_failed) = connect_streams_from(
+    let opened = connect_streams_from(
         &mut poll,
         load.addr,
         (&load.sources, 0),
         load.connections,
-        &Counters::default(),
+        (load.connect_deadline, &Counters::default()),
     );
+    let streams = opened.streams;
     let mut tally = Flood {
-        connect_failed: connect_failed.total(),
+        connect_failed: opened.failures.total(),
         ..Flood::default()
     };
     let mut flooders: Vec<Option<Flooder>> = Vec::with_capacity(streams.len());

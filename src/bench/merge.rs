@@ -33,13 +33,14 @@
 //! one reached by several addresses, which only the user knows).
 
 use std::io;
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde_json::Value;
 
 use super::args::MergeArgs;
 use super::latency::{decode, encode};
-use super::report::{fill_open_loop, hold_per_connection, percentiles};
+use super::report::{fill_connect_time, fill_open_loop, hold_per_connection, percentiles};
 use super::schema::{
     Client, Connect, ConnectFailureCounts, ErrorCounts, Flood, Hold, Report, Server, SCHEMA,
 };
@@ -101,6 +102,19 @@ pub fn merge(runs: &[Run]) -> Result<Report, String> {
     }
     m.connections.requested = sum(|r| r.connections.requested);
     m.connections.achieved = sum(|r| r.connections.achieved);
+    if m.connections.connect_s.is_some() {
+        // The runs connect at the same time: the slowest one's time is
+        // the merged one's, and the rate is over it.
+        let slowest = runs
+            .iter()
+            .filter_map(|r| r.report.connections.connect_s)
+            .fold(0.0, f64::max);
+        fill_connect_time(&mut m, Duration::from_secs_f64(slowest));
+        m.connections.connect_timeout_s = runs
+            .iter()
+            .filter_map(|r| r.report.connections.connect_timeout_s)
+            .reduce(f64::max);
+    }
     m.duration_s = runs.iter().map(|r| r.report.duration_s).fold(0.0, f64::max);
     m.messages = messages;
     m.msgs_per_sec = sum_f64(|r| r.msgs_per_sec);
@@ -165,11 +179,18 @@ pub fn merge(runs: &[Run]) -> Result<Report, String> {
         // The server's memory before any run connected, and with every
         // run's connections (the runs overlap): the smallest "before",
         // the largest of the others.
-        hold.rss_before_bytes = holds.iter().filter_map(|h| h.rss_before_bytes).min();
-        hold.rss_idle_bytes = holds.iter().filter_map(|h| h.rss_idle_bytes).max();
-        hold.rss_after_echo_bytes = holds.iter().filter_map(|h| h.rss_after_echo_bytes).max();
-        hold.rss_peak_before_bytes = holds.iter().filter_map(|h| h.rss_peak_before_bytes).max();
+        let least = |f: fn(&Hold) -> Option<u64>| holds.iter().filter_map(|h| f(h)).min();
+        let most = |f: fn(&Hold) -> Option<u64>| holds.iter().filter_map(|h| f(h)).max();
+        hold.rss_before_bytes = least(|h| h.rss_before_bytes);
+        hold.rss_idle_bytes = most(|h| h.rss_idle_bytes);
+        hold.rss_after_echo_bytes = most(|h| h.rss_after_echo_bytes);
+        hold.rss_peak_before_bytes = most(|h| h.rss_peak_before_bytes);
         hold.rss_fresh_server = holds.iter().all(|h| h.rss_fresh_server);
+        hold.anon_before_bytes = least(|h| h.anon_before_bytes);
+        hold.anon_idle_bytes = most(|h| h.anon_idle_bytes);
+        hold.anon_after_echo_bytes = most(|h| h.anon_after_echo_bytes);
+        hold.server_processes_before = least(|h| h.server_processes_before);
+        hold.server_processes_idle = most(|h| h.server_processes_idle);
         hold_per_connection(&mut m);
     }
     if let Some(connect) = m.connect.as_mut() {
@@ -392,6 +413,21 @@ mod tests {
             name: name.into(),
             report,
         }
+    }
+
+    #[test]
+    fn the_merged_connect_time_is_the_slowest_run_s_and_the_rate_is_over_it() {
+        let timed = |secs: f64, achieved: u64| {
+            let mut r = report(&[10], "hold");
+            r.connections.achieved = achieved;
+            r.connections.connect_s = Some(secs);
+            r.connections.connect_timeout_s = Some(115.0);
+            r
+        };
+        let m = merge(&[run("a", timed(2.0, 300)), run("b", timed(4.0, 500))]).unwrap();
+        assert_eq!(m.connections.connect_s, Some(4.0));
+        assert_eq!(m.connections.connects_per_sec, Some(200.0));
+        assert_eq!(m.connections.connect_timeout_s, Some(115.0));
     }
 
     #[test]

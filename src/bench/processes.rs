@@ -31,11 +31,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
+use std::time::Instant;
 
 use clap::ValueEnum;
 
 use super::merge::{merge, Run};
-use super::report::hold_per_connection;
+use super::report::{fill_connect_time, hold_per_connection};
 use super::schema::{LoadGenerator, Report};
 use super::{interrupt, split, sysinfo, BenchArgs, Scenario};
 
@@ -135,6 +136,12 @@ fn child_args(
         "--scenario".into(),
         name(&|| args.scenario.to_possible_value()),
     ];
+    if args.scenario != Scenario::Connect {
+        // The deadline for the whole run's connections, not the share's:
+        // every child connects at once, to the same server.
+        let deadline = args.connect_deadline().as_secs_f64();
+        a.extend(["--connect-timeout".into(), deadline.to_string()]);
+    }
     if let Some(version) = args.proxy_header {
         a.extend(["--proxy-header".into(), version.to_string()]);
     }
@@ -178,9 +185,14 @@ pub(super) fn run(
     };
     // The server before any child connects (a child's own "before" may
     // include another child's connections).
-    let rss_before = server_pid.and_then(sysinfo::process_rss);
+    let before = server_pid.and_then(sysinfo::tree_memory);
     let peak_before = server_pid.and_then(sysinfo::process_rss_hwm);
     let exe = std::env::current_exe()?;
+    // The run's time to connect: from starting the children to the last
+    // one connected (each child times only its own connects, from when it
+    // got going; on a busy machine the last ones start late).
+    let started = Instant::now();
+    let mut connected_after = None;
     let (said, hear) = mpsc::channel();
     let mut generators: Vec<Generator> = Vec::with_capacity(p);
     for (index, (&share, &flood_share)) in shares.iter().zip(&flooders).enumerate() {
@@ -256,6 +268,9 @@ pub(super) fn run(
             }
             Said::Line(_, line) if line.starts_with("gate ") => {
                 at_gate += 1;
+                if at_gate == p && line == "gate connected" && connected_after.is_none() {
+                    connected_after = Some(started.elapsed());
+                }
                 if at_gate == p {
                     // Everyone is there: open the gate for all at once.
                     at_gate = 0;
@@ -297,6 +312,7 @@ pub(super) fn run(
                 msgs_per_sec: r.msgs_per_sec,
                 latency_us: r.latency_us,
                 errors: r.errors,
+                connect_s: r.connections.connect_s,
             }
         })
         .collect();
@@ -306,8 +322,13 @@ pub(super) fn run(
     report.settings = base_report.settings;
     report.environment = base_report.environment;
     report.connections.requested = args.connections as u64;
+    if let (Some(took), Some(_)) = (connected_after, report.connections.connect_s) {
+        fill_connect_time(&mut report, took);
+    }
     if let Some(hold) = report.hold.as_mut() {
-        hold.rss_before_bytes = rss_before;
+        hold.rss_before_bytes = before.map(|m| m.rss);
+        hold.anon_before_bytes = before.map(|m| m.anon);
+        hold.server_processes_before = before.map(|m| m.processes);
         hold.rss_peak_before_bytes = peak_before;
         // The children ran with --addr; the server is fresh if this
         // process started it, or was said to be.

@@ -6,18 +6,19 @@
 
 use std::net::IpAddr;
 use std::thread;
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use super::args::BenchArgs;
+use super::args::{BenchArgs, Scenario};
 use super::driver::Errors;
 use super::flood::Flood;
 use super::latency::encode;
 use super::latency::new_histogram;
 use super::schema::SCHEMA;
 use super::schema::{
-    Client, Connections, Environment, ErrorCounts, Flood as FloodFigures, Hold, Percentiles,
-    Report, SendLateness, Server, Settings,
+    Client, Connections, Environment, ErrorCounts, Flood as FloodFigures, Percentiles, Report,
+    SendLateness, Server, Settings,
 };
 use super::sweep::SweepRates;
 use super::{sysinfo, CpuWindow, Target};
@@ -71,6 +72,7 @@ pub(super) fn base_report(args: &BenchArgs, target: &Target) -> Report {
             flooders: args.flooders.map(|n| n as u64),
             flood_bytes: args.flood_bytes as u64,
             processes: args.processes as u64,
+            connect_timeout_s: args.connect_timeout.map(|t| t.as_secs_f64()),
             source_addrs: addrs(&args.source_addrs),
             sweep: args.sweep.as_ref().map(SweepRates::to_string),
             slo_p99_us: args.slo_p99_us,
@@ -90,6 +92,9 @@ pub(super) fn base_report(args: &BenchArgs, target: &Target) -> Report {
         connections: Connections {
             requested: args.connections as u64,
             achieved: 0,
+            connect_timeout_s: (args.scenario != Scenario::Connect)
+                .then(|| args.connect_deadline().as_secs_f64()),
+            ..Connections::default()
         },
         duration_s: args.duration.as_secs_f64(),
         target_rate: args.rate,
@@ -106,6 +111,15 @@ pub(super) fn base_report(args: &BenchArgs, target: &Target) -> Report {
         },
         ..Report::default()
     }
+}
+
+/// How long the achieved connections took to come up, and their rate
+/// (from the report's achieved count, so a merged report gets them the same way).
+pub(super) fn fill_connect_time(report: &mut Report, took: Duration) {
+    let secs = took.as_secs_f64();
+    let connections = &mut report.connections;
+    connections.connect_s = Some(secs);
+    connections.connects_per_sec = (secs > 0.0).then(|| connections.achieved as f64 / secs);
 }
 
 /// The CPU time of the load generator and the server over the window,
@@ -178,16 +192,27 @@ pub(super) fn flood_figures(flood: &Flood, args: &BenchArgs) -> FloodFigures {
 /// Recompute the hold scenario's server memory per connection from its
 /// (merged) before / idle / after figures and the achieved connections.
 ///
-/// What it measures: the growth of the server's resident memory (its
-/// user-space memory, `VmRSS`; socket buffers are kernel memory and not in
-/// it) from before the first connection to after, divided by the
-/// connections held. It is only a figure per connection for a server that
-/// starts from nothing: one that ran before reuses memory it freed (the
-/// allocator keeps it), so its RSS need not grow at all. So the figure is
-/// given only for a server started for this run (`rss_fresh_server`: the
+/// What it measures: the growth of the server's private anonymous memory
+/// (`RssAnon`, summed over the server and the processes under it: heap,
+/// stacks, the connection table; socket buffers are kernel memory and not
+/// in it) from before the first connection to after, divided by the
+/// connections held. Without those figures (a report from before they
+/// existed), the growth of its resident memory (`VmRSS`), which also
+/// counts the program's shared pages once per process: each worker maps
+/// more of them as it first runs the code that accepts and serves (about
+/// 64 KiB a worker here, 2 MiB at a time where the program text is mapped
+/// in huge pages), and with many workers that reads as memory per
+/// connection.
+///
+/// It is only a figure per connection for a server that starts from
+/// nothing: one that ran before reuses memory it freed (the allocator
+/// keeps it), so its memory need not grow at all. So the figure is given
+/// only for a server started for this run (`rss_fresh_server`: the
 /// bench's child, or `--server-fresh`), whose peak RSS before the run was
-/// its RSS (else it ran already) and whose RSS grew; otherwise it is
-/// `null`, and `rss_per_conn_unknown` says why.
+/// its RSS (else it ran already), whose processes were the same before
+/// and with the connections up (a worker that starts in between brings
+/// its own memory), and whose memory grew; otherwise it is `null`, and
+/// `rss_per_conn_unknown` says why.
 pub(super) fn hold_per_connection(report: &mut Report) {
     // A fresh server's peak RSS is its RSS, give or take start-up
     // allocations freed; past this, it held more before (a run's worth).
@@ -197,53 +222,67 @@ pub(super) fn hold_per_connection(report: &mut Report) {
     let Some(hold) = report.hold.as_mut() else {
         return;
     };
-    let Hold {
-        rss_before_bytes: before,
-        rss_idle_bytes: idle,
-        rss_peak_before_bytes: peak_before,
-        rss_fresh_server: fresh,
-        ..
-    } = *hold;
+    let h = &*hold;
+    let (before, idle, after) = match (h.anon_before_bytes, h.anon_idle_bytes) {
+        (Some(_), Some(_)) => (
+            h.anon_before_bytes,
+            h.anon_idle_bytes,
+            h.anon_after_echo_bytes,
+        ),
+        _ => (h.rss_before_bytes, h.rss_idle_bytes, h.rss_after_echo_bytes),
+    };
+    let (rss_before, peak_before) = (h.rss_before_bytes, h.rss_peak_before_bytes);
+    let processes = (h.server_processes_before, h.server_processes_idle);
     let unknown = match (before, idle) {
         _ if no_pid => {
             Some("no server pid (give --server-pid, or let the bench start the server)".to_string())
         }
         (None, _) | (_, None) => Some("the server's memory could not be read".to_string()),
         _ if connected == 0 => Some("no connection was held".to_string()),
-        _ if !fresh => Some(
+        _ if !h.rss_fresh_server => Some(
             "the server was not started by this bench: memory it freed earlier (say, in an \
              earlier run) is reused, so its growth understates; run without --addr, or start \
              a server for the run and say so with --server-fresh"
                 .to_string(),
         ),
-        (Some(before), _)
-            if peak_before.is_some_and(|peak| peak > before + RAN_BEFORE_SLACK_BYTES) =>
+        _ if rss_before
+            .zip(peak_before)
+            .is_some_and(|(rss, peak)| peak > rss + RAN_BEFORE_SLACK_BYTES) =>
         {
             Some(format!(
-                "the server held more memory before this run (peak {} bytes, now {before}): \
+                "the server held more memory before this run (peak {} bytes, now {}): \
                  it ran already, and reuses memory it freed",
-                peak_before.unwrap_or(0)
+                peak_before.unwrap_or(0),
+                rss_before.unwrap_or(0)
             ))
         }
+        _ if matches!(processes, (Some(b), Some(i)) if b != i) => Some(format!(
+            "the server had {} processes before connecting and {} with the connections up: \
+             a worker started, restarted or ended in between, and its own memory is not the \
+             connections'; start the bench once every worker is up",
+            processes.0.unwrap_or(0),
+            processes.1.unwrap_or(0)
+        )),
         (Some(before), Some(idle)) if idle <= before => Some(format!(
-            "the server's RSS did not grow ({before} -> {idle} bytes): it reused memory it held before"
+            "the server's memory did not grow ({before} -> {idle} bytes): it reused memory it held before"
         )),
         _ => None,
     };
-    let per_conn = |after: Option<u64>| match (before, after, &unknown) {
-        (Some(before), Some(after), None) => {
-            Some(after.saturating_sub(before) as f64 / connected as f64)
+    let per_conn = |now: Option<u64>| match (before, now, &unknown) {
+        (Some(before), Some(now), None) => {
+            Some(now.saturating_sub(before) as f64 / connected as f64)
         }
         _ => None,
     };
-    hold.rss_per_conn_idle_bytes = per_conn(hold.rss_idle_bytes);
-    hold.rss_per_conn_after_echo_bytes = per_conn(hold.rss_after_echo_bytes);
+    hold.rss_per_conn_idle_bytes = per_conn(idle);
+    hold.rss_per_conn_after_echo_bytes = per_conn(after);
     hold.rss_per_conn_unknown = unknown;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::schema::Hold;
 
     #[test]
     fn hold_memory_per_connection_is_given_only_when_it_can_be_trusted() {
@@ -279,5 +318,41 @@ mod tests {
             let text = h.rss_per_conn_unknown.unwrap();
             assert!(text.contains(why), "{text}");
         }
+    }
+
+    #[test]
+    fn memory_per_connection_is_the_private_memory_s_growth_over_unchanged_processes() {
+        // Resident memory grew by 3 MB (one more worker's worth of shared
+        // program pages), private memory by 1 MB: the connections' cost
+        // is the private growth.
+        let hold = |processes_idle: u64| {
+            let mut r = Report {
+                hold: Some(Hold {
+                    rss_before_bytes: Some(40_000_000),
+                    rss_peak_before_bytes: Some(40_000_000),
+                    rss_idle_bytes: Some(43_000_000),
+                    rss_after_echo_bytes: Some(43_000_000),
+                    anon_before_bytes: Some(5_000_000),
+                    anon_idle_bytes: Some(6_000_000),
+                    anon_after_echo_bytes: Some(6_500_000),
+                    server_processes_before: Some(8),
+                    server_processes_idle: Some(processes_idle),
+                    rss_fresh_server: true,
+                    ..Hold::default()
+                }),
+                ..Report::default()
+            };
+            r.connections.achieved = 10_000;
+            r.server.pid = Some(42);
+            hold_per_connection(&mut r);
+            r.hold.unwrap()
+        };
+        let same = hold(8);
+        assert_eq!(same.rss_per_conn_idle_bytes, Some(100.0));
+        assert_eq!(same.rss_per_conn_after_echo_bytes, Some(150.0));
+        let changed = hold(9);
+        assert_eq!(changed.rss_per_conn_idle_bytes, None);
+        let why = changed.rss_per_conn_unknown.unwrap();
+        assert!(why.contains("8 processes before connecting and 9"), "{why}");
     }
 }

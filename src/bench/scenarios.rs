@@ -15,8 +15,8 @@ use super::latency::encode;
 use super::latency::new_histogram;
 use super::progress::{Counters, LineClock, Printer};
 use super::report::{
-    base_report, fill_cpu, fill_errors, fill_open_loop, flood_figures, hold_per_connection,
-    percentiles,
+    base_report, fill_connect_time, fill_cpu, fill_errors, fill_open_loop, flood_figures,
+    hold_per_connection, percentiles,
 };
 use super::schema::{Connect, Hold, Kernel, OpenLoop, Report};
 use super::timeline::Timeline;
@@ -24,6 +24,9 @@ use super::{failures, interrupt, schedule, split, sysinfo, CpuWindow, Target};
 
 /// After the measured window, how long replies still in flight may take.
 const DRAIN: Duration = Duration::from_secs(5);
+
+/// Hold: the answers after the hold get this much more than [`DRAIN`] (at least).
+const HOLD_EXTRA_DRAIN: Duration = Duration::from_secs(10);
 
 /// The echo scenario, and the flood scenario (echo beside flooders).
 pub(super) fn run_echo(
@@ -63,6 +66,7 @@ pub(super) fn run_echo(
                 warmup: args.warmup,
                 duration: args.duration,
                 drain: DRAIN,
+                connect_deadline: args.connect_deadline(),
                 sources: target.sources.addrs.clone(),
                 proxy_header: args.proxy_header,
             };
@@ -81,6 +85,7 @@ pub(super) fn run_echo(
             bytes_each: args.flood_bytes as u64,
             warmup: args.warmup,
             duration: args.duration,
+            connect_deadline: args.connect_deadline(),
             sources: target.sources.addrs.clone(),
         };
         let start = start.clone();
@@ -146,6 +151,7 @@ pub(super) fn run_echo(
     let mut report = base_report(args, target);
     report.duration_s = secs;
     report.connections.achieved = total.connected as u64;
+    fill_connect_time(&mut report, total.connect_time);
     report.messages = total.messages;
     let per_sec = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
     report.msgs_per_sec = per_sec(total.messages);
@@ -237,7 +243,7 @@ pub(super) fn run_connect(args: &BenchArgs, target: &Target) -> io::Result<Repor
 pub(super) fn run_hold(args: &BenchArgs, target: &Target, progress: bool) -> io::Result<Report> {
     let (addr, server_pid) = (target.addr, target.server_pid);
     let meet = Arc::new(Barrier::new(args.threads + 1));
-    let rss_before = server_pid.and_then(sysinfo::process_rss);
+    let before = server_pid.and_then(sysinfo::tree_memory);
     // Above the RSS, it says the server held more before: it ran already.
     let peak_before = server_pid.and_then(sysinfo::process_rss_hwm);
     let shares = split(args.connections, args.threads);
@@ -253,7 +259,10 @@ pub(super) fn run_hold(args: &BenchArgs, target: &Target, progress: bool) -> io:
                 pacing: None,
                 warmup: Duration::ZERO,
                 duration: args.duration,
-                drain: DRAIN + Duration::from_secs(10),
+                // Asking every connection once takes about as long as
+                // connecting them did: the answers get the connects' time.
+                drain: (DRAIN + HOLD_EXTRA_DRAIN).max(args.connect_deadline()),
+                connect_deadline: args.connect_deadline(),
                 sources: target.sources.addrs.clone(),
                 proxy_header: args.proxy_header,
             };
@@ -267,7 +276,7 @@ pub(super) fn run_hold(args: &BenchArgs, target: &Target, progress: bool) -> io:
     meet.wait(); // 1: all connected
     target.gate.pass("connected")?; // ... in every process
     let cpu_start = CpuWindow::sample(server_pid);
-    let rss_idle = server_pid.and_then(sysinfo::process_rss);
+    let idle = server_pid.and_then(sysinfo::tree_memory);
     // The hold itself: nobody sends anything (until a signal, if any).
     let hold_until = Instant::now() + args.duration;
     while Instant::now() < hold_until && !interrupt::requested() {
@@ -281,7 +290,7 @@ pub(super) fn run_hold(args: &BenchArgs, target: &Target, progress: bool) -> io:
     meet.wait(); // 2: hold over; every connection now answers once
     meet.wait(); // 3: answered
     target.gate.pass("answered")?; // ... in every process
-    let rss_after = server_pid.and_then(sysinfo::process_rss);
+    let after = server_pid.and_then(sysinfo::tree_memory);
     meet.wait(); // 4: let go
     let mut total = Measured::new(0, Default::default());
     for handle in handles {
@@ -290,19 +299,28 @@ pub(super) fn run_hold(args: &BenchArgs, target: &Target, progress: bool) -> io:
     let (connected, answered) = (total.connected, total.messages);
     let mut report = base_report(args, target);
     report.connections.achieved = connected as u64;
+    fill_connect_time(&mut report, total.connect_time);
     report.messages = answered;
     // The one echo per connection after the hold.
     report.latency_us = percentiles(&total.latency);
     report.histogram = encode(&total.latency);
     fill_errors(&mut report, &total.errors);
-    report.server.rss_bytes = rss_after;
+    let rss = |m: Option<sysinfo::TreeMemory>| m.map(|m| m.rss);
+    let anon = |m: Option<sysinfo::TreeMemory>| m.map(|m| m.anon);
+    let processes = |m: Option<sysinfo::TreeMemory>| m.map(|m| m.processes);
+    report.server.rss_bytes = rss(after);
     report.hold = Some(Hold {
         answered,
-        rss_before_bytes: rss_before,
-        rss_idle_bytes: rss_idle,
-        rss_after_echo_bytes: rss_after,
+        rss_before_bytes: rss(before),
+        rss_idle_bytes: rss(idle),
+        rss_after_echo_bytes: rss(after),
         rss_fresh_server: target.fresh_server,
         rss_peak_before_bytes: peak_before,
+        anon_before_bytes: anon(before),
+        anon_idle_bytes: anon(idle),
+        anon_after_echo_bytes: anon(after),
+        server_processes_before: processes(before),
+        server_processes_idle: processes(idle),
         ..Hold::default()
     });
     hold_per_connection(&mut report);

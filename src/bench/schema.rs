@@ -176,6 +176,10 @@ pub struct Settings {
     pub flood_bytes: u64,
     /// `--processes`.
     pub processes: u64,
+    /// `--connect-timeout`, seconds (not given: absent; the deadline used is
+    /// `connections.connect_timeout_s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout_s: Option<f64>,
     /// `--source-addrs`.
     pub source_addrs: Vec<String>,
     /// `--sweep`.
@@ -204,7 +208,7 @@ pub struct Environment {
     pub version: String,
 }
 
-/// Connections asked for and achieved.
+/// Connections asked for and achieved, and how long they took to come up.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Connections {
@@ -212,6 +216,18 @@ pub struct Connections {
     pub requested: u64,
     /// Established (connect: slots that completed one).
     pub achieved: u64,
+    /// Echo, hold, flood: seconds from the first connect to the last
+    /// connection up (the slowest thread's); with `--processes`, from
+    /// starting the load generators to the last one connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_s: Option<f64>,
+    /// Echo, hold, flood: `achieved` over `connect_s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connects_per_sec: Option<f64>,
+    /// Echo, hold, flood: the connect deadline they had (`--connect-timeout`,
+    /// or the default for this many connections), seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout_s: Option<f64>,
 }
 
 /// Latency percentiles, microseconds; `null` when none was measured.
@@ -466,12 +482,30 @@ pub struct Hold {
     pub rss_fresh_server: bool,
     /// Its peak RSS before the run.
     pub rss_peak_before_bytes: Option<u64>,
-    /// Growth per connection, idle.
+    /// Growth per connection, idle: of the private anonymous memory when
+    /// it is known (`anon_*`), else of the resident memory.
     pub rss_per_conn_idle_bytes: Option<f64>,
     /// Growth per connection, after one echo each.
     pub rss_per_conn_after_echo_bytes: Option<f64>,
     /// Why there is no figure per connection.
     pub rss_per_conn_unknown: Option<String>,
+    /// The server's private anonymous memory (`RssAnon`, summed over its
+    /// processes) before connecting: the figures per connection are its
+    /// growth when known (shared program pages are not in it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anon_before_bytes: Option<u64>,
+    /// With every connection idle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anon_idle_bytes: Option<u64>,
+    /// After each echoed once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anon_after_echo_bytes: Option<u64>,
+    /// The server's processes (itself and those under it) before connecting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_processes_before: Option<u64>,
+    /// With every connection idle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_processes_idle: Option<u64>,
 }
 
 /// A sweep's settings.
@@ -555,4 +589,7 @@ pub struct LoadGenerator {
     pub latency_us: Percentiles,
     /// Its errors.
     pub errors: ErrorCounts,
+    /// Its time to connect, seconds (echo, hold, flood).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_s: Option<f64>,
 }

@@ -57,6 +57,9 @@ pub(super) fn summary_text(r: &Report) -> String {
             }
         );
     }
+    if let Some(line) = connect_time_line(r) {
+        let _ = writeln!(out, "{line}");
+    }
     if r.scenario == "echo" || r.scenario == "flood" {
         let _ = writeln!(
             out,
@@ -189,6 +192,23 @@ pub(super) fn summary_text(r: &Report) -> String {
         );
     }
     out
+}
+
+/// How long the connections took to come up, their rate, and the deadline
+/// they had (echo, hold, flood; not `connect`, which has its own line).
+fn connect_time_line(r: &Report) -> Option<String> {
+    let c = &r.connections;
+    let secs = c.connect_s?;
+    let rate = c
+        .connects_per_sec
+        .map_or_else(|| "n/a".to_string(), |v| format!("{v:.0}"));
+    let deadline = c
+        .connect_timeout_s
+        .map_or_else(String::new, |t| format!("; deadline {} s", figure(t)));
+    Some(format!(
+        "  connected    {} in {secs:.2} s ({rate} connections/s{deadline})",
+        c.achieved
+    ))
 }
 
 /// The open loop's lines of the human summary: achieved against requested
@@ -430,6 +450,19 @@ mod tests {
         });
         assert!(line.contains("unknown: no server pid"), "{line}");
         assert!(!line.contains("null"), "{line}");
+    }
+
+    #[test]
+    fn the_summary_says_how_fast_the_connections_came_up() {
+        let mut r = overdue_open_loop();
+        r.connections.connect_s = Some(2.5);
+        r.connections.connects_per_sec = Some(20.0);
+        r.connections.connect_timeout_s = Some(115.0);
+        let text = summary_text(&r);
+        assert!(
+            text.contains("connected    50 in 2.50 s (20 connections/s; deadline 115.0 s)"),
+            "{text}"
+        );
     }
 
     #[test]

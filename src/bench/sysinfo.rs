@@ -71,6 +71,44 @@ pub fn process_rss(pid: u32) -> Option<u64> {
     )
 }
 
+/// What a process and the processes under it hold, read together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeMemory {
+    /// Resident memory (`VmRSS`), summed: shared pages once per process.
+    pub rss: u64,
+    /// Private anonymous resident memory (`RssAnon`), summed: the heap,
+    /// stacks and every other page that is this process's own. The program
+    /// text and libraries (file pages, shared by every worker and mapped
+    /// into each as it first runs them, 4 KiB or 2 MiB at a time) are not
+    /// in it, so it is what the server holds for its connections, however
+    /// many processes share the work.
+    pub anon: u64,
+    /// How many processes were read.
+    pub processes: u64,
+}
+
+/// [`TreeMemory`] of `pid` and the processes under it.
+pub fn tree_memory(pid: u32) -> Option<TreeMemory> {
+    let mut total = TreeMemory {
+        rss: status_bytes(pid, "VmRSS:")?,
+        anon: status_bytes(pid, "RssAnon:")?,
+        processes: 1,
+    };
+    for descendant in descendants(pid) {
+        // One may exit between the listing and the read: it is not counted.
+        let (Some(rss), Some(anon)) = (
+            status_bytes(descendant, "VmRSS:"),
+            status_bytes(descendant, "RssAnon:"),
+        ) else {
+            continue;
+        };
+        total.rss += rss;
+        total.anon += anon;
+        total.processes += 1;
+    }
+    Some(total)
+}
+
 /// The most resident memory process `pid` has had since it started
 /// (`VmHWM`, its high-water mark), in bytes. The kernel raises it before
 /// any page is given back, so unlike a sample of `VmRSS` it cannot miss a
@@ -276,6 +314,9 @@ mod tests {
         assert!(own_cpu() > Duration::ZERO);
         assert!(listen_queue_counters().is_some());
         assert!(process_rss_hwm(pid).unwrap() > 0);
+        let tree = tree_memory(pid).unwrap();
+        assert!(0 < tree.anon && tree.anon < tree.rss, "{tree:?}");
+        assert_eq!(tree.processes, 1);
     }
 
     #[test]
@@ -304,12 +345,16 @@ mod tests {
         let rss = process_rss(pid).unwrap();
         let own = status_bytes(pid, "VmRSS:").unwrap();
         let child = status_bytes(sleeper, "VmRSS:").unwrap();
+        let tree = tree_memory(pid).unwrap();
+        let anon =
+            status_bytes(pid, "RssAnon:").unwrap() + status_bytes(sleeper, "RssAnon:").unwrap();
         // SAFETY: kill sends a signal to the child we started, by pid.
         unsafe { libc::kill(sleeper as libc::pid_t, libc::SIGKILL) };
         let cpu = process_cpu(pid).unwrap();
         let _ = shell.kill();
         let _ = shell.wait();
         assert_eq!(rss, own + child, "both idle, so both steady");
+        assert_eq!((tree.rss, tree.anon, tree.processes), (rss, anon, 2));
         // The shell itself forked twice and waited: its own time is a few
         // milliseconds at most; the reaped subshell's is 0.1 s or more.
         assert!(cpu >= Duration::from_millis(50), "{cpu:?}");

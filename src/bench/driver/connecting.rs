@@ -21,18 +21,39 @@ use crate::bench::progress::Counters;
 use crate::bench::sources::{source_for, start_connect};
 use crate::proxy_header::{self, HeaderVersion};
 
+/// What opening a thread's connections came to.
+#[derive(Debug)]
+pub(in crate::bench) struct Opened {
+    /// The connected streams, in the order they connected, registered with nothing.
+    pub streams: Vec<TcpStream>,
+    /// Why the others did not come up.
+    pub failures: ConnectFailures,
+    /// From the first connect to the last connection up (zero if none came up).
+    pub took: Duration,
+}
+
 /// Open `count` connections starting at id `first_id` (see
 /// [`connect_streams_from`]), register each for reading and writing under
-/// its index, and return the clients and the failures. `progress` learns
-/// how many are up as they come, and when this thread is done.
+/// its index, and return the clients, the failures and the time they
+/// took. `progress` learns how many are up as they come, and when this
+/// thread is done.
 pub(super) fn connect_all(
     poll: &mut Poll,
     load: &Load,
     (first_id, count): (u32, usize),
     progress: &Counters,
-) -> (Vec<Client>, ConnectFailures) {
-    let (streams, mut failures) =
-        connect_streams_from(poll, load.addr, (&load.sources, first_id), count, progress);
+) -> (Vec<Client>, ConnectFailures, Duration) {
+    let Opened {
+        streams,
+        mut failures,
+        took,
+    } = connect_streams_from(
+        poll,
+        load.addr,
+        (&load.sources, first_id),
+        count,
+        (load.connect_deadline, progress),
+    );
     let mut clients: Vec<Client> = streams
         .into_iter()
         .enumerate()
@@ -73,7 +94,7 @@ pub(super) fn connect_all(
     progress.failed.store(failures.total(), Ordering::Relaxed);
     progress.open.store(clients.len() as u64, Ordering::Relaxed);
     progress.connected.store(true, Ordering::Release);
-    (clients, failures)
+    (clients, failures, took)
 }
 
 /// What a connection sends before its first message: a PROXY header
@@ -91,38 +112,17 @@ fn proxy_preamble(version: Option<HeaderVersion>, stream: &TcpStream) -> Vec<u8>
 /// Open `count` connections to `addr`, at most a wave of them in progress
 /// at a time (so the server's listen queue is not flooded), each with
 /// `TCP_NODELAY`; attempt `i` comes from source address `first_id + i`
-/// round-robin. Returns the connected streams, in the order they
-/// connected and registered with nothing, and why the others failed;
-/// `progress.up` and `.failed` follow along.
+/// round-robin. Past `deadline` (`--connect-timeout`), what is not up
+/// counts as `gave_up`. Returns what [`Opened`]; `progress.up` and
+/// `.failed` follow along.
 pub(in crate::bench) fn connect_streams_from(
-    poll: &mut Poll,
-    addr: SocketAddr,
-    (sources, first_id): (&[IpAddr], u32),
-    count: usize,
-    progress: &Counters,
-) -> (Vec<TcpStream>, ConnectFailures) {
-    // Past this, what is not up counts as `gave_up`: a server that
-    // completes handshakes this slowly is itself the finding.
-    const CONNECT_DEADLINE: Duration = Duration::from_secs(15);
-    connect_streams_within(
-        poll,
-        addr,
-        (sources, first_id),
-        count,
-        (CONNECT_DEADLINE, progress),
-    )
-}
-
-/// [`connect_streams_from`], giving up on what is not connected after `deadline`.
-fn connect_streams_within(
     poll: &mut Poll,
     addr: SocketAddr,
     sources: (&[IpAddr], u32),
     count: usize,
     deadline: (Duration, &Counters),
-) -> (Vec<TcpStream>, ConnectFailures) {
-    let (connected, failures, _) = connect_waves(poll, addr, sources, count, deadline);
-    (connected, failures)
+) -> Opened {
+    connect_waves(poll, addr, sources, count, deadline).0
 }
 
 /// The connects under way, by token. A slab: starting one, finishing one
@@ -157,19 +157,20 @@ impl Wave {
     }
 }
 
-/// The loop of [`connect_streams_within`]; also returns its work (see [`Wave`]).
+/// The loop of [`connect_streams_from`]; also returns its work (see [`Wave`]).
 fn connect_waves(
     poll: &mut Poll,
     addr: SocketAddr,
     (sources, first_id): (&[IpAddr], u32),
     count: usize,
     (deadline, progress): (Duration, &Counters),
-) -> (Vec<TcpStream>, ConnectFailures, u64) {
+) -> (Opened, u64) {
     const WAVE: usize = 256;
     let mut connected: Vec<TcpStream> = Vec::with_capacity(count);
     let mut failures = ConnectFailures::default();
     let mut events = Events::with_capacity(1024);
     let start = Instant::now();
+    let mut took = Duration::ZERO;
     let mut wave = Wave {
         under_way: Slab::with_capacity(WAVE),
         steps: 0,
@@ -211,6 +212,7 @@ fn connect_waves(
                 Ok(()) => {
                     let _ = stream.set_nodelay(true);
                     connected.push(stream);
+                    took = start.elapsed();
                 }
                 Err(e) => failures.count(&e),
             }
@@ -220,7 +222,12 @@ fn connect_waves(
     }
     progress.up.store(connected.len() as u64, Ordering::Relaxed);
     progress.failed.store(failures.total(), Ordering::Relaxed);
-    (connected, failures, wave.steps)
+    let opened = Opened {
+        streams: connected,
+        failures,
+        took,
+    };
+    (opened, wave.steps)
 }
 
 /// How a non-blocking connect ended, once its socket reported writable:
@@ -246,8 +253,11 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let mut poll = Poll::new().unwrap();
         let progress = Counters::default();
-        let (connected, failed) =
-            connect_streams_within(&mut poll, addr, (&[], 0), 1000, (Duration::ZERO, &progress));
+        let Opened {
+            streams: connected,
+            failures: failed,
+            ..
+        } = connect_streams_from(&mut poll, addr, (&[], 0), 1000, (Duration::ZERO, &progress));
         assert_eq!(connected.len() as u64 + failed.total(), 1000);
         // ... and each of them as given up on, the reason the summary names.
         assert_eq!(failed.gave_up, failed.total());
@@ -270,9 +280,12 @@ mod tests {
         let mut poll = Poll::new().unwrap();
         let progress = Counters::default();
         let deadline = Duration::from_secs(30);
-        let (connected, failed, steps) =
+        let (opened, steps) =
             connect_waves(&mut poll, addr, (&[], 0), COUNT, (deadline, &progress));
-        assert_eq!((connected.len(), failed.total()), (COUNT, 0));
+        let connected = opened.streams;
+        assert_eq!((connected.len(), opened.failures.total()), (COUNT, 0));
+        // Timed from the first connect to the last one up, within the deadline.
+        assert!(opened.took > Duration::ZERO && opened.took <= deadline);
         assert!(
             steps <= 6 * COUNT as u64,
             "{steps} steps for {COUNT} connections"

@@ -40,7 +40,7 @@ pub fn run_echo(
     progress: &Counters,
 ) -> Measured {
     let mut poll = Poll::new().expect("epoll_create");
-    let (mut clients, failures) = connect_all(&mut poll, load, (first_id, count), progress);
+    let (mut clients, failures, took) = connect_all(&mut poll, load, (first_id, count), progress);
     let mut timer = None;
     if load.pacing.is_some() {
         let made = DeadlineTimer::new().and_then(|t| {
@@ -55,7 +55,8 @@ pub fn run_echo(
     let began = Instant::now();
     let window = (began + load.warmup, began + load.warmup + load.duration);
     let open_loop = load.pacing.is_some();
-    let measured = Measured::new(clients.len(), failures);
+    let mut measured = Measured::new(clients.len(), failures);
+    measured.connect_time = took;
     let mut tally = Tally::new(load.size, window, open_loop, measured);
     let stop_sending = tally.measure_until;
     let give_up = stop_sending + load.drain;

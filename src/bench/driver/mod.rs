@@ -115,6 +115,8 @@ pub struct Load {
     pub duration: Duration,
     /// After the run, how long to wait for replies still in flight.
     pub drain: Duration,
+    /// How long the connections may take to come up (`--connect-timeout`).
+    pub connect_deadline: Duration,
     /// Local addresses the connections come from, round-robin by
     /// connection id (empty: the kernel's choice).
     pub sources: Vec<IpAddr>,
@@ -139,6 +141,8 @@ pub struct Pacing {
 pub struct Measured {
     /// Connections established.
     pub connected: usize,
+    /// From the first connect to the last connection up.
+    pub connect_time: Duration,
     /// Verified replies inside the measured window.
     pub messages: u64,
     /// Latency from the intended send time (closed loop: the actual send).
@@ -162,6 +166,7 @@ impl Measured {
     pub fn new(connected: usize, failed: ConnectFailures) -> Self {
         Measured {
             connected,
+            connect_time: Duration::ZERO,
             messages: 0,
             latency: new_histogram(),
             latency_uncorrected: new_histogram(),
@@ -179,6 +184,8 @@ impl Measured {
     /// Add another thread's measurements.
     pub fn merge(&mut self, other: &Measured) {
         self.connected += other.connected;
+        // The threads connect at once: the slowest one's time is the run's.
+        self.connect_time = self.connect_time.max(other.connect_time);
         self.messages += other.messages;
         let _ = self.latency.add(&other.latency);
         let _ = self.latency_uncorrected.add(&other.latency_uncorrected);
