@@ -311,15 +311,26 @@ fn haproxy_or_skip() -> Option<PathBuf> {
     found
 }
 
-/// A fresh directory of this test's own (HAProxy's admin socket, a pid file).
-fn scratch_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "echo-reactor-haproxy-{test}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh directory of this test's own (HAProxy's admin socket, a pid
+/// file), removed when the test ends, passed or failed.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!(
+            "echo-reactor-haproxy-{test}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
@@ -336,10 +347,10 @@ fn a_rolling_restart_behind_haproxy_loses_no_reply_and_logs_the_real_clients() {
         return;
     };
     support::raise_limit_for_children();
-    let dir = scratch_dir("rolling");
+    let dir = Scratch::new("rolling");
     let mut r1 = Instance::start();
     let mut r2 = Instance::start();
-    let haproxy = Haproxy::start(&haproxy_bin, &dir, [&r1, &r2]);
+    let haproxy = Haproxy::start(&haproxy_bin, &dir.0, [&r1, &r2]);
 
     // Both instances pass their /healthz checks (L7OK: HTTP 200).
     wait_until("both servers UP with a passing /healthz check", || {
@@ -423,7 +434,6 @@ fn a_rolling_restart_behind_haproxy_loses_no_reply_and_logs_the_real_clients() {
     );
     assert_eq!(stat("closed_reset"), 0, "{line}");
     assert_eq!(stat("closed_proxy_header_invalid"), 0, "{line}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A new generation: not our child (the old supervisor started it), so
@@ -499,13 +509,13 @@ fn a_binary_upgrade_behind_haproxy_costs_no_error_and_takes_no_server_down() {
         return;
     };
     support::raise_limit_for_children();
-    let dir = scratch_dir("upgrade");
-    let pid_file = dir.join("echo-reactor.pid");
+    let dir = Scratch::new("upgrade");
+    let pid_file = dir.0.join("echo-reactor.pid");
     let pid_file_arg = pid_file.display().to_string();
     let mut server = Instance::start_with(&["--workers", "2", "--pid-file", &pid_file_arg]);
     // Both of HAProxy's servers are this one instance: every connection
     // goes through the upgrade, none can fail over to another instance.
-    let haproxy = Haproxy::start(&haproxy_bin, &dir, [&server, &server]);
+    let haproxy = Haproxy::start(&haproxy_bin, &dir.0, [&server, &server]);
     server.wait_for_log("workers accepting"); // a SIGUSR2 before then is ignored
     wait_until("both servers UP with a passing /healthz check", || {
         let servers = haproxy.servers();
@@ -628,5 +638,4 @@ fn a_binary_upgrade_behind_haproxy_costs_no_error_and_takes_no_server_down() {
         !said.iter().any(|l| l.contains(" is DOWN")),
         "HAProxy said: {said:#?}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
