@@ -18,8 +18,10 @@ downtime"): how long a SIGUSR2 takes to hand over, what it does to a
             hold --processes P`), SIGUSR2 while they are held; the hold
             ends, every connection echoes once (served by the old workers)
             and closes; the old generation drains and exits. Reports the
-            handover time, the drain (hold's end to the old supervisor's
-            exit), both generations' memory, the bench's errors.
+            handover time, the drain (from the old workers' descriptors
+            beginning to fall, the bench's first closes, to the old
+            supervisor's "drained, exiting"), both generations' memory, the
+            bench's errors.
 
 Each line printed is one run; the summary lines follow. The binary is
 copied into a temporary directory first, so the upgrade starts that copy
@@ -235,6 +237,7 @@ def interval_starts(log_path):
 def p99_run(a, binary, work, upgrade):
     server = Server(binary, work, ["--workers", str(a.workers)])
     log = os.path.join(work, "seconds.hlog")
+    bench = None
     try:
         bench = subprocess.Popen(
             [binary, "bench", "--addr", server.addr, "--connections", str(a.connections),
@@ -278,6 +281,9 @@ def p99_run(a, binary, work, upgrade):
             "rate": report["msgs_per_sec"],
         }
     finally:
+        if bench and bench.poll() is None:
+            bench.kill()
+            bench.wait()
         server.stop()
 
 
