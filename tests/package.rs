@@ -60,6 +60,7 @@ fn the_package_leaves_out_what_a_user_does_not_need() {
                 "fuzz/",
                 "proptest-regressions/",
                 "docs/charts/",
+                "scripts/",
                 ".ci/",
                 "target/",
             ]
