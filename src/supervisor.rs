@@ -165,7 +165,7 @@ pub fn run(
         if ready.is_some() && slots.all_accepting() {
             if let Some(ready) = ready.take() {
                 info!("all {workers} workers accepting");
-                if let Some(path) = ready.announce()? {
+                if let Some(path) = ready.announce() {
                     sockets.own_unix_file(path); // ours to remove at exit, from now on
                 }
             }

@@ -400,27 +400,37 @@ pub struct Announcement {
 }
 
 impl Announcement {
-    /// Every worker accepts: say so. An error (the pid file) is the new
-    /// generation's end; its old one rolls back when it exits. Returns the
-    /// Unix socket file a new generation is now to remove at its exit.
-    pub fn announce(self) -> io::Result<Option<PathBuf>> {
+    /// Every worker accepts: say so. Nothing here fails the generation:
+    /// its workers accept, and a supervisor that exited now would take
+    /// them down with it (their parent-death signal). A pid file that
+    /// cannot be written is logged; an old generation that cannot be told
+    /// is gone (killed, crashed), and this one carries on as the live one.
+    /// Returns the Unix socket file a new generation is now to remove at
+    /// its exit.
+    pub fn announce(self) -> Option<PathBuf> {
         let pid = std::process::id();
         let mut unix_file = None;
         if let Some(mut takeover) = self.takeover {
             if let Some(file) = &self.pid_file {
-                file.write(pid)?;
+                if let Err(e) = file.write(pid) {
+                    error!("{e}");
+                }
             }
-            takeover.tell.write_all(b"1").map_err(|e| {
-                io::Error::new(e.kind(), format!("tell pid {}: {e}", takeover.old_pid))
-            })?;
-            info!("accepting: pid {} drains now", takeover.old_pid);
+            match takeover.tell.write_all(b"1") {
+                Ok(()) => info!("accepting: pid {} drains now", takeover.old_pid),
+                // EPIPE: nobody holds the read end any more.
+                Err(e) => warn!(
+                    "tell pid {}: {e}: the old generation is gone; serving on as the live one",
+                    takeover.old_pid
+                ),
+            }
             unix_file = takeover.unix_file;
         }
         // MAINPID first: systemd must know whom to track before "ready".
         if let Err(e) = notify(&format!("MAINPID={pid}\nREADY=1")) {
             warn!("sd_notify: {e}");
         }
-        Ok(unix_file)
+        unix_file
     }
 }
 

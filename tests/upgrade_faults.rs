@@ -1,0 +1,68 @@
+//! Upgrading without downtime when something goes wrong around it: the
+//! old supervisor killed mid-upgrade, an operator's repeated signals to a
+//! draining old generation, a second server started on the same pid file,
+//! a rollback with clients on the new generation. Each test runs the real
+//! binary from a scratch copy, as `tests/upgrade.rs` does.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::upgrade::*;
+use support::workers::*;
+use support::*;
+
+/// Wait until the file at `path` holds a pid (written by a wrapper script).
+fn wait_for_pid_in(path: &Path) -> i32 {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Ok(pid) = text.trim().parse() {
+            return pid;
+        }
+        assert!(start.elapsed() < DEADLINE, "no pid in {}", path.display());
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Put a wrapper at the scratch binary's place: it writes its pid to the
+/// returned file, waits for the returned "go" file, then runs the real
+/// binary (moved aside) as itself, with every descriptor it was handed.
+fn install_gated_binary(scratch: &Scratch) -> (PathBuf, PathBuf) {
+    let real = scratch.0.join("real");
+    std::fs::rename(scratch.binary(), &real).unwrap();
+    let pid = scratch.0.join("new.pid");
+    let go = scratch.0.join("go");
+    scratch.install_script(&format!(
+        "echo $$ > '{}'\nwhile [ ! -e '{}' ]; do sleep 0.02; done\nexec '{}' \"$@\"",
+        pid.display(),
+        go.display(),
+        real.display()
+    ));
+    (pid, go)
+}
+
+#[test]
+fn the_old_supervisor_killed_mid_upgrade_leaves_the_new_generation_serving() {
+    let scratch = Scratch::new("upgrade-old-killed");
+    let (mut server, stderr) =
+        spawn_from(&scratch, &["--listen", "127.0.0.1:0", "--workers", "2"], 1);
+    let addr = server.addr(0);
+    wait_for_children(server.pid(), 2);
+    let (new_pid, go) = install_gated_binary(&scratch);
+    server.signal(libc::SIGUSR2);
+    expect_line(&stderr, "upgrade: starting");
+    let new = Generation(wait_for_pid_in(&new_pid));
+    // The old supervisor dies (OOM killer, a crash) while the new
+    // generation starts: its pipe's read end is gone.
+    server.signal(libc::SIGKILL);
+    wait_for_exit(&mut server);
+    std::fs::write(&go, "").unwrap();
+    expect_line(&stderr, "the old generation is gone");
+    // The new generation carries on as the live one, named by the pid file.
+    drop(echo_once(addr, "served on\n"));
+    assert!(Path::new(&format!("/proc/{}", new.0)).exists());
+    assert_eq!(scratch.pid_in_file(), new.0);
+}
