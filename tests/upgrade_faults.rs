@@ -6,6 +6,8 @@
 
 mod support;
 
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -44,6 +46,17 @@ fn install_gated_binary(scratch: &Scratch) -> (PathBuf, PathBuf) {
     (pid, go)
 }
 
+/// One line over a new Unix connection to `path`, echoed.
+fn echo_unix(path: &Path, line: &str) -> UnixStream {
+    let mut stream = UnixStream::connect(path).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream.write_all(line.as_bytes()).unwrap();
+    let mut reply = vec![0u8; line.len()];
+    stream.read_exact(&mut reply).unwrap();
+    assert_eq!(reply, line.as_bytes());
+    stream
+}
+
 #[test]
 fn the_old_supervisor_killed_mid_upgrade_leaves_the_new_generation_serving() {
     let scratch = Scratch::new("upgrade-old-killed");
@@ -65,4 +78,32 @@ fn the_old_supervisor_killed_mid_upgrade_leaves_the_new_generation_serving() {
     drop(echo_once(addr, "served on\n"));
     assert!(Path::new(&format!("/proc/{}", new.0)).exists());
     assert_eq!(scratch.pid_in_file(), new.0);
+}
+
+#[test]
+fn a_second_sigterm_to_a_draining_old_worker_leaves_the_unix_socket_file_to_the_new_generation() {
+    let scratch = Scratch::new("upgrade-unix-twice");
+    let unix = scratch.0.join("echo.sock");
+    let unix_arg = unix.display().to_string();
+    let (mut server, stderr) = spawn_from(
+        &scratch,
+        &["--listen", "127.0.0.1:0", "--unix", &unix_arg],
+        2,
+    );
+    let old_worker = wait_for_children(server.pid(), 1)[0];
+    let mut held = echo_unix(&unix, "before\n");
+    let _new = upgrade(&server, &stderr);
+    expect_line(&stderr, "SIGQUIT: draining");
+    // In the middle of a message: the old worker lingers on it at shutdown.
+    held.write_all(b"partial").unwrap();
+    // An operator hurrying the drain: SIGTERM, then SIGTERM again.
+    kill(old_worker, libc::SIGTERM);
+    expect_line(&stderr, "SIGTERM during the drain: shutting down");
+    kill(old_worker, libc::SIGTERM);
+    expect_line(&stderr, "SIGTERM again during shutdown: exiting now");
+    assert_eq!(wait_for_exit(&mut server).code(), Some(0));
+    // The file is the new generation's: it is still there, and new
+    // clients reach the new generation through it.
+    assert!(unix.exists(), "the old worker removed the Unix socket file");
+    drop(echo_unix(&unix, "after\n"));
 }
