@@ -107,3 +107,35 @@ fn a_second_sigterm_to_a_draining_old_worker_leaves_the_unix_socket_file_to_the_
     assert!(unix.exists(), "the old worker removed the Unix socket file");
     drop(echo_unix(&unix, "after\n"));
 }
+
+#[test]
+fn at_the_drain_timeout_an_idle_connection_is_half_closed_and_a_request_crossing_it_draws_no_reset(
+) {
+    let scratch = Scratch::new("upgrade-drain-idle");
+    let (server, stderr) = spawn_from(
+        &scratch,
+        &["--listen", "127.0.0.1:0", "--drain-timeout", "2"],
+        1,
+    );
+    let addr = server.addr(0);
+    wait_for_children(server.pid(), 1);
+    // A pooled client: one request, then idle (far longer than the
+    // second after which a shutdown on a signal would call it idle).
+    let mut pooled = echo_once(addr, "before\n");
+    let _new = upgrade(&server, &stderr);
+    expect_line(&stderr, "SIGQUIT: draining");
+    let line = expect_line(&stderr, "stopped accepting;");
+    assert!(line.contains("1 connection lingering"), "{line}");
+    // The server's end: a FIN (half-close), our reads see the end.
+    pooled.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut byte = [0u8; 1];
+    assert_eq!(pooled.read(&mut byte).unwrap(), 0, "an EOF");
+    // The pool's next request crosses it: read and dropped by the
+    // lingering server, not answered with a reset.
+    pooled.write_all(b"crossing\n").unwrap();
+    pooled.write_all(b"crossing again\n").unwrap();
+    match pooled.read(&mut byte) {
+        Ok(0) => {}
+        other => panic!("after the crossing request: {other:?}, not the EOF again"),
+    }
+}

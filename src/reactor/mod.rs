@@ -299,7 +299,7 @@ impl<P: Protocol> Reactor<P> {
             self.run_once()?;
             let now = self.clients.ws.ctx.now_ms;
             if self.shutdown_deadline_ms.is_none() && self.stop_requested.load(Ordering::Acquire) {
-                self.begin_shutdown();
+                self.begin_shutdown(false);
             }
             if let Some(deadline) = self.shutdown_deadline_ms {
                 // A drain waits for the health checks it holds too (each

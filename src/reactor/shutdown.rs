@@ -8,8 +8,10 @@
 //! clients and scrapes go to whoever else holds the sockets — and keep
 //! serving the connections held, reading and answering, until each closes.
 //! `/healthz` on a metrics connection still held answers 503. After the
-//! drain timeout the shutdown above closes what remains (owed replies
-//! first, then the lingering close); a SIGINT/SIGTERM starts it sooner.
+//! drain timeout the shutdown above closes what remains: owed replies
+//! first, then the lingering close for every connection, idle ones too (a
+//! half-close, so a request crossing it meets an EOF, not a reset); a
+//! SIGINT/SIGTERM starts that shutdown sooner, with the idle shortcut below.
 //!
 //! A connection we owe nothing closes at once, unless we sent to it within
 //! the last second — it may be mid-conversation, its next message on the
@@ -104,7 +106,10 @@ impl<P: Protocol> Reactor<P> {
     }
 
     /// The drain timeout is over: shut down as on SIGTERM, closing what
-    /// remains gracefully (called by `run` between turns).
+    /// remains gracefully (called by `run` between turns). Idle
+    /// connections too go through the lingering close: the clients still
+    /// connected at the drain's end are pooled or keep-alive ones, whose
+    /// next request may cross a plain `close()` and draw a reset.
     pub(super) fn end_drain(&mut self) {
         info!(
             "drain timeout: {} connections still open; shutting down",
@@ -112,16 +117,17 @@ impl<P: Protocol> Reactor<P> {
         );
         self.draining = false;
         self.stop_requested.store(true, Ordering::Release);
-        self.begin_shutdown();
+        self.begin_shutdown(true);
     }
 
-    /// Stop accepting, stop reading, and give pending output the grace period.
-    pub(super) fn begin_shutdown(&mut self) {
+    /// Stop accepting, stop reading, and give pending output the grace
+    /// period; with `linger_idle`, idle connections linger too.
+    pub(super) fn begin_shutdown(&mut self, linger_idle: bool) {
         let now = self.clients.ws.ctx.now_ms;
         self.shutdown_deadline_ms = Some(due_after(now, self.settings.shutdown_grace_ms));
         let waiting = self
             .clients
-            .stop_accepting_and_reading(self.poll.registry());
+            .stop_accepting_and_reading(self.poll.registry(), linger_idle);
         // Connections with nothing pending closed just now: free a first
         // batch (the loop does not sleep while more wait to be reaped).
         self.clients.reap_closed(REAP_BUDGET);
@@ -169,14 +175,23 @@ impl<P: Protocol> Clients<P> {
     }
 
     /// Close every listening socket and stop reading every connection;
-    /// idle ones close now. Returns what is left to wait on.
-    pub(super) fn stop_accepting_and_reading(&mut self, registry: &Registry) -> Waiting {
+    /// idle ones close now, unless `linger_idle`. Returns what is left to
+    /// wait on.
+    pub(super) fn stop_accepting_and_reading(
+        &mut self,
+        registry: &Registry,
+        linger_idle: bool,
+    ) -> Waiting {
         self.stop_accepting(registry);
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for &key in &keys {
             let conn = &mut self.conns[key];
             if !conn.closed {
-                let next = conn.stop_reading(&mut self.ws);
+                let next = if linger_idle {
+                    conn.stop_reading_lingering(&mut self.ws)
+                } else {
+                    conn.stop_reading(&mut self.ws)
+                };
                 self.after(key, next);
             }
         }
