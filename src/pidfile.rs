@@ -7,8 +7,13 @@
 //! or the new one, never an empty or half-written file; that matters when
 //! a new generation takes over (`upgrade.rs`) while someone reads the file.
 //!
-//! At exit a supervisor removes the file only if it still names itself:
-//! after a handover it names the new generation, which must keep it.
+//! A first supervisor writes it once every socket is bound (a second
+//! server started by mistake fails to bind before it touches the file);
+//! after an upgrade the old supervisor rewrites it with the new pid at the
+//! commit point (`upgrade.rs`), so a rolled-back generation is never named.
+//! On every exit path ([`RemoveAtExit`]) a supervisor removes the file
+//! only if it still names itself: after a handover it names the new
+//! generation, which must keep it.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -69,6 +74,18 @@ impl PidFile {
         let mut name = self.path.clone().into_os_string();
         name.push(format!(".tmp.{}", std::process::id()));
         PathBuf::from(name)
+    }
+}
+
+/// Removes the pid file, if it still names this process, when dropped:
+/// held by the supervisor for its whole run, so every way out of it —
+/// an error, a second signal, the end of a drain — cleans up.
+#[derive(Debug)]
+pub struct RemoveAtExit(pub PidFile);
+
+impl Drop for RemoveAtExit {
+    fn drop(&mut self) {
+        self.0.remove_if_names(std::process::id());
     }
 }
 

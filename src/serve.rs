@@ -514,13 +514,10 @@ fn print_listening(bound: &[BoundSocket], metrics: Option<SocketAddr>) {
 fn supervise(args: &ServeArgs, config: &Config) -> io::Result<()> {
     let pid_file = args.pid_file.clone().map(PidFile::new);
     let (mut sockets, takeover) = match take_over(config.backlog, args.workers)? {
-        // A new generation: the old one's sockets; the pid file is
-        // rewritten once our workers accept.
+        // A new generation: the old one's sockets; the old supervisor
+        // rewrites the pid file once our workers accept.
         Some((sockets, takeover)) => (sockets, Some(takeover)),
         None => {
-            if let Some(file) = &pid_file {
-                file.write(std::process::id())?; // before binding: a bad path binds nothing
-            }
             let sockets = match inherited_sockets()? {
                 Some(inherited) => WorkerSockets::inherited(inherited, args.workers),
                 None => WorkerSockets::bind(config, args.workers)?,
@@ -534,6 +531,12 @@ fn supervise(args: &ServeArgs, config: &Config) -> io::Result<()> {
         (Some(addr), None) => Some(sockets.serve_metrics(addr)?),
         (None, _) => None,
     };
+    if let (Some(file), None) = (&pid_file, &takeover) {
+        // Only once bound: a second server started by mistake fails to
+        // bind and leaves the running one's file alone.
+        file.write(std::process::id())
+            .inspect_err(|_| sockets.remove_unix_file())?;
+    }
     print_listening(&sockets.bound, metrics);
     let share = config.max_memory / args.workers;
     match share {

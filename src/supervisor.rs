@@ -48,6 +48,7 @@ use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM, SIGUSR2};
 use signal_hook::iterator::Signals;
 
 use crate::inherit::pass_sockets;
+use crate::pidfile::RemoveAtExit;
 use crate::upgrade::{program_path, Announcement, Upgrader, UPGRADE_ENV};
 pub use crate::worker_sockets::WorkerSockets;
 use crate::worker_stats::{WorkerSlots, METRICS_FD_ENV, SLOTS_FD_ENV};
@@ -126,12 +127,18 @@ pub fn run(
     args: Vec<OsString>,
     ready: Announcement,
 ) -> io::Result<i32> {
+    // First: every way out of here, errors included, removes the pid file.
+    let _remove_pid_file = ready.pid_file.clone().map(RemoveAtExit);
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR2])
         .map_err(|e| io::Error::new(e.kind(), format!("install signal handlers: {e}")))?;
     let slots = WorkerSlots::create(workers)?;
     let launcher = Launcher::new(workers, args)?;
-    let mut upgrader = Upgrader::new(program_path(), launcher.arg0.clone(), launcher.args.clone());
-    let pid_file = ready.pid_file.clone();
+    let mut upgrader = Upgrader::new(
+        program_path(),
+        launcher.arg0.clone(),
+        launcher.args.clone(),
+        ready.pid_file.clone(),
+    );
     let mut ready = Some(ready); // until every worker accepts
                                  // A new generation accepts: our workers drain, none is restarted.
     let mut draining = false;
@@ -150,9 +157,6 @@ pub fn run(
         // workers already started are told to by their death signal).
         if let Err(e) = start(worker, &mut sockets, &slots, &launcher) {
             sockets.remove_unix_file();
-            if let Some(file) = &pid_file {
-                file.remove_if_names(std::process::id());
-            }
             return Err(e);
         }
     }
@@ -277,11 +281,8 @@ pub fn run(
         info!("drained, exiting");
     }
     sockets.remove_unix_file(); // not after a handover: forgotten then
-    if let Some(file) = &pid_file {
-        file.remove_if_names(std::process::id());
-    }
-    // Every worker has exited and published its last numbers; a killed
-    // one's are those it published last.
+                                // Every worker has exited and published its last numbers; a killed
+                                // one's are those it published last.
     let summed = slots.total().stats;
     Ok(
         match crate::stdout::print_report(&format!("{summed} workers={workers}\n")) {

@@ -23,10 +23,17 @@
 //!    close what they took), it is reaped, the reason is logged in one
 //!    line, and the old generation serves on as if nothing happened.
 //!
+//! The byte is the commit point: the old supervisor rewrites the pid file
+//! with the new pid and names it to systemd (`MAINPID`, then a barrier:
+//! `notify.rs`) before its workers drain, so neither ever names a
+//! generation that is rolled back, and systemd never sees its main
+//! process exit while it still tracks it.
+//!
 //! The new supervisor's side ([`take_over`], [`Announcement`]): take the
 //! sockets as the layout says, start the workers, and once every one has
-//! said it accepts (`worker_stats.rs`), rewrite the pid file, write the
-//! byte, and tell systemd (`notify.rs`: `MAINPID`, `READY=1`).
+//! said it accepts (`worker_stats.rs`), write the byte. If the old
+//! supervisor is gone by then (the write fails), it carries on as the live
+//! generation and rewrites the pid file and tells systemd itself.
 //!
 //! Only one upgrade is under way at a time; a `SIGUSR2` meanwhile is
 //! logged and ignored. Nothing here knows of connections.
@@ -34,7 +41,7 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -43,7 +50,7 @@ use std::time::{Duration, Instant};
 use log::{error, info, warn};
 
 use crate::inherit::{claim_fd, inherited_sockets, pass_sockets};
-use crate::notify::notify;
+use crate::notify::{barrier, notify};
 use crate::pidfile::PidFile;
 use crate::server::BoundSocket;
 use crate::worker_sockets::WorkerSockets;
@@ -53,6 +60,9 @@ use crate::worker_sockets::WorkerSockets;
 pub const UPGRADE_ENV: &str = "ECHO_REACTOR_UPGRADE";
 /// How long a new generation has to accept before it is rolled back.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the commit waits for systemd to take the new `MAINPID` in
+/// (`sd_notify_barrier`'s usual 5 s).
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The binary an upgrade starts: the file this process was started from,
 /// looked up now, at start (the working directory may not stay). A path
@@ -158,6 +168,8 @@ pub struct Upgrader {
     program: Result<PathBuf, String>,
     arg0: OsString,
     args: Vec<OsString>,
+    /// `--pid-file`: rewritten with the new pid at the commit point.
+    pid_file: Option<PidFile>,
     under_way: Option<Upgrade>,
 }
 
@@ -173,11 +185,18 @@ impl Upgrader {
     /// Upgrades to the binary at `program`, started as `arg0 args...`.
     /// Not knowing where it is stops upgrades (each `SIGUSR2` says why),
     /// not the server.
-    pub fn new(program: io::Result<PathBuf>, arg0: OsString, args: Vec<OsString>) -> Self {
+    /// `pid_file` is rewritten at the commit point.
+    pub fn new(
+        program: io::Result<PathBuf>,
+        arg0: OsString,
+        args: Vec<OsString>,
+        pid_file: Option<PidFile>,
+    ) -> Self {
         Upgrader {
             program: program.map_err(|e| e.to_string()),
             arg0,
             args,
+            pid_file,
             under_way: None,
         }
     }
@@ -250,6 +269,7 @@ impl Upgrader {
         let pid = upgrade.child.id();
         let failure = match upgrade.ready.read(&mut [0u8; 1]) {
             Ok(1..) => {
+                self.commit(pid);
                 info!("upgrade: new generation pid {pid} accepting");
                 return self.under_way.take().map(|u| u.child);
             }
@@ -261,6 +281,26 @@ impl Upgrader {
         };
         self.abort(&format!("{failure}; this generation serves on"));
         None
+    }
+
+    /// The commit point: the new generation `pid` accepts, and from now on
+    /// it is the live one. We are still the process systemd tracks, so we
+    /// name the new one (`MAINPID`) and wait until systemd has taken it in
+    /// ([`barrier`]) before draining towards our exit; the pid file names
+    /// it too. Neither happens for a generation rolled back.
+    fn commit(&self, pid: u32) {
+        if let Some(file) = &self.pid_file {
+            if let Err(e) = file.write(pid) {
+                error!("upgrade: {e}");
+            }
+        }
+        let told = notify(&format!("MAINPID={pid}")).and_then(|sent| match sent {
+            true => barrier(BARRIER_TIMEOUT),
+            false => Ok(false),
+        });
+        if let Err(e) = told {
+            warn!("sd_notify: {e}");
+        }
     }
 
     /// Why the upgrade under way failed, if it has: its new generation
@@ -300,14 +340,8 @@ impl Upgrader {
 
 /// A pipe, both ends close-on-exec, the read end non-blocking.
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: pipe2 writes two new descriptors into `fds`.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("pipe: {e}")));
-    }
-    // SAFETY: both are fresh descriptors nothing else owns.
-    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (read, write) =
+        crate::notify::pipe().map_err(|e| io::Error::new(e.kind(), format!("pipe: {e}")))?;
     // SAFETY: fcntl on a descriptor we own.
     if unsafe { libc::fcntl(read.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } == -1 {
         return Err(io::Error::last_os_error());
@@ -388,9 +422,9 @@ pub fn take_over(backlog: u32, workers: usize) -> io::Result<Option<(WorkerSocke
     )))
 }
 
-/// What a supervisor says once every worker accepts: the pid file (a new
-/// generation's, rewritten now; a first one's was written at start), the
-/// old generation told, systemd told.
+/// What a supervisor says once every worker accepts: the old generation
+/// told (it commits), or systemd told; the pid file rewritten only by a new
+/// generation whose old one is gone (a first one's was written at start).
 #[derive(Debug, Default)]
 pub struct Announcement {
     /// `--pid-file`.
@@ -400,37 +434,47 @@ pub struct Announcement {
 }
 
 impl Announcement {
-    /// Every worker accepts: say so. Nothing here fails the generation:
-    /// its workers accept, and a supervisor that exited now would take
-    /// them down with it (their parent-death signal). A pid file that
-    /// cannot be written is logged; an old generation that cannot be told
-    /// is gone (killed, crashed), and this one carries on as the live one.
-    /// Returns the Unix socket file a new generation is now to remove at
-    /// its exit.
+    /// Every worker accepts: say so. A first generation tells systemd
+    /// (`MAINPID`, `READY=1`); a new one tells the old supervisor, which
+    /// commits — pid file, systemd — and drains. Nothing here fails the
+    /// generation: its workers accept, and a supervisor that exited now
+    /// would take them down with it (their parent-death signal). An old
+    /// generation that cannot be told is gone (killed, crashed): this one
+    /// carries on as the live one and says so itself. Returns the Unix
+    /// socket file a new generation is now to remove at its exit.
     pub fn announce(self) -> Option<PathBuf> {
         let pid = std::process::id();
-        let mut unix_file = None;
         if let Some(mut takeover) = self.takeover {
-            if let Some(file) = &self.pid_file {
-                if let Err(e) = file.write(pid) {
-                    error!("{e}");
-                }
-            }
-            match takeover.tell.write_all(b"1") {
+            let told = takeover.tell.write_all(b"1");
+            match told {
                 Ok(()) => info!("accepting: pid {} drains now", takeover.old_pid),
                 // EPIPE: nobody holds the read end any more.
-                Err(e) => warn!(
-                    "tell pid {}: {e}: the old generation is gone; serving on as the live one",
-                    takeover.old_pid
-                ),
+                Err(e) => {
+                    live(pid, self.pid_file.as_ref());
+                    warn!(
+                        "tell pid {}: {e}: the old generation is gone; serving on as the live one",
+                        takeover.old_pid
+                    );
+                }
             }
-            unix_file = takeover.unix_file;
+            return takeover.unix_file;
         }
-        // MAINPID first: systemd must know whom to track before "ready".
-        if let Err(e) = notify(&format!("MAINPID={pid}\nREADY=1")) {
-            warn!("sd_notify: {e}");
+        live(pid, None); // a first generation wrote its pid file at start
+        None
+    }
+}
+
+/// This process `pid` is the live generation, with nobody to commit for
+/// it: rewrite `pid_file`, tell systemd.
+fn live(pid: u32, pid_file: Option<&PidFile>) {
+    if let Some(file) = pid_file {
+        if let Err(e) = file.write(pid) {
+            error!("{e}");
         }
-        unix_file
+    }
+    // MAINPID first: systemd must know whom to track before "ready".
+    if let Err(e) = notify(&format!("MAINPID={pid}\nREADY=1")) {
+        warn!("sd_notify: {e}");
     }
 }
 

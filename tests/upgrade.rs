@@ -360,7 +360,7 @@ fn sigusr2_to_a_server_without_a_supervisor_is_logged_and_ignored() {
 }
 
 #[test]
-fn systemd_is_told_ready_with_the_main_pid_by_each_generation() {
+fn systemd_learns_the_new_main_pid_from_the_old_supervisor_at_the_commit_and_nothing_more() {
     use std::os::unix::net::UnixDatagram;
     let scratch = Scratch::new("upgrade-notify");
     let socket_path = scratch.0.join("notify.sock");
@@ -378,10 +378,25 @@ fn systemd_is_told_ready_with_the_main_pid_by_each_generation() {
         .arg(scratch.pid_file())
         .env("NOTIFY_SOCKET", &socket_path)
         .stdout(Stdio::piped());
-    let (server, stderr) = spawn_workers_with(cmd, 1);
+    let (mut server, stderr) = spawn_workers_with(cmd, 1);
     assert_eq!(received(), format!("MAINPID={}\nREADY=1", server.pid()));
     let new = upgrade(&server, &stderr);
-    assert_eq!(received(), format!("MAINPID={}\nREADY=1", new.0));
+    // From the old supervisor, before it drains: the new main pid, then a
+    // barrier (its descriptor, dropped by this receive, lets it go on).
+    assert_eq!(received(), format!("MAINPID={}", new.0));
+    assert_eq!(received(), "BARRIER=1");
+    assert_eq!(wait_for_exit(&mut server).code(), Some(0));
+    // The new generation said nothing: whatever it would have said at its
+    // announcement came before the byte that let the old one exit.
+    manager.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 512];
+    match manager.recv(&mut buf) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!(
+            "more notifications: {other:?} {:?}",
+            String::from_utf8_lossy(&buf)
+        ),
+    }
 }
 
 #[test]

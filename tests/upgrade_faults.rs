@@ -109,8 +109,8 @@ fn a_second_sigterm_to_a_draining_old_worker_leaves_the_unix_socket_file_to_the_
 }
 
 #[test]
-fn at_the_drain_timeout_an_idle_connection_is_half_closed_and_a_request_crossing_it_draws_no_reset(
-) {
+fn at_the_drain_timeout_an_idle_connection_is_half_closed_and_a_request_crossing_it_draws_no_reset()
+{
     let scratch = Scratch::new("upgrade-drain-idle");
     let (server, stderr) = spawn_from(
         &scratch,
@@ -138,4 +138,41 @@ fn at_the_drain_timeout_an_idle_connection_is_half_closed_and_a_request_crossing
         Ok(0) => {}
         other => panic!("after the crossing request: {other:?}, not the EOF again"),
     }
+}
+
+#[test]
+fn a_second_server_started_on_the_same_pid_file_leaves_it_naming_the_first() {
+    let scratch = Scratch::new("upgrade-pid-twice");
+    let (server, _stderr) = spawn_from(&scratch, &["--listen", "127.0.0.1:0"], 1);
+    let addr = server.addr(0).to_string();
+    // The same unit started twice, a script run again: same address, same file.
+    let mut again = std::process::Command::new(scratch.binary());
+    again
+        .args(["serve", "--listen", &addr, "--pid-file"])
+        .arg(scratch.pid_file());
+    let (code, stderr) = run_briefly(again);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("Address already in use"), "{stderr}");
+    assert_eq!(
+        scratch.pid_in_file(),
+        server.pid(),
+        "the file names the first"
+    );
+}
+
+#[test]
+fn a_supervisor_stopped_by_a_second_signal_removes_its_pid_file() {
+    let scratch = Scratch::new("upgrade-pid-exit-now");
+    let (mut server, stderr) = spawn_from(&scratch, &["--listen", "127.0.0.1:0"], 1);
+    let addr = server.addr(0);
+    wait_for_children(server.pid(), 1);
+    // In the middle of a message: the worker lingers on it at shutdown.
+    let mut held = echo_once(addr, "before\n");
+    held.write_all(b"partial").unwrap();
+    server.signal(libc::SIGTERM);
+    expect_line(&stderr, "shutting down 1 workers");
+    server.signal(libc::SIGTERM);
+    expect_line(&stderr, "again during shutdown");
+    wait_for_exit(&mut server);
+    assert!(!scratch.pid_file().exists(), "the pid file was left behind");
 }

@@ -2,8 +2,8 @@
 //! directory holding the binary a server runs from (replaced as a deploy
 //! would), the new generation's pid, and the log lines an upgrade writes.
 
-use std::net::{SocketAddr, TcpStream};
 use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -42,11 +42,24 @@ impl Scratch {
     }
 
     /// Put the real binary at [`Scratch::binary`] (a rename over the file,
-    /// as a package manager does: the running image is not touched).
+    /// as a package manager does: the running image is not touched), and
+    /// wait until it can be run.
     pub fn install_real_binary(&self) {
         let staged = self.0.join("staged");
         std::fs::copy(env!("CARGO_BIN_EXE_echo-reactor"), &staged).unwrap();
         std::fs::rename(&staged, self.binary()).unwrap();
+        // A process another test thread forks while the copy was open for
+        // writing holds that descriptor until it execs: running the file
+        // meanwhile fails with ETXTBSY.
+        let start = Instant::now();
+        while let Err(e) = Command::new(self.binary()).arg("--version").output() {
+            assert!(
+                e.raw_os_error() == Some(libc::ETXTBSY) && start.elapsed() < DEADLINE,
+                "run {}: {e}",
+                self.binary().display()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Put a shell script at [`Scratch::binary`] in its place.
@@ -78,7 +91,11 @@ impl Drop for Generation {
 
 /// `serve ARGS --pid-file` run from the scratch copy of the binary, its
 /// stderr followed, `lines` startup lines read.
-pub fn spawn_from(scratch: &Scratch, args: &[&str], lines: usize) -> (ServeProcess, Receiver<String>) {
+pub fn spawn_from(
+    scratch: &Scratch,
+    args: &[&str],
+    lines: usize,
+) -> (ServeProcess, Receiver<String>) {
     scratch.install_real_binary();
     let mut cmd = Command::new(scratch.binary());
     cmd.arg("serve")
@@ -155,4 +172,3 @@ pub fn echo_once(addr: SocketAddr, line: &str) -> TcpStream {
     assert_eq!(read_exact(&mut stream, line.len()), line.as_bytes());
     stream
 }
-
