@@ -325,13 +325,18 @@ impl Upgrader {
             return;
         };
         let pid = upgrade.child.id() as libc::pid_t;
-        // Not yet waited for, the child keeps its pid (a zombie at worst),
-        // so neither number can name another process.
-        // SAFETY: kill only sends a signal: to the process group of a
-        // child we started in a group of its own, then to the child.
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-            libc::kill(pid, libc::SIGKILL);
+        // `try_wait` reaped it already if it exited (`exited_or_late`; the
+        // status is kept): its pid, and its group's, may name other
+        // processes by now. Not reaped, the child keeps its pid (a zombie
+        // at worst), so neither number can name another process.
+        if let Ok(None) = upgrade.child.try_wait() {
+            // SAFETY: kill only sends a signal: to the process group of a
+            // child we started in a group of its own and have not reaped,
+            // then to the child.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+                libc::kill(pid, libc::SIGKILL);
+            }
         }
         let _ = upgrade.child.wait();
         error!("upgrade: rolled back: {why}");
@@ -509,6 +514,52 @@ mod tests {
         ] {
             assert!(Layout::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_new_generation_already_reaped_is_not_killed_nor_its_group() {
+        // It exits at once, leaving a process in its group: once the
+        // child is reaped, that group (and its pid) are not ours to kill.
+        let left_path = std::env::temp_dir().join(format!(
+            "echo-reactor-upgrade-reaped-{}",
+            std::process::id()
+        ));
+        let script = format!("sleep 30 & echo $! > '{}'; exit 3", left_path.display());
+        let child = Command::new("sh")
+            .args(["-c", &script])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let (ready, _tell) = pipe().unwrap();
+        let mut upgrader = Upgrader::new(Ok(PathBuf::from("/bin/true")), "x".into(), vec![], None);
+        upgrader.under_way = Some(Upgrade {
+            child,
+            ready: File::from(ready),
+            deadline: Instant::now() + Duration::from_secs(30),
+        });
+        let start = Instant::now();
+        while upgrader.under_way.is_some() {
+            assert!(upgrader.poll().is_none(), "it never accepted");
+            assert!(start.elapsed() < Duration::from_secs(30), "not rolled back");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let left: libc::pid_t = std::fs::read_to_string(&left_path)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let _ = std::fs::remove_file(&left_path);
+        let state = std::fs::read_to_string(format!("/proc/{left}/stat")).unwrap_or_default();
+        // SAFETY: kill only sends a signal, to the sleep this test started.
+        unsafe { libc::kill(left, libc::SIGKILL) };
+        let state = state
+            .rsplit(") ")
+            .next()
+            .and_then(|rest| rest.chars().next());
+        assert!(
+            matches!(state, Some('S' | 'R')),
+            "the process left in the reaped child's group was killed: state {state:?}"
+        );
     }
 
     #[test]
