@@ -21,6 +21,9 @@
 //!   the other workers take its new connections (`worker_sockets.rs`);
 //! - on SIGUSR2, starts a new generation on the same sockets and, once it
 //!   accepts, has its workers drain and exits (`upgrade.rs`);
+//! - on SIGQUIT, a graceful stop: every worker drains (stops accepting,
+//!   serves what it holds until it closes, at most `--drain-timeout`),
+//!   then it exits; a rolled-back new generation is told to stop this way;
 //! - forwards SIGINT/SIGTERM (each worker drains as `serve` does; a second
 //!   signal makes them, and it, exit at once), closing its copies of the
 //!   sockets so the port refuses new connections once the workers stop
@@ -129,7 +132,7 @@ pub fn run(
 ) -> io::Result<i32> {
     // First: every way out of here, errors included, removes the pid file.
     let _remove_pid_file = ready.pid_file.clone().map(RemoveAtExit);
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR2])
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGQUIT, SIGUSR2])
         .map_err(|e| io::Error::new(e.kind(), format!("install signal handlers: {e}")))?;
     let slots = WorkerSlots::create(workers)?;
     let launcher = Launcher::new(workers, args)?;
@@ -139,6 +142,7 @@ pub fn run(
         launcher.args.clone(),
         ready.pid_file.clone(),
     );
+    let old_pid = ready.old_pid(); // a new generation's old supervisor
     let mut ready = Some(ready); // until every worker accepts
                                  // A new generation accepts: our workers drain, none is restarted.
     let mut draining = false;
@@ -164,9 +168,13 @@ pub fn run(
     let mut stopping = false;
     let mut throttled_logged = false;
     loop {
+        let arrived: Vec<i32> = signals.pending().collect();
         // Before the signals: a SIGUSR2 that comes once a worker served a
-        // client finds the generation announced.
-        if ready.is_some() && slots.all_accepting() {
+        // client finds the generation announced. Not with a signal to
+        // stop or drain: a new generation told to drain (rolled back) must
+        // not say it accepts.
+        let leaving = arrived.iter().any(|&signal| signal != SIGUSR2);
+        if !leaving && ready.is_some() && slots.all_accepting() {
             if let Some(ready) = ready.take() {
                 info!("all {workers} workers accepting");
                 if let Some(path) = ready.announce() {
@@ -174,7 +182,23 @@ pub fn run(
                 }
             }
         }
-        for signal in signals.pending() {
+        for signal in arrived {
+            if signal == SIGQUIT {
+                if stopping || draining {
+                    info!("SIGQUIT during shutdown or a drain: ignored");
+                    continue;
+                }
+                // A graceful stop (nginx's QUIT), and how a rolled-back new
+                // generation hears it is one: every worker drains.
+                upgrader.abort("draining instead");
+                let left = pool.iter().filter(|w| w.child.is_some()).count();
+                info!("SIGQUIT: draining {left} workers, then exiting");
+                ready = None; // never announced now
+                draining = true;
+                forward(&pool, SIGQUIT);
+                sockets.close_all();
+                continue;
+            }
             if signal == SIGUSR2 {
                 match (stopping || draining, ready.is_some()) {
                     (true, _) => warn!("SIGUSR2 during shutdown or a drain: ignored"),
@@ -280,9 +304,21 @@ pub fn run(
     if draining {
         info!("drained, exiting");
     }
-    sockets.remove_unix_file(); // not after a handover: forgotten then
-                                // Every worker has exited and published its last numbers; a killed
-                                // one's are those it published last.
+    if old_pid.is_some_and(|pid| parent_pid() == pid) {
+        // A new generation rolled back: the file is still its old one's
+        // (owned here only if the byte went out as the rollback began).
+        // Stopped while the old one still drains instead, the file is left
+        // behind, stale: a later bind replaces it, where removing a file
+        // still served would refuse every new client.
+        info!(
+            "the old generation (pid {}) still runs: the Unix socket file is left",
+            parent_pid()
+        );
+    } else {
+        sockets.remove_unix_file(); // not after a handover: forgotten then
+    }
+    // Every worker has exited and published its last numbers; a killed
+    // one's are those it published last.
     let summed = slots.total().stats;
     Ok(
         match crate::stdout::print_report(&format!("{summed} workers={workers}\n")) {
@@ -401,6 +437,12 @@ fn forward(pool: &[Worker], signal: i32) {
         // SAFETY: kill only sends a signal, to a child we started.
         unsafe { libc::kill(child.id() as libc::pid_t, signal) };
     }
+}
+
+/// This process's parent.
+fn parent_pid() -> u32 {
+    // SAFETY: getppid cannot fail.
+    unsafe { libc::getppid() as u32 }
 }
 
 /// How a worker ended, for the log line that says it is replaced.

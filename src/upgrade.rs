@@ -18,10 +18,14 @@
 //!    byte means "every new worker accepts": then the old workers drain
 //!    (`supervisor.rs` sends them SIGQUIT, `reactor/shutdown.rs`).
 //!    The new generation exiting, closing the pipe, or the timeout instead
-//!    is a **rollback**: its process group is killed (its workers, in
-//!    groups of their own, get SIGTERM from their parent-death signal and
-//!    close what they took), it is reaped, the reason is logged in one
-//!    line, and the old generation serves on as if nothing happened.
+//!    is a **rollback**, logged in one line: the old generation serves
+//!    on (its workers never stopped accepting), and a new generation
+//!    still running is told to drain (`SIGQUIT`): its workers stop
+//!    accepting and serve the connections they took until those close
+//!    (at most its `--drain-timeout`); it is killed only if it has not
+//!    exited [`ROLLBACK_KILL_AFTER`] later (its workers, in groups of
+//!    their own, then get SIGTERM from their parent-death signal and close
+//!    what they hold gracefully).
 //!
 //! The byte is the commit point: the old supervisor rewrites the pid file
 //! with the new pid and names it to systemd (`MAINPID`, then a barrier:
@@ -60,6 +64,10 @@ use crate::worker_sockets::WorkerSockets;
 pub const UPGRADE_ENV: &str = "ECHO_REACTOR_UPGRADE";
 /// How long a new generation has to accept before it is rolled back.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a rolled-back new generation, told to drain, may take to exit
+/// before it is killed (its workers then shut down gracefully on their
+/// parent-death signal).
+pub const ROLLBACK_KILL_AFTER: Duration = Duration::from_secs(30);
 /// How long the commit waits for systemd to take the new `MAINPID` in
 /// (`sd_notify_barrier`'s usual 5 s).
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -176,9 +184,14 @@ pub struct Upgrader {
 /// A new generation started and not yet accepting.
 struct Upgrade {
     child: Child,
-    /// The pipe's read end (non-blocking): one byte = accepting.
+    /// The pipe's read end (non-blocking): one byte = accepting. Kept
+    /// open through a rollback: a late byte must not meet a closed pipe,
+    /// which the new generation takes for "the old one is gone".
     ready: File,
+    /// When it must accept by; rolling back, when it is killed.
     deadline: Instant,
+    /// Rolled back: told to drain, waited for.
+    rolling_back: bool,
 }
 
 impl Upgrader {
@@ -258,6 +271,7 @@ impl Upgrader {
             child,
             ready: File::from(ready),
             deadline: Instant::now() + READY_TIMEOUT,
+            rolling_back: false,
         })
     }
 
@@ -266,6 +280,11 @@ impl Upgrader {
     /// to be reaped). A failure is rolled back here, and logged.
     pub fn poll(&mut self) -> Option<Child> {
         let upgrade = self.under_way.as_mut()?;
+        if upgrade.rolling_back {
+            // Its byte, if it comes now, is too late: not read.
+            self.reap_rolled_back();
+            return None;
+        }
         let pid = upgrade.child.id();
         let failure = match upgrade.ready.read(&mut [0u8; 1]) {
             Ok(1..) => {
@@ -319,27 +338,66 @@ impl Upgrader {
         }
     }
 
-    /// Roll the upgrade under way back, `why` logged.
+    /// Roll the upgrade under way back, `why` logged. The new generation,
+    /// if it still runs, is told to drain (`SIGQUIT`: its supervisor has
+    /// its workers stop accepting and serve the connections they took
+    /// until they close, then exits, `supervisor.rs`) and is killed only
+    /// if it has not exited [`ROLLBACK_KILL_AFTER`] later ([`Upgrader::poll`]).
     pub fn abort(&mut self, why: &str) {
-        let Some(mut upgrade) = self.under_way.take() else {
+        let Some(upgrade) = self.under_way.as_mut() else {
             return;
         };
-        let pid = upgrade.child.id() as libc::pid_t;
-        // `try_wait` reaped it already if it exited (`exited_or_late`; the
-        // status is kept): its pid, and its group's, may name other
-        // processes by now. Not reaped, the child keeps its pid (a zombie
-        // at worst), so neither number can name another process.
-        if let Ok(None) = upgrade.child.try_wait() {
-            // SAFETY: kill only sends a signal: to the process group of a
-            // child we started in a group of its own and have not reaped,
-            // then to the child.
-            unsafe {
-                libc::kill(-pid, libc::SIGKILL);
-                libc::kill(pid, libc::SIGKILL);
-            }
+        if upgrade.rolling_back {
+            return; // told already; `poll` ends it
         }
-        let _ = upgrade.child.wait();
+        let pid = upgrade.child.id();
+        // `try_wait` reaped it already if it exited (`exited_or_late`; the
+        // status is kept): its pid may name another process by now. Not
+        // reaped, the child keeps its pid (a zombie at worst).
+        if let Ok(None) = upgrade.child.try_wait() {
+            // SAFETY: kill only sends a signal, to a child not reaped.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGQUIT) };
+            upgrade.rolling_back = true;
+            upgrade.deadline = Instant::now() + ROLLBACK_KILL_AFTER;
+            error!(
+                "upgrade: rolled back: {why}; new generation pid {pid} drains the connections \
+                 it accepted (killed if still running after {ROLLBACK_KILL_AFTER:?})"
+            );
+            return;
+        }
+        self.under_way = None;
         error!("upgrade: rolled back: {why}");
+    }
+
+    /// A new generation rolled back and told to drain: reap it once it
+    /// exits, or kill it at its deadline.
+    fn reap_rolled_back(&mut self) {
+        let Some(upgrade) = self.under_way.as_mut() else {
+            return;
+        };
+        let pid = upgrade.child.id();
+        match upgrade.child.try_wait() {
+            Ok(Some(status)) => {
+                info!("upgrade: rolled-back generation pid {pid} exited ({status})")
+            }
+            Err(e) => warn!("upgrade: rolled-back generation pid {pid}: waitpid: {e}"),
+            Ok(None) if Instant::now() >= upgrade.deadline => {
+                // SAFETY: kill only sends a signal: to the process group of
+                // a child we started in a group of its own and have not
+                // reaped (its pid and group are still its own), then to it.
+                unsafe {
+                    libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                }
+                let _ = upgrade.child.wait();
+                warn!(
+                    "upgrade: rolled-back generation pid {pid} still running after \
+                     {ROLLBACK_KILL_AFTER:?}: killed (its workers shut down on their own)"
+                );
+            }
+            Ok(None) => return,
+        }
+        self.under_way = None;
     }
 }
 
@@ -439,6 +497,11 @@ pub struct Announcement {
 }
 
 impl Announcement {
+    /// In a new generation: the old supervisor's pid.
+    pub fn old_pid(&self) -> Option<u32> {
+        self.takeover.as_ref().map(|t| t.old_pid)
+    }
+
     /// Every worker accepts: say so. A first generation tells systemd
     /// (`MAINPID`, `READY=1`); a new one tells the old supervisor, which
     /// commits — pid file, systemd — and drains. Nothing here fails the
@@ -536,6 +599,7 @@ mod tests {
             child,
             ready: File::from(ready),
             deadline: Instant::now() + Duration::from_secs(30),
+            rolling_back: false,
         });
         let start = Instant::now();
         while upgrader.under_way.is_some() {

@@ -214,6 +214,8 @@ fn sigusr2_during_an_upgrade_is_ignored_and_a_new_generation_that_never_accepts_
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|pid| pid.parse().ok())
         .unwrap();
+    // Told to drain (SIGQUIT), which ends a sleep.
+    expect_line(&stderr, &format!("rolled-back generation pid {pid} exited"));
     assert!(
         !Path::new(&format!("/proc/{pid}")).exists(),
         "the new generation {pid} was killed and reaped"

@@ -176,3 +176,54 @@ fn a_supervisor_stopped_by_a_second_signal_removes_its_pid_file() {
     wait_for_exit(&mut server);
     assert!(!scratch.pid_file().exists(), "the pid file was left behind");
 }
+
+#[test]
+fn a_rollback_tells_the_new_generation_to_drain_instead_of_killing_it() {
+    let scratch = Scratch::new("upgrade-rollback-drains");
+    let (server, stderr) = spawn_from(&scratch, &["--listen", "127.0.0.1:0"], 1);
+    let addr = server.addr(0);
+    wait_for_children(server.pid(), 1);
+    // A new generation that never says it accepts, and notes how it is
+    // told to go (a SIGKILL leaves no note).
+    let told = scratch.0.join("told");
+    scratch.install_script(&format!(
+        "trap 'echo QUIT > \"{}\"; exit 0' QUIT\nwhile :; do sleep 0.05; done",
+        told.display()
+    ));
+    server.signal(libc::SIGUSR2);
+    // After the readiness timeout (10 s).
+    let line = expect_line(&stderr, "upgrade: rolled back");
+    assert!(
+        line.contains("not accepting within") && line.contains("drains the connections"),
+        "{line}"
+    );
+    let line = expect_line(&stderr, "rolled-back generation pid");
+    assert!(line.contains("exited (exit status: 0)"), "{line}");
+    assert_eq!(std::fs::read_to_string(&told).unwrap(), "QUIT\n");
+    assert_eq!(scratch.pid_in_file(), server.pid());
+    drop(echo_once(addr, "served on\n"));
+}
+
+#[test]
+fn sigquit_to_the_supervisor_drains_every_worker_then_exits() {
+    let scratch = Scratch::new("upgrade-sigquit");
+    let (mut server, stderr) =
+        spawn_from(&scratch, &["--listen", "127.0.0.1:0", "--workers", "2"], 1);
+    let addr = server.addr(0);
+    wait_for_children(server.pid(), 2);
+    let mut held = echo_once(addr, "before\n");
+    server.signal(libc::SIGQUIT);
+    expect_line(&stderr, "SIGQUIT: draining 2 workers, then exiting");
+    expect_line(&stderr, "SIGQUIT: draining: stopped accepting");
+    expect_line(&stderr, "SIGQUIT: draining: stopped accepting");
+    // What is held is served on; nobody accepts any more.
+    held.write_all(b"during\n").unwrap();
+    assert_eq!(read_exact(&mut held, 7), b"during\n");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "still accepting"
+    );
+    drop(held);
+    assert_eq!(wait_for_exit(&mut server).code(), Some(0));
+    assert!(!scratch.pid_file().exists());
+}
