@@ -203,6 +203,13 @@ pub fn run(
                 match (stopping || draining, ready.is_some()) {
                     (true, _) => warn!("SIGUSR2 during shutdown or a drain: ignored"),
                     (_, true) => warn!("SIGUSR2 before every worker accepts: ignored"),
+                    // A container's init: our exit, which ends an upgrade,
+                    // would end the namespace and kill the new generation.
+                    _ if std::process::id() == 1 => error!(
+                        "SIGUSR2 ignored: this supervisor is PID 1 (a container's init), and \
+                         its exit after an upgrade would kill the new generation: \
+                         restart the container to upgrade"
+                    ),
                     _ => upgrader.begin(&mut sockets),
                 }
                 continue;

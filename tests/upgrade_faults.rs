@@ -227,3 +227,38 @@ fn sigquit_to_the_supervisor_drains_every_worker_then_exits() {
     assert_eq!(wait_for_exit(&mut server).code(), Some(0));
     assert!(!scratch.pid_file().exists());
 }
+
+#[test]
+fn sigusr2_to_a_supervisor_running_as_pid_1_is_refused_in_one_line() {
+    let Some(unshare) = required_tool("unshare", "util-linux") else {
+        return;
+    };
+    // PID 1 of a new pid namespace, as in a container without an init.
+    let namespaced = ["--pid", "--fork", "--kill-child", "--mount-proc"];
+    let permitted = std::process::Command::new(&unshare)
+        .args(namespaced)
+        .arg("true")
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !permitted {
+        eprintln!("SKIPPED: unshare --pid is not permitted here (it needs CAP_SYS_ADMIN)");
+        return;
+    }
+    let scratch = Scratch::new("upgrade-pid-1");
+    scratch.install_real_binary();
+    let mut cmd = std::process::Command::new(&unshare);
+    cmd.args(namespaced)
+        .arg(scratch.binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--pid-file"])
+        .arg(scratch.pid_file())
+        .stdout(std::process::Stdio::piped())
+        .env("RUST_LOG", "info");
+    let (server, stderr) = spawn_workers_with(cmd, 1);
+    expect_line(&stderr, "workers accepting");
+    let supervisor = wait_for_children(server.pid(), 1)[0];
+    kill(supervisor, libc::SIGUSR2);
+    let line = expect_line(&stderr, "SIGUSR2 ignored");
+    assert!(line.contains("PID 1"), "{line}");
+    drop(echo_once(server.addr(0), "served on\n"));
+}
