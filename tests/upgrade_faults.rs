@@ -262,3 +262,23 @@ fn sigusr2_to_a_supervisor_running_as_pid_1_is_refused_in_one_line() {
     assert!(line.contains("PID 1"), "{line}");
     drop(echo_once(server.addr(0), "served on\n"));
 }
+
+#[test]
+fn a_draining_old_worker_whose_supervisor_dies_serves_its_connections_on() {
+    let scratch = Scratch::new("upgrade-orphaned-drain");
+    let (mut server, stderr) = spawn_from(&scratch, &["--listen", "127.0.0.1:0"], 1);
+    let addr = server.addr(0);
+    wait_for_children(server.pid(), 1);
+    let mut held = echo_once(addr, "before\n");
+    let _new = upgrade(&server, &stderr);
+    expect_line(&stderr, "SIGQUIT: draining");
+    // The old supervisor dies during the drain.
+    server.signal(libc::SIGKILL);
+    wait_for_exit(&mut server);
+    // Its worker finishes the drain: the held connection is still served.
+    for i in 0..3 {
+        let line = format!("after the supervisor {i}\n");
+        held.write_all(line.as_bytes()).unwrap();
+        assert_eq!(read_exact(&mut held, line.len()), line.as_bytes());
+    }
+}

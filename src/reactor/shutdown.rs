@@ -91,6 +91,7 @@ impl<P: Protocol> Reactor<P> {
         }
         let now = self.clients.ws.ctx.now_ms;
         self.draining = true;
+        serve_on_if_orphaned();
         self.shutdown_deadline_ms = Some(due_after(now, self.settings.drain_timeout_ms));
         let registry = self.poll.registry();
         self.clients.stop_accepting(registry);
@@ -136,6 +137,19 @@ impl<P: Protocol> Reactor<P> {
             waiting_on(waiting),
             self.settings.shutdown_grace_ms
         );
+    }
+}
+
+/// A worker's supervisor dying sends it SIGTERM (`supervisor.rs`): a
+/// worker that accepts must not serve on unsupervised. A draining one
+/// accepts nothing, and its drain is bounded by the drain timeout: it
+/// finishes that rather than cut the connections it holds short when the
+/// old supervisor dies (killed, or its unit stopped) during the drain.
+fn serve_on_if_orphaned() {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    // SAFETY: prctl with PR_SET_PDEATHSIG and 0 only clears a setting.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, 0 as libc::c_ulong);
     }
 }
 
