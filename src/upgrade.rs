@@ -46,6 +46,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -74,15 +75,42 @@ const BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The binary an upgrade starts: the file this process was started from,
 /// looked up now, at start (the working directory may not stay). A path
-/// in `argv[0]` is taken as given, so a symlink swapped to a new release
-/// is followed; a bare name (found on `PATH`) is the file it resolved to.
+/// in `argv[0]` is taken as given, and a bare name is looked up on `PATH`
+/// as the shell did, neither with its symlinks resolved: a symlink
+/// switched to a new release is followed.
 pub fn program_path() -> io::Result<PathBuf> {
+    program_path_from(std::env::args_os().next(), std::env::var_os("PATH"))
+}
+
+/// [`program_path`] for `argv[0]` and `PATH` as given.
+fn program_path_from(arg0: Option<OsString>, path: Option<OsString>) -> io::Result<PathBuf> {
     let named = |e: io::Error| io::Error::new(e.kind(), format!("find this program's file: {e}"));
-    match std::env::args_os().next() {
-        Some(arg0) if Path::new(&arg0).components().count() > 1 => {
-            std::path::absolute(&arg0).map_err(named)
-        }
-        _ => std::env::current_exe().map_err(named),
+    let Some(arg0) = arg0 else {
+        return std::env::current_exe().map_err(named);
+    };
+    if Path::new(&arg0).components().count() > 1 {
+        return std::path::absolute(&arg0).map_err(named);
+    }
+    let on_path = path.iter().flat_map(std::env::split_paths).find_map(|dir| {
+        let candidate = dir.join(&arg0);
+        let executable = std::fs::metadata(&candidate)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        executable.then_some(candidate)
+    });
+    match on_path {
+        Some(found) => std::path::absolute(found).map_err(named),
+        // Started by a name not on PATH (execve is free to pass any):
+        // the image's own file, the best there is.
+        None => std::env::current_exe().map_err(named),
+    }
+}
+
+/// Whether `a` and `b` name the same file (device and inode).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
     }
 }
 
@@ -232,6 +260,15 @@ impl Upgrader {
             }
         };
         info!("upgrade: starting {}", program.display());
+        if same_file(&program, Path::new("/proc/self/exe")) {
+            // Legitimate (a restart in place), but a deploy that forgot to
+            // install the new release looks just like this.
+            warn!(
+                "upgrade: {} is the file this generation runs: the new generation \
+                 runs the same release",
+                program.display()
+            );
+        }
         match self.start(&program, sockets) {
             Ok(upgrade) => self.under_way = Some(upgrade),
             Err(e) => error!("upgrade: rolled back: {e}; this generation serves on"),
@@ -624,6 +661,23 @@ mod tests {
             matches!(state, Some('S' | 'R')),
             "the process left in the reaped child's group was killed: state {state:?}"
         );
+    }
+
+    #[test]
+    fn a_bare_name_is_found_on_path_without_resolving_its_symlink() {
+        let dir = std::env::temp_dir().join(format!("echo-reactor-path-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        let release = dir.join("release-1");
+        std::fs::write(&release, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&release, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let link = dir.join("bin").join("echo-reactor");
+        std::os::unix::fs::symlink(&release, &link).unwrap();
+        let path = std::env::join_paths(["/nonexistent-dir", dir.join("bin").to_str().unwrap()]);
+        let found = program_path_from(Some("echo-reactor".into()), Some(path.unwrap())).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        // The link, which a deploy switches to the next release.
+        assert_eq!(found, link);
     }
 
     #[test]

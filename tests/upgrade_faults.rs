@@ -282,3 +282,14 @@ fn a_draining_old_worker_whose_supervisor_dies_serves_its_connections_on() {
         assert_eq!(read_exact(&mut held, line.len()), line.as_bytes());
     }
 }
+
+#[test]
+fn an_upgrade_to_the_file_already_running_says_so() {
+    let scratch = Scratch::new("upgrade-same-file");
+    let (server, stderr) = spawn_from(&scratch, &["--listen", "127.0.0.1:0"], 1);
+    wait_for_children(server.pid(), 1);
+    // No new release installed: the file on disk is the running image.
+    server.signal(libc::SIGUSR2);
+    expect_line(&stderr, "the new generation runs the same release");
+    let _new = accepting(&stderr);
+}
