@@ -52,6 +52,7 @@ use signal_hook::iterator::Signals;
 
 use crate::inherit::pass_sockets;
 use crate::pidfile::RemoveAtExit;
+use crate::signal_mask;
 use crate::upgrade::{program_path, Announcement, Upgrader, UPGRADE_ENV};
 pub use crate::worker_sockets::WorkerSockets;
 use crate::worker_stats::{WorkerSlots, METRICS_FD_ENV, SLOTS_FD_ENV};
@@ -134,6 +135,7 @@ pub fn run(
     let _remove_pid_file = ready.pid_file.clone().map(RemoveAtExit);
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGQUIT, SIGUSR2])
         .map_err(|e| io::Error::new(e.kind(), format!("install signal handlers: {e}")))?;
+    signal_mask::release_held(); // started by an old generation: held till now
     let slots = WorkerSlots::create(workers)?;
     let launcher = Launcher::new(workers, args)?;
     let mut upgrader = Upgrader::new(
@@ -390,6 +392,7 @@ fn start(
     let _copies = pass_sockets(&mut command, &fds).map_err(named)?;
     command.env("LISTEN_FDS", listening.to_string());
     drain_if_orphaned(&mut command, std::process::id() as libc::pid_t);
+    signal_mask::hold_until_handled(&mut command); // a drain's SIGQUIT may come early
     let mut child = command.spawn().map_err(named)?;
     info!("worker {index} started (pid {})", child.id());
     let stdout = child.stdout.take().expect("stdout was piped");

@@ -300,6 +300,9 @@ impl Upgrader {
             .process_group(0);
         let _copies = pass_sockets(&mut command, &fds)?;
         command.env("LISTEN_FDS", layout.listening().to_string());
+        // A second SIGUSR2, or a rollback's SIGQUIT, may come before its
+        // handlers are in place.
+        crate::signal_mask::hold_until_handled(&mut command);
         let child = command
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("start {}: {e}", program.display())))?;

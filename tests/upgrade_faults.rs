@@ -293,3 +293,31 @@ fn an_upgrade_to_the_file_already_running_says_so() {
     expect_line(&stderr, "the new generation runs the same release");
     let _new = accepting(&stderr);
 }
+
+#[test]
+fn a_sigquit_sent_before_the_supervisor_handles_it_is_handled_once_it_does() {
+    use std::os::unix::process::CommandExt;
+    let scratch = Scratch::new("upgrade-early-quit");
+    scratch.install_real_binary();
+    let mut cmd = std::process::Command::new(scratch.binary());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--pid-file"])
+        .arg(scratch.pid_file())
+        .stdout(std::process::Stdio::piped())
+        .env("RUST_LOG", "info");
+    // As an old supervisor starts a new one: SIGQUIT held back, and here
+    // already sent (a rollback's, before the handlers are in place).
+    // SAFETY: between fork and exec, only async-signal-safe calls.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGQUIT);
+            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            libc::kill(libc::getpid(), libc::SIGQUIT);
+            Ok(())
+        });
+    }
+    let (mut server, stderr) = spawn_workers_with(cmd, 1);
+    expect_line(&stderr, "SIGQUIT: draining 1 workers, then exiting");
+    assert_eq!(wait_for_exit(&mut server).code(), Some(0));
+}

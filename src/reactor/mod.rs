@@ -213,6 +213,8 @@ impl<P: Protocol> Reactor<P> {
             let mut signals = Signals::new([SIGINT, SIGTERM, SIGQUIT, SIGUSR2])?;
             poll.registry()
                 .register(&mut signals, SIGNALS, Interest::READABLE)?;
+            // A worker starts with these held (its supervisor's doing).
+            crate::signal_mask::release_held();
             Some(signals)
         } else {
             None
