@@ -247,7 +247,13 @@ pub fn run(
         }
         if let Some(child) = successor.as_mut() {
             if let Ok(Some(status)) = child.try_wait() {
-                warn!("the new generation (pid {}) exited: {status}", child.id());
+                // Our copies of the sockets went at the commit, and our
+                // workers stopped accepting: nobody accepts any more.
+                error!(
+                    "the new generation (pid {}) exited ({status}) after taking over: nobody \
+                     accepts new connections; this generation only finishes its drain",
+                    child.id()
+                );
                 successor = None;
             }
         }

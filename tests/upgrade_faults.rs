@@ -321,3 +321,23 @@ fn a_sigquit_sent_before_the_supervisor_handles_it_is_handled_once_it_does() {
     expect_line(&stderr, "SIGQUIT: draining 1 workers, then exiting");
     assert_eq!(wait_for_exit(&mut server).code(), Some(0));
 }
+
+#[test]
+fn a_new_generation_dying_during_the_drain_is_logged_as_an_error_naming_the_outage() {
+    let scratch = Scratch::new("upgrade-successor-dies");
+    let (server, stderr) = spawn_from(&scratch, &["--listen", "127.0.0.1:0"], 1);
+    let addr = server.addr(0);
+    wait_for_children(server.pid(), 1);
+    let mut held = echo_once(addr, "before\n");
+    let new = upgrade(&server, &stderr);
+    expect_line(&stderr, "SIGQUIT: draining");
+    kill(new.0, libc::SIGKILL);
+    let line = expect_line(&stderr, &format!("the new generation (pid {})", new.0));
+    assert!(
+        line.contains("ERROR") && line.contains("nobody accepts new connections"),
+        "{line}"
+    );
+    // The old worker finishes its drain all the same.
+    held.write_all(b"still held\n").unwrap();
+    assert_eq!(read_exact(&mut held, 11), b"still held\n");
+}
