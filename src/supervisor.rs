@@ -172,10 +172,10 @@ pub fn run(
     loop {
         let arrived: Vec<i32> = signals.pending().collect();
         // Before the signals: a SIGUSR2 that comes once a worker served a
-        // client finds the generation announced. Not with a signal to
-        // stop or drain: a new generation told to drain (rolled back) must
-        // not say it accepts.
-        let leaving = arrived.iter().any(|&signal| signal != SIGUSR2);
+        // client finds the generation announced. Not once told to stop or
+        // drain: a new generation rolled back, or shut down, must not say
+        // it accepts (its old one would commit to it).
+        let leaving = stopping || draining || arrived.iter().any(|&signal| signal != SIGUSR2);
         if !leaving && ready.is_some() && slots.all_accepting() {
             if let Some(ready) = ready.take() {
                 info!("all {workers} workers accepting");
