@@ -24,8 +24,9 @@
 //!    accepting and serve the connections they took until those close
 //!    (at most its `--drain-timeout`); it is killed only if it has not
 //!    exited [`ROLLBACK_KILL_AFTER`] later (its workers, in groups of
-//!    their own, then get SIGTERM from their parent-death signal and close
-//!    what they hold gracefully).
+//!    their own, are not: one draining finishes its drain on its own,
+//!    one not yet told gets SIGTERM from its parent-death signal and
+//!    closes what it holds gracefully).
 //!
 //! The byte is the commit point: the old supervisor rewrites the pid file
 //! with the new pid and names it to systemd (`MAINPID`, then a barrier:
@@ -66,8 +67,9 @@ pub const UPGRADE_ENV: &str = "ECHO_REACTOR_UPGRADE";
 /// How long a new generation has to accept before it is rolled back.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a rolled-back new generation, told to drain, may take to exit
-/// before it is killed (its workers then shut down gracefully on their
-/// parent-death signal).
+/// before it is killed (its workers are not: a draining one finishes its
+/// drain, bounded by its drain timeout; another shuts down gracefully on
+/// its parent-death signal).
 pub const ROLLBACK_KILL_AFTER: Duration = Duration::from_secs(30);
 /// How long the commit waits for systemd to take the new `MAINPID` in
 /// (`sd_notify_barrier`'s usual 5 s).
@@ -432,7 +434,7 @@ impl Upgrader {
                 let _ = upgrade.child.wait();
                 warn!(
                     "upgrade: rolled-back generation pid {pid} still running after \
-                     {ROLLBACK_KILL_AFTER:?}: killed (its workers shut down on their own)"
+                     {ROLLBACK_KILL_AFTER:?}: killed (its workers finish on their own)"
                 );
             }
             Ok(None) => return,
