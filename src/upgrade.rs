@@ -57,7 +57,7 @@ use log::{error, info, warn};
 
 use crate::inherit::{claim_fd, inherited_sockets, pass_sockets};
 use crate::notify::{barrier, notify};
-use crate::pidfile::PidFile;
+use crate::pidfile::{hold_for_life, PidFile, Prepared};
 use crate::server::BoundSocket;
 use crate::worker_sockets::WorkerSockets;
 
@@ -117,7 +117,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// What a new generation is handed besides the descriptors, as
-/// [`UPGRADE_ENV`]'s value: `pid=12 own=2,2 shared=1 metrics=1 unix_file=1`.
+/// [`UPGRADE_ENV`]'s value: `pid=12 own=2,2 shared=1 metrics=1 unix_file=1 pid_file=1`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
     /// The old supervisor's pid.
@@ -133,6 +133,9 @@ pub struct Layout {
     /// The old generation created the Unix socket's file: whoever exits
     /// last must remove it.
     pub unix_file: bool,
+    /// An open, locked pid file follows (`pidfile.rs`): the one the old
+    /// supervisor renames into place at the commit.
+    pub pid_file: bool,
 }
 
 impl Layout {
@@ -145,12 +148,13 @@ impl Layout {
     pub fn to_env(&self) -> String {
         let own: Vec<String> = self.own.iter().map(usize::to_string).collect();
         format!(
-            "pid={} own={} shared={} metrics={} unix_file={}",
+            "pid={} own={} shared={} metrics={} unix_file={} pid_file={}",
             self.old_pid,
             own.join(","),
             self.shared,
             u8::from(self.metrics),
-            u8::from(self.unix_file)
+            u8::from(self.unix_file),
+            u8::from(self.pid_file)
         )
     }
 
@@ -162,6 +166,7 @@ impl Layout {
             shared: 0,
             metrics: false,
             unix_file: false,
+            pid_file: false,
         };
         let number = |key: &str, value: &str| {
             value
@@ -189,6 +194,11 @@ impl Layout {
                 "shared" => layout.shared = number(key, value)?,
                 "metrics" => layout.metrics = flag(key, value)?,
                 "unix_file" => layout.unix_file = flag(key, value)?,
+                // Optional: a binary without it hands no pid file over.
+                "pid_file" => {
+                    layout.pid_file = flag(key, value)?;
+                    continue;
+                }
                 _ => return Err(format!("{key}: unknown")),
             }
             seen += 1;
@@ -222,6 +232,8 @@ struct Upgrade {
     deadline: Instant,
     /// Rolled back: told to drain, waited for.
     rolling_back: bool,
+    /// The pid file to put in place at the commit (removed if rolled back).
+    pid_file: Option<Prepared>,
 }
 
 impl Upgrader {
@@ -285,12 +297,17 @@ impl Upgrader {
             shared: handed.shared.len(),
             metrics: handed.metrics.is_some(),
             unix_file: handed.unix_file,
+            pid_file: self.pid_file.is_some(),
         };
+        // The pid file it will be named in, locked now: the new generation
+        // shares the lock from its start, and keeps it after we exit.
+        let pid_file = self.pid_file.as_ref().map(PidFile::prepare).transpose()?;
         let (ready, tell) = pipe()?;
         let mut fds: Vec<RawFd> = handed.own.into_iter().flatten().collect();
         fds.extend(handed.shared);
         fds.extend(handed.metrics);
         fds.push(tell.as_raw_fd());
+        fds.extend(pid_file.as_ref().map(|p| p.file().as_raw_fd()));
         let mut command = Command::new(program);
         command
             .arg0(&self.arg0)
@@ -314,6 +331,7 @@ impl Upgrader {
             ready: File::from(ready),
             deadline: Instant::now() + READY_TIMEOUT,
             rolling_back: false,
+            pid_file,
         })
     }
 
@@ -330,7 +348,8 @@ impl Upgrader {
         let pid = upgrade.child.id();
         let failure = match upgrade.ready.read(&mut [0u8; 1]) {
             Ok(1..) => {
-                self.commit(pid);
+                let pid_file = upgrade.pid_file.take();
+                Self::commit(pid, pid_file);
                 info!("upgrade: new generation pid {pid} accepting");
                 return self.under_way.take().map(|u| u.child);
             }
@@ -349,11 +368,11 @@ impl Upgrader {
     /// name the new one (`MAINPID`) and wait until systemd has taken it in
     /// ([`barrier`]) before draining towards our exit; the pid file names
     /// it too. Neither happens for a generation rolled back.
-    fn commit(&self, pid: u32) {
-        if let Some(file) = &self.pid_file {
-            if let Err(e) = file.write(pid) {
-                error!("upgrade: {e}");
-            }
+    fn commit(pid: u32, pid_file: Option<Prepared>) {
+        match pid_file.map(|file| file.commit(pid)) {
+            Some(Ok(lock)) => hold_for_life(lock), // shared with the new one
+            Some(Err(e)) => error!("upgrade: {e}"),
+            None => {}
         }
         let told = notify(&format!("MAINPID={pid}")).and_then(|sent| match sent {
             true => barrier(BARRIER_TIMEOUT),
@@ -506,6 +525,11 @@ pub fn take_over(backlog: u32, workers: usize) -> io::Result<Option<(WorkerSocke
         None
     };
     let tell = File::from(claim_fd(next)?);
+    if layout.pid_file {
+        // The lock on the pid file the old supervisor puts in place at the
+        // commit: ours from now on, as long as we run.
+        hold_for_life(File::from(claim_fd(next + 1)?));
+    }
     let unix_file = shared.iter().find_map(|(bound, _)| match bound {
         BoundSocket::Unix(path) if layout.unix_file => Some(path.clone()),
         _ => None,
@@ -577,10 +601,10 @@ impl Announcement {
 /// This process `pid` is the live generation, with nobody to commit for
 /// it: rewrite `pid_file`, tell systemd.
 fn live(pid: u32, pid_file: Option<&PidFile>) {
-    if let Some(file) = pid_file {
-        if let Err(e) = file.write(pid) {
-            error!("{e}");
-        }
+    match pid_file.map(|file| file.write_locked(pid)) {
+        Some(Ok(lock)) => hold_for_life(lock),
+        Some(Err(e)) => error!("{e}"),
+        None => {}
     }
     // MAINPID first: systemd must know whom to track before "ready".
     if let Err(e) = notify(&format!("MAINPID={pid}\nREADY=1")) {
@@ -600,10 +624,11 @@ mod tests {
             shared: 1,
             metrics: true,
             unix_file: true,
+            pid_file: true,
         };
         assert_eq!(
             layout.to_env(),
-            "pid=41 own=2,2,2 shared=1 metrics=1 unix_file=1"
+            "pid=41 own=2,2,2 shared=1 metrics=1 unix_file=1 pid_file=1"
         );
         assert_eq!(Layout::parse(&layout.to_env()), Ok(layout.clone()));
         assert_eq!(layout.listening(), 7);
@@ -642,6 +667,7 @@ mod tests {
             ready: File::from(ready),
             deadline: Instant::now() + Duration::from_secs(30),
             rolling_back: false,
+            pid_file: None,
         });
         let start = Instant::now();
         while upgrader.under_way.is_some() {

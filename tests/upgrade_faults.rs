@@ -141,23 +141,47 @@ fn at_the_drain_timeout_an_idle_connection_is_half_closed_and_a_request_crossing
 }
 
 #[test]
-fn a_second_server_started_on_the_same_pid_file_leaves_it_naming_the_first() {
+fn a_second_server_started_on_the_same_pid_file_is_refused_before_it_binds() {
     let scratch = Scratch::new("upgrade-pid-twice");
     let (server, _stderr) = spawn_from(&scratch, &["--listen", "127.0.0.1:0"], 1);
     let addr = server.addr(0).to_string();
-    // The same unit started twice, a script run again: same address, same file.
+    // The same unit started twice, a script run again: same file, the same
+    // address or another. The file is held (locked): refused in one line
+    // naming the holder, nothing bound, the file untouched.
+    for listen in [addr.as_str(), "127.0.0.1:0"] {
+        let mut again = std::process::Command::new(scratch.binary());
+        again
+            .args(["serve", "--listen", listen, "--pid-file"])
+            .arg(scratch.pid_file());
+        let (code, stderr) = run_briefly(again);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        let holder = format!("held by a running server (pid {})", server.pid());
+        assert!(stderr.contains(&holder), "{stderr}");
+        assert_eq!(
+            scratch.pid_in_file(),
+            server.pid(),
+            "the file names the first"
+        );
+    }
+}
+
+#[test]
+fn the_pid_file_lock_passes_to_the_new_generation_and_outlives_the_old_one() {
+    let scratch = Scratch::new("upgrade-pid-lock");
+    let (mut server, stderr) = spawn_from(&scratch, &["--listen", "127.0.0.1:0"], 1);
+    wait_for_children(server.pid(), 1);
+    let new = upgrade(&server, &stderr);
+    assert_eq!(wait_for_exit(&mut server).code(), Some(0));
+    assert_eq!(scratch.pid_in_file(), new.0);
     let mut again = std::process::Command::new(scratch.binary());
     again
-        .args(["serve", "--listen", &addr, "--pid-file"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--pid-file"])
         .arg(scratch.pid_file());
     let (code, stderr) = run_briefly(again);
     assert_eq!(code, Some(1), "{stderr}");
-    assert!(stderr.contains("Address already in use"), "{stderr}");
-    assert_eq!(
-        scratch.pid_in_file(),
-        server.pid(),
-        "the file names the first"
-    );
+    let holder = format!("held by a running server (pid {})", new.0);
+    assert!(stderr.contains(&holder), "{stderr}");
 }
 
 #[test]
