@@ -184,7 +184,11 @@ impl Layout {
                 .split_once('=')
                 .ok_or_else(|| format!("{field}: expected KEY=VALUE"))?;
             match key {
-                "pid" => layout.old_pid = number(key, value)? as u32,
+                "pid" => {
+                    layout.old_pid = value
+                        .parse()
+                        .map_err(|_| format!("{key}={value}: not a pid"))?
+                }
                 "own" => {
                     layout.own = value
                         .split(',')
@@ -641,6 +645,8 @@ mod tests {
             "pid=x own=2 shared=0 metrics=0 unix_file=0",
             "pid=1 own=2 shared=0 metrics=2 unix_file=0",
             "pid=1 own=2 shared=0 metrics=0 unix_file=0 color=red",
+            // Past a pid's range: an error, not a pid cut to 32 bits.
+            "pid=4294967297 own=2 shared=0 metrics=0 unix_file=0",
         ] {
             assert!(Layout::parse(bad).is_err(), "{bad:?}");
         }
