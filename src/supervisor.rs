@@ -235,6 +235,15 @@ pub fn run(
             // Our copies would keep the sockets open, and new clients
             // queued in them, after every worker stopped accepting.
             sockets.close_all();
+            if let Some(old) = old_pid.filter(|&old| parent_pid() == old) {
+                // The service stops while the old generation still drains
+                // (systemd signals only its main process, us): it shuts
+                // down gracefully too, rather than be killed with the unit
+                // once we exit. Still our parent, so the pid is still its.
+                info!("{name}: passed on to the old generation (pid {old}), still draining");
+                // SAFETY: kill only sends a signal, to our living parent.
+                unsafe { libc::kill(old as libc::pid_t, SIGTERM) };
+            }
         }
         if let Some(child) = upgrader.poll() {
             successor = Some(child);

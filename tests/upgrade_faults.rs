@@ -365,3 +365,25 @@ fn a_new_generation_dying_during_the_drain_is_logged_as_an_error_naming_the_outa
     held.write_all(b"still held\n").unwrap();
     assert_eq!(read_exact(&mut held, 11), b"still held\n");
 }
+
+#[test]
+fn a_stop_during_the_drain_shuts_the_old_generation_down_gracefully_too() {
+    let scratch = Scratch::new("upgrade-stop-in-drain");
+    let (mut server, stderr) = spawn_from(&scratch, &["--listen", "127.0.0.1:0"], 1);
+    let addr = server.addr(0);
+    wait_for_children(server.pid(), 1);
+    let mut held = echo_once(addr, "before\n");
+    let new = upgrade(&server, &stderr);
+    expect_line(&stderr, "SIGQUIT: draining");
+    // A service manager's stop: SIGTERM to the main process, the new one.
+    kill(new.0, libc::SIGTERM);
+    expect_line(&stderr, "passed on to the old generation");
+    // The old worker shuts down as on SIGTERM: the held connection, owed
+    // nothing, gets its end of stream (not a reset), and the old exits.
+    expect_line(&stderr, "SIGTERM during the drain: shutting down");
+    held.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut byte = [0u8; 1];
+    assert_eq!(held.read(&mut byte).unwrap(), 0, "an end of stream");
+    drop(held);
+    assert_eq!(wait_for_exit(&mut server).code(), Some(0));
+}
