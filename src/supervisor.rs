@@ -146,7 +146,8 @@ pub fn run(
     );
     let old_pid = ready.old_pid(); // a new generation's old supervisor
     let mut ready = Some(ready); // until every worker accepts
-                                 // A new generation accepts: our workers drain, none is restarted.
+    let mut announced = false;
+    // A new generation accepts: our workers drain, none is restarted.
     let mut draining = false;
     let mut successor = None; // the new generation, reaped if it exits first
     let mut pool: Vec<Worker> = (0..workers)
@@ -178,6 +179,7 @@ pub fn run(
         let leaving = stopping || draining || arrived.iter().any(|&signal| signal != SIGUSR2);
         if !leaving && ready.is_some() && slots.all_accepting() {
             if let Some(ready) = ready.take() {
+                announced = true;
                 info!("all {workers} workers accepting");
                 if let Some(path) = ready.announce() {
                     sockets.own_unix_file(path); // ours to remove at exit, from now on
@@ -235,11 +237,13 @@ pub fn run(
             // Our copies would keep the sockets open, and new clients
             // queued in them, after every worker stopped accepting.
             sockets.close_all();
-            if let Some(old) = old_pid.filter(|&old| parent_pid() == old) {
+            if let Some(old) = old_pid.filter(|&old| announced && parent_pid() == old) {
                 // The service stops while the old generation still drains
                 // (systemd signals only its main process, us): it shuts
                 // down gracefully too, rather than be killed with the unit
-                // once we exit. Still our parent, so the pid is still its.
+                // once we exit. Still our parent, so the pid is still its;
+                // only once we took over (before, a stop of ours cancels
+                // the upgrade, not the service).
                 info!("{name}: passed on to the old generation (pid {old}), still draining");
                 // SAFETY: kill only sends a signal, to our living parent.
                 unsafe { libc::kill(old as libc::pid_t, SIGTERM) };
