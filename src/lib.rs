@@ -77,6 +77,7 @@
 //! | [`stream`] | a TCP or Unix stream behind one type |
 //! | [`nonblocking`] | one socket call → one named outcome (`Data`, `WouldBlock`, `Reset`, `OutOfFiles`, ...) |
 //! | [`sockets`], [`fdlimit`] | binding (backlog, `SO_REUSEADDR`, stale Unix sockets), UDP replies from the address asked, and `RLIMIT_NOFILE` |
+//! | [`signal_mask`] | `SIGQUIT` and `SIGUSR2` held back in a starting child until its handlers are in place |
 //!
 //! `protocol` knows nothing of mio or sockets; `connection` knows sockets
 //! only as `Read + Write`; only `reactor` (and `bench`) touch `Poll`.
@@ -108,6 +109,7 @@ pub mod ratelimit;
 pub mod reactor;
 pub mod serve;
 pub mod server;
+pub mod signal_mask;
 pub mod sockets;
 pub mod stats;
 pub mod stdout;

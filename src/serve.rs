@@ -29,7 +29,7 @@ use crate::auth_key::load_auth_key;
 use crate::fdlimit::{default_max_connections, nofile_limits, raise_nofile_limit};
 use crate::inherit::{inherited_sockets, listening_fd};
 use crate::machine::physical_memory_bytes;
-use crate::pidfile::PidFile;
+use crate::pidfile::{hold_for_life, PidFile};
 use crate::protocol::{
     AuthKey, Authenticated, Echo, Framing, FramingName, Greet, Json, Prefix, Protocol,
     ProtocolName, ProxyHeaderFirst, Upper, CHALLENGE_BYTES, HANDSHAKE_TIMEOUT,
@@ -520,13 +520,11 @@ fn print_listening(bound: &[BoundSocket], metrics: Option<SocketAddr>) {
 fn supervise(args: &ServeArgs, config: &Config) -> io::Result<()> {
     let pid_file = args.pid_file.clone().map(PidFile::new);
     let (mut sockets, takeover) = match take_over(config.backlog, args.workers)? {
-        // A new generation: the old one's sockets; the pid file is
-        // rewritten once our workers accept.
+        // A new generation: the old one's sockets; the old supervisor
+        // rewrites the pid file once our workers accept.
         Some((sockets, takeover)) => (sockets, Some(takeover)),
         None => {
-            if let Some(file) = &pid_file {
-                file.write(std::process::id())?; // before binding: a bad path binds nothing
-            }
+            pid_file.as_ref().map(PidFile::claim).transpose()?; // held: refused, nothing bound
             let sockets = match inherited_sockets()? {
                 Some(inherited) => WorkerSockets::inherited(inherited, args.workers),
                 None => WorkerSockets::bind(config, args.workers)?,
@@ -540,21 +538,23 @@ fn supervise(args: &ServeArgs, config: &Config) -> io::Result<()> {
         (Some(addr), None) => Some(sockets.serve_metrics(addr)?),
         (None, _) => None,
     };
+    if let (Some(file), None) = (&pid_file, &takeover) {
+        // Only once bound: a second server started by mistake fails to
+        // bind and leaves the running one's file alone.
+        let lock = file.write_locked(std::process::id());
+        hold_for_life(lock.inspect_err(|_| sockets.remove_unix_file())?);
+    }
     print_listening(&sockets.bound, metrics);
     let share = config.max_memory / args.workers;
-    match share {
-        0 => info!(
-            "supervising {} workers, with no memory budget",
-            args.workers
-        ),
+    let budget = match share {
+        0 => "with no memory budget".to_string(),
         // The real total: each worker enforces its share, rounded down.
-        _ => info!(
-            "supervising {} workers, each with a {share} byte share of --max-memory: \
-             {} bytes in all",
-            args.workers,
+        _ => format!(
+            "each with a {share} byte share of --max-memory: {} bytes in all",
             share * args.workers
         ),
-    }
+    };
+    info!("supervising {} workers, {budget}", args.workers);
     let ready = Announcement { pid_file, takeover };
     let args_again = std::env::args_os().skip(1).collect();
     let code = supervisor::run(sockets, args.workers, args_again, ready)?;

@@ -181,12 +181,15 @@ impl<P: Protocol> Server<P> {
         let mut unix_path = None;
         if let Some(path) = &config.unix {
             let listener = bind_unix(path, config.backlog)?;
-            unix_path = Some(UnixPathGuard(path.clone()));
+            unix_path = Some(path.clone());
             bound.push(BoundSocket::Unix(path.clone()));
             sockets.push(Listening::Unix(listener));
         }
         let mut server = Self::adopt(config, protocol, bound.into_iter().zip(sockets).collect())?;
-        server.unix_guard = unix_path;
+        if let Some(path) = unix_path {
+            server.reactor.own_unix_file(path.clone());
+            server.unix_guard = Some(UnixPathGuard(path));
+        }
         Ok(server)
     }
 

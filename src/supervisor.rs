@@ -21,6 +21,9 @@
 //!   the other workers take its new connections (`worker_sockets.rs`);
 //! - on SIGUSR2, starts a new generation on the same sockets and, once it
 //!   accepts, has its workers drain and exits (`upgrade.rs`);
+//! - on SIGQUIT, a graceful stop: every worker drains (stops accepting,
+//!   serves what it holds until it closes, at most `--drain-timeout`),
+//!   then it exits; a rolled-back new generation is told to stop this way;
 //! - forwards SIGINT/SIGTERM (each worker drains as `serve` does; a second
 //!   signal makes them, and it, exit at once), closing its copies of the
 //!   sockets so the port refuses new connections once the workers stop
@@ -48,6 +51,8 @@ use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM, SIGUSR2};
 use signal_hook::iterator::Signals;
 
 use crate::inherit::pass_sockets;
+use crate::pidfile::RemoveAtExit;
+use crate::signal_mask;
 use crate::upgrade::{program_path, Announcement, Upgrader, UPGRADE_ENV};
 pub use crate::worker_sockets::WorkerSockets;
 use crate::worker_stats::{WorkerSlots, METRICS_FD_ENV, SLOTS_FD_ENV};
@@ -126,14 +131,23 @@ pub fn run(
     args: Vec<OsString>,
     ready: Announcement,
 ) -> io::Result<i32> {
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR2])
+    // First: every way out of here, errors included, removes the pid file.
+    let _remove_pid_file = ready.pid_file.clone().map(RemoveAtExit);
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGQUIT, SIGUSR2])
         .map_err(|e| io::Error::new(e.kind(), format!("install signal handlers: {e}")))?;
+    signal_mask::release_held(); // started by an old generation: held till now
     let slots = WorkerSlots::create(workers)?;
     let launcher = Launcher::new(workers, args)?;
-    let mut upgrader = Upgrader::new(program_path(), launcher.arg0.clone(), launcher.args.clone());
-    let pid_file = ready.pid_file.clone();
+    let mut upgrader = Upgrader::new(
+        program_path(),
+        launcher.arg0.clone(),
+        launcher.args.clone(),
+        ready.pid_file.clone(),
+    );
+    let old_pid = ready.old_pid(); // a new generation's old supervisor
     let mut ready = Some(ready); // until every worker accepts
-                                 // A new generation accepts: our workers drain, none is restarted.
+    let mut announced = false;
+    // A new generation accepts: our workers drain, none is restarted.
     let mut draining = false;
     let mut successor = None; // the new generation, reaped if it exits first
     let mut pool: Vec<Worker> = (0..workers)
@@ -150,9 +164,6 @@ pub fn run(
         // workers already started are told to by their death signal).
         if let Err(e) = start(worker, &mut sockets, &slots, &launcher) {
             sockets.remove_unix_file();
-            if let Some(file) = &pid_file {
-                file.remove_if_names(std::process::id());
-            }
             return Err(e);
         }
     }
@@ -160,21 +171,49 @@ pub fn run(
     let mut stopping = false;
     let mut throttled_logged = false;
     loop {
+        let arrived: Vec<i32> = signals.pending().collect();
         // Before the signals: a SIGUSR2 that comes once a worker served a
-        // client finds the generation announced.
-        if ready.is_some() && slots.all_accepting() {
+        // client finds the generation announced. Not once told to stop or
+        // drain: a new generation rolled back, or shut down, must not say
+        // it accepts (its old one would commit to it).
+        let leaving = stopping || draining || arrived.iter().any(|&signal| signal != SIGUSR2);
+        if !leaving && ready.is_some() && slots.all_accepting() {
             if let Some(ready) = ready.take() {
+                announced = true;
                 info!("all {workers} workers accepting");
-                if let Some(path) = ready.announce()? {
+                if let Some(path) = ready.announce() {
                     sockets.own_unix_file(path); // ours to remove at exit, from now on
                 }
             }
         }
-        for signal in signals.pending() {
+        for signal in arrived {
+            if signal == SIGQUIT {
+                if stopping || draining {
+                    info!("SIGQUIT during shutdown or a drain: ignored");
+                    continue;
+                }
+                // A graceful stop (nginx's QUIT), and how a rolled-back new
+                // generation hears it is one: every worker drains.
+                upgrader.abort("draining instead");
+                let left = pool.iter().filter(|w| w.child.is_some()).count();
+                info!("SIGQUIT: draining {left} workers, then exiting");
+                ready = None; // never announced now
+                draining = true;
+                forward(&pool, SIGQUIT);
+                sockets.close_all();
+                continue;
+            }
             if signal == SIGUSR2 {
                 match (stopping || draining, ready.is_some()) {
                     (true, _) => warn!("SIGUSR2 during shutdown or a drain: ignored"),
                     (_, true) => warn!("SIGUSR2 before every worker accepts: ignored"),
+                    // A container's init: our exit, which ends an upgrade,
+                    // would end the namespace and kill the new generation.
+                    _ if std::process::id() == 1 => error!(
+                        "SIGUSR2 ignored: this supervisor is PID 1 (a container's init), and \
+                         its exit after an upgrade would kill the new generation: \
+                         restart the container to upgrade"
+                    ),
                     _ => upgrader.begin(&mut sockets),
                 }
                 continue;
@@ -198,6 +237,17 @@ pub fn run(
             // Our copies would keep the sockets open, and new clients
             // queued in them, after every worker stopped accepting.
             sockets.close_all();
+            if let Some(old) = old_pid.filter(|&old| announced && parent_pid() == old) {
+                // The service stops while the old generation still drains
+                // (systemd signals only its main process, us): it shuts
+                // down gracefully too, rather than be killed with the unit
+                // once we exit. Still our parent, so the pid is still its;
+                // only once we took over (before, a stop of ours cancels
+                // the upgrade, not the service).
+                info!("{name}: passed on to the old generation (pid {old}), still draining");
+                // SAFETY: kill only sends a signal, to our living parent.
+                unsafe { libc::kill(old as libc::pid_t, SIGTERM) };
+            }
         }
         if let Some(child) = upgrader.poll() {
             successor = Some(child);
@@ -210,7 +260,13 @@ pub fn run(
         }
         if let Some(child) = successor.as_mut() {
             if let Ok(Some(status)) = child.try_wait() {
-                warn!("the new generation (pid {}) exited: {status}", child.id());
+                // Our copies of the sockets went at the commit, and our
+                // workers stopped accepting: nobody accepts any more.
+                error!(
+                    "the new generation (pid {}) exited ({status}) after taking over: nobody \
+                     accepts new connections; this generation only finishes its drain",
+                    child.id()
+                );
                 successor = None;
             }
         }
@@ -276,9 +332,18 @@ pub fn run(
     if draining {
         info!("drained, exiting");
     }
-    sockets.remove_unix_file(); // not after a handover: forgotten then
-    if let Some(file) = &pid_file {
-        file.remove_if_names(std::process::id());
+    if old_pid.is_some_and(|pid| parent_pid() == pid) {
+        // A new generation rolled back: the file is still its old one's
+        // (owned here only if the byte went out as the rollback began).
+        // Stopped while the old one still drains instead, the file is left
+        // behind, stale: a later bind replaces it, where removing a file
+        // still served would refuse every new client.
+        info!(
+            "the old generation (pid {}) still runs: the Unix socket file is left",
+            parent_pid()
+        );
+    } else {
+        sockets.remove_unix_file(); // not after a handover: forgotten then
     }
     // Every worker has exited and published its last numbers; a killed
     // one's are those it published last.
@@ -346,6 +411,7 @@ fn start(
     let _copies = pass_sockets(&mut command, &fds).map_err(named)?;
     command.env("LISTEN_FDS", listening.to_string());
     drain_if_orphaned(&mut command, std::process::id() as libc::pid_t);
+    signal_mask::hold_until_handled(&mut command); // a drain's SIGQUIT may come early
     let mut child = command.spawn().map_err(named)?;
     info!("worker {index} started (pid {})", child.id());
     let stdout = child.stdout.take().expect("stdout was piped");
@@ -400,6 +466,12 @@ fn forward(pool: &[Worker], signal: i32) {
         // SAFETY: kill only sends a signal, to a child we started.
         unsafe { libc::kill(child.id() as libc::pid_t, signal) };
     }
+}
+
+/// This process's parent.
+fn parent_pid() -> u32 {
+    // SAFETY: getppid cannot fail.
+    unsafe { libc::getppid() as u32 }
 }
 
 /// How a worker ended, for the log line that says it is replaced.

@@ -11,154 +11,19 @@ mod support;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::mpsc::Receiver;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::scrape::{metrics_addr, wait_for_value};
+use support::upgrade::*;
 use support::workers::*;
 use support::*;
 
 const ACTIVE: &str = "echo_reactor_connections_active";
 const ACCEPTED: &str = "echo_reactor_connections_accepted_total";
-
-/// A directory of the test's own, removed at the end.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("echo-reactor-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn binary(&self) -> PathBuf {
-        self.0.join("echo-reactor")
-    }
-
-    fn pid_file(&self) -> PathBuf {
-        self.0.join("echo-reactor.pid")
-    }
-
-    fn pid_in_file(&self) -> i32 {
-        std::fs::read_to_string(self.pid_file())
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    }
-
-    /// Put the real binary at [`Scratch::binary`] (a rename over the file,
-    /// as a package manager does: the running image is not touched).
-    fn install_real_binary(&self) {
-        let staged = self.0.join("staged");
-        std::fs::copy(env!("CARGO_BIN_EXE_echo-reactor"), &staged).unwrap();
-        std::fs::rename(&staged, self.binary()).unwrap();
-    }
-
-    /// Put a shell script at [`Scratch::binary`] in its place.
-    fn install_script(&self, body: &str) {
-        let staged = self.0.join("staged");
-        std::fs::write(&staged, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::rename(&staged, self.binary()).unwrap();
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A new generation: not our child (the old supervisor started it), so
-/// ended by pid when the test is done, with its workers (their parent-death
-/// signal).
-struct Generation(i32);
-
-impl Drop for Generation {
-    fn drop(&mut self) {
-        // SAFETY: kill only sends a signal, to a server this test started.
-        unsafe { libc::kill(self.0, libc::SIGKILL) };
-    }
-}
-
-/// `serve ARGS --pid-file` run from the scratch copy of the binary, its
-/// stderr followed, `lines` startup lines read.
-fn spawn_from(scratch: &Scratch, args: &[&str], lines: usize) -> (ServeProcess, Receiver<String>) {
-    scratch.install_real_binary();
-    let mut cmd = Command::new(scratch.binary());
-    cmd.arg("serve")
-        .args(args)
-        .arg("--pid-file")
-        .arg(scratch.pid_file())
-        .stdout(Stdio::piped())
-        .env("RUST_LOG", "info");
-    let (server, stderr) = spawn_workers_with(cmd, lines);
-    // A SIGUSR2 before then is ignored.
-    expect_line(&stderr, "workers accepting");
-    assert_eq!(
-        scratch.pid_in_file(),
-        server.pid(),
-        "the pid file names the supervisor"
-    );
-    (server, stderr)
-}
-
-/// Wait for the process `server` (the old supervisor) to exit: its
-/// status. (Its stdout stays open: the new generation shares it.)
-fn wait_for_exit(server: &mut ServeProcess) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "the old supervisor did not exit"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Wait for a log line containing `needle`; on a timeout, the lines seen
-/// meanwhile are in the failure.
-fn expect_line(stderr: &Receiver<String>, needle: &str) -> String {
-    let start = Instant::now();
-    let mut seen = Vec::new();
-    while let Some(left) = DEADLINE.checked_sub(start.elapsed()) {
-        match stderr.recv_timeout(left) {
-            Ok(line) if line.contains(needle) => return line,
-            Ok(line) => seen.push(line),
-            Err(_) => break,
-        }
-    }
-    panic!("no line with {needle:?}; seen:\n{}", seen.join("\n"));
-}
-
-/// `SIGUSR2`, then the line saying the new generation accepts: its pid.
-fn upgrade(server: &ServeProcess, stderr: &Receiver<String>) -> Generation {
-    server.signal(libc::SIGUSR2);
-    accepting(stderr)
-}
-
-/// The line saying the new generation accepts: its pid.
-fn accepting(stderr: &Receiver<String>) -> Generation {
-    let line = expect_line(stderr, "upgrade: new generation pid");
-    assert!(line.ends_with("accepting"), "{line}");
-    let pid = line
-        .split("pid ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|pid| pid.parse().ok())
-        .expect("a pid in the line");
-    Generation(pid)
-}
 
 /// The pid of the process holding the server side of `client`'s
 /// connection to `server`, among `candidates`.
@@ -195,14 +60,6 @@ fn server_side_inode(server: SocketAddr, client: SocketAddr) -> Option<u64> {
     let text = String::from_utf8_lossy(&out.stdout);
     text.split_whitespace()
         .find_map(|field| field.strip_prefix("ino:")?.parse().ok())
-}
-
-/// One line echoed on a new connection; the connection kept open.
-fn echo_once(addr: SocketAddr, line: &str) -> TcpStream {
-    let mut stream = connect(addr);
-    stream.write_all(line.as_bytes()).unwrap();
-    assert_eq!(read_exact(&mut stream, line.len()), line.as_bytes());
-    stream
 }
 
 #[test]
@@ -338,8 +195,10 @@ fn sigusr2_during_an_upgrade_is_ignored_and_a_new_generation_that_never_accepts_
     let (server, stderr) = spawn_from(&scratch, &["--listen", "127.0.0.1:0"], 1);
     let addr = server.addr(0);
     wait_for_children(server.pid(), 1);
-    // A "binary" that never says it accepts.
-    scratch.install_script("exec sleep 60");
+    // A "binary" that never says it accepts, and leaves when told to
+    // drain (it starts with SIGQUIT held back, as any new generation, so
+    // only a handler of its own sees it).
+    scratch.install_script("trap 'exit 0' QUIT\nwhile :; do sleep 0.05; done");
     server.signal(libc::SIGUSR2);
     expect_line(&stderr, "upgrade: starting");
     server.signal(libc::SIGUSR2);
@@ -357,6 +216,8 @@ fn sigusr2_during_an_upgrade_is_ignored_and_a_new_generation_that_never_accepts_
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|pid| pid.parse().ok())
         .unwrap();
+    // Told to drain (SIGQUIT), it does.
+    expect_line(&stderr, &format!("rolled-back generation pid {pid} exited"));
     assert!(
         !Path::new(&format!("/proc/{pid}")).exists(),
         "the new generation {pid} was killed and reaped"
@@ -503,7 +364,7 @@ fn sigusr2_to_a_server_without_a_supervisor_is_logged_and_ignored() {
 }
 
 #[test]
-fn systemd_is_told_ready_with_the_main_pid_by_each_generation() {
+fn systemd_learns_the_new_main_pid_from_the_old_supervisor_at_the_commit_and_nothing_more() {
     use std::os::unix::net::UnixDatagram;
     let scratch = Scratch::new("upgrade-notify");
     let socket_path = scratch.0.join("notify.sock");
@@ -521,10 +382,25 @@ fn systemd_is_told_ready_with_the_main_pid_by_each_generation() {
         .arg(scratch.pid_file())
         .env("NOTIFY_SOCKET", &socket_path)
         .stdout(Stdio::piped());
-    let (server, stderr) = spawn_workers_with(cmd, 1);
+    let (mut server, stderr) = spawn_workers_with(cmd, 1);
     assert_eq!(received(), format!("MAINPID={}\nREADY=1", server.pid()));
     let new = upgrade(&server, &stderr);
-    assert_eq!(received(), format!("MAINPID={}\nREADY=1", new.0));
+    // From the old supervisor, before it drains: the new main pid, then a
+    // barrier (its descriptor, dropped by this receive, lets it go on).
+    assert_eq!(received(), format!("MAINPID={}", new.0));
+    assert_eq!(received(), "BARRIER=1");
+    assert_eq!(wait_for_exit(&mut server).code(), Some(0));
+    // The new generation said nothing: whatever it would have said at its
+    // announcement came before the byte that let the old one exit.
+    manager.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 512];
+    match manager.recv(&mut buf) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!(
+            "more notifications: {other:?} {:?}",
+            String::from_utf8_lossy(&buf)
+        ),
+    }
 }
 
 #[test]

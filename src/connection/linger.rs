@@ -22,7 +22,9 @@
 //!    owes the client nothing but a clean FIN (counted in
 //!    `linger_timeouts`). Then close.
 //!
-//! One shortcut, for shutdown only: a connection with no partial message
+//! One shortcut, for a shutdown on a signal only (not at the end of an
+//! upgrade's drain, whose remaining clients are pooled ones that may send
+//! their next request at any moment): a connection with no partial message
 //! of the client's in our input buffer and nothing queued to read (neither
 //! announced by the last poll nor arrived since it: `FIONREAD` is 0), whose
 //! peer has acknowledged everything we sent (`SIOCOUTQ` is 0),

@@ -321,6 +321,15 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
             self.ending = Some(CloseReason::Shutdown);
             return Next::Close(CloseReason::Shutdown); // an idle client: nothing to lose
         }
+        self.stop_reading_lingering(ws)
+    }
+
+    /// Stop reading for good, idle or not: close once the replies already
+    /// owed have been delivered, through the lingering close (`linger.rs`)
+    /// — half-closed first, so a request crossing our end meets an EOF,
+    /// not a reset. What is dropped is only a partial message: every
+    /// complete one read was answered as it was read.
+    pub fn stop_reading_lingering(&mut self, ws: &mut Workspace) -> Next {
         self.ending.get_or_insert(CloseReason::Shutdown);
         self.inbuf.clear(&mut ws.ctx.gauge);
         self.next_after_output(ws)

@@ -182,7 +182,9 @@ pub struct Reactor<P: Protocol> {
     /// SIGQUIT: not accepting, serving what is held until it closes or
     /// `shutdown_deadline_ms` (`shutdown.rs`).
     draining: bool,
-    /// The Unix socket files we listen on: a second signal exits at once,
+    /// The Unix socket files this process created (standalone `serve`;
+    /// never a worker's, whose file is its supervisor's, and after an
+    /// upgrade a new generation's): a second signal exits at once,
     /// skipping the destructors that would remove them, so it does.
     unix_paths: Vec<std::path::PathBuf>,
     /// `--metrics`: the HTTP listener and its connections (`metrics_listener.rs`).
@@ -221,15 +223,7 @@ impl<P: Protocol> Reactor<P> {
             ));
         }
         let mut endpoints = Vec::with_capacity(sockets.len());
-        let mut unix_paths = Vec::new();
         for (index, mut socket) in sockets.into_iter().enumerate() {
-            if let Listening::Unix(listener) = &socket {
-                let path = listener
-                    .local_addr()?
-                    .as_pathname()
-                    .map(|p| p.to_path_buf());
-                unix_paths.extend(path);
-            }
             let token = endpoint_token(index);
             let registry = poll.registry();
             match &mut socket {
@@ -243,6 +237,8 @@ impl<P: Protocol> Reactor<P> {
             let mut signals = Signals::new([SIGINT, SIGTERM, SIGQUIT, SIGUSR2])?;
             poll.registry()
                 .register(&mut signals, SIGNALS, Interest::READABLE)?;
+            // A worker starts with these held (its supervisor's doing).
+            crate::signal_mask::release_held();
             Some(signals)
         } else {
             None
@@ -283,13 +279,20 @@ impl<P: Protocol> Reactor<P> {
             settings,
             shutdown_deadline_ms: None,
             draining: false,
-            unix_paths,
+            unix_paths: Vec::new(),
             metrics: None,
             slot: None,
             slot_due_ms: NEVER,
             next_publish_ms: settings.stats_interval_ms.unwrap_or(NEVER),
             publishes_more: settings.stats_interval_ms.is_some(),
         })
+    }
+
+    /// This process created the Unix socket file at `path`: a second
+    /// signal, exiting at once, removes it. Only its creator may: the same
+    /// file may be listened on by another process, which then owns it.
+    pub fn own_unix_file(&mut self, path: std::path::PathBuf) {
+        self.unix_paths.push(path);
     }
 
     /// Under `--workers`: publish this loop's numbers into `slot`, at most
@@ -322,7 +325,7 @@ impl<P: Protocol> Reactor<P> {
             self.run_once()?;
             let now = self.clients.ws.ctx.now_ms;
             if self.shutdown_deadline_ms.is_none() && self.stop_requested.load(Ordering::Acquire) {
-                self.begin_shutdown();
+                self.begin_shutdown(false);
             }
             if let Some(deadline) = self.shutdown_deadline_ms {
                 // A drain waits for the health checks it holds too (each

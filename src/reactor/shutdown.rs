@@ -8,8 +8,10 @@
 //! clients and scrapes go to whoever else holds the sockets — and keep
 //! serving the connections held, reading and answering, until each closes.
 //! `/healthz` on a metrics connection still held answers 503. After the
-//! drain timeout the shutdown above closes what remains (owed replies
-//! first, then the lingering close); a SIGINT/SIGTERM starts it sooner.
+//! drain timeout the shutdown above closes what remains: owed replies
+//! first, then the lingering close for every connection, idle ones too (a
+//! half-close, so a request crossing it meets an EOF, not a reset); a
+//! SIGINT/SIGTERM starts that shutdown sooner, with the idle shortcut below.
 //!
 //! A connection we owe nothing closes at once, unless we sent to it within
 //! the last second — it may be mid-conversation, its next message on the
@@ -89,6 +91,7 @@ impl<P: Protocol> Reactor<P> {
         }
         let now = self.clients.ws.ctx.now_ms;
         self.draining = true;
+        serve_on_if_orphaned();
         self.shutdown_deadline_ms = Some(due_after(now, self.settings.drain_timeout_ms));
         let registry = self.poll.registry();
         self.clients.stop_accepting(registry);
@@ -104,7 +107,10 @@ impl<P: Protocol> Reactor<P> {
     }
 
     /// The drain timeout is over: shut down as on SIGTERM, closing what
-    /// remains gracefully (called by `run` between turns).
+    /// remains gracefully (called by `run` between turns). Idle
+    /// connections too go through the lingering close: the clients still
+    /// connected at the drain's end are pooled or keep-alive ones, whose
+    /// next request may cross a plain `close()` and draw a reset.
     pub(super) fn end_drain(&mut self) {
         info!(
             "drain timeout: {} connections still open; shutting down",
@@ -112,16 +118,17 @@ impl<P: Protocol> Reactor<P> {
         );
         self.draining = false;
         self.stop_requested.store(true, Ordering::Release);
-        self.begin_shutdown();
+        self.begin_shutdown(true);
     }
 
-    /// Stop accepting, stop reading, and give pending output the grace period.
-    pub(super) fn begin_shutdown(&mut self) {
+    /// Stop accepting, stop reading, and give pending output the grace
+    /// period; with `linger_idle`, idle connections linger too.
+    pub(super) fn begin_shutdown(&mut self, linger_idle: bool) {
         let now = self.clients.ws.ctx.now_ms;
         self.shutdown_deadline_ms = Some(due_after(now, self.settings.shutdown_grace_ms));
         let waiting = self
             .clients
-            .stop_accepting_and_reading(self.poll.registry());
+            .stop_accepting_and_reading(self.poll.registry(), linger_idle);
         // Connections with nothing pending closed just now: free a first
         // batch (the loop does not sleep while more wait to be reaped).
         self.clients.reap_closed(REAP_BUDGET);
@@ -130,6 +137,19 @@ impl<P: Protocol> Reactor<P> {
             waiting_on(waiting),
             self.settings.shutdown_grace_ms
         );
+    }
+}
+
+/// A worker's supervisor dying sends it SIGTERM (`supervisor.rs`): a
+/// worker that accepts must not serve on unsupervised. A draining one
+/// accepts nothing, and its drain is bounded by the drain timeout: it
+/// finishes that rather than cut the connections it holds short when the
+/// old supervisor dies (killed, or its unit stopped) during the drain.
+fn serve_on_if_orphaned() {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    // SAFETY: prctl with PR_SET_PDEATHSIG and 0 only clears a setting.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, 0 as libc::c_ulong);
     }
 }
 
@@ -169,14 +189,23 @@ impl<P: Protocol> Clients<P> {
     }
 
     /// Close every listening socket and stop reading every connection;
-    /// idle ones close now. Returns what is left to wait on.
-    pub(super) fn stop_accepting_and_reading(&mut self, registry: &Registry) -> Waiting {
+    /// idle ones close now, unless `linger_idle`. Returns what is left to
+    /// wait on.
+    pub(super) fn stop_accepting_and_reading(
+        &mut self,
+        registry: &Registry,
+        linger_idle: bool,
+    ) -> Waiting {
         self.stop_accepting(registry);
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for &key in &keys {
             let conn = &mut self.conns[key];
             if !conn.closed {
-                let next = conn.stop_reading(&mut self.ws);
+                let next = if linger_idle {
+                    conn.stop_reading_lingering(&mut self.ws)
+                } else {
+                    conn.stop_reading(&mut self.ws)
+                };
                 self.after(key, next);
             }
         }

@@ -11,6 +11,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 pub mod scrape;
+pub mod upgrade;
 pub mod workers;
 
 use echo_reactor::protocol::Protocol;
