@@ -316,7 +316,9 @@ mod tests {
         assert!(process_rss_hwm(pid).unwrap() > 0);
         let tree = tree_memory(pid).unwrap();
         assert!(0 < tree.anon && tree.anon < tree.rss, "{tree:?}");
-        assert_eq!(tree.processes, 1);
+        // At least this process: other tests of this binary run beside
+        // this one and may have children of their own at this moment.
+        assert!(tree.processes >= 1, "{tree:?}");
     }
 
     #[test]
