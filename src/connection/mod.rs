@@ -50,7 +50,7 @@ pub use workspace::{Context, Workspace, TRICKLE_BYTES};
 /// Per-connection limits, from the server's configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Stop reading a connection while its unsent output exceeds this.
+    /// Stop reading a connection once its unsent output reaches this.
     pub max_buffered: usize,
     /// Close a connection whose unparsed input (a partial message) exceeds this.
     pub max_line: usize,

@@ -258,8 +258,9 @@ impl<P: Protocol> Clients<P> {
     /// Step 4: serve the first `carried` entries of the ready queue — those
     /// queued before this turn's events were dispatched. An entry queued
     /// during this turn (its budget ran out in step 3) waits for the next
-    /// turn, as does one that re-queues itself now, and one whose event
-    /// already spent this turn's budget (`BUDGET_SPENT`): the read budget is
+    /// turn, as does one that re-queues itself now, and one a deadline drove
+    /// into spending this turn's budget while it was queued (`BUDGET_SPENT`;
+    /// an event never drives a queued connection): the read budget is
     /// per connection *per turn*, and a zero-timeout poll lets fresh events
     /// in before anyone gets another. The step reads at most about
     /// [`TURN_READ_BUDGET`] in bulk: once it is spent the rest of the queue

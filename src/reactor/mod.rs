@@ -10,14 +10,17 @@
 //! 2. `epoll_wait` for events (`EINTR` counts as "no events"), then read the
 //!    clock — once per turn, not per event;
 //! 3. dispatch each event: accept on a listener, receive on a UDP socket,
-//!    drive a connection, handle a signal. Reads that fill the scratch
-//!    buffer share one budget for the step ([`TURN_READ_BUDGET`]); once it
+//!    drive a connection, handle a signal. Reads of at least
+//!    [`TRICKLE_BYTES`] share one budget for the step ([`TURN_READ_BUDGET`]); once it
 //!    is spent, each read takes at most [`TRICKLE_BYTES`], so a small
 //!    message behind a thousand bulk senders is still answered this turn;
 //! 4. serve the ready queue: connections and sockets that stopped on their
 //!    per-turn budget with work possibly left, which no new edge would
-//!    announce — only those queued before step 3, and not one whose event
-//!    in step 3 already spent this turn's budget: one budget per turn each.
+//!    announce — only those queued before step 3 (an event for a queued
+//!    connection only records what it said; it is served here, in queue
+//!    order), and not one that a deadline drove while it was queued into
+//!    spending its budget again (it waits a turn more): one budget per turn
+//!    each.
 //!    The step has a [`TURN_READ_BUDGET`] of its own and stops once it is
 //!    spent; the rest of the queue waits, in order, for the next turns;
 //! 5. expire deadlines: protocol timers, idle and stalled connections,
@@ -108,8 +111,10 @@ pub const SCRATCH_BYTES: usize = 64 * 1024;
 /// after an `epoll_wait` (zero timeout) has let the others' events in: at
 /// most one budget per connection per turn (`tests/read_budget.rs`).
 pub const READ_BUDGET_BYTES: usize = 256 * 1024;
-/// Bytes that reads filling the whole scratch buffer may take in step 3 of
-/// one turn, from all connections together, and again in step 4. Past it,
+/// Bytes that reads of at least [`TRICKLE_BYTES`] (and every read that
+/// discards input) may take in step 3 of one turn, from all connections
+/// together, and again in step 4 (smaller reads, a message's worth, are
+/// not counted: the per-message path pays nothing for the budget). Past it,
 /// reads take at most [`TRICKLE_BYTES`] for the rest of step 3 and step 4
 /// stops: a turn's copying is bounded however many connections have bulk
 /// input, so the next `epoll_wait`, and whoever waits in it, comes soon.

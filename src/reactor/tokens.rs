@@ -10,7 +10,9 @@ use mio::Token;
 
 /// The token of the `mio::Waker` that another thread uses to stop the loop.
 pub const WAKER: Token = Token(usize::MAX);
-/// The token of the SIGINT/SIGTERM self-pipe.
+/// The token of the signal self-pipe: SIGINT/SIGTERM (shut down), SIGQUIT
+/// (drain, as an upgrade's old worker), SIGUSR2 (logged and ignored without
+/// a supervisor).
 pub const SIGNALS: Token = Token(usize::MAX - 1);
 /// The token of the timer that wakes the loop for an owed stats copy
 /// (`publish_timer.rs`).
