@@ -344,12 +344,27 @@ mod tests {
             assert!(start.elapsed() < Duration::from_secs(30), "{under:?}");
             thread::sleep(Duration::from_millis(10));
         };
-        let rss = process_rss(pid).unwrap();
-        let own = status_bytes(pid, "VmRSS:").unwrap();
-        let child = status_bytes(sleeper, "VmRSS:").unwrap();
-        let tree = tree_memory(pid).unwrap();
-        let anon =
-            status_bytes(pid, "RssAnon:").unwrap() + status_bytes(sleeper, "RssAnon:").unwrap();
+        // The sleeper has just exec'd: its pages may still be faulting in,
+        // so read until two readings taken one after another agree (both
+        // idle, both steady), within a deadline.
+        let read = || {
+            let rss = process_rss(pid).unwrap();
+            let own = status_bytes(pid, "VmRSS:").unwrap();
+            let child = status_bytes(sleeper, "VmRSS:").unwrap();
+            let tree = tree_memory(pid).unwrap();
+            let anon =
+                status_bytes(pid, "RssAnon:").unwrap() + status_bytes(sleeper, "RssAnon:").unwrap();
+            (rss, own, child, tree, anon)
+        };
+        let (rss, own, child, tree, anon) = loop {
+            let reading = read();
+            let (rss, own, child, tree, anon) = reading;
+            let agree = rss == own + child && (tree.rss, tree.anon) == (rss, anon);
+            if agree || start.elapsed() > Duration::from_secs(30) {
+                break reading;
+            }
+            thread::sleep(Duration::from_millis(10));
+        };
         // SAFETY: kill sends a signal to the child we started, by pid.
         unsafe { libc::kill(sleeper as libc::pid_t, libc::SIGKILL) };
         let cpu = process_cpu(pid).unwrap();
