@@ -72,9 +72,12 @@ fn the_package_leaves_out_what_a_user_does_not_need() {
 }
 
 #[test]
-fn the_package_stays_under_2_mib() {
+fn the_package_stays_under_3_mib() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    // Uncompressed; the .crate is gzipped, so smaller still. Files cargo
+    // Uncompressed; the .crate is gzipped, so smaller still (crates.io
+    // takes up to 10 MiB compressed). The bound catches a stray large file
+    // (a chart, a recording, a core dump), not the sources and docs
+    // growing: they passed 2 MiB with the upgrade and its docs. Files cargo
     // writes itself (Cargo.toml.orig, .cargo_vcs_info.json) are counted
     // through their sources or are a few bytes.
     let total: u64 = packaged_files()
@@ -82,5 +85,5 @@ fn the_package_stays_under_2_mib() {
         .filter_map(|f| std::fs::metadata(root.join(f)).ok())
         .map(|m| m.len())
         .sum();
-    assert!(total < 2 << 20, "the package holds {total} bytes");
+    assert!(total < 3 << 20, "the package holds {total} bytes");
 }
