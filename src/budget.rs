@@ -88,14 +88,20 @@ pub enum BudgetAction {
 pub struct MemoryBudget {
     marks: Option<Marks>,
     under_pressure: bool,
+    /// Held bytes below this need no look ([`MemoryBudget::is_quiet`]):
+    /// the high-water mark, or 0 under pressure. Kept with the two fields
+    /// it follows from, so the per-turn question is one compare.
+    quiet_below: usize,
 }
 
 impl MemoryBudget {
     /// A budget of `max_memory` bytes (0: none — nothing is ever done).
     pub fn new(max_memory: usize) -> Self {
+        let marks = Marks::for_budget(max_memory);
         MemoryBudget {
-            marks: Marks::for_budget(max_memory),
+            marks,
             under_pressure: false,
+            quiet_below: Marks::high_water(marks),
         }
     }
 
@@ -116,7 +122,7 @@ impl MemoryBudget {
     /// only when it says no.
     #[inline]
     pub fn is_quiet(&self, held: usize) -> bool {
-        !self.under_pressure && held < Marks::high_water(self.marks)
+        held < self.quiet_below
     }
 
     /// Given the bytes held now, what to do. Call it after anything that
@@ -126,18 +132,23 @@ impl MemoryBudget {
             return BudgetAction::Nothing;
         };
         if held >= marks.budget {
-            self.under_pressure = true;
+            self.set_pressure(true);
             return BudgetAction::Evict { down_to: marks.low };
         }
         if !self.under_pressure && held >= marks.high {
-            self.under_pressure = true;
+            self.set_pressure(true);
             return BudgetAction::PressureStarts;
         }
         if self.under_pressure && held < marks.low {
-            self.under_pressure = false;
+            self.set_pressure(false);
             return BudgetAction::PressureEnds;
         }
         BudgetAction::Nothing
+    }
+
+    fn set_pressure(&mut self, on: bool) {
+        self.under_pressure = on;
+        self.quiet_below = if on { 0 } else { Marks::high_water(self.marks) };
     }
 }
 
@@ -208,6 +219,18 @@ mod tests {
         assert!(budget.under_pressure());
         assert_eq!(budget.check(31 * MIB), BudgetAction::PressureEnds);
         assert!(!budget.under_pressure());
+    }
+
+    #[test]
+    fn the_quick_look_follows_the_high_mark_and_pressure() {
+        let mut budget = MemoryBudget::new(64 * MIB);
+        assert!(budget.is_quiet(47 * MIB));
+        assert!(!budget.is_quiet(48 * MIB), "at the high mark");
+        assert_eq!(budget.check(48 * MIB), BudgetAction::PressureStarts);
+        assert!(!budget.is_quiet(0), "under pressure every turn looks");
+        assert_eq!(budget.check(31 * MIB), BudgetAction::PressureEnds);
+        assert!(budget.is_quiet(31 * MIB), "pressure over: quiet again");
+        assert!(MemoryBudget::new(0).is_quiet(usize::MAX - 1), "no budget");
     }
 
     #[test]

@@ -356,6 +356,12 @@ impl PublishGate {
         self.due_ms = 0;
     }
 
+    /// The next copy goes out no later than `ms`, though the interval
+    /// would allow it later (another reader of the numbers is due then).
+    pub fn due_no_later_than(&mut self, ms: u64) {
+        self.due_ms = self.due_ms.min(ms);
+    }
+
     /// While a skipped copy is owed, when it is due: the loop sleeps no
     /// later than this.
     pub fn wake_at(&self) -> Option<u64> {
@@ -402,6 +408,23 @@ mod tests {
         assert!(gate.should_publish(5));
         gate.force_next();
         assert!(gate.should_publish(5));
+    }
+
+    #[test]
+    fn a_copy_another_reader_is_due_for_goes_out_before_the_interval_ends() {
+        let mut gate = PublishGate::new(1_000);
+        assert!(gate.should_publish(5));
+        gate.due_no_later_than(40); // e.g. the stats line is due at 40
+        assert!(!gate.should_publish(39));
+        assert_eq!(
+            gate.wake_at(),
+            Some(40),
+            "the skipped copy wakes the loop by 40"
+        );
+        assert!(gate.should_publish(40));
+        gate.due_no_later_than(u64::MAX); // nothing else due: the interval
+        assert!(!gate.should_publish(1_039));
+        assert!(gate.should_publish(1_040));
     }
 
     #[test]

@@ -47,71 +47,111 @@ use std::time::Duration;
 pub const NEVER: u64 = u64::MAX;
 
 /// Milliseconds since the reactor started.
+///
+/// It counts whole milliseconds of `CLOCK_MONOTONIC` since the one it
+/// started in: `floor(now / 1 ms) - floor(start / 1 ms)`, not
+/// `floor((now - start) / 1 ms)`. Both readings ([`Clock::now_ms`] and
+/// [`Clock::now_ms_ceil`]) count from the same whole millisecond, so a
+/// deadline still never fires early; and whole seconds times 1 000 plus a
+/// 32-bit division of the nanoseconds is about half the instructions of a
+/// 64-bit nanosecond count divided down (this is read every loop turn).
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
     /// `CLOCK_MONOTONIC` at the start, in nanoseconds (u64 holds 584 years).
     start_ns: u64,
+    /// The whole millisecond the start fell in: reading 0.
+    start_tick: u64,
 }
 
 impl Clock {
     /// A clock reading 0 now.
     pub fn start() -> Self {
-        Clock {
-            start_ns: monotonic_ns(),
-        }
+        Self::from_start_ns(monotonic().as_ns())
     }
 
     /// A clock that has already run for `elapsed` (tests inject one, to
     /// stand for a loop turn that began long ago).
     pub fn already_run(elapsed: Duration) -> Self {
         let elapsed_ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        Self::from_start_ns(monotonic().as_ns().saturating_sub(elapsed_ns))
+    }
+
+    fn from_start_ns(start_ns: u64) -> Self {
         Clock {
-            start_ns: monotonic_ns().saturating_sub(elapsed_ns),
+            start_ns,
+            start_tick: start_ns / 1_000_000,
         }
     }
 
-    /// Milliseconds elapsed since [`Clock::start`], rounded down: the loop
-    /// turn's reading, and when to fire (a deadline `due` fires once this
-    /// is `>= due`).
+    /// Milliseconds since [`Clock::start`], rounded down: the loop turn's
+    /// reading, and when to fire (a deadline `due` fires once this is
+    /// `>= due`).
     ///
-    /// Read once per loop turn, so it is on every message's path: integer
-    /// nanoseconds from `clock_gettime` (a vDSO call, no syscall) cost a
-    /// third of `Instant::elapsed().as_millis()`, whose checked timespec
-    /// subtraction and 128-bit millisecond count were ~45 instructions a
-    /// turn. The division by a constant compiles to a multiply.
+    /// Read once per loop turn, so it is on every message's path: plain
+    /// integer arithmetic on `clock_gettime` (a vDSO call, no syscall),
+    /// about ten instructions with the call's set-up, where
+    /// `Instant::elapsed().as_millis()`'s checked timespec subtraction and
+    /// 128-bit millisecond count were ~45 (docs/BENCHMARKS.md, "A turn of
+    /// the loop at one connection"). The division by a constant compiles
+    /// to a multiply.
     #[inline]
     pub fn now_ms(&self) -> u64 {
-        monotonic_ns().saturating_sub(self.start_ns) / 1_000_000
+        monotonic().whole_ms().wrapping_sub(self.start_tick)
     }
 
-    /// Milliseconds elapsed since the start, rounded up: where a deadline
-    /// set now counts from. With [`Clock::now_ms`] rounding down on the
-    /// firing side, `due_after(now_ms_ceil(), d)` fires no sooner than `d`
-    /// after this call.
+    /// Milliseconds since the start, rounded up: where a deadline set now
+    /// counts from. With [`Clock::now_ms`] rounding down on the firing
+    /// side, `due_after(now_ms_ceil(), d)` fires no sooner than `d` after
+    /// this call.
     pub fn now_ms_ceil(&self) -> u64 {
-        self.elapsed_ns().div_ceil(1_000_000)
+        let now = monotonic();
+        let part = u64::from(!now.nanos.is_multiple_of(1_000_000));
+        (now.whole_ms() + part).wrapping_sub(self.start_tick)
     }
 
     /// Nanoseconds elapsed since the start.
     pub fn elapsed_ns(&self) -> u64 {
-        monotonic_ns().saturating_sub(self.start_ns)
+        monotonic().as_ns().saturating_sub(self.start_ns)
     }
 }
 
-/// `CLOCK_MONOTONIC` in nanoseconds: the clock `Instant` reads, without its
+/// A `CLOCK_MONOTONIC` reading: the clock `Instant` reads, without its
 /// checked arithmetic.
+#[derive(Debug, Clone, Copy)]
+struct Monotonic {
+    secs: u64,
+    /// Below 1 000 000 000: fits 32 bits, so dividing it is cheap.
+    nanos: u32,
+}
+
+impl Monotonic {
+    #[inline]
+    fn whole_ms(self) -> u64 {
+        // No overflow for 584 million years of uptime.
+        self.secs * 1_000 + u64::from(self.nanos / 1_000_000)
+    }
+
+    fn as_ns(self) -> u64 {
+        self.secs
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(self.nanos))
+    }
+}
+
 #[inline]
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
+fn monotonic() -> Monotonic {
+    let mut ts = std::mem::MaybeUninit::<libc::timespec>::uninit();
+    // SAFETY: `ts` is valid for writes of a timespec; CLOCK_MONOTONIC
+    // exists on every supported system, so the call cannot fail and always
+    // fills `ts` (POSIX), which makes `assume_init` sound.
+    let ts = unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, ts.as_mut_ptr());
+        ts.assume_init()
     };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC exists on
-    // every supported system, so the call cannot fail (it would leave 0).
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
+    Monotonic {
+        secs: ts.tv_sec as u64,
+        nanos: ts.tv_nsec as u32,
+    }
 }
 
 /// A duration in whole milliseconds, rounded up so a deadline never fires early.
@@ -397,18 +437,34 @@ mod tests {
 
     #[test]
     fn a_deadline_counted_from_the_rounded_up_reading_fires_no_sooner_than_asked() {
-        // A clock 10.9 ms into its run: the floor reads 10, so 200 ms from
-        // the floor would fire 199.1 ms after being set.
-        let clock = Clock::already_run(Duration::from_micros(10_900));
-        let set_at = Duration::from_nanos(clock.elapsed_ns());
-        let due = due_after(clock.now_ms_ceil(), 200);
-        // It fires at the first moment `now_ms()` (the floor) reaches `due`,
-        // i.e. at `due` whole milliseconds.
-        let fires_at = Duration::from_millis(due);
+        // Clocks 10.0–10.999 ms into their run, started anywhere within a
+        // millisecond: a floor reading would fire up to 1 ms early.
+        for micros in [10_000, 10_001, 10_500, 10_900, 10_999] {
+            let clock = Clock::already_run(Duration::from_micros(micros));
+            let set_at = clock.elapsed_ns();
+            let due = due_after(clock.now_ms_ceil(), 200);
+            // It fires at the first moment `now_ms()` (the floor) reaches
+            // `due`: the start of that whole millisecond of the clock.
+            let fires_at = (due + clock.start_tick) * 1_000_000 - clock.start_ns;
+            assert!(
+                fires_at >= set_at + 200_000_000,
+                "fires at {fires_at} ns, set at {set_at} ns"
+            );
+        }
+    }
+
+    #[test]
+    fn the_floor_and_ceiling_readings_count_from_the_same_millisecond() {
+        let clock = Clock::start();
+        let floor = clock.now_ms();
+        let ceil = clock.now_ms_ceil();
+        let floor_after = clock.now_ms();
         assert!(
-            fires_at >= set_at + Duration::from_millis(200),
-            "fires {fires_at:?}, set at {set_at:?}"
+            floor <= ceil && ceil <= floor_after + 1,
+            "{floor} {ceil} {floor_after}"
         );
+        let run = Clock::already_run(Duration::from_secs(3));
+        assert!((3_000..3_100).contains(&run.now_ms()), "{}", run.now_ms());
     }
 
     #[test]

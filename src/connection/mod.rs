@@ -247,11 +247,17 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
 
     /// Whether to read now: the kernel may have bytes, the peer has not
     /// closed, we still listen, and there is room for the output.
-    /// Asked once per readiness event, so the two bits are tested together.
     fn wants_input(&self, ctx: &Context) -> bool {
+        self.input_may_wait() && (self.outbuf.is_empty() || self.output_has_room(ctx))
+    }
+
+    /// The kernel may have bytes, the peer has not closed, and we still
+    /// listen. Asked once per readiness event, so the two bits are tested
+    /// together.
+    #[inline(always)]
+    fn input_may_wait(&self) -> bool {
         self.state & (State::READ_READY | State::PEER_CLOSED) == State::READ_READY
             && self.ending.is_none()
-            && (self.outbuf.is_empty() || self.output_has_room(ctx))
     }
 
     /// Whether the reactor must look at this connection (see [`State::NEEDS_REACTOR`]).
@@ -396,35 +402,42 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
     where
         P: Protocol<Session = Session>,
     {
-        // 1. Output first: freeing room in the send buffer may lift backpressure.
-        if self.state.contains(State::WRITE_READY) && !self.outbuf.is_empty() {
-            let ctx = &mut ws.ctx;
-            let before = self.outbuf.len();
-            let outcome = flush(
-                &mut self.socket,
-                &mut self.outbuf,
-                &mut ctx.gauge,
-                &mut ctx.counters,
-            );
-            if self.outbuf.len() < before {
-                self.last_activity_ms = ctx.now_ms;
-                self.output_progress_ms = ctx.now_ms;
+        // The common case first: nothing owed, so nothing to flush and
+        // room for output — one test of the buffer answers both.
+        let wants_input = if self.outbuf.is_empty() {
+            self.input_may_wait()
+        } else {
+            // 1. Output first: freeing room in the send buffer may lift backpressure.
+            if self.state.contains(State::WRITE_READY) {
+                let ctx = &mut ws.ctx;
+                let before = self.outbuf.len();
+                let outcome = flush(
+                    &mut self.socket,
+                    &mut self.outbuf,
+                    &mut ctx.gauge,
+                    &mut ctx.counters,
+                );
+                if self.outbuf.len() < before {
+                    self.last_activity_ms = ctx.now_ms;
+                    self.output_progress_ms = ctx.now_ms;
+                }
+                if TRACE {
+                    let left = self.outbuf.len();
+                    trace!("flushed {}: {outcome:?}, {left} unsent", before - left);
+                }
+                if let Err(reason) = self.after_flush(outcome) {
+                    return Next::Close(reason);
+                }
+                if outcome == FlushOutcome::Flushed {
+                    self.state.insert(State::OUTPUT_DRAINED);
+                }
             }
-            if TRACE {
-                let left = self.outbuf.len();
-                trace!("flushed {}: {outcome:?}, {left} unsent", before - left);
-            }
-            if let Err(reason) = self.after_flush(outcome) {
-                return Next::Close(reason);
-            }
-            if outcome == FlushOutcome::Flushed {
-                self.state.insert(State::OUTPUT_DRAINED);
-            }
-        }
-        // 2. Input, if the kernel may have some and we are willing to take it.
-        if !self.wants_input(&ws.ctx) {
+            // 2. Input, if the kernel may have some and we are willing to take it.
+            self.wants_input(&ws.ctx)
+        };
+        if !wants_input {
             // Paused by backpressure leaves READ_READY set: when a writable
-            // edge drains the output, step 2 above runs again and reads the
+            // edge drains the output, step 1 above runs again and reads the
             // bytes no new readable edge would announce.
             return self.next_after_output(ws);
         }

@@ -10,7 +10,7 @@
 //! 2. `epoll_wait` for events (`EINTR` counts as "no events"), then read the
 //!    clock — once per turn, not per event;
 //! 3. dispatch each event: accept on a listener, receive on a UDP socket,
-//!    drive a connection, handle a signal. Reads of at least
+//!    drive a connection, note that signals arrived. Reads of at least
 //!    [`TRICKLE_BYTES`] share one budget for the step ([`TURN_READ_BUDGET`]); once it
 //!    is spent, each read takes at most [`TRICKLE_BYTES`], so a small
 //!    message behind a thousand bulk senders is still answered this turn;
@@ -38,6 +38,11 @@
 //!    numbers stale and arms a timer for the copy's due time
 //!    (`publish_timer.rs`, a `timerfd` in the epoll set), so a reader never
 //!    waits on stale numbers for longer than that, even if no event comes.
+//!
+//! Between turns, `run` (in `turns`) handles the signals step 3 noted and
+//! checks whether a stop was asked for, and during a shutdown or drain
+//! whether it is over: only after a wake-up or a signal, or while a
+//! shutdown or drain is under way, so any other turn pays one test.
 //!
 //! With `--metrics`, one more listener and its HTTP connections take
 //! tokens of their own and are served in step 3, their deadlines expired
@@ -182,8 +187,17 @@ pub struct Reactor<P: Protocol> {
     publish_timer: PublishTimer,
     /// Set when shutdown begins: the end of the flush window. Also set
     /// while draining (`draining`): the end of the drain, after which the
-    /// shutdown begins. One field for both, so a turn tests one value.
-    shutdown_deadline_ms: Option<u64>,
+    /// shutdown begins. One field for both, so a turn tests one value
+    /// ([`NEVER`]: neither).
+    shutdown_deadline_ms: u64,
+    /// Between two turns, `run` has something to look at: a wake-up came
+    /// (`stop_requested` may be set: whoever sets it wakes the loop, as
+    /// `ServerHandle::stop` does, or is the loop itself), signals came
+    /// (`signals_arrived`), or a shutdown or drain is under way. Any other
+    /// turn, the most common by far, pays one test for all of them.
+    look_between_turns: bool,
+    /// The signal pipe was readable this turn: read it between turns.
+    signals_arrived: bool,
     /// SIGQUIT: not accepting, serving what is held until it closes or
     /// `shutdown_deadline_ms` (`shutdown.rs`).
     draining: bool,
@@ -193,7 +207,9 @@ pub struct Reactor<P: Protocol> {
     /// skipping the destructors that would remove them, so it does.
     unix_paths: Vec<std::path::PathBuf>,
     /// `--metrics`: the HTTP listener and its connections (`metrics_listener.rs`).
-    metrics: Option<MetricsEndpoint>,
+    // Boxed: a turn asks "any metrics?" twice, and a null test is
+    // shorter than a test of the large struct's niche.
+    metrics: Option<Box<MetricsEndpoint>>,
     /// Under `--workers`: this worker's slot of the numbers every worker
     /// shares (`worker_stats.rs`).
     slot: Option<Box<SlotWriter>>, // boxed: the loop's own struct stays small
@@ -282,7 +298,9 @@ impl<P: Protocol> Reactor<P> {
             publish: PublishGate::new(STATS_PUBLISH_INTERVAL_MS),
             publish_timer,
             settings,
-            shutdown_deadline_ms: None,
+            shutdown_deadline_ms: NEVER,
+            look_between_turns: true, // a stop asked for before the first turn
+            signals_arrived: false,
             draining: false,
             unix_paths: Vec::new(),
             metrics: None,
@@ -315,7 +333,7 @@ impl<P: Protocol> Reactor<P> {
         shared: Option<Arc<WorkerSlots>>,
     ) -> io::Result<()> {
         let endpoint = MetricsEndpoint::new(listener, shared, self.poll.registry())?;
-        self.metrics = Some(endpoint);
+        self.metrics = Some(Box::new(endpoint));
         Ok(())
     }
 
@@ -326,13 +344,40 @@ impl<P: Protocol> Reactor<P> {
         if let Some(slot) = &self.slot {
             slot.mark_accepting(); // a new generation waits for this (`upgrade.rs`)
         }
+        self.turns()?;
+        self.publish.force_next(); // the final numbers go out whatever the clock says
+        self.publish_stats();
+        if let Some(slot) = &self.slot {
+            let numbers = worker_numbers(&self.stats, &self.clients, self.metrics.as_deref());
+            slot.publish_now(&numbers); // the last word, exact
+        }
+        Ok(self.stats.snapshot())
+    }
+
+    /// The turns themselves, until the shutdown is over: what `run` is
+    /// besides its first and last words.
+    // One function with every step inlined into it (`run_once`, and the
+    // per-event path of `dispatch_events_logged`): as a call per turn, the
+    // event dispatch saved and restored its registers every message
+    // (docs/BENCHMARKS.md, "A turn of the loop at one connection").
+    #[inline(never)]
+    fn turns(&mut self) -> io::Result<()> {
         loop {
             self.run_once()?;
-            let now = self.clients.ws.ctx.now_ms;
-            if self.shutdown_deadline_ms.is_none() && self.stop_requested.load(Ordering::Acquire) {
+            if !self.look_between_turns {
+                continue;
+            }
+            if std::mem::take(&mut self.signals_arrived) {
+                self.on_signals();
+            }
+            if self.shutdown_deadline_ms == NEVER && self.stop_requested.load(Ordering::Acquire) {
                 self.begin_shutdown(false);
             }
-            if let Some(deadline) = self.shutdown_deadline_ms {
+            let deadline = self.shutdown_deadline_ms;
+            // Until a shutdown or drain begins, nothing more to look at.
+            self.look_between_turns = deadline != NEVER;
+            if deadline != NEVER {
+                let now = self.clients.ws.ctx.now_ms;
                 // A drain waits for the health checks it holds too (each
                 // has METRICS_DEADLINE_MS): exiting would reset them.
                 let scrapes =
@@ -355,16 +400,11 @@ impl<P: Protocol> Reactor<P> {
                 }
             }
         }
-        self.publish.force_next(); // the final numbers go out whatever the clock says
-        self.publish_stats();
-        if let Some(slot) = &self.slot {
-            let numbers = worker_numbers(&self.stats, &self.clients, self.metrics.as_ref());
-            slot.publish_now(&numbers); // the last word, exact
-        }
-        Ok(self.stats.snapshot())
+        Ok(())
     }
 
     /// One turn of the loop (see the module docs for the steps).
+    #[inline(always)]
     pub fn run_once(&mut self) -> io::Result<()> {
         let timeout = self.next_timeout(); // 1. zero if work is queued, else nearest deadline
         self.poll_events(timeout)?; // 2. epoll_wait; EINTR counts as "no events"
@@ -401,13 +441,13 @@ impl<P: Protocol> Reactor<P> {
         // the chain compiled to an out-of-line fold.
         let metrics_due = self
             .metrics
-            .as_ref()
+            .as_deref()
             .and_then(MetricsEndpoint::next_deadline);
         let nearest = self
             .clients
             .endpoints_resume_ms
             .min(self.clients.deadlines.next_due().unwrap_or(NEVER))
-            .min(self.shutdown_deadline_ms.unwrap_or(NEVER))
+            .min(self.shutdown_deadline_ms)
             .min(metrics_due.unwrap_or(NEVER))
             .min(self.next_publish_ms);
         if nearest == NEVER {
@@ -423,14 +463,7 @@ impl<P: Protocol> Reactor<P> {
     fn poll_events(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.clients.ws.ctx.counters.poll_calls += 1;
         match self.poll.poll(&mut self.events, timeout) {
-            Ok(()) => {
-                // Once per turn: whether to log a line per event and outcome.
-                self.clients.tracing = log_enabled!(Level::Trace);
-                if self.clients.tracing {
-                    trace!("poll: {} events", self.events.iter().count());
-                }
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             // A signal interrupted epoll_wait: not an error, just no events.
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {
                 self.events.clear();
@@ -444,8 +477,12 @@ impl<P: Protocol> Reactor<P> {
     /// listener or UDP socket, the waker, the signal pipe.
     fn dispatch_events(&mut self) {
         // Decided once per turn: the untraced copy has no trace code at all,
-        // so the per-message path costs the same with tracing off.
-        if self.clients.tracing {
+        // so the per-message path costs the same with tracing off. (Here,
+        // after the clock is read: the flag stays in a register.)
+        let tracing = log_enabled!(Level::Trace);
+        self.clients.tracing = tracing;
+        if tracing {
+            trace!("poll: {} events", self.events.iter().count());
             self.dispatch_events_logged::<true>();
         } else {
             self.dispatch_events_logged::<false>();
@@ -454,13 +491,10 @@ impl<P: Protocol> Reactor<P> {
 
     /// Step 3 itself, with trace lines per event and outcome when `TRACE`:
     /// each event goes to what its token names.
-    // A function of its own (not folded into `run`), so the per-event path
-    // that `Connection::drive` is inlined into keeps its values in registers
-    // instead of in `run`'s large frame (docs/BENCHMARKS.md).
-    #[inline(never)]
+    // Inlined into `turns` with the rest of the turn (see there).
+    #[inline(always)]
     fn dispatch_events_logged<const TRACE: bool>(&mut self) {
         let registry = self.poll.registry();
-        let mut signalled = false;
         for event in self.events.iter() {
             match event.token() {
                 // Clients first: by far the most common (slab keys sit far
@@ -468,11 +502,15 @@ impl<P: Protocol> Reactor<P> {
                 Token(key) if key < FIRST_RESERVED => {
                     self.clients.on_connection_event::<TRACE>(key, event)
                 }
-                // The flag itself is read by `run`; the wake only ended the wait.
-                WAKER => {}
+                // The flag itself is read by `run`, after a wake only.
+                WAKER => self.look_between_turns = true,
                 // Step 7 of this turn finds the owed copy due.
                 PUBLISH_TIMER => {}
-                SIGNALS => signalled = true,
+                // Read by `run` between turns (after steps 4–7).
+                SIGNALS => {
+                    self.signals_arrived = true;
+                    self.look_between_turns = true;
+                }
                 token => {
                     // A queued endpoint is served in step 4, once a turn.
                     let index = endpoint_index(token);
@@ -481,7 +519,7 @@ impl<P: Protocol> Reactor<P> {
                     {
                         self.clients.on_endpoint_ready(index, registry);
                     } else if let Some(metrics) = &mut self.metrics {
-                        let health = if self.shutdown_deadline_ms.is_some()
+                        let health = if self.shutdown_deadline_ms != NEVER
                             || self.stop_requested.load(Ordering::Acquire)
                         {
                             Health::ShuttingDown
@@ -499,9 +537,6 @@ impl<P: Protocol> Reactor<P> {
                 }
             }
         }
-        if signalled {
-            self.on_signals();
-        }
     }
 
     /// Step 7: copy the loop's plain counters to the shared atomics, at
@@ -512,11 +547,9 @@ impl<P: Protocol> Reactor<P> {
     #[inline]
     fn publish_stats(&mut self) {
         let now = self.clients.ws.ctx.now_ms;
-        if now >= self.next_publish_ms {
-            // The stats line or the worker's slot is due: they show the
-            // numbers copied out now.
-            self.publish.force_next();
-        }
+        // The gate is due no later than `next_publish_ms` (the stats line
+        // or the worker's slot, which show the numbers copied out then):
+        // one compare a turn covers both.
         if self.publish.should_publish(now) {
             self.copy_stats_out();
         } else if let Some(due) = self.publish.wake_at() {
@@ -536,6 +569,7 @@ impl<P: Protocol> Reactor<P> {
         if self.publishes_more {
             self.publish_more();
         }
+        self.publish.due_no_later_than(self.next_publish_ms);
     }
 
     /// The rest of step 7, out of line (a plain loop carries none of it and
@@ -545,7 +579,7 @@ impl<P: Protocol> Reactor<P> {
     fn publish_more(&mut self) {
         let now = self.clients.ws.ctx.now_ms;
         if let Some(slot) = &mut self.slot {
-            let (stats, clients, metrics) = (&self.stats, &self.clients, self.metrics.as_ref());
+            let (stats, clients, metrics) = (&self.stats, &self.clients, self.metrics.as_deref());
             if let Some(metrics) = metrics {
                 slot.publish_http(&metrics.counters());
             }

@@ -32,7 +32,7 @@ use super::endpoints::Listening;
 use super::tokens::endpoint_index;
 use super::{Reactor, REAP_BUDGET};
 use crate::protocol::Protocol;
-use crate::timers::due_after;
+use crate::timers::{due_after, NEVER};
 
 impl<P: Protocol> Reactor<P> {
     /// SIGINT/SIGTERM/SIGQUIT/SIGUSR2 arrived (read from the self-pipe, inside the loop).
@@ -65,11 +65,11 @@ impl<P: Protocol> Reactor<P> {
                 // clients; this one waits only on owed replies.
                 info!("{name} during the drain: shutting down (a second signal exits at once)");
                 self.draining = false;
-                self.shutdown_deadline_ms = None; // `run` begins the shutdown after this turn
+                self.shutdown_deadline_ms = NEVER; // `run` begins the shutdown after this turn
                 self.stop_requested.store(true, Ordering::Release);
                 continue;
             }
-            if self.shutdown_deadline_ms.is_some() {
+            if self.shutdown_deadline_ms != NEVER {
                 // The operator insists: no more waiting for slow clients.
                 warn!("{name} again during shutdown: exiting now");
                 for path in &self.unix_paths {
@@ -85,14 +85,15 @@ impl<P: Protocol> Reactor<P> {
     /// SIGQUIT: stop accepting (the metrics listener too) and serve the
     /// connections held until they close, for at most the drain timeout.
     fn begin_drain(&mut self) {
-        if self.shutdown_deadline_ms.is_some() || self.stop_requested.load(Ordering::Acquire) {
+        if self.shutdown_deadline_ms != NEVER || self.stop_requested.load(Ordering::Acquire) {
             info!("SIGQUIT during a drain or shutdown: ignored");
             return;
         }
         let now = self.clients.ws.ctx.now_ms;
         self.draining = true;
         serve_on_if_orphaned();
-        self.shutdown_deadline_ms = Some(due_after(now, self.settings.drain_timeout_ms));
+        // Never `NEVER` itself, which says "no deadline".
+        self.shutdown_deadline_ms = due_after(now, self.settings.drain_timeout_ms).min(NEVER - 1);
         let registry = self.poll.registry();
         self.clients.stop_accepting(registry);
         if let Some(metrics) = &mut self.metrics {
@@ -125,7 +126,7 @@ impl<P: Protocol> Reactor<P> {
     /// period; with `linger_idle`, idle connections linger too.
     pub(super) fn begin_shutdown(&mut self, linger_idle: bool) {
         let now = self.clients.ws.ctx.now_ms;
-        self.shutdown_deadline_ms = Some(due_after(now, self.settings.shutdown_grace_ms));
+        self.shutdown_deadline_ms = due_after(now, self.settings.shutdown_grace_ms).min(NEVER - 1);
         let waiting = self
             .clients
             .stop_accepting_and_reading(self.poll.registry(), linger_idle);
