@@ -318,14 +318,12 @@ pub fn syscalls_in_line(line: &str) -> Option<u64> {
 /// At one message a turn the copy (about thirty atomic stores) cost a sixth
 /// of the message; gated, it costs one compare. The catch is a loop that
 /// goes to sleep right after a skipped copy: the numbers would stay stale
-/// until the next event, which may never come. So a skip marks the gate
-/// stale, and [`PublishGate::wake_at`] gives the loop a deadline to sleep
-/// no later than.
+/// until the next event, which may never come. So after a skip the copy
+/// is owed by [`PublishGate::due_ms`], and the loop must wake by then.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PublishGate {
     interval_ms: u64,
     due_ms: u64,
-    stale: bool,
 }
 
 impl PublishGate {
@@ -334,20 +332,18 @@ impl PublishGate {
         PublishGate {
             interval_ms,
             due_ms: 0,
-            stale: false,
         }
     }
 
     /// End of a turn at `now_ms`: true if the caller copies now (the gate
-    /// then waits `interval_ms`); false if it skips (the gate is stale).
+    /// then waits `interval_ms`); false if it skips: the copy is then owed
+    /// by [`PublishGate::due_ms`].
     #[inline]
     pub fn should_publish(&mut self, now_ms: u64) -> bool {
         if now_ms < self.due_ms {
-            self.stale = true;
             return false;
         }
         self.due_ms = now_ms.saturating_add(self.interval_ms);
-        self.stale = false;
         true
     }
 
@@ -362,10 +358,10 @@ impl PublishGate {
         self.due_ms = self.due_ms.min(ms);
     }
 
-    /// While a skipped copy is owed, when it is due: the loop sleeps no
-    /// later than this.
-    pub fn wake_at(&self) -> Option<u64> {
-        self.stale.then_some(self.due_ms)
+    /// When the next copy may go out; after a skip, when the owed copy is
+    /// due: the loop sleeps no later than this.
+    pub fn due_ms(&self) -> u64 {
+        self.due_ms
     }
 }
 
@@ -387,19 +383,14 @@ mod tests {
     }
 
     #[test]
-    fn a_skipped_copy_asks_the_loop_to_wake_for_it_and_a_copy_clears_that() {
+    fn a_skipped_copy_is_owed_by_the_end_of_the_interval() {
         let mut gate = PublishGate::new(1);
-        assert_eq!(gate.wake_at(), None);
+        assert_eq!(gate.due_ms(), 0, "the first copy at once");
         assert!(gate.should_publish(5));
-        assert_eq!(gate.wake_at(), None, "nothing owed right after a copy");
         assert!(!gate.should_publish(5));
-        assert_eq!(
-            gate.wake_at(),
-            Some(6),
-            "owed: sleep no later than its due time"
-        );
+        assert_eq!(gate.due_ms(), 6, "owed: sleep no later than its due time");
         assert!(gate.should_publish(9));
-        assert_eq!(gate.wake_at(), None);
+        assert_eq!(gate.due_ms(), 10);
     }
 
     #[test]
@@ -416,11 +407,7 @@ mod tests {
         assert!(gate.should_publish(5));
         gate.due_no_later_than(40); // e.g. the stats line is due at 40
         assert!(!gate.should_publish(39));
-        assert_eq!(
-            gate.wake_at(),
-            Some(40),
-            "the skipped copy wakes the loop by 40"
-        );
+        assert_eq!(gate.due_ms(), 40, "the skipped copy wakes the loop by 40");
         assert!(gate.should_publish(40));
         gate.due_no_later_than(u64::MAX); // nothing else due: the interval
         assert!(!gate.should_publish(1_039));

@@ -140,14 +140,14 @@ impl Monotonic {
 
 #[inline]
 fn monotonic() -> Monotonic {
-    let mut ts = std::mem::MaybeUninit::<libc::timespec>::uninit();
-    // SAFETY: `ts` is valid for writes of a timespec; CLOCK_MONOTONIC
-    // exists on every supported system, so the call cannot fail and always
-    // fills `ts` (POSIX), which makes `assume_init` sound.
-    let ts = unsafe {
-        libc::clock_gettime(libc::CLOCK_MONOTONIC, ts.as_mut_ptr());
-        ts.assume_init()
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     };
+    // SAFETY: `ts` is a valid, writable timespec. CLOCK_MONOTONIC exists
+    // on every supported system; were the call refused (a seccomp filter),
+    // it would leave the zeros, not garbage.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     Monotonic {
         secs: ts.tv_sec as u64,
         nanos: ts.tv_nsec as u32,

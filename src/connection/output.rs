@@ -101,18 +101,20 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
         // The common case, kept short because it runs once per message: one
         // write, and the kernel takes the whole reply.
         ctx.counters.write_calls += 1;
-        match try_write(&mut self.socket, bytes) {
-            WriteOutcome::Wrote(n) if n == bytes.len() => {
+        let first = try_write(&mut self.socket, bytes);
+        if let WriteOutcome::Wrote(n) = first {
+            if n == bytes.len() {
                 ctx.counters.bytes_out += n as u64;
-                Ok(())
+                return Ok(());
             }
-            first => self.send_rest(bytes, first, ctx),
         }
+        self.send_rest(bytes, first, ctx)
     }
 
     /// The uncommon ends of `send`: the first write was short, would block,
     /// or failed.
     #[cold]
+    #[inline(never)]
     fn send_rest(
         &mut self,
         bytes: &[u8],

@@ -47,7 +47,7 @@ where
 /// earlier entry replaced this one.
 fn entry_is_live<S, Session>(conns: &Slab<Connection<S, Session>>, entry: &Entry) -> bool {
     conns.get(entry.key).is_some_and(|conn| {
-        !conn.closed && conn.serial == entry.serial && conn.scheduled_ms == entry.due_ms
+        !conn.is_closed() && conn.serial == entry.serial && conn.scheduled_ms == entry.due_ms
     })
 }
 
@@ -81,6 +81,10 @@ pub(super) struct Clients<P: Protocol> {
     pub(super) udp_reply_budget: Option<ReplyBudget>,
     /// False once shutdown began.
     pub(super) accepting: bool,
+    /// The ready queue's length before this turn's events (step 4 serves
+    /// only those entries). A field, not a local of the turn: kept across
+    /// the event dispatch, a local cost a spill and a reload every turn.
+    pub(super) carried: usize,
     /// The earliest `paused_until_ms` of the endpoints ([`NEVER`] when none
     /// rests), kept so a turn looks at one number, not every endpoint.
     pub(super) endpoints_resume_ms: u64,
@@ -129,14 +133,14 @@ impl<P: Protocol> Clients<P> {
         if TRACE {
             trace!("conn {key} {}", readiness(event));
         }
-        if conn.closed | conn.queued {
+        if conn.is_parked() {
             // Closed earlier in this batch: the event is stale. On the ready
             // queue: it is driven there, in its order, and what the event
             // says is kept for then — driving it now would let a thousand
             // bulk senders' new bytes each cost a read before the events
             // behind theirs are reached (docs/BENCHMARKS.md, "A reader
             // beside a flood").
-            if !conn.closed {
+            if !conn.is_closed() {
                 record(conn, event);
             }
             return;
@@ -187,8 +191,8 @@ impl<P: Protocol> Clients<P> {
             Next::Wait => {}
             Next::Requeue => {
                 trace!("conn {key} read budget spent: on the ready queue");
-                if !conn.queued {
-                    conn.queued = true;
+                if !conn.is_queued() {
+                    conn.set_queued(true);
                     self.ready.push_back(Token(key));
                 } else {
                     // Already queued from an earlier turn, and a deadline
@@ -229,10 +233,10 @@ impl<P: Protocol> Clients<P> {
     /// freed now, its slab slot and socket only in step 6 (`reap_closed`).
     pub(super) fn close(&mut self, key: usize, reason: CloseReason) {
         let conn = &mut self.conns[key];
-        if conn.closed {
+        if conn.is_closed() {
             return;
         }
-        conn.closed = true;
+        conn.mark_closed();
         // Its memory is free now, not at the end of the turn: eviction
         // counts on that, and nothing reads these buffers again.
         conn.discard_buffers(&mut self.ws.ctx.gauge);
@@ -255,7 +259,7 @@ impl<P: Protocol> Clients<P> {
         }
     }
 
-    /// Step 4: serve the first `carried` entries of the ready queue — those
+    /// Step 4: serve the first [`Clients::carried`] entries of the ready queue — those
     /// queued before this turn's events were dispatched. An entry queued
     /// during this turn (its budget ran out in step 3) waits for the next
     /// turn, as does one that re-queues itself now, and one a deadline drove
@@ -266,7 +270,8 @@ impl<P: Protocol> Clients<P> {
     /// [`TURN_READ_BUDGET`] in bulk: once it is spent the rest of the queue
     /// waits, in order, for the next turns, so a queue of thousands of bulk
     /// senders does not hold up the next `epoll_wait`.
-    pub(super) fn serve_ready_queue(&mut self, registry: &Registry, carried: usize) {
+    pub(super) fn serve_ready_queue(&mut self, registry: &Registry) {
+        let carried = self.carried;
         if carried == 0 {
             return;
         }
@@ -297,8 +302,8 @@ impl<P: Protocol> Clients<P> {
                 self.ready.push_back(token);
                 continue;
             }
-            conn.queued = false;
-            if !conn.closed {
+            conn.set_queued(false);
+            if !conn.is_closed() {
                 self.drive_queued(token.0);
             }
         }

@@ -75,7 +75,7 @@ impl<P: Protocol> Clients<P> {
         let mut holders: Vec<Holder> = self
             .conns
             .iter()
-            .filter(|(_, conn)| !conn.closed && conn.held_capacity() > 0)
+            .filter(|(_, conn)| !conn.is_closed() && conn.held_capacity() > 0)
             .map(|(key, conn)| Holder {
                 key,
                 held: conn.held_capacity(),
@@ -111,8 +111,8 @@ impl<P: Protocol> Clients<P> {
     fn resume_reads_paused_for_memory(&mut self) {
         let limits = self.ws.ctx.limits;
         for (key, conn) in self.conns.iter_mut() {
-            if !conn.closed && !conn.queued && conn.read_paused_for_memory(&limits) {
-                conn.queued = true;
+            if !conn.is_closed() && !conn.is_queued() && conn.read_paused_for_memory(&limits) {
+                conn.set_queued(true);
                 self.ready.push_back(mio::Token(key));
             }
         }

@@ -1,7 +1,8 @@
 //! The event loop: one `mio::Poll`, the listening sockets, every connection.
 //!
-//! Each turn of [`Reactor::run_once`] is the same steps (numbered the same
-//! way in `docs/ARCHITECTURE.md`):
+//! Each turn of the loop ([`Reactor::run_once`]; `Reactor::turns` inside
+//! [`Reactor::run`]) is the same steps (numbered the same way in
+//! `docs/ARCHITECTURE.md`):
 //!
 //! 1. choose the poll timeout: zero if the ready queue holds work or
 //!    closed sockets wait to be reaped, else the nearest deadline (a
@@ -39,10 +40,11 @@
 //!    (`publish_timer.rs`, a `timerfd` in the epoll set), so a reader never
 //!    waits on stale numbers for longer than that, even if no event comes.
 //!
-//! Between turns, `run` (in `turns`) handles the signals step 3 noted and
-//! checks whether a stop was asked for, and during a shutdown or drain
-//! whether it is over: only after a wake-up or a signal, or while a
-//! shutdown or drain is under way, so any other turn pays one test.
+//! Between turns (`Reactor::between_turns`), the loop handles the signals
+//! step 3 noted, checks whether a stop was asked for, and during a
+//! shutdown or drain whether it is over: only after a wake-up, a signal or
+//! a stats copy, or while a shutdown or drain is under way, so any other
+//! turn pays one test.
 //!
 //! With `--metrics`, one more listener and its HTTP connections take
 //! tokens of their own and are served in step 3, their deadlines expired
@@ -73,6 +75,7 @@ mod udp;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -226,8 +229,9 @@ pub struct Reactor<P: Protocol> {
 
 impl<P: Protocol> Reactor<P> {
     /// A reactor over already bound sockets. `stop_requested` is checked
-    /// once a turn (another thread sets it, then wakes the loop through
-    /// the [`WAKER`] so the turn comes at once).
+    /// after a wake-up through the [`WAKER`] (whoever sets it then wakes
+    /// the loop, as `ServerHandle::stop` does, so the turn comes at once),
+    /// and at least every [`STATS_PUBLISH_INTERVAL_MS`] while events come.
     pub fn new(
         poll: Poll,
         sockets: Vec<Listening>,
@@ -288,6 +292,7 @@ impl<P: Protocol> Reactor<P> {
                     ReplyBudget::new(rate, rate, UDP_BUDGET_SLOTS)
                 }),
                 accepting: true,
+                carried: 0,
                 endpoints_resume_ms: NEVER,
                 tracing: false,
             },
@@ -356,64 +361,82 @@ impl<P: Protocol> Reactor<P> {
 
     /// The turns themselves, until the shutdown is over: what `run` is
     /// besides its first and last words.
-    // One function with every step inlined into it (`run_once`, and the
+    // One function with every step inlined into it (`turn`, and the
     // per-event path of `dispatch_events_logged`): as a call per turn, the
     // event dispatch saved and restored its registers every message
     // (docs/BENCHMARKS.md, "A turn of the loop at one connection").
     #[inline(never)]
     fn turns(&mut self) -> io::Result<()> {
         loop {
-            self.run_once()?;
-            if !self.look_between_turns {
-                continue;
-            }
-            if std::mem::take(&mut self.signals_arrived) {
-                self.on_signals();
-            }
-            if self.shutdown_deadline_ms == NEVER && self.stop_requested.load(Ordering::Acquire) {
-                self.begin_shutdown(false);
-            }
-            let deadline = self.shutdown_deadline_ms;
-            // Until a shutdown or drain begins, nothing more to look at.
-            self.look_between_turns = deadline != NEVER;
-            if deadline != NEVER {
-                let now = self.clients.ws.ctx.now_ms;
-                // A drain waits for the health checks it holds too (each
-                // has METRICS_DEADLINE_MS): exiting would reset them.
-                let scrapes =
-                    self.draining && self.metrics.as_ref().is_some_and(|m| m.connections() > 0);
-                if self.clients.conns.is_empty() && !scrapes {
-                    break;
-                }
-                if now >= deadline && self.draining {
-                    self.end_drain(); // the drain's time is up: shut down
-                    continue;
-                }
-                if now >= deadline {
-                    warn!(
-                        "shutdown grace over: closing {} connections with output still pending",
-                        self.clients.open_count()
-                    );
-                    self.clients.close_all(CloseReason::Shutdown);
-                    self.clients.reap_all_closed(); // exiting: all of them
-                    break;
-                }
+            self.turn()?;
+            if self.look_between_turns && self.between_turns().is_break() {
+                return Ok(());
             }
         }
-        Ok(())
     }
 
-    /// One turn of the loop (see the module docs for the steps).
+    /// One turn of the loop (see the module docs for the steps), then what
+    /// `run` does between turns when there is anything to do (signals, a
+    /// requested stop, the end of a shutdown or drain). `Ok(false)` once
+    /// the shutdown is over: [`Reactor::run`] is this in a loop, with a
+    /// first and a last word.
+    pub fn run_once(&mut self) -> io::Result<bool> {
+        self.turn()?;
+        Ok(!self.look_between_turns || self.between_turns().is_continue())
+    }
+
+    /// Between turns, only when `look_between_turns` says so: read the
+    /// signals the turn noted, begin the shutdown if a stop was asked for,
+    /// and during a shutdown or drain see whether it is over (`Break`).
+    #[inline(never)] // rare: kept out of the turn's frame
+    fn between_turns(&mut self) -> ControlFlow<()> {
+        if std::mem::take(&mut self.signals_arrived) {
+            self.on_signals();
+        }
+        if self.shutdown_deadline_ms == NEVER && self.stop_requested.load(Ordering::Acquire) {
+            self.begin_shutdown(false);
+        }
+        let deadline = self.shutdown_deadline_ms;
+        // Until a shutdown or drain begins, nothing more to look at.
+        self.look_between_turns = deadline != NEVER;
+        if deadline != NEVER {
+            let now = self.clients.ws.ctx.now_ms;
+            // A drain waits for the health checks it holds too (each
+            // has METRICS_DEADLINE_MS): exiting would reset them.
+            let scrapes =
+                self.draining && self.metrics.as_ref().is_some_and(|m| m.connections() > 0);
+            if self.clients.conns.is_empty() && !scrapes {
+                return ControlFlow::Break(());
+            }
+            if now >= deadline && self.draining {
+                self.end_drain(); // the drain's time is up: shut down
+            } else if now >= deadline {
+                warn!(
+                    "shutdown grace over: closing {} connections with output still pending",
+                    self.clients.open_count()
+                );
+                self.clients.close_all(CloseReason::Shutdown);
+                self.clients.reap_all_closed(); // exiting: all of them
+                return ControlFlow::Break(());
+            }
+        }
+        // What this did (closed idle connections, stopped accepting) moved
+        // the numbers after step 7 ran: copy them, or arm the timer for it.
+        self.publish_stats();
+        ControlFlow::Continue(())
+    }
+
+    /// One turn of the loop: the seven steps (see the module docs).
     #[inline(always)]
-    pub fn run_once(&mut self) -> io::Result<()> {
+    fn turn(&mut self) -> io::Result<()> {
         let timeout = self.next_timeout(); // 1. zero if work is queued, else nearest deadline
         self.poll_events(timeout)?; // 2. epoll_wait; EINTR counts as "no events"
         self.clients.ws.ctx.now_ms = self.clients.ws.ctx.clock.now_ms(); // the clock, once per turn
         self.clients.ws.begin_turn(TURN_READ_BUDGET); //         a fresh read budget for the turn
-        let carried = self.clients.ready.len(); //              queued before this turn
+        self.clients.carried = self.clients.ready.len(); //     queued before this turn
         self.dispatch_events(); // 3. accept / receive / read / write per event
         let registry = self.poll.registry();
-        self.clients.serve_ready_queue(registry, carried); //    4. budget leftovers
+        self.clients.serve_ready_queue(registry); //             4. budget leftovers
         self.clients.expire_deadlines(registry); //             5. timers
         self.clients.enforce_budget(); //                        memory: pressure, eviction
         if let Some(metrics) = &mut self.metrics {
@@ -552,10 +575,10 @@ impl<P: Protocol> Reactor<P> {
         // one compare a turn covers both.
         if self.publish.should_publish(now) {
             self.copy_stats_out();
-        } else if let Some(due) = self.publish.wake_at() {
+        } else {
             // Skipped: if traffic stops now, the timer still brings the
             // loop back for the copy.
-            self.publish_timer.wake_by(due, now);
+            self.publish_timer.wake_by(self.publish.due_ms(), now);
         }
     }
 
@@ -570,6 +593,10 @@ impl<P: Protocol> Reactor<P> {
             self.publish_more();
         }
         self.publish.due_no_later_than(self.next_publish_ms);
+        // A stop flag set without a wake (a failed wake, a program driving
+        // the reactor itself) is still seen, within one copy's interval
+        // while events come; this runs at most once per interval.
+        self.look_between_turns = true;
     }
 
     /// The rest of step 7, out of line (a plain loop carries none of it and
@@ -663,6 +690,32 @@ mod tests {
             reactor.run_once().unwrap();
         }
         (reactor, connecting.join().unwrap())
+    }
+
+    #[test]
+    fn a_stop_flag_set_without_a_wake_is_seen_while_events_come() {
+        use std::io::{Read, Write};
+        let (mut reactor, mut streams) = reactor_with(1);
+        let client = &mut streams[0];
+        // Set the flag as a program driving the reactor might, without
+        // waking the loop: no WAKER event will say so.
+        reactor.stop_requested.store(true, Ordering::Release);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut reply = [0u8; 3];
+        while reactor.shutdown_deadline_ms == NEVER {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "20 s of traffic and the stop was never seen"
+            );
+            client.write_all(b"hi\n").unwrap();
+            let out_before = reactor.clients.ws.ctx.counters.bytes_out;
+            while reactor.shutdown_deadline_ms == NEVER
+                && reactor.clients.ws.ctx.counters.bytes_out == out_before
+            {
+                reactor.run_once().unwrap();
+            }
+            client.read_exact(&mut reply).unwrap(); // answered before it stops
+        }
     }
 
     /// Write up to `bytes` to `stream` without blocking; the bytes written.

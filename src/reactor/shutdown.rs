@@ -65,7 +65,7 @@ impl<P: Protocol> Reactor<P> {
                 // clients; this one waits only on owed replies.
                 info!("{name} during the drain: shutting down (a second signal exits at once)");
                 self.draining = false;
-                self.shutdown_deadline_ms = NEVER; // `run` begins the shutdown after this turn
+                self.shutdown_deadline_ms = NEVER; // the shutdown begins right after this (`between_turns`)
                 self.stop_requested.store(true, Ordering::Release);
                 continue;
             }
@@ -201,7 +201,7 @@ impl<P: Protocol> Clients<P> {
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for &key in &keys {
             let conn = &mut self.conns[key];
-            if !conn.closed {
+            if !conn.is_closed() {
                 let next = if linger_idle {
                     conn.stop_reading_lingering(&mut self.ws)
                 } else {
@@ -210,7 +210,7 @@ impl<P: Protocol> Clients<P> {
                 self.after(key, next);
             }
         }
-        let open = self.conns.iter().filter(|(_, c)| !c.closed);
+        let open = self.conns.iter().filter(|(_, c)| !c.is_closed());
         let with_output = open.clone().filter(|(_, c)| c.has_unsent_output()).count();
         Waiting {
             lingering: open.count() - with_output,
