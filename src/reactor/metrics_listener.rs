@@ -20,10 +20,14 @@
 //! - one request per connection: the response says `Connection: close`,
 //!   and once it is sent the connection ends with a lingering close, as
 //!   client connections do (`connection/linger.rs`): `shutdown(SHUT_WR)`,
-//!   then read and drop whatever the client still sends until it closes
-//!   or [`METRICS_LINGER_MS`] passes (shorter than a client connection's
-//!   linger: a scraper's request is all it sends, and a flood after the
-//!   answer keeps the loop from sleeping only this long). A plain
+//!   then read and drop whatever the client still sends until it closes,
+//!   or its input stops for [`METRICS_LINGER_MS`] (shorter than a client
+//!   connection's linger: a scraper's request is all it sends), or
+//!   [`METRICS_LINGER_CAP_MS`] passes in all (a flood after the answer
+//!   keeps the loop from sleeping only this long). While the rest of a
+//!   large refused request still arrives, the linger goes on: on a busy
+//!   machine a fixed 500 ms ran out mid-request and reset the client's
+//!   write before it could read its 4xx. A plain
 //!   `close()` with bytes unread (the
 //!   rest of a head refused with 431, a request pipelined behind the
 //!   first) makes the kernel send RST instead of FIN, and the client would
@@ -70,9 +74,14 @@ use crate::worker_stats::WorkerSlots;
 /// response within this long of being accepted.
 pub const METRICS_DEADLINE_MS: u64 = 3_000;
 
-/// The longest a metrics connection lingers after its answer (ms), waiting
-/// for the client to close: a round trip on any network a scraper uses.
+/// How long a lingering metrics connection waits for the client's next
+/// bytes or its close (ms): a round trip on any network a scraper uses.
+/// Input arriving moves this on, up to [`METRICS_LINGER_CAP_MS`].
 pub const METRICS_LINGER_MS: u64 = 500;
+
+/// The longest a metrics connection lingers in all, however its input
+/// keeps coming (ms).
+pub const METRICS_LINGER_CAP_MS: u64 = 5_000;
 
 /// Bytes a lingering metrics connection's input is read and dropped per
 /// turn; more waiting is taken up in the next turn (`expire`).
@@ -91,6 +100,8 @@ struct MetricsConn {
     /// The response is sent and our side shut down: input is dropped
     /// until the client closes or the deadline.
     lingering: bool,
+    /// Lingering: the deadline never moves past this.
+    linger_cap_ms: u64,
     /// Lingering, and the last discard stopped on its budget with input
     /// possibly left, which no new edge will announce.
     more_to_discard: bool,
@@ -246,7 +257,7 @@ impl MetricsEndpoint {
                     self.counters.refused[HttpRefusal::Timeout.index()] += 1;
                 }
                 self.close(index, registry);
-            } else if let Progress::Finished = conn.discard_input() {
+            } else if let Progress::Finished = conn.discard_input(now_ms) {
                 self.close(index, registry);
             }
         }
@@ -319,6 +330,7 @@ impl MetricsEndpoint {
             sent: 0,
             deadline_ms: due_after(now_ms, METRICS_DEADLINE_MS),
             lingering: false,
+            linger_cap_ms: NEVER,
             more_to_discard: false,
         });
         if busy {
@@ -451,7 +463,7 @@ impl MetricsConn {
         answer: impl FnOnce(&HttpCounters) -> Exposition,
     ) -> Progress {
         if self.lingering {
-            return self.discard_input();
+            return self.discard_input(now_ms);
         }
         if self.response.is_none() {
             match self.read_request() {
@@ -498,7 +510,8 @@ impl MetricsConn {
                 }
                 self.lingering = true;
                 self.deadline_ms = due_after(now_ms, METRICS_LINGER_MS);
-                self.discard_input()
+                self.linger_cap_ms = due_after(now_ms, METRICS_LINGER_CAP_MS);
+                self.discard_input(now_ms)
             }
             progress => progress,
         }
@@ -506,24 +519,30 @@ impl MetricsConn {
 
     /// Read and drop input until the queue is empty (`Waiting`), the peer
     /// closes or fails (`Finished`), or the per-turn budget is spent
-    /// (`Waiting`, with `more_to_discard` set).
-    fn discard_input(&mut self) -> Progress {
+    /// (`Waiting`, with `more_to_discard` set). Input read moves the
+    /// linger's deadline to [`METRICS_LINGER_MS`] from `now_ms`, never
+    /// past its cap.
+    fn discard_input(&mut self, now_ms: u64) -> Progress {
         let mut chunk = [0u8; 4096];
         let mut taken = 0;
         self.more_to_discard = false;
-        loop {
+        let progress = loop {
             if taken >= DISCARD_BUDGET_BYTES {
                 self.more_to_discard = true;
-                return Progress::Waiting;
+                break Progress::Waiting;
             }
             match self.stream.read(&mut chunk) {
                 Ok(0) => return Progress::Finished, // EOF: close() now sends FIN
                 Ok(n) => taken += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::Waiting,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Progress::Waiting,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return Progress::Finished,
             }
+        };
+        if taken > 0 {
+            self.deadline_ms = due_after(now_ms, METRICS_LINGER_MS).min(self.linger_cap_ms);
         }
+        progress
     }
 
     /// `Ok(Some(head))` once the head is complete or refused, `Ok(None)` to
@@ -669,5 +688,88 @@ mod tests {
             endpoint.expire(now, poll.registry(), out_of_files);
             assert_eq!(endpoint.connections(), open, "at {now} ms");
         }
+    }
+
+    /// A scraper answered and lingering, its client still sending: the
+    /// input's arrival (its event) is what the test steps through.
+    fn lingering_scraper() -> (mio::Poll, MetricsEndpoint, std::net::TcpStream) {
+        let poll = mio::Poll::new().unwrap();
+        let listener = crate::sockets::bind_tcp("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut endpoint = MetricsEndpoint::new(listener, None, poll.registry()).unwrap();
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        // Each write leaves at once (no Nagle wait for the last one's ACK).
+        client.set_nodelay(true).unwrap();
+        client.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
+        for token in [METRICS_LISTENER, metrics_conn_token(0)] {
+            event_at(&mut endpoint, &poll, token, 0);
+        }
+        assert!(endpoint.conns[0].lingering);
+        (poll, endpoint, client)
+    }
+
+    fn event_at(endpoint: &mut MetricsEndpoint, poll: &mio::Poll, token: mio::Token, now: u64) {
+        let (mut spare, mut shed) = (None, 0);
+        let out_of_files = OutOfFiles {
+            spare_fd: &mut spare,
+            shed: &mut shed,
+        };
+        let stats = StatsSnapshot::default;
+        endpoint.on_event(
+            token,
+            now,
+            Health::Accepting,
+            stats,
+            poll.registry(),
+            out_of_files,
+        );
+    }
+
+    fn expire_at(endpoint: &mut MetricsEndpoint, poll: &mio::Poll, now: u64) -> usize {
+        let (mut spare, mut shed) = (None, 0);
+        let out_of_files = OutOfFiles {
+            spare_fd: &mut spare,
+            shed: &mut shed,
+        };
+        endpoint.expire(now, poll.registry(), out_of_files);
+        endpoint.connections()
+    }
+
+    #[test]
+    fn a_linger_lasts_while_the_client_still_sends_and_ends_when_it_stops() {
+        let (poll, mut endpoint, mut client) = lingering_scraper();
+        // The rest of a large request arriving at 400 and 800 ms: past the
+        // first 500 ms, the linger goes on.
+        for now in [400, 800] {
+            client.write_all(&[b'a'; 1000]).unwrap(); // loopback: there at once
+            event_at(&mut endpoint, &poll, metrics_conn_token(0), now);
+            assert_eq!(expire_at(&mut endpoint, &poll, now), 1, "at {now} ms");
+        }
+        assert_eq!(
+            expire_at(&mut endpoint, &poll, 800 + METRICS_LINGER_MS - 1),
+            1
+        );
+        assert_eq!(
+            expire_at(&mut endpoint, &poll, 800 + METRICS_LINGER_MS),
+            0,
+            "input stopped at 800 ms: let go {METRICS_LINGER_MS} ms later"
+        );
+    }
+
+    #[test]
+    fn a_client_that_never_stops_sending_is_let_go_at_the_cap() {
+        let (poll, mut endpoint, mut client) = lingering_scraper();
+        let mut now = 0;
+        while now < METRICS_LINGER_CAP_MS {
+            assert_eq!(expire_at(&mut endpoint, &poll, now), 1, "at {now} ms");
+            now += 400;
+            client.write_all(&[b'a'; 1000]).unwrap();
+            event_at(&mut endpoint, &poll, metrics_conn_token(0), now);
+        }
+        assert_eq!(
+            expire_at(&mut endpoint, &poll, now),
+            0,
+            "still sending at {now} ms"
+        );
     }
 }

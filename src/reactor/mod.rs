@@ -104,7 +104,8 @@ use endpoints::Endpoint;
 pub use endpoints::Listening;
 use metrics_listener::{MetricsEndpoint, OutOfFiles};
 pub use metrics_listener::{
-    MAX_METRICS_CONNECTIONS, METRICS_DEADLINE_MS, METRICS_LINGER_MS, METRICS_SLOTS,
+    MAX_METRICS_CONNECTIONS, METRICS_DEADLINE_MS, METRICS_LINGER_CAP_MS, METRICS_LINGER_MS,
+    METRICS_SLOTS,
 };
 use publish_timer::PublishTimer;
 use tokens::{endpoint_index, endpoint_token, FIRST_RESERVED, PUBLISH_TIMER};

@@ -234,8 +234,8 @@ fn figures_the_docs_state_in_words_are_the_code_s() {
     use echo_reactor::connection::{LINGER_MS, REFUSAL_LINGER_MS};
     use echo_reactor::http::MAX_REQUEST_HEAD_BYTES;
     use echo_reactor::reactor::{
-        ACCEPT_PAUSE_MS, MAX_METRICS_CONNECTIONS, METRICS_DEADLINE_MS, METRICS_LINGER_MS,
-        METRICS_SLOTS,
+        ACCEPT_PAUSE_MS, MAX_METRICS_CONNECTIONS, METRICS_DEADLINE_MS, METRICS_LINGER_CAP_MS,
+        METRICS_LINGER_MS, METRICS_SLOTS,
     };
     use echo_reactor::supervisor::{MAX_RESTARTS, RESTART_WINDOW, RETRY_DELAY};
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -338,7 +338,10 @@ fn figures_the_docs_state_in_words_are_the_code_s() {
         ),
         (
             "docs/OPERATIONS.md",
-            format!("the server waits up to {METRICS_LINGER_MS} ms"),
+            format!(
+                "{METRICS_LINGER_MS} ms after its last bytes, {} s at most",
+                METRICS_LINGER_CAP_MS / 1000
+            ),
         ),
         (
             "docs/ARCHITECTURE.md",
