@@ -197,8 +197,10 @@ pub struct Reactor<P: Protocol> {
     /// Between two turns, `run` has something to look at: a wake-up came
     /// (`stop_requested` may be set: whoever sets it wakes the loop, as
     /// `ServerHandle::stop` does, or is the loop itself), signals came
-    /// (`signals_arrived`), or a shutdown or drain is under way. Any other
-    /// turn, the most common by far, pays one test for all of them.
+    /// (`signals_arrived`), the counters were copied out (at most every
+    /// [`STATS_PUBLISH_INTERVAL_MS`]: a flag set without a wake is still
+    /// seen), or a shutdown or drain is under way. Any other turn, the
+    /// most common by far, pays one test for all of them.
     look_between_turns: bool,
     /// The signal pipe was readable this turn: read it between turns.
     signals_arrived: bool,
@@ -526,11 +528,11 @@ impl<P: Protocol> Reactor<P> {
                 Token(key) if key < FIRST_RESERVED => {
                     self.clients.on_connection_event::<TRACE>(key, event)
                 }
-                // The flag itself is read by `run`, after a wake only.
+                // The flag itself is read between turns (`between_turns`).
                 WAKER => self.look_between_turns = true,
                 // Step 7 of this turn finds the owed copy due.
                 PUBLISH_TIMER => {}
-                // Read by `run` between turns (after steps 4–7).
+                // Read between turns (`between_turns`), after steps 4–7.
                 SIGNALS => {
                     self.signals_arrived = true;
                     self.look_between_turns = true;
