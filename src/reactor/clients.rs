@@ -19,7 +19,7 @@ use slab::Slab;
 
 use super::endpoints::Endpoint;
 use super::tokens::endpoint_index;
-use super::{REAP_CLOCK_EVERY, REAP_TIME_BUDGET_US, TURN_READ_BUDGET};
+use super::{QUEUE_ALONE_READ_BUDGET, REAP_TIME_BUDGET_US, TURN_READ_BUDGET};
 use crate::budget::MemoryBudget;
 use crate::connection::{Connection, Next, Workspace};
 use crate::protocol::Protocol;
@@ -86,6 +86,21 @@ pub(super) struct Clients<P: Protocol> {
     pub(super) endpoints_resume_ms: u64,
     /// `RUST_LOG` asks for trace lines: read once per turn.
     pub(super) tracing: bool,
+    /// The read count (`Counters::read_calls`) when step 4 last ended: if
+    /// it moved by the next step 4, others were served in between and wait
+    /// for it to end (see [`Clients::serve_ready_queue`]).
+    pub(super) reads_after_queue: u64,
+}
+
+/// Step 4's read budget: [`TURN_READ_BUDGET`] when `others_served` (since
+/// the last step 4, reads served other connections, which now wait for
+/// the next `epoll_wait`), else [`QUEUE_ALONE_READ_BUDGET`].
+pub(super) fn queue_read_budget(others_served: bool) -> isize {
+    if others_served {
+        TURN_READ_BUDGET
+    } else {
+        QUEUE_ALONE_READ_BUDGET
+    }
 }
 
 /// Record what a readiness event says in the connection's state.
@@ -263,14 +278,17 @@ impl<P: Protocol> Clients<P> {
     /// an event never drives a queued connection): the read budget is
     /// per connection *per turn*, and a zero-timeout poll lets fresh events
     /// in before anyone gets another. The step reads at most about
-    /// [`TURN_READ_BUDGET`] in bulk: once it is spent the rest of the queue
-    /// waits, in order, for the next turns, so a queue of thousands of bulk
-    /// senders does not hold up the next `epoll_wait`.
+    /// [`TURN_READ_BUDGET`] in bulk, or [`QUEUE_ALONE_READ_BUDGET`] when
+    /// nothing was read since the last step 4 (nobody else is being
+    /// served): once it is spent the rest of the queue waits, in order, for
+    /// the next turns, so a queue of thousands of bulk senders does not
+    /// hold up the next `epoll_wait`, and whoever waits in it.
     pub(super) fn serve_ready_queue(&mut self, registry: &Registry, carried: usize) {
         if carried == 0 {
             return;
         }
-        self.ws.refill_turn_budget(TURN_READ_BUDGET);
+        let others_served = self.ws.ctx.counters.read_calls != self.reads_after_queue;
+        self.ws.refill_turn_budget(queue_read_budget(others_served));
         for _ in 0..carried.min(self.ready.len()) {
             if self.ws.ctx.turn_budget_spent() {
                 break; // the step's budget is spent: the rest next turn
@@ -302,6 +320,7 @@ impl<P: Protocol> Clients<P> {
                 self.drive_queued(token.0);
             }
         }
+        self.reads_after_queue = self.ws.ctx.counters.read_calls;
     }
 
     /// Fire every deadline that is due, and resume rested listeners.
@@ -404,22 +423,20 @@ impl<P: Protocol> Clients<P> {
     }
 
     /// Free the slab slots and sockets of up to `budget` closed connections,
-    /// the earliest closed first, [`REAP_CLOCK_EVERY`] at a time; after each
-    /// batch, go on only while `time_left()` says so.
+    /// the earliest closed first; after each, go on only while
+    /// `time_left()` says so (at least one is always closed). The clock is
+    /// read after every close: it costs tens of ns, a close µs to hundreds.
     #[inline(never)] // off the per-turn path: most turns close nothing
     pub(super) fn close_sockets(&mut self, budget: usize, mut time_left: impl FnMut() -> bool) {
         let budget = self.closed.len().min(budget);
         let mut done = 0;
         while done < budget {
-            let end = budget.min(done + REAP_CLOCK_EVERY);
-            for &key in &self.closed[done..end] {
-                let conn = self.conns.remove(key);
-                // Dropping the socket closes the fd, which also removes it
-                // from the epoll set: no epoll_ctl(DEL) needed.
-                drop(conn.release(&mut self.ws.ctx.gauge));
-            }
-            done = end;
-            if done < budget && !time_left() {
+            let conn = self.conns.remove(self.closed[done]);
+            // Dropping the socket closes the fd, which also removes it
+            // from the epoll set: no epoll_ctl(DEL) needed.
+            drop(conn.release(&mut self.ws.ctx.gauge));
+            done += 1;
+            if !time_left() {
                 break;
             }
         }
