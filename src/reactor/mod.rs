@@ -21,8 +21,10 @@
 //!    order), and not one that a deadline drove while it was queued into
 //!    spending its budget again (it waits a turn more): one budget per turn
 //!    each.
-//!    The step has a [`TURN_READ_BUDGET`] of its own and stops once it is
-//!    spent; the rest of the queue waits, in order, for the next turns;
+//!    The step has a [`TURN_READ_BUDGET`] of its own (a lone bulk sender's
+//!    [`QUEUE_ALONE_READ_BUDGET`] when nothing else was read since the last
+//!    step 4) and stops once it is spent; the rest of the queue waits, in
+//!    order, for the next turns;
 //! 5. expire deadlines: protocol timers, idle and stalled connections,
 //!    lingering closes, accept pauses that are over; then check the memory
 //!    budget (`memory.rs`; also checked at once when output or input
