@@ -19,7 +19,7 @@ use slab::Slab;
 
 use super::endpoints::Endpoint;
 use super::tokens::endpoint_index;
-use super::{QUEUE_ALONE_READ_BUDGET, REAP_TIME_BUDGET_US, TURN_READ_BUDGET};
+use super::{BULK_BYTES_PER_READ, QUEUE_ALONE_READ_BUDGET, REAP_TIME_BUDGET_US, TURN_READ_BUDGET};
 use crate::budget::MemoryBudget;
 use crate::connection::{Connection, Next, Workspace};
 use crate::protocol::Protocol;
@@ -86,21 +86,28 @@ pub(super) struct Clients<P: Protocol> {
     pub(super) endpoints_resume_ms: u64,
     /// `RUST_LOG` asks for trace lines: read once per turn.
     pub(super) tracing: bool,
-    /// The read count (`Counters::read_calls`) when step 4 last ended: if
-    /// it moved by the next step 4, others were served in between and wait
-    /// for it to end (see [`Clients::serve_ready_queue`]).
+    /// The read count (`Counters::read_calls`) when step 4 last ended: the
+    /// reads since then served others, who wait for the next step 4 to end
+    /// ([`queue_read_budget`]).
     pub(super) reads_after_queue: u64,
 }
 
-/// Step 4's read budget: [`TURN_READ_BUDGET`] when `others_served` (since
-/// the last step 4, reads served other connections, which now wait for
-/// the next `epoll_wait`), else [`QUEUE_ALONE_READ_BUDGET`].
-pub(super) fn queue_read_budget(others_served: bool) -> isize {
-    if others_served {
-        TURN_READ_BUDGET
-    } else {
-        QUEUE_ALONE_READ_BUDGET
+/// Step 4's read budget, given `reads_since`: the reads made since the last
+/// step 4, nearly all of them step 3 serving other clients, who now wait
+/// for the next `epoll_wait`. None: nobody waits, so a lone bulk sender
+/// reads its whole budget, [`QUEUE_ALONE_READ_BUDGET`]. Otherwise the
+/// queue may copy [`BULK_BYTES_PER_READ`] for each of those reads, at least
+/// [`TURN_READ_BUDGET`] and at most [`QUEUE_ALONE_READ_BUDGET`]: the bulk
+/// copying of a turn stays in proportion to the small messages answered
+/// in it, so beside 50 readers a turn copies one 64 KiB read (a flood's
+/// 256 KiB took up to 1.8 ms, against 0.2 ms for the readers), and beside
+/// 1 000 (a turn of several ms) a hog still gets 256 KiB.
+pub(super) fn queue_read_budget(reads_since: u64) -> isize {
+    if reads_since == 0 {
+        return QUEUE_ALONE_READ_BUDGET;
     }
+    let earned = reads_since.saturating_mul(BULK_BYTES_PER_READ as u64);
+    (earned.min(QUEUE_ALONE_READ_BUDGET as u64) as isize).max(TURN_READ_BUDGET)
 }
 
 /// Record what a readiness event says in the connection's state.
@@ -278,17 +285,17 @@ impl<P: Protocol> Clients<P> {
     /// an event never drives a queued connection): the read budget is
     /// per connection *per turn*, and a zero-timeout poll lets fresh events
     /// in before anyone gets another. The step reads at most about
-    /// [`TURN_READ_BUDGET`] in bulk, or [`QUEUE_ALONE_READ_BUDGET`] when
-    /// nothing was read since the last step 4 (nobody else is being
-    /// served): once it is spent the rest of the queue waits, in order, for
-    /// the next turns, so a queue of thousands of bulk senders does not
-    /// hold up the next `epoll_wait`, and whoever waits in it.
+    /// [`queue_read_budget`] in bulk (64 to 256 KiB, by how many others
+    /// were served since the last step 4): once it is spent the rest of the
+    /// queue waits, in order, for the next turns, so a queue of thousands
+    /// of bulk senders does not hold up the next `epoll_wait`, and whoever
+    /// waits in it.
     pub(super) fn serve_ready_queue(&mut self, registry: &Registry, carried: usize) {
         if carried == 0 {
             return;
         }
-        let others_served = self.ws.ctx.counters.read_calls != self.reads_after_queue;
-        self.ws.refill_turn_budget(queue_read_budget(others_served));
+        let reads_since = (self.ws.ctx.counters.read_calls).saturating_sub(self.reads_after_queue);
+        self.ws.refill_turn_budget(queue_read_budget(reads_since));
         for _ in 0..carried.min(self.ready.len()) {
             if self.ws.ctx.turn_budget_spent() {
                 break; // the step's budget is spent: the rest next turn

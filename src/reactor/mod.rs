@@ -21,10 +21,11 @@
 //!    order), and not one that a deadline drove while it was queued into
 //!    spending its budget again (it waits a turn more): one budget per turn
 //!    each.
-//!    The step has a [`TURN_READ_BUDGET`] of its own (a lone bulk sender's
-//!    [`QUEUE_ALONE_READ_BUDGET`] when nothing else was read since the last
-//!    step 4) and stops once it is spent; the rest of the queue waits, in
-//!    order, for the next turns;
+//!    The step has a budget of its own: [`TURN_READ_BUDGET`], or more in
+//!    proportion to the reads since the last step 4 ([`BULK_BYTES_PER_READ`]
+//!    each), up to [`QUEUE_ALONE_READ_BUDGET`] — all of it when nothing
+//!    else was read — and stops once it is spent; the rest of the queue
+//!    waits, in order, for the next turns;
 //! 5. expire deadlines: protocol timers, idle and stalled connections,
 //!    lingering closes, accept pauses that are over; then check the memory
 //!    budget (`memory.rs`; also checked at once when output or input
@@ -124,11 +125,18 @@ pub const READ_BUDGET_BYTES: usize = 256 * 1024;
 /// in and out while others wait (a flood's 64 KiB costs 30–450 µs, 256 KiB
 /// up to 1.8 ms: docs/BENCHMARKS.md, "A reader beside a flood").
 pub const TURN_READ_BUDGET: isize = SCRATCH_BYTES as isize;
-/// Step 4's budget instead of [`TURN_READ_BUDGET`] when nothing was read
-/// since the last step 4: no one else was served, so no one waits for the
-/// queue to finish, and a lone bulk sender reads a connection's whole
-/// budget per turn (one `epoll_wait` per 256 KiB, not per 64 KiB).
+/// Step 4's budget when nothing was read since the last step 4: no one
+/// else was served, so no one waits for the queue to finish, and a lone
+/// bulk sender reads a connection's whole budget per turn (one
+/// `epoll_wait` per 256 KiB, not per 64 KiB). Also the most step 4 reads
+/// in a turn however many others were served.
 pub const QUEUE_ALONE_READ_BUDGET: isize = READ_BUDGET_BYTES as isize;
+/// Bulk bytes step 4 may read for each read made since the last step 4
+/// (above [`TURN_READ_BUDGET`]): answering a small message costs a read and
+/// a write, a few µs, about what copying 1 KiB in and out costs, so the
+/// bulk's share of a turn stays about the others' share
+/// (`Clients::serve_ready_queue`).
+pub const BULK_BYTES_PER_READ: usize = 1024;
 /// Sockets of closed connections closed (reaped) per loop turn at most;
 /// the rest wait for the next turns (`Clients::reap_closed`).
 pub const REAP_BUDGET: usize = 128;
@@ -845,6 +853,59 @@ mod tests {
         let mut replies = vec![0; sent];
         reader.read_exact(&mut replies).unwrap();
         drop(reactor); // ends the sender's threads
+        sender.into_iter().for_each(|t| t.join().unwrap());
+    }
+
+    #[test]
+    fn the_queue_step_reads_in_proportion_to_the_others_served() {
+        use clients::queue_read_budget;
+        // Nobody else served: a lone bulk sender's own budget.
+        assert_eq!(queue_read_budget(0), QUEUE_ALONE_READ_BUDGET);
+        // A few readers: the turn budget, one scratch buffer.
+        assert_eq!(queue_read_budget(1), TURN_READ_BUDGET);
+        assert_eq!(queue_read_budget(50), TURN_READ_BUDGET);
+        // More: in proportion, up to the lone sender's.
+        assert_eq!(queue_read_budget(100), 100 * BULK_BYTES_PER_READ as isize);
+        assert_eq!(queue_read_budget(1_000), QUEUE_ALONE_READ_BUDGET);
+        assert_eq!(queue_read_budget(u64::MAX), QUEUE_ALONE_READ_BUDGET);
+    }
+
+    #[test]
+    fn a_bulk_sender_beside_many_readers_reads_more_than_one_turn_budget() {
+        use std::io::{Read, Write};
+        const READERS: usize = 300;
+        let (mut reactor, mut streams) = reactor_with(READERS + 1);
+        let sender = bulk_sender(streams.pop().unwrap(), 4 << 20);
+        let turns = std::cell::Cell::new(0);
+        // Every reader sends a message every turn: 300 reads earn the
+        // queue 300 KiB, more than the turn budget.
+        let per_turn = turns_until(
+            &mut reactor,
+            || {
+                for reader in &mut streams {
+                    reader.write_all(b"hi\n").unwrap();
+                }
+                turns.set(turns.get() + 1);
+            },
+            |r| {
+                r.clients.ws.ctx.counters.bytes_in as usize >= (1 << 20) + READERS * 3 * turns.get()
+            },
+        );
+        let shared = TURN_READ_BUDGET as usize + SCRATCH_BYTES + READERS * 3;
+        let most = per_turn.iter().max().copied().unwrap_or(0);
+        assert!(
+            most > shared,
+            "at most {most} bytes read in a turn, within a shared budget of {shared}"
+        );
+        // Every message was answered.
+        for reader in &mut streams {
+            reader
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut replies = vec![0; 3 * turns.get()];
+            reader.read_exact(&mut replies).unwrap();
+        }
+        drop(reactor);
         sender.into_iter().for_each(|t| t.join().unwrap());
     }
 
