@@ -86,14 +86,16 @@ pub(super) struct Clients<P: Protocol> {
     pub(super) endpoints_resume_ms: u64,
     /// `RUST_LOG` asks for trace lines: read once per turn.
     pub(super) tracing: bool,
-    /// The read count (`Counters::read_calls`) when step 4 last ended: the
-    /// reads since then served others, who wait for the next step 4 to end
+    /// The read count (`Counters::read_calls`) when step 4 last ended, or
+    /// when a connection was queued on an empty queue: the reads since then
+    /// served others, who wait for the next step 4 to end
     /// ([`queue_read_budget`]).
     pub(super) reads_after_queue: u64,
 }
 
 /// Step 4's read budget, given `reads_since`: the reads made since the last
-/// step 4, nearly all of them step 3 serving other clients, who now wait
+/// step 4 (or since the queue, empty, took a connection), nearly all of
+/// them step 3 serving other clients, who now wait
 /// for the next `epoll_wait`. None: nobody waits, so a lone bulk sender
 /// reads its whole budget, [`QUEUE_ALONE_READ_BUDGET`]. Otherwise the
 /// queue may copy [`BULK_BYTES_PER_READ`] for each of those reads, at least
@@ -210,6 +212,11 @@ impl<P: Protocol> Clients<P> {
             Next::Requeue => {
                 trace!("conn {key} read budget spent: on the ready queue");
                 if !conn.queued {
+                    if self.ready.is_empty() {
+                        // Step 4 will count the others served from here,
+                        // not from a step 4 turns ago (`queue_read_budget`).
+                        self.reads_after_queue = self.ws.ctx.counters.read_calls;
+                    }
                     conn.queued = true;
                     self.ready.push_back(Token(key));
                 } else {
