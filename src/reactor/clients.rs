@@ -102,8 +102,9 @@ pub(super) struct Clients<P: Protocol> {
 /// [`TURN_READ_BUDGET`] and at most [`QUEUE_ALONE_READ_BUDGET`]: the bulk
 /// copying of a turn stays in proportion to the small messages answered
 /// in it, so beside 50 readers a turn copies one 64 KiB read (a flood's
-/// 256 KiB took up to 1.8 ms, against 0.2 ms for the readers), and beside
-/// 1 000 (a turn of several ms) a hog still gets 256 KiB.
+/// 256 KiB took up to 1.8 ms, against 0.2 ms for the readers:
+/// docs/BENCHMARKS.md, "A reader beside a flood"), and beside 1 000 (a
+/// turn of several ms) a hog still gets 256 KiB.
 pub(super) fn queue_read_budget(reads_since: u64) -> isize {
     if reads_since == 0 {
         return QUEUE_ALONE_READ_BUDGET;
@@ -301,7 +302,12 @@ impl<P: Protocol> Clients<P> {
         if carried == 0 {
             return;
         }
-        let reads_since = (self.ws.ctx.counters.read_calls).saturating_sub(self.reads_after_queue);
+        let reads_since = self
+            .ws
+            .ctx
+            .counters
+            .read_calls
+            .saturating_sub(self.reads_after_queue);
         self.ws.refill_turn_budget(queue_read_budget(reads_since));
         for _ in 0..carried.min(self.ready.len()) {
             if self.ws.ctx.turn_budget_spent() {
