@@ -19,7 +19,7 @@ use slab::Slab;
 
 use super::endpoints::Endpoint;
 use super::tokens::endpoint_index;
-use super::{REAP_CLOCK_EVERY, REAP_TIME_BUDGET_US, TURN_READ_BUDGET};
+use super::{BULK_BYTES_PER_READ, QUEUE_ALONE_READ_BUDGET, REAP_TIME_BUDGET_US, TURN_READ_BUDGET};
 use crate::budget::MemoryBudget;
 use crate::connection::{Connection, Next, Workspace};
 use crate::protocol::Protocol;
@@ -90,6 +90,31 @@ pub(super) struct Clients<P: Protocol> {
     pub(super) endpoints_resume_ms: u64,
     /// `RUST_LOG` asks for trace lines: read once per turn.
     pub(super) tracing: bool,
+    /// The read count (`Counters::read_calls`) when step 4 last ended, or
+    /// when a connection was queued on an empty queue: the reads since then
+    /// served others, who wait for the next step 4 to end
+    /// ([`queue_read_budget`]).
+    pub(super) reads_after_queue: u64,
+}
+
+/// Step 4's read budget, given `reads_since`: the reads made since the last
+/// step 4 (or since the queue, empty, took a connection), nearly all of
+/// them step 3 serving other clients, who now wait
+/// for the next `epoll_wait`. None: nobody waits, so a lone bulk sender
+/// reads its whole budget, [`QUEUE_ALONE_READ_BUDGET`]. Otherwise the
+/// queue may copy [`BULK_BYTES_PER_READ`] for each of those reads, at least
+/// [`TURN_READ_BUDGET`] and at most [`QUEUE_ALONE_READ_BUDGET`]: the bulk
+/// copying of a turn stays in proportion to the small messages answered
+/// in it, so beside 50 readers a turn copies one 64 KiB read (a flood's
+/// 256 KiB took up to 1.8 ms, against 0.2 ms for the readers:
+/// docs/BENCHMARKS.md, "A reader beside a flood"), and beside 1 000 (a
+/// turn of several ms) a hog still gets 256 KiB.
+pub(super) fn queue_read_budget(reads_since: u64) -> isize {
+    if reads_since == 0 {
+        return QUEUE_ALONE_READ_BUDGET;
+    }
+    let earned = reads_since.saturating_mul(BULK_BYTES_PER_READ as u64);
+    (earned.min(QUEUE_ALONE_READ_BUDGET as u64) as isize).max(TURN_READ_BUDGET)
 }
 
 /// Record what a readiness event says in the connection's state.
@@ -192,6 +217,11 @@ impl<P: Protocol> Clients<P> {
             Next::Requeue => {
                 trace!("conn {key} read budget spent: on the ready queue");
                 if !conn.is_queued() {
+                    if self.ready.is_empty() {
+                        // Step 4 will count the others served from here,
+                        // not from a step 4 turns ago (`queue_read_budget`).
+                        self.reads_after_queue = self.ws.ctx.counters.read_calls;
+                    }
                     conn.set_queued(true);
                     self.ready.push_back(Token(key));
                 } else {
@@ -267,15 +297,23 @@ impl<P: Protocol> Clients<P> {
     /// an event never drives a queued connection): the read budget is
     /// per connection *per turn*, and a zero-timeout poll lets fresh events
     /// in before anyone gets another. The step reads at most about
-    /// [`TURN_READ_BUDGET`] in bulk: once it is spent the rest of the queue
-    /// waits, in order, for the next turns, so a queue of thousands of bulk
-    /// senders does not hold up the next `epoll_wait`.
+    /// [`queue_read_budget`] in bulk (64 to 256 KiB, by how many others
+    /// were served since the last step 4): once it is spent the rest of the
+    /// queue waits, in order, for the next turns, so a queue of thousands
+    /// of bulk senders does not hold up the next `epoll_wait`, and whoever
+    /// waits in it.
     pub(super) fn serve_ready_queue(&mut self, registry: &Registry) {
         let carried = self.carried;
         if carried == 0 {
             return;
         }
-        self.ws.refill_turn_budget(TURN_READ_BUDGET);
+        let reads_since = self
+            .ws
+            .ctx
+            .counters
+            .read_calls
+            .saturating_sub(self.reads_after_queue);
+        self.ws.refill_turn_budget(queue_read_budget(reads_since));
         for _ in 0..carried.min(self.ready.len()) {
             if self.ws.ctx.turn_budget_spent() {
                 break; // the step's budget is spent: the rest next turn
@@ -307,6 +345,7 @@ impl<P: Protocol> Clients<P> {
                 self.drive_queued(token.0);
             }
         }
+        self.reads_after_queue = self.ws.ctx.counters.read_calls;
     }
 
     /// Fire every deadline that is due, and resume rested listeners.
@@ -409,22 +448,20 @@ impl<P: Protocol> Clients<P> {
     }
 
     /// Free the slab slots and sockets of up to `budget` closed connections,
-    /// the earliest closed first, [`REAP_CLOCK_EVERY`] at a time; after each
-    /// batch, go on only while `time_left()` says so.
+    /// the earliest closed first; after each, go on only while
+    /// `time_left()` says so (at least one is always closed). The clock is
+    /// read after every close: it costs tens of ns, a close µs to hundreds.
     #[inline(never)] // off the per-turn path: most turns close nothing
     pub(super) fn close_sockets(&mut self, budget: usize, mut time_left: impl FnMut() -> bool) {
         let budget = self.closed.len().min(budget);
         let mut done = 0;
         while done < budget {
-            let end = budget.min(done + REAP_CLOCK_EVERY);
-            for &key in &self.closed[done..end] {
-                let conn = self.conns.remove(key);
-                // Dropping the socket closes the fd, which also removes it
-                // from the epoll set: no epoll_ctl(DEL) needed.
-                drop(conn.release(&mut self.ws.ctx.gauge));
-            }
-            done = end;
-            if done < budget && !time_left() {
+            let conn = self.conns.remove(self.closed[done]);
+            // Dropping the socket closes the fd, which also removes it
+            // from the epoll set: no epoll_ctl(DEL) needed.
+            drop(conn.release(&mut self.ws.ctx.gauge));
+            done += 1;
+            if !time_left() {
                 break;
             }
         }

@@ -22,8 +22,11 @@
 //!    order), and not one that a deadline drove while it was queued into
 //!    spending its budget again (it waits a turn more): one budget per turn
 //!    each.
-//!    The step has a [`TURN_READ_BUDGET`] of its own and stops once it is
-//!    spent; the rest of the queue waits, in order, for the next turns;
+//!    The step has a budget of its own: [`TURN_READ_BUDGET`], or more in
+//!    proportion to the reads since the last step 4 ([`BULK_BYTES_PER_READ`]
+//!    each), up to [`QUEUE_ALONE_READ_BUDGET`] — all of it when nothing
+//!    else was read — and stops once it is spent; the rest of the queue
+//!    waits, in order, for the next turns;
 //! 5. expire deadlines: protocol timers, idle and stalled connections,
 //!    lingering closes, accept pauses that are over; then check the memory
 //!    budget (`memory.rs`; also checked at once when output or input
@@ -127,20 +130,32 @@ pub const READ_BUDGET_BYTES: usize = 256 * 1024;
 /// reads take at most [`TRICKLE_BYTES`] for the rest of step 3 and step 4
 /// stops: a turn's copying is bounded however many connections have bulk
 /// input, so the next `epoll_wait`, and whoever waits in it, comes soon.
-/// As large as one connection's budget: a lone bulk sender reads as much
-/// per turn as before.
-pub const TURN_READ_BUDGET: isize = READ_BUDGET_BYTES as isize;
+/// One scratch buffer's worth: a turn copies at most about one bulk read
+/// in and out while others wait (a flood's 64 KiB costs 30–450 µs, 256 KiB
+/// up to 1.8 ms: docs/BENCHMARKS.md, "A reader beside a flood").
+pub const TURN_READ_BUDGET: isize = SCRATCH_BYTES as isize;
+/// Step 4's budget when nothing was read since the last step 4: no one
+/// else was served, so no one waits for the queue to finish, and a lone
+/// bulk sender reads a connection's whole budget per turn (one
+/// `epoll_wait` per 256 KiB, not per 64 KiB). Also the most step 4 reads
+/// in a turn however many others were served.
+pub const QUEUE_ALONE_READ_BUDGET: isize = READ_BUDGET_BYTES as isize;
+/// Bulk bytes step 4 may read for each read made since the last step 4
+/// (above [`TURN_READ_BUDGET`]): answering a small message costs a read and
+/// a write, a few µs, about what copying 1 KiB in and out costs, so the
+/// bulk's share of a turn stays about the others' share
+/// (`Clients::serve_ready_queue`).
+pub const BULK_BYTES_PER_READ: usize = 1024;
 /// Sockets of closed connections closed (reaped) per loop turn at most;
 /// the rest wait for the next turns (`Clients::reap_closed`).
 pub const REAP_BUDGET: usize = 128;
 /// Step 6 also stops once it has spent this long closing sockets in one
-/// turn (µs): a close costs from a few µs to tens of µs (a socket holding
-/// a flood's unread bytes frees them all), so a count alone did not bound
-/// the turn.
-pub const REAP_TIME_BUDGET_US: u64 = 200;
-/// Step 6 reads the clock after every this many closes (and always closes
-/// at least this many, so the reaping goes on however slow a close is).
-pub const REAP_CLOCK_EVERY: usize = 8;
+/// turn (µs), the clock read after every close: a close costs from a few
+/// µs to a few hundred (a socket holding a flood's unread bytes frees them
+/// all, 0.4 ms at the 99th percentile under 19 000 flooders), so a count
+/// alone did not bound the turn. At least one socket is closed per turn,
+/// so the reaping goes on however slow a close is.
+pub const REAP_TIME_BUDGET_US: u64 = 100;
 
 /// epoll events fetched per `epoll_wait`.
 pub const EVENTS_PER_POLL: usize = 1024;
@@ -298,6 +313,7 @@ impl<P: Protocol> Reactor<P> {
                 carried: 0,
                 endpoints_resume_ms: NEVER,
                 tracing: false,
+                reads_after_queue: 0,
             },
             signals,
             stop_requested,
@@ -805,14 +821,14 @@ mod tests {
             "closed at once, as counted"
         );
         // Each turn closes at most a budget of sockets (fewer if the time
-        // for them runs out, but always a batch), and does not sleep while
-        // more wait.
+        // for them runs out, but always one), and does not sleep while more
+        // wait.
         let mut left = reactor.clients.conns.len();
         while left > 0 {
             reactor.run_once().unwrap();
             let closed = left - reactor.clients.conns.len();
             assert!(closed <= REAP_BUDGET, "{closed} sockets closed in one turn");
-            assert!(closed >= REAP_CLOCK_EVERY.min(left), "only {closed} closed");
+            assert!(closed >= 1, "none closed");
             left = reactor.clients.conns.len();
         }
         // What other threads see counts only open connections.
@@ -827,28 +843,184 @@ mod tests {
     }
 
     #[test]
-    fn closing_sockets_stops_when_the_time_is_up_a_batch_at_a_time() {
-        let (mut reactor, _streams) = reactor_with(REAP_CLOCK_EVERY * 5);
+    fn closing_sockets_asks_the_clock_after_every_close() {
+        let (mut reactor, _streams) = reactor_with(10);
         let keys: Vec<usize> = reactor.clients.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
             reactor.clients.close(key, CloseReason::Evicted);
         }
-        // The clock is asked after every batch: time is up at the second.
+        // Time is up at the second answer: two sockets closed, no more.
         let mut asked = 0;
         reactor.clients.close_sockets(REAP_BUDGET, || {
             asked += 1;
             asked < 2
         });
         assert_eq!(asked, 2);
-        assert_eq!(reactor.clients.conns.len(), REAP_CLOCK_EVERY * 3);
-        assert_eq!(reactor.clients.closed.len(), REAP_CLOCK_EVERY * 3);
+        assert_eq!(reactor.clients.conns.len(), 8);
+        assert_eq!(reactor.clients.closed.len(), 8);
+        // Out of time from the start: still one, so reaping goes on.
+        reactor.clients.close_sockets(REAP_BUDGET, || false);
+        assert_eq!(reactor.clients.closed.len(), 7);
         // With time to spare, the count bounds it; the earliest closed go
         // first, and the rest stay listed.
         let next = reactor.clients.closed[0];
-        reactor.clients.close_sockets(REAP_CLOCK_EVERY + 1, || true);
+        reactor.clients.close_sockets(3, || true);
         assert!(!reactor.clients.conns.contains(next));
-        assert_eq!(reactor.clients.closed.len(), REAP_CLOCK_EVERY * 2 - 1);
-        assert_eq!(reactor.clients.conns.len(), REAP_CLOCK_EVERY * 2 - 1);
+        assert_eq!(reactor.clients.closed.len(), 4);
+        assert_eq!(reactor.clients.conns.len(), 4);
+    }
+
+    /// A client on `stream` that writes `bytes` (blocking) from one thread
+    /// and reads its echo from another, until the server closes.
+    fn bulk_sender(stream: std::net::TcpStream, bytes: usize) -> [std::thread::JoinHandle<()>; 2] {
+        use std::io::{Read, Write};
+        let mut echo = stream.try_clone().unwrap();
+        let mut stream = stream;
+        [
+            std::thread::spawn(move || {
+                // Fails once the server is dropped mid-write: that ends it.
+                let _ = stream.write_all(&vec![b'x'; bytes]);
+            }),
+            std::thread::spawn(move || {
+                let mut sink = vec![0; 64 * 1024];
+                while matches!(echo.read(&mut sink), Ok(n) if n > 0) {}
+            }),
+        ]
+    }
+
+    /// Turn the loop until `done` says so or 20 s have passed (the sending
+    /// threads may be slow to start on a busy machine); the bytes read in
+    /// each turn.
+    fn turns_until(
+        reactor: &mut Reactor<Echo>,
+        mut each: impl FnMut(),
+        mut done: impl FnMut(&Reactor<Echo>) -> bool,
+    ) -> Vec<usize> {
+        let mut per_turn = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            each();
+            let before = reactor.clients.ws.ctx.counters.bytes_in;
+            reactor.run_once().unwrap();
+            per_turn.push((reactor.clients.ws.ctx.counters.bytes_in - before) as usize);
+            if done(reactor) {
+                break;
+            }
+        }
+        per_turn
+    }
+
+    #[test]
+    fn a_bulk_sender_beside_a_reader_reads_one_turn_budget_a_turn() {
+        use std::io::{Read, Write};
+        let (mut reactor, mut streams) = reactor_with(2);
+        let mut reader = streams.pop().unwrap();
+        let sender = bulk_sender(streams.pop().unwrap(), 4 << 20);
+        reader
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        // Every turn, the reader's message is answered in step 3; the queue
+        // (the bulk sender) then has the turn's budget, not its own 256 KiB.
+        let bulk_read = |r: &Reactor<Echo>| r.clients.ws.ctx.counters.bytes_in as usize;
+        let sent = std::cell::Cell::new(0);
+        let per_turn = turns_until(
+            &mut reactor,
+            || {
+                reader.write_all(b"hi\n").unwrap();
+                sent.set(sent.get() + 3);
+            },
+            |r| bulk_read(r) >= (1 << 20) + sent.get(),
+        );
+        let sent = sent.get();
+        assert!(
+            bulk_read(&reactor) >= 1 << 20,
+            "the bulk sender starved: {} bytes read",
+            bulk_read(&reactor)
+        );
+        // At most one read past the budget (one scratch buffer), and the
+        // reader's 3 bytes: a quarter of the bulk sender's own budget.
+        let bound = 2 * SCRATCH_BYTES + 3;
+        let most = per_turn.iter().max().copied().unwrap_or(0);
+        assert!(most <= bound, "{most} bytes read in one turn, over {bound}");
+        let mut replies = vec![0; sent];
+        reader.read_exact(&mut replies).unwrap();
+        drop(reactor); // ends the sender's threads
+        sender.into_iter().for_each(|t| t.join().unwrap());
+    }
+
+    #[test]
+    fn the_queue_step_reads_in_proportion_to_the_others_served() {
+        use clients::queue_read_budget;
+        // Nobody else served: a lone bulk sender's own budget.
+        assert_eq!(queue_read_budget(0), QUEUE_ALONE_READ_BUDGET);
+        // A few readers: the turn budget, one scratch buffer.
+        assert_eq!(queue_read_budget(1), TURN_READ_BUDGET);
+        assert_eq!(queue_read_budget(50), TURN_READ_BUDGET);
+        // More: in proportion, up to the lone sender's.
+        assert_eq!(queue_read_budget(100), 100 * BULK_BYTES_PER_READ as isize);
+        assert_eq!(queue_read_budget(1_000), QUEUE_ALONE_READ_BUDGET);
+        assert_eq!(queue_read_budget(u64::MAX), QUEUE_ALONE_READ_BUDGET);
+    }
+
+    #[test]
+    fn a_bulk_sender_beside_many_readers_reads_more_than_one_turn_budget() {
+        use std::io::{Read, Write};
+        const READERS: usize = 300;
+        let (mut reactor, mut streams) = reactor_with(READERS + 1);
+        let sender = bulk_sender(streams.pop().unwrap(), 4 << 20);
+        let turns = std::cell::Cell::new(0);
+        // Every reader sends a message every turn: 300 reads earn the
+        // queue 300 KiB, more than the turn budget.
+        let per_turn = turns_until(
+            &mut reactor,
+            || {
+                for reader in &mut streams {
+                    reader.write_all(b"hi\n").unwrap();
+                }
+                turns.set(turns.get() + 1);
+            },
+            |r| {
+                r.clients.ws.ctx.counters.bytes_in as usize >= (1 << 20) + READERS * 3 * turns.get()
+            },
+        );
+        let shared = TURN_READ_BUDGET as usize + SCRATCH_BYTES + READERS * 3;
+        let most = per_turn.iter().max().copied().unwrap_or(0);
+        assert!(
+            most > shared,
+            "at most {most} bytes read in a turn, within a shared budget of {shared}"
+        );
+        // Every message was answered.
+        for reader in &mut streams {
+            reader
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut replies = vec![0; 3 * turns.get()];
+            reader.read_exact(&mut replies).unwrap();
+        }
+        drop(reactor);
+        sender.into_iter().for_each(|t| t.join().unwrap());
+    }
+
+    #[test]
+    fn a_lone_bulk_sender_reads_more_than_a_shared_turn_budget() {
+        let (mut reactor, mut streams) = reactor_with(1);
+        let sender = bulk_sender(streams.pop().unwrap(), 4 << 20);
+        // No one else is served: the queue reads the connection's own
+        // budget a turn, not the turn budget shared with others.
+        let shared = TURN_READ_BUDGET as usize + SCRATCH_BYTES;
+        let per_turn = turns_until(
+            &mut reactor,
+            || {},
+            |r| r.clients.ws.ctx.counters.bytes_in >= 4 << 20,
+        );
+        let most = per_turn.iter().max().copied().unwrap_or(0);
+        assert!(
+            most > shared,
+            "at most {most} bytes read in a turn, within a shared budget of {shared}"
+        );
+        assert!(most <= QUEUE_ALONE_READ_BUDGET as usize + SCRATCH_BYTES);
+        drop(reactor);
+        sender.into_iter().for_each(|t| t.join().unwrap());
     }
 
     #[test]
