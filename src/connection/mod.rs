@@ -41,10 +41,12 @@ use crate::timers::{due_after, millis, NEVER};
 
 mod linger;
 mod output;
+mod parked;
 mod workspace;
 
 pub use linger::{LINGER_MS, QUIET_BEFORE_SHUTDOWN_MS, REFUSAL_LINGER_MS};
 pub use output::{flush, FlushOutcome};
+pub use parked::Parked;
 pub use workspace::{Context, Workspace, TRICKLE_BYTES};
 
 /// Per-connection limits, from the server's configuration.
@@ -175,49 +177,6 @@ pub struct Connection<S, Session> {
     ending: Option<CloseReason>,
     /// The reactor's marks: on its ready queue, closed (see [`Parked`]).
     parked: Parked,
-}
-
-bitflags! {
-    /// Where the reactor has put a connection, outside the connection's
-    /// own state. One byte, so an event asks "queued or closed?" in one
-    /// test (`Clients::on_connection_event`).
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub struct Parked: u8 {
-        /// On the reactor's ready queue (so it is queued at most once).
-        const QUEUED = 1;
-        /// Closed and waiting for the end of the loop turn to leave the slab.
-        const CLOSED = 1 << 1;
-    }
-}
-
-/// The reactor's marks, for any socket type.
-impl<S, Session> Connection<S, Session> {
-    /// On the reactor's ready queue.
-    pub fn is_queued(&self) -> bool {
-        self.parked.contains(Parked::QUEUED)
-    }
-
-    /// Put on, or taken off, the reactor's ready queue.
-    pub fn set_queued(&mut self, queued: bool) {
-        self.parked.set(Parked::QUEUED, queued);
-    }
-
-    /// Closed by the reactor, waiting for the end of the turn.
-    pub fn is_closed(&self) -> bool {
-        self.parked.contains(Parked::CLOSED)
-    }
-
-    /// The reactor closed it: it leaves the slab at the end of the turn.
-    pub fn mark_closed(&mut self) {
-        self.parked.insert(Parked::CLOSED);
-    }
-
-    /// Queued or closed: an event only records what it says (or, closed,
-    /// not even that). One test of one byte, once per event.
-    #[inline(always)]
-    pub fn is_parked(&self) -> bool {
-        !self.parked.is_empty()
-    }
 }
 
 impl<S: Read + Write + Linger, Session> Connection<S, Session> {
