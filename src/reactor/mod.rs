@@ -668,7 +668,21 @@ mod tests {
 
     /// A reactor on 127.0.0.1 serving echo, with `clients` accepted.
     fn reactor_with(clients: usize) -> (Reactor<Echo>, Vec<std::net::TcpStream>) {
+        reactor_with_receive_buffer(clients, None)
+    }
+
+    /// [`reactor_with`], the accepted sockets' receive buffers set to
+    /// `receive_buffer` bytes (inherited from the listener).
+    fn reactor_with_receive_buffer(
+        clients: usize,
+        receive_buffer: Option<usize>,
+    ) -> (Reactor<Echo>, Vec<std::net::TcpStream>) {
         let listener = mio::net::TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        if let Some(bytes) = receive_buffer {
+            socket2::SockRef::from(&listener)
+                .set_recv_buffer_size(bytes)
+                .unwrap();
+        }
         let addr = listener.local_addr().unwrap();
         let limits = Limits {
             max_buffered: 1 << 20,
@@ -888,6 +902,47 @@ mod tests {
         ]
     }
 
+    /// [`bulk_sender`] of 4 MiB that returns once `queued` bytes are out of
+    /// the sending thread (20 s at most): with a receive buffer that holds
+    /// them, they wait at the server before the first turn, however slowly
+    /// the thread is scheduled afterwards.
+    fn queued_bulk_sender(
+        stream: std::net::TcpStream,
+        queued: usize,
+    ) -> [std::thread::JoinHandle<()>; 2] {
+        use std::io::{Read, Write};
+        use std::sync::atomic::AtomicUsize;
+        let written = Arc::new(AtomicUsize::new(0));
+        let mut echo = stream.try_clone().unwrap();
+        let mut stream = stream;
+        let sending = written.clone();
+        let threads = [
+            std::thread::spawn(move || {
+                let chunk = vec![b'x'; 64 * 1024];
+                for _ in 0..64 {
+                    // Fails once the server is dropped mid-write: that ends it.
+                    if stream.write_all(&chunk).is_err() {
+                        return;
+                    }
+                    sending.fetch_add(chunk.len(), Ordering::Release);
+                }
+            }),
+            std::thread::spawn(move || {
+                let mut sink = vec![0; 64 * 1024];
+                while matches!(echo.read(&mut sink), Ok(n) if n > 0) {}
+            }),
+        ];
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while written.load(Ordering::Acquire) < queued {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the sender never got {queued} bytes out"
+            );
+            std::thread::yield_now();
+        }
+        threads
+    }
+
     /// Turn the loop until `done` says so or 20 s have passed (the sending
     /// threads may be slow to start on a busy machine); the bytes read in
     /// each turn.
@@ -966,8 +1021,13 @@ mod tests {
     fn a_bulk_sender_beside_many_readers_reads_more_than_one_turn_budget() {
         use std::io::{Read, Write};
         const READERS: usize = 300;
-        let (mut reactor, mut streams) = reactor_with(READERS + 1);
-        let sender = bulk_sender(streams.pop().unwrap(), 4 << 20);
+        const QUEUED: usize = 1536 * 1024;
+        // The bulk bytes wait in the server's receive buffer before the
+        // first turn, so every turn's step 4 has more than it may read
+        // however slowly the sending thread is scheduled (a busy machine
+        // once left it 130 921 bytes short of filling a turn).
+        let (mut reactor, mut streams) = reactor_with_receive_buffer(READERS + 1, Some(8 << 20));
+        let sender = queued_bulk_sender(streams.pop().unwrap(), QUEUED);
         let turns = std::cell::Cell::new(0);
         // Every reader sends a message every turn: 300 reads earn the
         // queue 300 KiB, more than the turn budget.
@@ -1003,8 +1063,9 @@ mod tests {
 
     #[test]
     fn a_lone_bulk_sender_reads_more_than_a_shared_turn_budget() {
-        let (mut reactor, mut streams) = reactor_with(1);
-        let sender = bulk_sender(streams.pop().unwrap(), 4 << 20);
+        let (mut reactor, mut streams) = reactor_with_receive_buffer(1, Some(8 << 20));
+        // Queued at the server first, as beside many readers (above).
+        let sender = queued_bulk_sender(streams.pop().unwrap(), 1536 * 1024);
         // No one else is served: the queue reads the connection's own
         // budget a turn, not the turn budget shared with others.
         let shared = TURN_READ_BUDGET as usize + SCRATCH_BYTES;
