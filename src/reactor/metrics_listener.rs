@@ -650,29 +650,7 @@ mod tests {
 
     #[test]
     fn a_scraper_that_reads_its_answer_but_does_not_close_is_let_go_after_the_short_linger() {
-        let poll = mio::Poll::new().unwrap();
-        let listener = crate::sockets::bind_tcp("127.0.0.1:0".parse().unwrap(), 16).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut endpoint = MetricsEndpoint::new(listener, None, poll.registry()).unwrap();
-        let mut client = std::net::TcpStream::connect(addr).unwrap();
-        // Loopback delivers the request before write_all returns.
-        client.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
-        let (mut spare, mut shed) = (None, 0);
-        for token in [METRICS_LISTENER, metrics_conn_token(0)] {
-            let out_of_files = OutOfFiles {
-                spare_fd: &mut spare,
-                shed: &mut shed,
-            };
-            let stats = StatsSnapshot::default;
-            endpoint.on_event(
-                token,
-                0,
-                Health::Accepting,
-                stats,
-                poll.registry(),
-                out_of_files,
-            );
-        }
+        let (poll, mut endpoint, mut client) = lingering_scraper();
         client
             .set_read_timeout(Some(std::time::Duration::from_secs(10)))
             .unwrap();
@@ -681,17 +659,12 @@ mod tests {
         assert!(response.starts_with("HTTP/1.1 200 "), "{response}");
         assert!(endpoint.conns[0].lingering);
         for (now, open) in [(METRICS_LINGER_MS - 1, 1), (METRICS_LINGER_MS, 0)] {
-            let out_of_files = OutOfFiles {
-                spare_fd: &mut spare,
-                shed: &mut shed,
-            };
-            endpoint.expire(now, poll.registry(), out_of_files);
-            assert_eq!(endpoint.connections(), open, "at {now} ms");
+            assert_eq!(expire_at(&mut endpoint, &poll, now), open, "at {now} ms");
         }
     }
 
-    /// A scraper answered and lingering, its client still sending: the
-    /// input's arrival (its event) is what the test steps through.
+    /// A scraper answered and lingering (loopback delivers its request
+    /// before `write_all` returns).
     fn lingering_scraper() -> (mio::Poll, MetricsEndpoint, std::net::TcpStream) {
         let poll = mio::Poll::new().unwrap();
         let listener = crate::sockets::bind_tcp("127.0.0.1:0".parse().unwrap(), 16).unwrap();

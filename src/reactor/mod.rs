@@ -884,32 +884,13 @@ mod tests {
         assert_eq!(reactor.clients.conns.len(), 4);
     }
 
-    /// A client on `stream` that writes `bytes` (blocking) from one thread
-    /// and reads its echo from another, until the server closes.
-    fn bulk_sender(stream: std::net::TcpStream, bytes: usize) -> [std::thread::JoinHandle<()>; 2] {
-        use std::io::{Read, Write};
-        let mut echo = stream.try_clone().unwrap();
-        let mut stream = stream;
-        [
-            std::thread::spawn(move || {
-                // Fails once the server is dropped mid-write: that ends it.
-                let _ = stream.write_all(&vec![b'x'; bytes]);
-            }),
-            std::thread::spawn(move || {
-                let mut sink = vec![0; 64 * 1024];
-                while matches!(echo.read(&mut sink), Ok(n) if n > 0) {}
-            }),
-        ]
-    }
-
-    /// [`bulk_sender`] of 4 MiB that returns once `queued` bytes are out of
-    /// the sending thread (20 s at most): with a receive buffer that holds
-    /// them, they wait at the server before the first turn, however slowly
-    /// the thread is scheduled afterwards.
-    fn queued_bulk_sender(
-        stream: std::net::TcpStream,
-        queued: usize,
-    ) -> [std::thread::JoinHandle<()>; 2] {
+    /// A client on `stream` that writes 4 MiB (blocking) from one thread and
+    /// reads its echo from another, until the server closes; it returns
+    /// once `queued` bytes are out of the sending thread (20 s at most):
+    /// with a receive buffer that holds them, they wait at the server
+    /// before the first turn, however slowly the thread is scheduled
+    /// afterwards.
+    fn bulk_sender(stream: std::net::TcpStream, queued: usize) -> [std::thread::JoinHandle<()>; 2] {
         use std::io::{Read, Write};
         use std::sync::atomic::AtomicUsize;
         let written = Arc::new(AtomicUsize::new(0));
@@ -970,7 +951,7 @@ mod tests {
         use std::io::{Read, Write};
         let (mut reactor, mut streams) = reactor_with(2);
         let mut reader = streams.pop().unwrap();
-        let sender = bulk_sender(streams.pop().unwrap(), 4 << 20);
+        let sender = bulk_sender(streams.pop().unwrap(), 0);
         reader
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
@@ -1027,7 +1008,7 @@ mod tests {
         // however slowly the sending thread is scheduled (a busy machine
         // once left it 130 921 bytes short of filling a turn).
         let (mut reactor, mut streams) = reactor_with_receive_buffer(READERS + 1, Some(8 << 20));
-        let sender = queued_bulk_sender(streams.pop().unwrap(), QUEUED);
+        let sender = bulk_sender(streams.pop().unwrap(), QUEUED);
         let turns = std::cell::Cell::new(0);
         // Every reader sends a message every turn: 300 reads earn the
         // queue 300 KiB, more than the turn budget.
@@ -1065,7 +1046,7 @@ mod tests {
     fn a_lone_bulk_sender_reads_more_than_a_shared_turn_budget() {
         let (mut reactor, mut streams) = reactor_with_receive_buffer(1, Some(8 << 20));
         // Queued at the server first, as beside many readers (above).
-        let sender = queued_bulk_sender(streams.pop().unwrap(), 1536 * 1024);
+        let sender = bulk_sender(streams.pop().unwrap(), 1536 * 1024);
         // No one else is served: the queue reads the connection's own
         // budget a turn, not the turn budget shared with others.
         let shared = TURN_READ_BUDGET as usize + SCRATCH_BYTES;
