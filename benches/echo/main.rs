@@ -536,7 +536,7 @@ fn fairness(setup: &Setup) {
 fn flood(setup: &Setup) {
     let m = &setup.mode;
     println!(
-        "\nflood: {} measured clients, 64 B closed loop, alone and beside flooders that each send up to the bytes shown and never read (`bench --scenario flood`, flood thread at nice 10 on the load core); {} s measured after {} s warmup, the flood fills the measured window; a fresh server per run; medians of {} round(s)",
+        "\nflood: {} measured clients, 64 B closed loop, alone and beside flooders that each send up to the bytes shown and never read (`bench --scenario flood`, flood thread under SCHED_IDLE on the load core); {} s measured after {} s warmup, the flood fills the measured window; a fresh server per run; medians of {} round(s)",
         m.flood_clients, m.flood_duration, m.warmup, m.flood_rounds
     );
     let floods: Vec<(usize, &str)> = std::iter::once((0, ""))

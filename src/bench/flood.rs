@@ -6,10 +6,13 @@
 //! byte of the replies, so whatever the server cannot write back it must
 //! hold, stop reading, or close. They live on a thread of their own with
 //! their own `mio::Poll`, so a flooder whose write would block never
-//! delays a measured client; and that thread runs at nice
-//! [`FLOOD_NICE`], so on a shared core it sends in the measured clients'
-//! idle time instead of taking their CPU (which would inflate the latency
-//! they measure whatever the server does).
+//! delays a measured client; and that thread runs under `SCHED_IDLE`
+//! (Linux), so on a shared core it sends in the measured clients' idle
+//! time instead of taking their CPU (which would inflate the latency they
+//! measure whatever the server does). Nice 10 was not enough: the
+//! scheduler still gave the flood thread whole slices, up to 4 ms, while a
+//! measured client had a reply waiting (docs/BENCHMARKS.md, "A turn's
+//! bulk copying, steps 3 and 4 together").
 //!
 //! The flood fills the measured window: flooders connect with everyone
 //! else, stay silent through the warm-up, send from the start of the
@@ -45,8 +48,8 @@ const FLOOD_LINE: &[u8] = b"flood\n";
 /// few goes, small enough to stay in cache.
 const FLOOD_CHUNK_BYTES: usize = 64 * 1024;
 
-/// The flood thread's nice level (Linux; elsewhere it runs at the
-/// default priority): the measured clients' CPU comes first.
+/// The flood thread's nice level where `SCHED_IDLE` is refused (Linux
+/// only; elsewhere it runs at the default priority).
 pub const FLOOD_NICE: i32 = 10;
 
 /// How the flooders should load the server.
@@ -246,14 +249,20 @@ pub fn run_flood(load: &FloodLoad, start: &Barrier) -> Flood {
     tally
 }
 
-/// Nice [`FLOOD_NICE`] for the calling thread (on Linux a thread id names
-/// one thread; elsewhere nothing changes). Failure only means the flood
-/// competes at equal priority, so it is ignored.
+/// Put the calling thread behind every ordinary thread: `SCHED_IDLE` on
+/// Linux (a waking ordinary thread always preempts it, and it gets a
+/// core only while nothing else wants it), else nice [`FLOOD_NICE`];
+/// elsewhere nothing changes. Failure only means the flood competes for
+/// the measured clients' CPU, so it is ignored.
 fn lower_this_thread() {
     #[cfg(target_os = "linux")]
-    // SAFETY: setpriority on this thread's own id; no memory is passed.
+    // SAFETY: both calls act on the calling thread only (pid 0 / its own
+    // id) and read nothing but the `sched_param` passed by reference.
     unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, FLOOD_NICE);
+        let param = libc::sched_param { sched_priority: 0 };
+        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
+            libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, FLOOD_NICE);
+        }
     }
 }
 
@@ -280,6 +289,24 @@ fn take_turn(slot: &mut Option<Flooder>, chunk: &[u8], budget: u64, tally: &mut 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_flood_thread_yields_to_every_ordinary_thread_and_only_it_does() {
+        let policy_of_this_thread = || {
+            // SAFETY: reads the calling thread's own policy.
+            unsafe { libc::sched_getscheduler(0) }
+        };
+        let flood = thread::spawn(move || {
+            lower_this_thread();
+            policy_of_this_thread()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(flood, libc::SCHED_IDLE, "the flood thread's policy");
+        // The threads that spawned it (the measured clients') keep theirs.
+        assert_eq!(policy_of_this_thread(), libc::SCHED_OTHER);
+    }
 
     #[test]
     fn the_chunk_is_whole_lines_from_any_offset_inside_a_line() {
