@@ -99,22 +99,30 @@ pub(super) struct Clients<P: Protocol> {
 
 /// Step 4's read budget, given `reads_since`: the reads made since the last
 /// step 4 (or since the queue, empty, took a connection), nearly all of
-/// them step 3 serving other clients, who now wait
-/// for the next `epoll_wait`. None: nobody waits, so a lone bulk sender
-/// reads its whole budget, [`QUEUE_ALONE_READ_BUDGET`]. Otherwise the
-/// queue may copy [`BULK_BYTES_PER_READ`] for each of those reads, at least
-/// [`TURN_READ_BUDGET`] and at most [`QUEUE_ALONE_READ_BUDGET`]: the bulk
-/// copying of a turn stays in proportion to the small messages answered
-/// in it, so beside 50 readers a turn copies one 64 KiB read (a flood's
-/// 256 KiB took up to 1.8 ms, against 0.2 ms for the readers:
-/// docs/BENCHMARKS.md, "A reader beside a flood"), and beside 1 000 (a
-/// turn of several ms) a hog still gets 256 KiB.
-pub(super) fn queue_read_budget(reads_since: u64) -> isize {
+/// them step 3 serving other clients, who now wait for the next
+/// `epoll_wait`; and `step3_bulk`: the bulk bytes step 3 of this turn
+/// already copied. None: nobody waits, so a lone bulk sender reads its
+/// whole budget, [`QUEUE_ALONE_READ_BUDGET`]. Otherwise the turn may copy
+/// [`BULK_BYTES_PER_READ`] for each of those reads, steps 3 and 4
+/// together, at most [`QUEUE_ALONE_READ_BUDGET`] in step 4, and at least
+/// one read (a budget of 1 byte is spent by the first read), so the queue
+/// always moves: the bulk copying of a turn stays in proportion to the
+/// small messages answered in it. Beside 50 readers whose turn's step 3
+/// already read a flooder's 64 KiB, that is one read; with a floor of
+/// 64 KiB for step 4 alone, the reader's p99 beside 19 000 flooders was
+/// 1.9× what it is now (docs/BENCHMARKS.md, "A turn's bulk copying,
+/// steps 3 and 4 together"); beside 1 000 (a turn of several ms) a hog
+/// still gets 256 KiB.
+pub(super) fn queue_read_budget(reads_since: u64, step3_bulk: isize) -> isize {
     if reads_since == 0 {
         return QUEUE_ALONE_READ_BUDGET;
     }
-    let earned = reads_since.saturating_mul(BULK_BYTES_PER_READ as u64);
-    (earned.min(QUEUE_ALONE_READ_BUDGET as u64) as isize).max(TURN_READ_BUDGET)
+    let earned = reads_since
+        .saturating_mul(BULK_BYTES_PER_READ as u64)
+        .min(isize::MAX as u64) as isize;
+    earned
+        .saturating_sub(step3_bulk.max(0))
+        .clamp(1, QUEUE_ALONE_READ_BUDGET)
 }
 
 /// Record what a readiness event says in the connection's state.
@@ -313,7 +321,12 @@ impl<P: Protocol> Clients<P> {
             .counters
             .read_calls
             .saturating_sub(self.reads_after_queue);
-        self.ws.refill_turn_budget(queue_read_budget(reads_since));
+        // What step 3 read in bulk this turn: the turn budget it began
+        // with, less what is left of it (less than nothing once a read
+        // crossed it).
+        let step3_bulk = TURN_READ_BUDGET - self.ws.ctx.turn_bytes_left;
+        self.ws
+            .refill_turn_budget(queue_read_budget(reads_since, step3_bulk));
         for _ in 0..carried.min(self.ready.len()) {
             if self.ws.ctx.turn_budget_spent() {
                 break; // the step's budget is spent: the rest next turn

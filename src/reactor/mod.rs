@@ -22,11 +22,11 @@
 //!    order), and not one that a deadline drove while it was queued into
 //!    spending its budget again (it waits a turn more): one budget per turn
 //!    each.
-//!    The step has a budget of its own: [`TURN_READ_BUDGET`], or more in
-//!    proportion to the reads since the last step 4 ([`BULK_BYTES_PER_READ`]
-//!    each), up to [`QUEUE_ALONE_READ_BUDGET`] — all of it when nothing
-//!    else was read — and stops once it is spent; the rest of the queue
-//!    waits, in order, for the next turns;
+//!    The step has a budget of its own, in proportion to the reads since
+//!    the last step 4 ([`BULK_BYTES_PER_READ`] each) less what step 3 read
+//!    in bulk, at least one read and at most [`QUEUE_ALONE_READ_BUDGET`] —
+//!    all of that when nothing else was read — and stops once it is spent;
+//!    the rest of the queue waits, in order, for the next turns;
 //! 5. expire deadlines: protocol timers, idle and stalled connections,
 //!    lingering closes, accept pauses that are over; then check the memory
 //!    budget (`memory.rs`; also checked at once when output or input
@@ -140,11 +140,11 @@ pub const TURN_READ_BUDGET: isize = SCRATCH_BYTES as isize;
 /// `epoll_wait` per 256 KiB, not per 64 KiB). Also the most step 4 reads
 /// in a turn however many others were served.
 pub const QUEUE_ALONE_READ_BUDGET: isize = READ_BUDGET_BYTES as isize;
-/// Bulk bytes step 4 may read for each read made since the last step 4
-/// (above [`TURN_READ_BUDGET`]): answering a small message costs a read and
-/// a write, a few µs, about what copying 1 KiB in and out costs, so the
-/// bulk's share of a turn stays about the others' share
-/// (`Clients::serve_ready_queue`).
+/// Bulk bytes a turn may copy, steps 3 and 4 together, for each read made
+/// since the last step 4 (step 4 reads what step 3 left of it, at least
+/// one read): answering a small message costs a read and a write, a few
+/// µs, about what copying 1 KiB in and out costs, so the bulk's share of a
+/// turn stays about the others' share (`Clients::serve_ready_queue`).
 pub const BULK_BYTES_PER_READ: usize = 1024;
 /// Sockets of closed connections closed (reaped) per loop turn at most;
 /// the rest wait for the next turns (`Clients::reap_closed`).
@@ -987,15 +987,100 @@ mod tests {
     #[test]
     fn the_queue_step_reads_in_proportion_to_the_others_served() {
         use clients::queue_read_budget;
+        let per_read = BULK_BYTES_PER_READ as isize;
         // Nobody else served: a lone bulk sender's own budget.
-        assert_eq!(queue_read_budget(0), QUEUE_ALONE_READ_BUDGET);
-        // A few readers: the turn budget, one scratch buffer.
-        assert_eq!(queue_read_budget(1), TURN_READ_BUDGET);
-        assert_eq!(queue_read_budget(50), TURN_READ_BUDGET);
-        // More: in proportion, up to the lone sender's.
-        assert_eq!(queue_read_budget(100), 100 * BULK_BYTES_PER_READ as isize);
-        assert_eq!(queue_read_budget(1_000), QUEUE_ALONE_READ_BUDGET);
-        assert_eq!(queue_read_budget(u64::MAX), QUEUE_ALONE_READ_BUDGET);
+        assert_eq!(queue_read_budget(0, 0), QUEUE_ALONE_READ_BUDGET);
+        // In proportion to the others served, up to the lone sender's.
+        assert_eq!(queue_read_budget(1, 0), per_read);
+        assert_eq!(queue_read_budget(50, 0), 50 * per_read);
+        assert_eq!(queue_read_budget(1_000, 0), QUEUE_ALONE_READ_BUDGET);
+        assert_eq!(queue_read_budget(u64::MAX, 0), QUEUE_ALONE_READ_BUDGET);
+        // Less what step 3 already copied in bulk this turn...
+        assert_eq!(queue_read_budget(100, 30 * per_read), 70 * per_read);
+        assert_eq!(
+            queue_read_budget(1_000, TURN_READ_BUDGET),
+            QUEUE_ALONE_READ_BUDGET
+        );
+        // ...and at least one read, however much that was (a read past
+        // the step's budget leaves less than nothing of it).
+        assert_eq!(queue_read_budget(50, TURN_READ_BUDGET), 1);
+        assert_eq!(queue_read_budget(50, TURN_READ_BUDGET + 60_000), 1);
+        // A budget step 3 never touched (less than nothing used) adds nothing.
+        assert_eq!(queue_read_budget(50, -1_000_000), 50 * per_read);
+    }
+
+    #[test]
+    fn step_four_reads_only_what_step_three_left_of_the_turns_bulk_share() {
+        use std::io::Write;
+        const QUEUED: usize = 8;
+        const READERS: usize = 50;
+        // Receive buffers that hold every byte below before a turn reads.
+        let (mut reactor, mut streams) =
+            reactor_with_receive_buffer(QUEUED + 1 + READERS, Some(8 << 20));
+        let mut readers = streams.split_off(QUEUED + 1);
+        let mut fresh = streams.pop().unwrap();
+        // Exactly `bytes`, all of it into the server's receive buffer now.
+        let write = |stream: &mut std::net::TcpStream, bytes: usize| {
+            stream.set_nonblocking(true).unwrap();
+            stream
+                .write_all(&vec![b'x'; bytes])
+                .expect("all of it queued at the server");
+            stream.set_nonblocking(false).unwrap();
+        };
+        // Turn 1: eight bulk senders of 84 KiB. Step 3 reads 64 KiB of one
+        // (the turn's budget), then a small read of each other: all eight
+        // wait on the ready queue.
+        for sender in &mut streams {
+            write(sender, 84 * 1024);
+        }
+        reactor.run_once().unwrap();
+        assert_eq!(reactor.clients.ready.len(), QUEUED);
+        // Turn 2: 50 readers' messages and a fresh sender's 64 KiB. Step 3
+        // answers the readers and reads the fresh sender's 64 KiB: more
+        // than the 57 reads since the queue began earned (57 KiB), so step
+        // 4 reads one queued connection, not a budget of its own.
+        for reader in &mut readers {
+            reader.write_all(b"hi\n").unwrap();
+        }
+        write(&mut fresh, 64 * 1024);
+        let reads = |r: &Reactor<Echo>| r.clients.ws.ctx.counters.read_calls;
+        let before = reads(&reactor);
+        reactor.run_once().unwrap();
+        assert_eq!(
+            reads(&reactor) - before,
+            (READERS + 1 + 1) as u64,
+            "step 3's reads, then step 4's"
+        );
+        // That read took the first queued connection's last 20 KiB.
+        assert_eq!(
+            reactor.clients.ready.len(),
+            QUEUED,
+            "7 left and the fresh one"
+        );
+    }
+
+    #[test]
+    fn bulk_reads_of_peers_that_reset_count_against_the_turn_budget() {
+        use std::io::Write;
+        const SENDERS: usize = 8;
+        let (mut reactor, mut streams) = reactor_with_receive_buffer(SENDERS, Some(8 << 20));
+        // Each sends 48 KiB and resets: the server reads the bytes, and
+        // the echo of each read fails. Those reads are bulk all the same.
+        for stream in &mut streams {
+            assert_eq!(write_some(stream, 48 * 1024), 48 * 1024);
+            stream.flush().unwrap();
+            socket2::SockRef::from(&*stream)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+        }
+        drop(streams); // RST, behind the bytes
+        let before = reactor.clients.ws.ctx.counters.bytes_in as usize;
+        reactor.run_once().unwrap();
+        let read = reactor.clients.ws.ctx.counters.bytes_in as usize - before;
+        // Two reads fit the budget; then small reads for the rest.
+        let bound = TURN_READ_BUDGET as usize + SCRATCH_BYTES + SENDERS * TRICKLE_BYTES;
+        assert!(read <= bound, "{read} bytes read in one turn, over {bound}");
+        assert!(read > 0, "nothing read");
     }
 
     #[test]
