@@ -330,6 +330,8 @@ fn a_flood_beside_measured_clients_is_reported_and_every_flooder_sends_its_bytes
     assert_eq!(flood["bytes_sent"], FLOODERS * EACH, "{flood}");
     assert_eq!(flood["finished"], FLOODERS, "{flood}");
     assert_eq!(flood["closed_by_server"], 0, "{flood}");
+    // The flood thread ran behind the measured clients, and says so.
+    assert_eq!(flood["sched_idle"], true, "{flood}");
     // The measured clients beside the flood: verified replies, no errors.
     assert_eq!(r["connections"]["achieved"], 5);
     assert!(r["messages"].as_u64().unwrap() > 0, "{r}");
@@ -352,6 +354,10 @@ fn flooders_the_server_closes_are_counted_and_do_not_fail_the_run() {
     // A server that closes connections whose output has not moved for
     // 0.2 s: every flooder, once the kernel's buffers and the server's
     // 64 KiB are full (about 8 MiB on loopback, far below the budget).
+    // 6 s: the flood thread runs under SCHED_IDLE, in the idle time of
+    // the load's cores; with a core kept busy it once took 2 s to fill
+    // the ten flooders' buffers (87.6 MB), too late for the 0.2 s stall
+    // to close the last of them within a 2 s window.
     let config = Config {
         max_buffered: 64 * 1024,
         stall_timeout: Some(Duration::from_millis(200)),
@@ -372,7 +378,7 @@ fn flooders_the_server_closes_are_counted_and_do_not_fail_the_run() {
         "--connections",
         "5",
         "--duration",
-        "2",
+        "6",
         "--warmup",
         "0",
     ]);

@@ -89,6 +89,10 @@ pub struct Flood {
     pub closed_by_server: usize,
     /// Flooders whose write failed any other way.
     pub failed: usize,
+    /// The flood thread ran under `SCHED_IDLE`, behind the measured
+    /// clients; `false`: the kernel refused it (nice 10, or no change off
+    /// Linux), so the flood competed with them for the load core.
+    pub sched_idle: bool,
 }
 
 /// Where one flooder stands.
@@ -160,7 +164,7 @@ fn flood_chunk() -> Vec<u8> {
 /// out the warm-up, flood for the duration, close everything and return
 /// what happened.
 pub fn run_flood(load: &FloodLoad, start: &Barrier) -> Flood {
-    lower_this_thread();
+    let sched_idle = lower_this_thread();
     let mut poll = Poll::new().expect("epoll_create");
     let opened = connect_streams_from(
         &mut poll,
@@ -172,6 +176,7 @@ pub fn run_flood(load: &FloodLoad, start: &Barrier) -> Flood {
     let streams = opened.streams;
     let mut tally = Flood {
         connect_failed: opened.failures.total(),
+        sched_idle,
         ..Flood::default()
     };
     let mut flooders: Vec<Option<Flooder>> = Vec::with_capacity(streams.len());
@@ -252,18 +257,21 @@ pub fn run_flood(load: &FloodLoad, start: &Barrier) -> Flood {
 /// Put the calling thread behind every ordinary thread: `SCHED_IDLE` on
 /// Linux (a waking ordinary thread always preempts it, and it gets a
 /// core only while nothing else wants it), else nice [`FLOOD_NICE`];
-/// elsewhere nothing changes. Failure only means the flood competes for
-/// the measured clients' CPU, so it is ignored.
-fn lower_this_thread() {
+/// elsewhere nothing changes. Whether `SCHED_IDLE` applied: if not, the
+/// flood competes for the measured clients' CPU, which the report says
+/// (`flood.sched_idle`) rather than fail the run.
+fn lower_this_thread() -> bool {
     #[cfg(target_os = "linux")]
     // SAFETY: both calls act on the calling thread only (pid 0 / its own
     // id) and read nothing but the `sched_param` passed by reference.
     unsafe {
         let param = libc::sched_param { sched_priority: 0 };
-        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
-            libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, FLOOD_NICE);
+        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) == 0 {
+            return true;
         }
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, FLOOD_NICE);
     }
+    false
 }
 
 /// One flooder's turn at writing, if it still has budget; a flooder the
@@ -297,12 +305,13 @@ mod tests {
             // SAFETY: reads the calling thread's own policy.
             unsafe { libc::sched_getscheduler(0) }
         };
-        let flood = thread::spawn(move || {
-            lower_this_thread();
-            policy_of_this_thread()
-        })
-        .join()
-        .unwrap();
+        let (applied, flood) =
+            thread::spawn(move || (lower_this_thread(), policy_of_this_thread()))
+                .join()
+                .unwrap();
+        // Where the kernel refuses SCHED_IDLE (a seccomp filter, say) the
+        // thread falls back to nice 10, and says so.
+        assert_eq!(applied, flood == libc::SCHED_IDLE, "what it says it got");
         assert_eq!(flood, libc::SCHED_IDLE, "the flood thread's policy");
         // The threads that spawned it (the measured clients') keep theirs.
         assert_eq!(policy_of_this_thread(), libc::SCHED_OTHER);

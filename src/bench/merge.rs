@@ -171,6 +171,11 @@ pub fn merge(runs: &[Run]) -> Result<Report, String> {
         flood.finished = flood_sum(|f| f.finished);
         flood.closed_by_server = flood_sum(|f| f.closed_by_server);
         flood.failed = flood_sum(|f| f.failed);
+        // Behind the measured clients only if every run's flood was.
+        let floods = || runs.iter().filter_map(|r| r.report.flood.as_ref());
+        flood.sched_idle = floods()
+            .map(|f| f.sched_idle)
+            .try_fold(true, |all, idle| idle.map(|idle| all && idle));
     }
     if m.hold.is_some() {
         let holds: Vec<&Hold> = runs.iter().filter_map(|r| r.report.hold.as_ref()).collect();
@@ -445,6 +450,31 @@ mod tests {
         let h = decode(&m.histogram).unwrap();
         assert_eq!(h.len(), 5);
         assert_eq!(m.latency_us.max, Some(h.max()));
+    }
+
+    #[test]
+    fn a_merged_flood_was_behind_the_measured_clients_only_if_every_run_s_was() {
+        let flooded = |sched_idle: Option<bool>| {
+            let mut r = report(&[10], "flood");
+            r.flood = Some(Flood {
+                connections: 100,
+                bytes_sent: 1_000,
+                sched_idle,
+                ..Flood::default()
+            });
+            r
+        };
+        let merged = |a, b| {
+            let m = merge(&[run("a", flooded(a)), run("b", flooded(b))]).unwrap();
+            let flood = m.flood.unwrap();
+            assert_eq!((flood.connections, flood.bytes_sent), (200, 2_000));
+            flood.sched_idle
+        };
+        assert_eq!(merged(Some(true), Some(true)), Some(true));
+        assert_eq!(merged(Some(true), Some(false)), Some(false));
+        assert_eq!(merged(Some(false), Some(true)), Some(false));
+        // A report from before the field: unknown, not "behind".
+        assert_eq!(merged(Some(true), None), None);
     }
 
     #[test]

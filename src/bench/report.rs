@@ -186,6 +186,7 @@ pub(super) fn flood_figures(flood: &Flood, args: &BenchArgs) -> FloodFigures {
         finished: flood.finished as u64,
         closed_by_server: flood.closed_by_server as u64,
         failed: flood.failed as u64,
+        sched_idle: Some(flood.sched_idle),
     }
 }
 

@@ -428,6 +428,10 @@ pub struct Flood {
     pub closed_by_server: u64,
     /// Failed otherwise.
     pub failed: u64,
+    /// The flood thread ran under `SCHED_IDLE`, behind the measured
+    /// clients (in every run, when merged); `false`: it competed with them
+    /// for the load core. `None` in reports from before it was recorded.
+    pub sched_idle: Option<bool>,
 }
 
 /// One second of the measured window.

@@ -131,6 +131,11 @@ pub(super) fn summary_text(r: &Report) -> String {
             f.connect_failed,
             f.failed,
         );
+        if f.sched_idle == Some(false) {
+            let _ = writeln!(out,
+                "  flood        the flood thread could not run under SCHED_IDLE: it competed with the measured clients for the load core, whose latency includes that"
+            );
+        }
         let k = r.kernel.unwrap_or(super::schema::Kernel {
             tcp_mem_peak_bytes: None,
             tcp_mem_pressure_bytes: None,

@@ -99,24 +99,25 @@ enum FillOutcome {
     Close(CloseReason),
 }
 
-/// A read that ends the drain without a reply going out (closing, paused,
-/// stopped) still counts against the turn's read budget if it was bulk:
-/// uncounted, the resets that end a flood let one turn read every reset
-/// connection's bytes (~100 MB, 27 ms, under 19 000 flooders). Off the
-/// per-message path: only these early exits call it, and a small message
-/// (under [`TRICKLE_BYTES`]) is left out as in `fill`. The reactor sees
-/// the spent budget when it acts on the close, or at the next read.
+/// A read after which `fill` stops early (the reply failed because the
+/// peer reset: closing; output past `--max-buffered`: paused; the protocol
+/// asked to close: stopped) still counts against the turn's read budget
+/// if it was bulk: uncounted, the resets that end a flood let one turn
+/// read every reset connection's bytes (~100 MB, 27 ms, under 19 000
+/// flooders), and never-reading clients one 64 KiB read each. Off the
+/// per-message path: only these exits call it, and a small message (under
+/// [`TRICKLE_BYTES`]) is left out as in `fill`. Whether the budget is now
+/// spent: the caller then asks for the reactor (`NEEDS_REACTOR`), which
+/// makes the rest of the turn's reads small; a close always gets it.
 #[cold]
-fn count_bulk_read(n: usize, ctx: &mut Context) {
-    if n >= TRICKLE_BYTES {
-        ctx.count_turn_read(n);
-    }
+fn count_bulk_read(n: usize, ctx: &mut Context) -> bool {
+    n >= TRICKLE_BYTES && ctx.count_turn_read(n)
 }
 
 /// [`count_bulk_read`], then close for `reason`.
 #[cold]
 fn closing_after_read(n: usize, reason: CloseReason, ctx: &mut Context) -> FillOutcome {
-    count_bulk_read(n, ctx);
+    let _ = count_bulk_read(n, ctx);
     FillOutcome::Close(reason)
 }
 
@@ -546,7 +547,9 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
                         }
                         // The protocol asked to close (a byte-for-byte one never does).
                         if self.ending.is_some() {
-                            count_bulk_read(n, ctx);
+                            if count_bulk_read(n, ctx) {
+                                self.state.insert(State::NEEDS_REACTOR);
+                            }
                             return FillOutcome::Stopped;
                         }
                     }
@@ -571,7 +574,9 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
                             // end will resume this read.
                             self.state.insert(State::NEEDS_REACTOR);
                         }
-                        count_bulk_read(n, ctx);
+                        if count_bulk_read(n, ctx) {
+                            self.state.insert(State::NEEDS_REACTOR);
+                        }
                         return FillOutcome::Paused;
                     }
                     // A short read means the receive queue is empty, and new

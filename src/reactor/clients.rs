@@ -305,8 +305,9 @@ impl<P: Protocol> Clients<P> {
     /// an event never drives a queued connection): the read budget is
     /// per connection *per turn*, and a zero-timeout poll lets fresh events
     /// in before anyone gets another. The step reads at most about
-    /// [`queue_read_budget`] in bulk (64 to 256 KiB, by how many others
-    /// were served since the last step 4): once it is spent the rest of the
+    /// [`queue_read_budget`] in bulk (1 KiB per other client served since
+    /// the last step 4, less what step 3 read, one read at least and
+    /// 256 KiB at most): once it is spent the rest of the
     /// queue waits, in order, for the next turns, so a queue of thousands
     /// of bulk senders does not hold up the next `epoll_wait`, and whoever
     /// waits in it.

@@ -125,11 +125,13 @@ pub const SCRATCH_BYTES: usize = 64 * 1024;
 pub const READ_BUDGET_BYTES: usize = 256 * 1024;
 /// Bytes that reads of at least [`TRICKLE_BYTES`] (and every read that
 /// discards input) may take in step 3 of one turn, from all connections
-/// together, and again in step 4 (smaller reads, a message's worth, are
-/// not counted: the per-message path pays nothing for the budget). Past it,
-/// reads take at most [`TRICKLE_BYTES`] for the rest of step 3 and step 4
-/// stops: a turn's copying is bounded however many connections have bulk
-/// input, so the next `epoll_wait`, and whoever waits in it, comes soon.
+/// together (smaller reads, a message's worth, are not counted: the
+/// per-message path pays nothing for the budget). Past it, reads take at
+/// most [`TRICKLE_BYTES`] for the rest of step 3; step 4 then has what
+/// the reads of the turn earned less what step 3 took
+/// ([`BULK_BYTES_PER_READ`]): a turn's copying is bounded however many
+/// connections have bulk input, so the next `epoll_wait`, and whoever
+/// waits in it, comes soon.
 /// One scratch buffer's worth: a turn copies at most about one bulk read
 /// in and out while others wait (a flood's 64 KiB costs 30–450 µs, 256 KiB
 /// up to 1.8 ms: docs/BENCHMARKS.md, "A reader beside a flood").
@@ -677,10 +679,38 @@ mod tests {
         clients: usize,
         receive_buffer: Option<usize>,
     ) -> (Reactor<Echo>, Vec<std::net::TcpStream>) {
+        let buffers = Buffers {
+            server_receive: receive_buffer,
+            ..Buffers::default()
+        };
+        reactor_with_buffers(clients, buffers)
+    }
+
+    /// Socket buffer sizes for [`reactor_with_buffers`] (`None`: the
+    /// kernel's default).
+    #[derive(Default, Clone, Copy)]
+    struct Buffers {
+        server_receive: Option<usize>,
+        server_send: Option<usize>,
+        client_receive: Option<usize>,
+    }
+
+    /// [`reactor_with`], with the server's and clients' socket buffers
+    /// sized: the server's through the listener (accepted sockets inherit
+    /// them), the clients' before they connect.
+    fn reactor_with_buffers(
+        clients: usize,
+        buffers: Buffers,
+    ) -> (Reactor<Echo>, Vec<std::net::TcpStream>) {
         let listener = mio::net::TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        if let Some(bytes) = receive_buffer {
+        if let Some(bytes) = buffers.server_receive {
             socket2::SockRef::from(&listener)
                 .set_recv_buffer_size(bytes)
+                .unwrap();
+        }
+        if let Some(bytes) = buffers.server_send {
+            socket2::SockRef::from(&listener)
+                .set_send_buffer_size(bytes)
                 .unwrap();
         }
         let addr = listener.local_addr().unwrap();
@@ -716,7 +746,15 @@ mod tests {
         // connection to take, so none sleeps for good.
         let connecting = std::thread::spawn(move || {
             (0..clients)
-                .map(|_| std::net::TcpStream::connect(addr).unwrap())
+                .map(|_| {
+                    use socket2::{Domain, Socket, Type};
+                    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+                    if let Some(bytes) = buffers.client_receive {
+                        socket.set_recv_buffer_size(bytes).unwrap();
+                    }
+                    socket.connect(&addr.into()).unwrap();
+                    std::net::TcpStream::from(socket)
+                })
                 .collect::<Vec<_>>()
         });
         while reactor.clients.open_count() < clients {
@@ -748,6 +786,28 @@ mod tests {
                 reactor.run_once().unwrap();
             }
             client.read_exact(&mut reply).unwrap(); // answered before it stops
+        }
+    }
+
+    /// Wait (20 s at most) until everything written on `stream` has reached
+    /// the server's receive queue (`SIOCOUTQ` 0: sent and acknowledged),
+    /// so the next turn finds it, however late a busy machine delivers.
+    fn wait_delivered(stream: &std::net::TcpStream) {
+        use std::os::fd::AsRawFd;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut queued: libc::c_int = 0;
+            // SAFETY: SIOCOUTQ writes one int through the pointer we pass.
+            let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+            assert_eq!(rc, 0, "SIOCOUTQ: {}", io::Error::last_os_error());
+            if queued == 0 {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{queued} bytes never delivered"
+            );
+            std::thread::yield_now();
         }
     }
 
@@ -1032,6 +1092,7 @@ mod tests {
         // wait on the ready queue.
         for sender in &mut streams {
             write(sender, 84 * 1024);
+            wait_delivered(sender);
         }
         reactor.run_once().unwrap();
         assert_eq!(reactor.clients.ready.len(), QUEUED);
@@ -1041,8 +1102,10 @@ mod tests {
         // 4 reads one queued connection, not a budget of its own.
         for reader in &mut readers {
             reader.write_all(b"hi\n").unwrap();
+            wait_delivered(reader);
         }
         write(&mut fresh, 64 * 1024);
+        wait_delivered(&fresh);
         let reads = |r: &Reactor<Echo>| r.clients.ws.ctx.counters.read_calls;
         let before = reads(&reactor);
         reactor.run_once().unwrap();
@@ -1081,6 +1144,55 @@ mod tests {
         let bound = TURN_READ_BUDGET as usize + SCRATCH_BYTES + SENDERS * TRICKLE_BYTES;
         assert!(read <= bound, "{read} bytes read in one turn, over {bound}");
         assert!(read > 0, "nothing read");
+    }
+
+    #[test]
+    fn bulk_reads_that_pause_on_unsent_output_spend_the_turn_budget_and_then_trickle() {
+        use std::io::Write;
+        const CLIENTS: usize = 8;
+        // Clients that never read, with small buffers on both sides of the
+        // echo, so a server's output soon waits in its own buffer.
+        let buffers = Buffers {
+            server_receive: Some(8 << 20),
+            server_send: Some(4096),
+            client_receive: Some(2048),
+        };
+        let (mut reactor, mut streams) = reactor_with_buffers(CLIENTS, buffers);
+        reactor.clients.ws.ctx.limits.max_buffered = 64 * 1024;
+        let counters = |r: &Reactor<Echo>| {
+            let c = &r.clients.ws.ctx.counters;
+            (c.bytes_in as usize, c.read_pauses)
+        };
+        // Each sends 32 KiB: echoed, most of it left waiting at the
+        // server, below --max-buffered, and no read paused yet.
+        let (start, _) = counters(&reactor);
+        for stream in &mut streams {
+            stream.set_nonblocking(true).unwrap();
+            stream.write_all(&[b'x'; 32 * 1024]).unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while counters(&reactor).0 - start < CLIENTS * 32 * 1024 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the 32 KiB never all read"
+            );
+            reactor.run_once().unwrap();
+        }
+        assert_eq!(counters(&reactor).1, 0, "a read paused already");
+        // Then 64 KiB more each: every such read takes the output past
+        // --max-buffered and pauses. The first spends the turn's budget;
+        // the rest of the turn's reads are small ones.
+        for stream in &mut streams {
+            stream.write_all(&[b'x'; 64 * 1024]).unwrap();
+            wait_delivered(stream);
+        }
+        let (before, pauses_before) = counters(&reactor);
+        reactor.run_once().unwrap();
+        let (after, pauses) = counters(&reactor);
+        assert!(pauses > pauses_before, "no read paused");
+        let read = after - before;
+        let bound = TURN_READ_BUDGET as usize + SCRATCH_BYTES + CLIENTS * TRICKLE_BYTES;
+        assert!(read <= bound, "{read} bytes read in one turn, over {bound}");
     }
 
     #[test]
