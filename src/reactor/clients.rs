@@ -109,8 +109,8 @@ pub(super) struct Clients<P: Protocol> {
 /// always moves: the bulk copying of a turn stays in proportion to the
 /// small messages answered in it. Beside 50 readers whose turn's step 3
 /// already read a flooder's 64 KiB, that is one read; with a floor of
-/// 64 KiB for step 4 alone, the reader's p99 beside 19 000 flooders was
-/// 1.9× what it is now (docs/BENCHMARKS.md, "A turn's bulk copying,
+/// 64 KiB for step 4 alone, the readers' p99 beside 19 000 flooders was
+/// about twice what it is now (docs/BENCHMARKS.md, "A turn's bulk copying,
 /// steps 3 and 4 together"); beside 1 000 (a turn of several ms) a hog
 /// still gets 256 KiB.
 pub(super) fn queue_read_budget(reads_since: u64, step3_bulk: isize) -> isize {
