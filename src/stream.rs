@@ -103,6 +103,25 @@ pub trait Linger {
     fn last_sent_ago_ms(&self) -> Option<u64>;
 }
 
+/// Bytes handed to the kernel on `socket` that the peer has not yet
+/// acknowledged (`ioctl(SIOCOUTQ)`; for a Unix socket, bytes the peer has
+/// not read); `None` where the platform cannot tell. [`Linger::unacknowledged`]
+/// for a [`Stream`], and for any socket (a test waiting for its bytes to
+/// reach the server).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn unacknowledged_bytes(socket: &impl AsRawFd) -> Option<usize> {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one int through the pointer we pass.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+    (rc == 0).then_some(queued.max(0) as usize)
+}
+
+/// See the Linux version: elsewhere the kernel does not say.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn unacknowledged_bytes(_socket: &impl AsRawFd) -> Option<usize> {
+    None
+}
+
 impl Linger for Stream {
     fn shutdown_write(&self) -> io::Result<()> {
         // SAFETY: the descriptor is an open socket this Stream owns.
@@ -110,17 +129,8 @@ impl Linger for Stream {
         from_ssize(rc as libc::ssize_t).map(drop)
     }
 
-    #[cfg(any(target_os = "linux", target_os = "android"))]
     fn unacknowledged(&self) -> Option<usize> {
-        let mut queued: libc::c_int = 0;
-        // SAFETY: SIOCOUTQ writes one int through the pointer we pass.
-        let rc = unsafe { libc::ioctl(self.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
-        (rc == 0).then_some(queued.max(0) as usize)
-    }
-
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    fn unacknowledged(&self) -> Option<usize> {
-        None
+        unacknowledged_bytes(self)
     }
 
     fn unread(&self) -> Option<usize> {

@@ -159,11 +159,8 @@ pub fn merge(runs: &[Run]) -> Result<Report, String> {
             .max();
     }
     if let Some(flood) = m.flood.as_mut() {
-        let flood_sum = |pick: fn(&Flood) -> u64| {
-            runs.iter()
-                .filter_map(|r| r.report.flood.as_ref().map(pick))
-                .sum::<u64>()
-        };
+        let floods = || runs.iter().filter_map(|r| r.report.flood.as_ref());
+        let flood_sum = |pick: fn(&Flood) -> u64| floods().map(pick).sum::<u64>();
         flood.requested = Some(flood_sum(|f| f.requested.unwrap_or(0)));
         flood.connections = flood_sum(|f| f.connections);
         flood.connect_failed = flood_sum(|f| f.connect_failed);
@@ -172,7 +169,6 @@ pub fn merge(runs: &[Run]) -> Result<Report, String> {
         flood.closed_by_server = flood_sum(|f| f.closed_by_server);
         flood.failed = flood_sum(|f| f.failed);
         // Behind the measured clients only if every run's flood was.
-        let floods = || runs.iter().filter_map(|r| r.report.flood.as_ref());
         flood.sched_idle = floods()
             .map(|f| f.sched_idle)
             .try_fold(true, |all, idle| idle.map(|idle| all && idle));

@@ -568,13 +568,13 @@ impl<S: Read + Write + Linger, Session> Connection<S, Session> {
                         if TRACE {
                             trace!("paused: {} unsent", self.outbuf.len());
                         }
-                        if ctx.gauge.held_capacity >= ctx.limits.high_water_bytes {
-                            // Paused by memory, not by --max-buffered: the
-                            // reactor must start the pressure episode whose
-                            // end will resume this read.
-                            self.state.insert(State::NEEDS_REACTOR);
-                        }
-                        if count_bulk_read(n, ctx) {
+                        // The reactor is needed if this read spent the
+                        // turn's budget (the rest of the turn reads small),
+                        // or if memory paused it, not --max-buffered (it
+                        // must start the pressure episode whose end will
+                        // resume this read).
+                        let spent = count_bulk_read(n, ctx);
+                        if spent || ctx.gauge.held_capacity >= ctx.limits.high_water_bytes {
                             self.state.insert(State::NEEDS_REACTOR);
                         }
                         return FillOutcome::Paused;

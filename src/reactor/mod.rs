@@ -789,17 +789,21 @@ mod tests {
         }
     }
 
-    /// Wait (20 s at most) until everything written on `stream` has reached
-    /// the server's receive queue (`SIOCOUTQ` 0: sent and acknowledged),
-    /// so the next turn finds it, however late a busy machine delivers.
-    fn wait_delivered(stream: &std::net::TcpStream) {
-        use std::os::fd::AsRawFd;
+    /// Write exactly `bytes` on `stream` without blocking (the server's
+    /// receive buffer must hold them), then wait (20 s at most) until they
+    /// have reached the server's receive queue (`SIOCOUTQ` 0: sent and
+    /// acknowledged), so the next turn finds them, however late a busy
+    /// machine delivers.
+    fn queue_at_server(stream: &mut std::net::TcpStream, bytes: &[u8]) {
+        use std::io::Write;
+        stream.set_nonblocking(true).unwrap();
+        stream
+            .write_all(bytes)
+            .expect("all of it queued at the server");
+        stream.set_nonblocking(false).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let mut queued: libc::c_int = 0;
-            // SAFETY: SIOCOUTQ writes one int through the pointer we pass.
-            let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
-            assert_eq!(rc, 0, "SIOCOUTQ: {}", io::Error::last_os_error());
+            let queued = crate::stream::unacknowledged_bytes(stream).expect("SIOCOUTQ");
             if queued == 0 {
                 return;
             }
@@ -1071,7 +1075,6 @@ mod tests {
 
     #[test]
     fn step_four_reads_only_what_step_three_left_of_the_turns_bulk_share() {
-        use std::io::Write;
         const QUEUED: usize = 8;
         const READERS: usize = 50;
         // Receive buffers that hold every byte below before a turn reads.
@@ -1079,20 +1082,11 @@ mod tests {
             reactor_with_receive_buffer(QUEUED + 1 + READERS, Some(8 << 20));
         let mut readers = streams.split_off(QUEUED + 1);
         let mut fresh = streams.pop().unwrap();
-        // Exactly `bytes`, all of it into the server's receive buffer now.
-        let write = |stream: &mut std::net::TcpStream, bytes: usize| {
-            stream.set_nonblocking(true).unwrap();
-            stream
-                .write_all(&vec![b'x'; bytes])
-                .expect("all of it queued at the server");
-            stream.set_nonblocking(false).unwrap();
-        };
         // Turn 1: eight bulk senders of 84 KiB. Step 3 reads 64 KiB of one
         // (the turn's budget), then a small read of each other: all eight
         // wait on the ready queue.
         for sender in &mut streams {
-            write(sender, 84 * 1024);
-            wait_delivered(sender);
+            queue_at_server(sender, &[b'x'; 84 * 1024]);
         }
         reactor.run_once().unwrap();
         assert_eq!(reactor.clients.ready.len(), QUEUED);
@@ -1101,11 +1095,9 @@ mod tests {
         // than the 57 reads since the queue began earned (57 KiB), so step
         // 4 reads one queued connection, not a budget of its own.
         for reader in &mut readers {
-            reader.write_all(b"hi\n").unwrap();
-            wait_delivered(reader);
+            queue_at_server(reader, b"hi\n");
         }
-        write(&mut fresh, 64 * 1024);
-        wait_delivered(&fresh);
+        queue_at_server(&mut fresh, &[b'x'; 64 * 1024]);
         let reads = |r: &Reactor<Echo>| r.clients.ws.ctx.counters.read_calls;
         let before = reads(&reactor);
         reactor.run_once().unwrap();
@@ -1124,14 +1116,12 @@ mod tests {
 
     #[test]
     fn bulk_reads_of_peers_that_reset_count_against_the_turn_budget() {
-        use std::io::Write;
         const SENDERS: usize = 8;
         let (mut reactor, mut streams) = reactor_with_receive_buffer(SENDERS, Some(8 << 20));
         // Each sends 48 KiB and resets: the server reads the bytes, and
         // the echo of each read fails. Those reads are bulk all the same.
         for stream in &mut streams {
-            assert_eq!(write_some(stream, 48 * 1024), 48 * 1024);
-            stream.flush().unwrap();
+            queue_at_server(stream, &[b'x'; 48 * 1024]);
             socket2::SockRef::from(&*stream)
                 .set_linger(Some(Duration::ZERO))
                 .unwrap();
@@ -1148,7 +1138,6 @@ mod tests {
 
     #[test]
     fn bulk_reads_that_pause_on_unsent_output_spend_the_turn_budget_and_then_trickle() {
-        use std::io::Write;
         const CLIENTS: usize = 8;
         // Clients that never read, with small buffers on both sides of the
         // echo, so a server's output soon waits in its own buffer.
@@ -1167,8 +1156,7 @@ mod tests {
         // server, below --max-buffered, and no read paused yet.
         let (start, _) = counters(&reactor);
         for stream in &mut streams {
-            stream.set_nonblocking(true).unwrap();
-            stream.write_all(&[b'x'; 32 * 1024]).unwrap();
+            queue_at_server(stream, &[b'x'; 32 * 1024]);
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while counters(&reactor).0 - start < CLIENTS * 32 * 1024 {
@@ -1183,8 +1171,7 @@ mod tests {
         // --max-buffered and pauses. The first spends the turn's budget;
         // the rest of the turn's reads are small ones.
         for stream in &mut streams {
-            stream.write_all(&[b'x'; 64 * 1024]).unwrap();
-            wait_delivered(stream);
+            queue_at_server(stream, &[b'x'; 64 * 1024]);
         }
         let (before, pauses_before) = counters(&reactor);
         reactor.run_once().unwrap();

@@ -34,6 +34,12 @@ use super::{Reactor, REAP_BUDGET};
 use crate::protocol::Protocol;
 use crate::timers::{due_after, NEVER};
 
+/// The end of a drain or shutdown `after_ms` from `now`: never [`NEVER`]
+/// itself, which says "no deadline" in `Reactor::shutdown_deadline_ms`.
+fn shutdown_deadline(now: u64, after_ms: u64) -> u64 {
+    due_after(now, after_ms).min(NEVER - 1)
+}
+
 impl<P: Protocol> Reactor<P> {
     /// SIGINT/SIGTERM/SIGQUIT/SIGUSR2 arrived (read from the self-pipe, inside the loop).
     pub(super) fn on_signals(&mut self) {
@@ -92,8 +98,7 @@ impl<P: Protocol> Reactor<P> {
         let now = self.clients.ws.ctx.now_ms;
         self.draining = true;
         serve_on_if_orphaned();
-        // Never `NEVER` itself, which says "no deadline".
-        self.shutdown_deadline_ms = due_after(now, self.settings.drain_timeout_ms).min(NEVER - 1);
+        self.shutdown_deadline_ms = shutdown_deadline(now, self.settings.drain_timeout_ms);
         let registry = self.poll.registry();
         self.clients.stop_accepting(registry);
         if let Some(metrics) = &mut self.metrics {
@@ -126,7 +131,7 @@ impl<P: Protocol> Reactor<P> {
     /// period; with `linger_idle`, idle connections linger too.
     pub(super) fn begin_shutdown(&mut self, linger_idle: bool) {
         let now = self.clients.ws.ctx.now_ms;
-        self.shutdown_deadline_ms = due_after(now, self.settings.shutdown_grace_ms).min(NEVER - 1);
+        self.shutdown_deadline_ms = shutdown_deadline(now, self.settings.shutdown_grace_ms);
         let waiting = self
             .clients
             .stop_accepting_and_reading(self.poll.registry(), linger_idle);
